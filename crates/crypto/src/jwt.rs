@@ -1,0 +1,178 @@
+//! JWS signing and verification, ES256 only, with the algorithm pinned to the key.
+//!
+//! Verification follows RFC 8725: a length cap, exactly one expected `typ`, the header `alg`
+//! must be the key's algorithm, the key is chosen by `kid` from keys we hold (never from the
+//! token: `jwk`, `jku`, `x5u` and `x5c` headers are refused), and critical extensions are
+//! refused because we implement none. Time and audience checks are the caller's, with its clock.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{CryptoError, SigningKey};
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_JWT_LEN: usize = 8 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwtError {
+    #[error("token is longer than {MAX_JWT_LEN} bytes")]
+    TooLong,
+    #[error("token is not a compact JWS")]
+    Malformed,
+    #[error("token header uses algorithm {0:?}; only ES256 is accepted")]
+    Algorithm(String),
+    #[error("token type {0:?} is not the expected type")]
+    Type(Option<String>),
+    #[error("token header has no key id")]
+    MissingKeyId,
+    #[error("token was signed by an unknown key")]
+    UnknownKeyId,
+    #[error("token header carries {0:?}, which is refused")]
+    ForbiddenHeader(&'static str),
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token claims are malformed")]
+    Claims,
+}
+
+/// A token whose signature checked out, with its decoded claims.
+#[derive(Debug)]
+pub struct VerifiedJwt<C> {
+    pub kid: String,
+    pub claims: C,
+}
+
+pub fn sign_jwt<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result<String, CryptoError> {
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some(typ.to_owned());
+    header.kid = Some(key.kid().to_owned());
+    jsonwebtoken::encode(&header, claims, key.encoding_key()).map_err(|e| CryptoError::Sign(e.to_string()))
+}
+
+/// Verifies `token` as a JWS of type `expected_typ` signed by one of `keys`.
+pub fn verify_jwt<'k, C: DeserializeOwned>(
+    token: &str,
+    expected_typ: &str,
+    keys: impl IntoIterator<Item = &'k SigningKey>,
+) -> Result<VerifiedJwt<C>, JwtError> {
+    if token.len() > MAX_JWT_LEN {
+        return Err(JwtError::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed);
+    };
+    // jsonwebtoken's Header ignores members it does not model; look at the raw header for the
+    // ones that change how a token must be processed.
+    let raw_header: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or(JwtError::Malformed)?;
+    for forbidden in ["crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip"] {
+        if raw_header.contains_key(forbidden) {
+            return Err(JwtError::ForbiddenHeader(forbidden));
+        }
+    }
+    match raw_header.get("alg").and_then(|v| v.as_str()) {
+        Some("ES256") => {}
+        other => return Err(JwtError::Algorithm(other.unwrap_or_default().to_owned())),
+    }
+    let typ = raw_header.get("typ").and_then(|v| v.as_str()).map(str::to_owned);
+    if !typ_matches(typ.as_deref(), expected_typ) {
+        return Err(JwtError::Type(typ));
+    }
+    let kid = raw_header.get("kid").and_then(|v| v.as_str()).ok_or(JwtError::MissingKeyId)?;
+    let key = keys.into_iter().find(|k| k.kid() == kid).ok_or(JwtError::UnknownKeyId)?;
+
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<C>(token, key.decoding_key(), &validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey => JwtError::Signature,
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => JwtError::Claims,
+            _ => JwtError::Malformed,
+        }
+    })?;
+    Ok(VerifiedJwt { kid: key.kid().to_owned(), claims: data.claims })
+}
+
+/// RFC 8725 §3.11 and RFC 9068 §2.1: `at+jwt` and `application/at+jwt` are the same type;
+/// media types compare case-insensitively.
+fn typ_matches(presented: Option<&str>, expected: &str) -> bool {
+    let Some(presented) = presented else { return false };
+    let presented = presented.to_ascii_lowercase();
+    let presented = presented.strip_prefix("application/").unwrap_or(&presented);
+    presented == expected.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Claims {
+        sub: String,
+    }
+
+    fn b64(v: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn round_trip_and_attacks() -> Result<(), CryptoError> {
+        let key = SigningKey::generate()?;
+        let other = SigningKey::generate()?;
+        let token = sign_jwt(&key, "at+jwt", &Claims { sub: "alice".into() })?;
+        let ok: VerifiedJwt<Claims> = verify_jwt(&token, "at+jwt", [&key]).map_err(|e| CryptoError::Sign(e.to_string()))?;
+        assert_eq!(ok.claims.sub, "alice");
+
+        // Wrong type.
+        assert_eq!(verify_jwt::<Claims>(&token, "jwt", [&key]).err(), Some(JwtError::Type(Some("at+jwt".into()))));
+        // Unknown key.
+        assert_eq!(verify_jwt::<Claims>(&token, "at+jwt", [&other]).err(), Some(JwtError::UnknownKeyId));
+        // Flipped signature bit.
+        let mut tampered = token.clone();
+        let last = tampered.pop().map(|c| if c == 'A' { 'B' } else { 'A' }).unwrap_or('A');
+        tampered.push(last);
+        assert_eq!(verify_jwt::<Claims>(&tampered, "at+jwt", [&key]).err(), Some(JwtError::Signature));
+
+        let payload = token.split('.').nth(1).unwrap_or_default().to_owned();
+        // alg none, in several spellings.
+        for alg in ["none", "None", "NONE", "nOnE", "HS256"] {
+            let header = b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": key.kid()}));
+            let forged = format!("{header}.{payload}.");
+            assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]).err(), Some(JwtError::Algorithm(alg.into())));
+        }
+        // Embedded keys and critical extensions.
+        for (name, value) in [
+            ("jwk", serde_json::json!({"kty": "EC"})),
+            ("jku", serde_json::json!("http://127.0.0.2/jwks")),
+            ("crit", serde_json::json!(["exp"])),
+            ("b64", serde_json::json!(false)),
+        ] {
+            let mut header = serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()});
+            header[name] = value;
+            let forged = format!("{}.{payload}.{}", b64(&header), token.split('.').nth(2).unwrap_or_default());
+            assert!(matches!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]), Err(JwtError::ForbiddenHeader(_))));
+        }
+        // Structure and size.
+        assert_eq!(verify_jwt::<Claims>("a.b", "at+jwt", [&key]).err(), Some(JwtError::Malformed));
+        assert_eq!(verify_jwt::<Claims>(&format!("{token}.x"), "at+jwt", [&key]).err(), Some(JwtError::Malformed));
+        assert_eq!(verify_jwt::<Claims>(&"a".repeat(MAX_JWT_LEN + 1), "at+jwt", [&key]).err(), Some(JwtError::TooLong));
+        // The same claims signed by a key we do not trust but claiming our kid.
+        let header = b64(&serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()}));
+        let foreign = sign_jwt(&other, "at+jwt", &Claims { sub: "mallory".into() })?;
+        let forged = format!("{header}.{}.{}", foreign.split('.').nth(1).unwrap_or_default(), foreign.split('.').nth(2).unwrap_or_default());
+        assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]).err(), Some(JwtError::Signature));
+        Ok(())
+    }
+}

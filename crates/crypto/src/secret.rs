@@ -1,0 +1,93 @@
+//! Opaque secrets (codes, refresh tokens, client secrets, session ids) and their digests.
+//!
+//! Secrets Portcullis generates carry 256 bits of entropy, so a single SHA-256 is a sound
+//! at-rest digest: there is nothing to brute-force, and no slow KDF is needed. That is what
+//! keeps the token endpoint fast.
+
+use aws_lc_rs::digest as lc_digest;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use subtle::ConstantTimeEq;
+
+use crate::CryptoError;
+
+/// SHA-256 of a secret, the only form in which secrets are stored.
+pub type SecretDigest = [u8; 32];
+
+/// A fresh random value of `bytes` bytes, base64url without padding.
+pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
+    let mut buf = vec![0u8; bytes];
+    SystemRandom::new().fill(&mut buf).map_err(|_| CryptoError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut buf = [0u8; N];
+    SystemRandom::new().fill(&mut buf).map_err(|_| CryptoError::Random)?;
+    Ok(buf)
+}
+
+pub fn digest(secret: &str) -> SecretDigest {
+    let d = lc_digest::digest(&lc_digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// RFC 7636 §4.1: 43 to 128 characters of `[A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"`.
+pub fn is_valid_code_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// An S256 challenge is the base64url (no padding) of a SHA-256: exactly 43 characters.
+pub fn is_valid_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43 && URL_SAFE_NO_PAD.decode(challenge).is_ok_and(|b| b.len() == 32)
+}
+
+/// RFC 7636 §4.6: `BASE64URL(SHA256(ASCII(code_verifier))) == code_challenge`, compared in
+/// constant time.
+pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
+    if !is_valid_code_verifier(verifier) {
+        return false;
+    }
+    let computed = URL_SAFE_NO_PAD.encode(lc_digest::digest(&lc_digest::SHA256, verifier.as_bytes()));
+    ct_eq(computed.as_bytes(), challenge.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(is_valid_s256_challenge(challenge));
+        assert!(pkce_s256_matches(verifier, challenge));
+        assert!(!pkce_s256_matches("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj", challenge));
+        assert!(!pkce_s256_matches("short", challenge));
+    }
+
+    #[test]
+    fn random_tokens_differ_and_have_full_entropy() -> Result<(), CryptoError> {
+        let a = random_token(32)?;
+        let b = random_token(32)?;
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        Ok(())
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

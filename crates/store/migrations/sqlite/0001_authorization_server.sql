@@ -1,0 +1,128 @@
+-- Authorization server core. Times are Unix seconds; secrets are stored only as SHA-256 digests
+-- (or, for signing keys, sealed with the master key). Keep in step with ../postgres.
+
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    private_key_sealed BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    publish_until INTEGER
+);
+
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    display_name TEXT,
+    email TEXT,
+    password_hash TEXT,
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    disabled_at INTEGER,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE clients (
+    client_id TEXT PRIMARY KEY,
+    client_name TEXT NOT NULL,
+    client_type TEXT NOT NULL CHECK (client_type IN ('public', 'confidential')),
+    secret_digest BLOB,
+    redirect_uris TEXT NOT NULL,
+    grant_types TEXT NOT NULL,
+    allowed_scopes TEXT NOT NULL,
+    allowed_resources TEXT NOT NULL,
+    application_type TEXT NOT NULL CHECK (application_type IN ('web', 'native')),
+    origin TEXT NOT NULL,
+    verified INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'pending', 'suspended')),
+    can_introspect INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+
+CREATE TABLE browser_sessions (
+    id_digest BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    auth_time INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX browser_sessions_user ON browser_sessions (user_id);
+
+CREATE TABLE authorization_requests (
+    id_digest BLOB PRIMARY KEY,
+    client_id TEXT NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
+    redirect_uri TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    state TEXT,
+    nonce TEXT,
+    code_challenge TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    max_age INTEGER,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE grants (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
+    user_id TEXT REFERENCES users (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('authorization_code', 'client_credentials')),
+    resource TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    auth_time INTEGER,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    revoked_reason TEXT
+);
+CREATE INDEX grants_client ON grants (client_id);
+CREATE INDEX grants_user ON grants (user_id);
+
+CREATE TABLE authorization_codes (
+    code_digest BLOB PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    client_id TEXT NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    redirect_uri TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    nonce TEXT,
+    auth_time INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    redeemed_at INTEGER
+);
+
+CREATE TABLE refresh_tokens (
+    token_digest BLOB PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    scope TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    rotated_at INTEGER
+);
+CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+
+CREATE TABLE access_tokens (
+    jti TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    scope TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX access_tokens_grant ON access_tokens (grant_id);
+
+CREATE TABLE consents (
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    client_id TEXT NOT NULL REFERENCES clients (client_id) ON DELETE CASCADE,
+    resource TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_id, resource)
+);

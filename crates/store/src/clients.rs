@@ -1,0 +1,170 @@
+//! OAuth clients.
+
+use crate::{
+    ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Result, Store, StoreError, on_pool,
+    split_list,
+};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    client_id: String,
+    client_name: String,
+    client_type: String,
+    secret_digest: Option<Vec<u8>>,
+    redirect_uris: String,
+    grant_types: String,
+    allowed_scopes: String,
+    allowed_resources: String,
+    application_type: String,
+    origin: String,
+    verified: bool,
+    status: String,
+    can_introspect: bool,
+    created_at: i64,
+    updated_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl TryFrom<Row> for ClientRecord {
+    type Error = StoreError;
+
+    fn try_from(r: Row) -> Result<Self> {
+        Ok(Self {
+            client_type: ClientType::parse(&r.client_type).ok_or(StoreError::Corrupt("client type"))?,
+            application_type: ApplicationType::parse(&r.application_type)
+                .ok_or(StoreError::Corrupt("client application type"))?,
+            origin: RegistrationOrigin::parse(&r.origin).ok_or(StoreError::Corrupt("client origin"))?,
+            status: ClientStatus::parse(&r.status).ok_or(StoreError::Corrupt("client status"))?,
+            client_id: r.client_id,
+            client_name: r.client_name,
+            secret_digest: r.secret_digest,
+            redirect_uris: split_list(&r.redirect_uris),
+            grant_types: split_list(&r.grant_types),
+            allowed_scopes: r.allowed_scopes,
+            allowed_resources: split_list(&r.allowed_resources),
+            verified: r.verified,
+            can_introspect: r.can_introspect,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_used_at: r.last_used_at,
+        })
+    }
+}
+
+const INSERT: &str = "INSERT INTO clients (client_id, client_name, client_type, secret_digest, redirect_uris, grant_types, \
+     allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+const UPSERT: &str = "INSERT INTO clients (client_id, client_name, client_type, secret_digest, redirect_uris, grant_types, \
+     allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     ON CONFLICT (client_id) DO UPDATE SET client_name = excluded.client_name, client_type = excluded.client_type, \
+     secret_digest = excluded.secret_digest, redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types, \
+     allowed_scopes = excluded.allowed_scopes, allowed_resources = excluded.allowed_resources, \
+     application_type = excluded.application_type, verified = excluded.verified, \
+     can_introspect = excluded.can_introspect, updated_at = excluded.updated_at";
+
+impl Store {
+    pub async fn insert_client(&self, client: &ClientRecord) -> Result<()> {
+        match self.write_client(INSERT, client).await {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict("a client with this client_id")),
+            other => other,
+        }
+    }
+
+    /// Inserts or updates a client declared in the configuration file. Its status (an
+    /// administrator may have suspended it) and creation time are kept.
+    pub async fn upsert_client(&self, client: &ClientRecord) -> Result<()> {
+        self.write_client(UPSERT, client).await
+    }
+
+    async fn write_client(&self, sql: &'static str, c: &ClientRecord) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(&c.client_id)
+            .bind(&c.client_name)
+            .bind(c.client_type.as_str())
+            .bind(&c.secret_digest)
+            .bind(c.redirect_uris.join(" "))
+            .bind(c.grant_types.join(" "))
+            .bind(&c.allowed_scopes)
+            .bind(c.allowed_resources.join(" "))
+            .bind(c.application_type.as_str())
+            .bind(c.origin.as_str())
+            .bind(c.verified)
+            .bind(c.status.as_str())
+            .bind(c.can_introspect)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .bind(c.last_used_at)
+            .execute(pool)
+            .await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        let row: Option<Row> = on_pool!(self, pool => sqlx::query_as("SELECT * FROM clients WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(TryInto::try_into).transpose()
+    }
+
+    pub async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
+        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as("SELECT * FROM clients ORDER BY created_at, client_id")
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Removes a client and, by cascade, everything it holds: grants, tokens, consents, codes.
+    pub async fn delete_client(&self, client_id: &str) -> Result<()> {
+        let n = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            // Access and refresh tokens cascade from grants; grants, codes, consents and
+            // parked requests cascade from the client.
+            let n = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        });
+        if n == 0 {
+            return Err(StoreError::NotFound("client"));
+        }
+        Ok(())
+    }
+
+    /// Changes a client's status. Suspending revokes every grant it holds, in the same
+    /// transaction, so its tokens die with it.
+    pub async fn set_client_status(&self, client_id: &str, status: ClientStatus, now: i64) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("UPDATE clients SET status = $1, updated_at = $2 WHERE client_id = $3")
+                .bind(status.as_str())
+                .bind(now)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound("client"));
+            }
+            if status == ClientStatus::Suspended {
+                sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = 'client suspended' WHERE client_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn touch_client(&self, client_id: &str, now: i64) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE clients SET last_used_at = $1 WHERE client_id = $2")
+            .bind(now)
+            .bind(client_id)
+            .execute(pool)
+            .await.map(|_| ()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! Grants and what hangs off them: authorization codes, refresh tokens (one family per grant),
+//! and records of issued access tokens. The transitions here are the ones attackers race, so
+//! each is a single conditional UPDATE inside a transaction.
+
+use crate::{
+    AccessTokenStatus, AuthorizationCodeRecord, ClientStatus, CodeRedemption, GrantKind, GrantRecord, NewAccessToken,
+    NewRefreshToken, RefreshRotation, RefreshTokenRecord, Result, Store, StoreError, on_pool,
+};
+
+#[derive(sqlx::FromRow)]
+struct CodeRow {
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    redirect_uri: String,
+    resource: String,
+    scope: String,
+    code_challenge: String,
+    nonce: Option<String>,
+    auth_time: i64,
+    created_at: i64,
+    expires_at: i64,
+    redeemed_at: Option<i64>,
+}
+
+impl From<CodeRow> for AuthorizationCodeRecord {
+    fn from(r: CodeRow) -> Self {
+        Self {
+            grant_id: r.grant_id,
+            client_id: r.client_id,
+            user_id: r.user_id,
+            redirect_uri: r.redirect_uri,
+            resource: r.resource,
+            scope: r.scope,
+            code_challenge: r.code_challenge,
+            nonce: r.nonce,
+            auth_time: r.auth_time,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            redeemed_at: r.redeemed_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    id: String,
+    client_id: String,
+    user_id: Option<String>,
+    kind: String,
+    resource: String,
+    scope: String,
+    auth_time: Option<i64>,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
+}
+
+impl TryFrom<GrantRow> for GrantRecord {
+    type Error = StoreError;
+
+    fn try_from(r: GrantRow) -> Result<Self> {
+        Ok(Self {
+            kind: GrantKind::parse(&r.kind).ok_or(StoreError::Corrupt("grant kind"))?,
+            id: r.id,
+            client_id: r.client_id,
+            user_id: r.user_id,
+            resource: r.resource,
+            scope: r.scope,
+            auth_time: r.auth_time,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            revoked_reason: r.revoked_reason,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    rt_scope: String,
+    rt_created_at: i64,
+    rt_expires_at: i64,
+    rotated_at: Option<i64>,
+    #[sqlx(flatten)]
+    grant: GrantRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    jti: String,
+    grant_id: String,
+    client_id: String,
+    user_id: Option<String>,
+    username: Option<String>,
+    scope: String,
+    resource: String,
+    issued_at: i64,
+    expires_at: i64,
+    token_revoked_at: Option<i64>,
+    grant_revoked_at: Option<i64>,
+    user_disabled_at: Option<i64>,
+    client_status: String,
+}
+
+const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at, revoked_at, revoked_reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
+const INSERT_ACCESS_TOKEN: &str =
+    "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+const INSERT_REFRESH_TOKEN: &str =
+    "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+
+impl Store {
+    pub async fn insert_authorization_code(&self, code_digest: &[u8], c: &AuthorizationCodeRecord) -> Result<()> {
+        let sql = "INSERT INTO authorization_codes (code_digest, grant_id, client_id, user_id, redirect_uri, resource, scope, \
+                   code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)";
+        on_pool!(self, pool => sqlx::query(sql)
+            .bind(code_digest)
+            .bind(&c.grant_id)
+            .bind(&c.client_id)
+            .bind(&c.user_id)
+            .bind(&c.redirect_uri)
+            .bind(&c.resource)
+            .bind(&c.scope)
+            .bind(&c.code_challenge)
+            .bind(&c.nonce)
+            .bind(c.auth_time)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(pool)
+            .await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn find_authorization_code(&self, code_digest: &[u8]) -> Result<Option<AuthorizationCodeRecord>> {
+        let row: Option<CodeRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at \
+             FROM authorization_codes WHERE code_digest = $1")
+            .bind(code_digest)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(Into::into))
+    }
+
+    /// Marks a code redeemed and creates its grant, atomically. A code that was redeemed
+    /// before is a replay: the grant the first redemption created is revoked (RFC 9700 §4.5).
+    pub async fn redeem_authorization_code(&self, code_digest: &[u8], now: i64, grant_expires_at: i64) -> Result<CodeRedemption> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let claimed: Option<CodeRow> = sqlx::query_as(
+                "UPDATE authorization_codes SET redeemed_at = $1 WHERE code_digest = $2 AND redeemed_at IS NULL AND expires_at > $1 \
+                 RETURNING grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at")
+                .bind(now)
+                .bind(code_digest)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(code) = claimed {
+                sqlx::query(INSERT_GRANT)
+                    .bind(&code.grant_id)
+                    .bind(&code.client_id)
+                    .bind(&code.user_id)
+                    .bind(GrantKind::AuthorizationCode.as_str())
+                    .bind(&code.resource)
+                    .bind(&code.scope)
+                    .bind(code.auth_time)
+                    .bind(now)
+                    .bind(grant_expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(CodeRedemption::Redeemed(code.into()));
+            }
+            let previous: Option<(String, Option<i64>)> =
+                sqlx::query_as("SELECT grant_id, redeemed_at FROM authorization_codes WHERE code_digest = $1")
+                    .bind(code_digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match previous {
+                Some((grant_id, Some(_))) => {
+                    sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = 'authorization code replayed' WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(&grant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(CodeRedemption::Replayed { grant_id })
+                }
+                _ => {
+                    tx.commit().await?;
+                    Ok(CodeRedemption::NotFound)
+                }
+            }
+        })
+    }
+
+    /// Records the tokens issued for a grant (the refresh token starts its family).
+    pub async fn insert_grant_tokens(&self, grant_id: &str, refresh: Option<&NewRefreshToken>, access: &NewAccessToken) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(rt) = refresh {
+                sqlx::query(INSERT_REFRESH_TOKEN)
+                    .bind(&rt.digest)
+                    .bind(grant_id)
+                    .bind(&rt.scope)
+                    .bind(rt.created_at)
+                    .bind(rt.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(INSERT_ACCESS_TOKEN)
+                .bind(&access.jti)
+                .bind(grant_id)
+                .bind(&access.scope)
+                .bind(access.issued_at)
+                .bind(access.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// A client-credentials grant and its one access token.
+    pub async fn insert_client_credentials_grant(&self, grant: &GrantRecord, access: &NewAccessToken) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(INSERT_GRANT)
+                .bind(&grant.id)
+                .bind(&grant.client_id)
+                .bind(&grant.user_id)
+                .bind(grant.kind.as_str())
+                .bind(&grant.resource)
+                .bind(&grant.scope)
+                .bind(grant.auth_time)
+                .bind(grant.created_at)
+                .bind(grant.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_ACCESS_TOKEN)
+                .bind(&access.jti)
+                .bind(&grant.id)
+                .bind(&access.scope)
+                .bind(access.issued_at)
+                .bind(access.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn find_refresh_token(&self, token_digest: &[u8]) -> Result<Option<RefreshTokenRecord>> {
+        let sql = "SELECT r.scope AS rt_scope, r.created_at AS rt_created_at, r.expires_at AS rt_expires_at, r.rotated_at, \
+                   g.id, g.client_id, g.user_id, g.kind, g.resource, g.scope, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.revoked_reason \
+                   FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_digest = $1";
+        let row: Option<RefreshRow> = on_pool!(self, pool => sqlx::query_as(sql).bind(token_digest).fetch_optional(pool).await?);
+        row.map(|r| {
+            Ok(RefreshTokenRecord {
+                grant: r.grant.try_into()?,
+                scope: r.rt_scope,
+                created_at: r.rt_created_at,
+                expires_at: r.rt_expires_at,
+                rotated_at: r.rotated_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Rotates a refresh token: the old one is spent, the new one and an access token are
+    /// recorded, all or nothing. Presenting a spent token revokes the whole family.
+    pub async fn rotate_refresh_token(
+        &self,
+        old_digest: &[u8],
+        now: i64,
+        refresh: &NewRefreshToken,
+        access: &NewAccessToken,
+    ) -> Result<RefreshRotation> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let spent: Option<(String,)> = sqlx::query_as(
+                "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_digest = $2 AND rotated_at IS NULL AND expires_at > $1 \
+                 AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL AND expires_at > $1) RETURNING grant_id")
+                .bind(now)
+                .bind(old_digest)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((grant_id,)) = spent {
+                sqlx::query(INSERT_REFRESH_TOKEN)
+                    .bind(&refresh.digest)
+                    .bind(&grant_id)
+                    .bind(&refresh.scope)
+                    .bind(refresh.created_at)
+                    .bind(refresh.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(INSERT_ACCESS_TOKEN)
+                    .bind(&access.jti)
+                    .bind(&grant_id)
+                    .bind(&access.scope)
+                    .bind(access.issued_at)
+                    .bind(access.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(RefreshRotation::Rotated);
+            }
+            let previous: Option<(String, Option<i64>)> =
+                sqlx::query_as("SELECT grant_id, rotated_at FROM refresh_tokens WHERE token_digest = $1")
+                    .bind(old_digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let outcome = match previous {
+                Some((grant_id, Some(_))) => {
+                    sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = 'refresh token reused' WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(&grant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    RefreshRotation::Reused { grant_id }
+                }
+                _ => RefreshRotation::Invalid,
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    /// Revokes a grant and with it every token of its family. Returns whether it was live.
+    pub async fn revoke_grant(&self, grant_id: &str, reason: &str, now: i64) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(grant_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// Revokes every live grant of `user_id` for `client_id` (and `resource`, when given).
+    pub async fn revoke_user_client_grants(&self, user_id: &str, client_id: &str, resource: Option<&str>, reason: &str, now: i64) -> Result<u64> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND client_id = $4 \
+             AND ($5 IS NULL OR resource = $5) AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(resource)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+
+    pub async fn revoke_access_token(&self, jti: &str, now: i64) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(jti)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    /// The state of everything an access token depends on.
+    pub async fn access_token_status(&self, jti: &str) -> Result<Option<AccessTokenStatus>> {
+        let sql = "SELECT a.jti, a.grant_id, g.client_id, g.user_id, u.username, a.scope, g.resource, a.issued_at, a.expires_at, \
+                   a.revoked_at AS token_revoked_at, g.revoked_at AS grant_revoked_at, u.disabled_at AS user_disabled_at, \
+                   c.status AS client_status \
+                   FROM access_tokens a JOIN grants g ON g.id = a.grant_id JOIN clients c ON c.client_id = g.client_id \
+                   LEFT JOIN users u ON u.id = g.user_id WHERE a.jti = $1";
+        let row: Option<StatusRow> = on_pool!(self, pool => sqlx::query_as(sql).bind(jti).fetch_optional(pool).await?);
+        row.map(|r| {
+            Ok(AccessTokenStatus {
+                client_status: ClientStatus::parse(&r.client_status).ok_or(StoreError::Corrupt("client status"))?,
+                jti: r.jti,
+                grant_id: r.grant_id,
+                client_id: r.client_id,
+                user_disabled: r.user_disabled_at.is_some(),
+                user_id: r.user_id,
+                username: r.username,
+                scope: r.scope,
+                resource: r.resource,
+                issued_at: r.issued_at,
+                expires_at: r.expires_at,
+                token_revoked: r.token_revoked_at.is_some(),
+                grant_revoked: r.grant_revoked_at.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn find_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        let row: Option<GrantRow> = on_pool!(self, pool => sqlx::query_as("SELECT * FROM grants WHERE id = $1").bind(grant_id).fetch_optional(pool).await?);
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// Grants, newest first, optionally only those of one client or one user.
+    pub async fn list_grants(&self, client_id: Option<&str>, user_id: Option<&str>) -> Result<Vec<GrantRecord>> {
+        let rows: Vec<GrantRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT * FROM grants WHERE ($1 IS NULL OR client_id = $1) AND ($2 IS NULL OR user_id = $2) ORDER BY created_at DESC, id")
+            .bind(client_id)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+}

@@ -1,0 +1,179 @@
+//! Persistence for Portcullis on SQLite (the default, one file in WAL mode) or PostgreSQL.
+//!
+//! One [`Store`] API over an enum of the two concrete sqlx pools: each query is written once
+//! with `$N` placeholders (which both engines accept) and expanded for each backend by the
+//! [`on_pool!`] macro, so the two cannot drift apart in logic. Where the engines could still
+//! differ (types, locking, `RETURNING`), the conformance suite in `tests/` runs every case
+//! against both. Every state transition that must not half-happen (redeeming a code, rotating a
+//! refresh token) is one transaction.
+
+mod clients;
+mod consents;
+mod grants;
+mod keys;
+mod model;
+mod sessions;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use model::*;
+
+/// Expands `$body` once per backend with `$pool` bound to the concrete pool.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => $body,
+            $crate::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?} is neither sqlite: nor postgres:")]
+    UnsupportedUrl(String),
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("{0} was not found")]
+    NotFound(&'static str),
+    #[error("stored {0} is malformed")]
+    Corrupt(&'static str),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict("a record with this key");
+        }
+        StoreError::Database(e)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database. Cheap to clone (it holds a pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Opens `url` (`sqlite://PATH` or `postgres://…`). Does not migrate; see [`Store::migrate`].
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let backend = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(StoreError::Connect)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(StoreError::Connect)?;
+            Backend::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(StoreError::Connect)?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        Ok(Self { backend })
+    }
+
+    /// Applies the embedded migrations of this backend. Idempotent.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Deletes what has expired: authorization requests, codes, sessions, refresh tokens, and
+    /// access-token records past their lifetime. Grants stay (they are the history).
+    pub async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM authorization_requests WHERE expires_at <= $1",
+            "DELETE FROM authorization_codes WHERE expires_at <= $1",
+            "DELETE FROM browser_sessions WHERE expires_at <= $1",
+            "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+            "DELETE FROM access_tokens WHERE expires_at <= $1",
+        ] {
+            removed += on_pool!(self, pool => sqlx::query(sql).bind(now).execute(pool).await?.rows_affected());
+        }
+        Ok(removed)
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// A database URL fit for a log line: the password, if any, is replaced.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+/// Splits a space-separated list column.
+pub(crate) fn split_list(value: &str) -> Vec<String> {
+    value.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+impl Store {
+    /// Runs one administrative statement (for instance `CREATE SCHEMA`) given at run time.
+    /// Only for trusted input: test harnesses and operators' tooling.
+    pub async fn execute_admin_sql(&self, statement: &str) -> Result<()> {
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        on_pool!(self, pool => sqlx::raw_sql(statement).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+}
