@@ -1,1 +1,81 @@
-//! placeholder
+//! The OAuth 2.1 authorization server as a library.
+//!
+//! [`AuthorizationServer`] holds the store, the key ring, the clock and the settings, and
+//! exposes one method per protocol step: validating and parking an authorization request,
+//! deciding what the browser must do next (sign in, consent, or go back with a code), the token
+//! grants, introspection and revocation. It knows nothing about HTTP: callers hand it parsed
+//! parameters and get typed outcomes or [`OAuthError`]s, and the web layer picks status codes.
+//! Time comes from the injected [`Clock`], randomness from `portcullis-crypto`.
+
+mod authorize;
+mod client_auth;
+mod error;
+mod introspect;
+mod keyring;
+mod login;
+mod metadata;
+mod params;
+mod redirect_uri;
+mod settings;
+mod token;
+
+use std::sync::Arc;
+
+use portcullis_crypto::PasswordHasher;
+use portcullis_store::Store;
+use portcullis_types::Clock;
+
+pub use authorize::{
+    AuthorizationRequest, AuthorizeRejection, ConsentDecision, ConsentPrompt, NextStep, PendingAuthorization, ScopeLine,
+};
+pub use client_auth::ClientCredentials;
+pub use error::{OAuthError, ServerError};
+pub use introspect::{ActiveAccessToken, RevocationRequest};
+pub use keyring::{KeyRing, KeyRingError};
+pub use login::{LoginError, NewSession};
+pub use params::{ParamError, Params};
+pub use redirect_uri::{RedirectUriError, is_loopback_host, redirect_uri_matches, validate_redirect_uri};
+pub use settings::{BUILTIN_SCOPES, ResourceSettings, ScopeSettings, Settings};
+pub use token::{TokenRequest, TokenResponseOutcome};
+
+/// The authorization server. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthorizationServer {
+    pub(crate) store: Store,
+    pub(crate) keys: KeyRing,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) passwords: PasswordHasher,
+}
+
+impl std::fmt::Debug for AuthorizationServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationServer").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+    }
+}
+
+impl AuthorizationServer {
+    pub fn new(store: Store, keys: KeyRing, clock: Arc<dyn Clock>, settings: Settings, passwords: PasswordHasher) -> Self {
+        Self { store, keys, clock, settings: Arc::new(settings), passwords }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.passwords
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+}

@@ -1,1 +1,417 @@
-fn main() {}
+//! The `portcullis` command.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use portcullis::app;
+use portcullis::config::{Config, LogFormat};
+use portcullis_crypto::{digest, random_token};
+use portcullis_oauth::KeyRing;
+use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store, UserRecord};
+use portcullis_types::{Clock, SystemClock};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Identity and security gateway for MCP servers")]
+struct Cli {
+    /// Configuration file (see portcullis.reference.toml). Without one, defaults and
+    /// PORTCULLIS_* environment variables apply.
+    #[arg(long, short, global = true, env = "PORTCULLIS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration file and exit.
+    CheckConfig,
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Local users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// OAuth clients registered by an administrator.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Users' remembered consents.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key; the old one stays published until its tokens have expired.
+    Rotate,
+    /// List published keys.
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. The password is read from standard input (one line) or generated.
+    Add {
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    /// Disable a user: sessions end and tokens stop working at once.
+    Disable { username: String },
+    Enable { username: String },
+    /// Set a new password (read from standard input, or generated and printed).
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client. Confidential clients get a secret, shown once.
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        #[arg(long)]
+        confidential: bool,
+        /// Allowed scopes (repeat); none means every scope of its resources.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Allowed resources (repeat); none means all.
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        /// Grant types (repeat); default authorization_code and refresh_token, or
+        /// client_credentials for a confidential client without redirect URIs.
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// Allow this client to introspect tokens of other clients (for resource servers).
+        #[arg(long)]
+        introspect_any: bool,
+    },
+    List,
+    Show { client_id: String },
+    /// Remove a client and everything it holds.
+    Remove { client_id: String },
+    /// Suspend a client: refused everywhere, its grants revoked.
+    Suspend { client_id: String },
+    Activate { client_id: String },
+}
+
+#[derive(Subcommand)]
+enum ConsentCommand {
+    List { username: String },
+    /// Forget a consent and revoke the grants it produced.
+    Revoke {
+        username: String,
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        resource: String,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    init_tracing(config.server.log_format);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve => serve(config, clock).await,
+        Command::CheckConfig => {
+            println!("configuration is valid: issuer {}, database {}", config.issuer(), portcullis_store::redact_url(&config.database_url()));
+            Ok(())
+        }
+        Command::Migrate => {
+            let store = app::open_store(&config).await?;
+            println!("database is up to date ({})", store.backend_name());
+            Ok(())
+        }
+        Command::Keys(cmd) => keys(config, clock, cmd).await,
+        Command::User(cmd) => users(config, clock, cmd).await,
+        Command::Client(cmd) => clients(config, clock, cmd).await,
+        Command::Consent(cmd) => consents(config, clock, cmd).await,
+    }
+}
+
+async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    let running = app::start(config, clock).await?;
+    println!("Portcullis is serving {} on http://{}", running.issuer, running.addr);
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn keys(config: Config, clock: Arc<dyn Clock>, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let now = clock.now();
+    match cmd {
+        KeysCommand::Rotate => {
+            let ring = KeyRing::new(Arc::new(app::load_master_key(&config.server.data_dir)?));
+            let publish_until = now + config.tokens.access_token_ttl_secs.max(config.tokens.id_token_ttl_secs) + 60;
+            let kid = ring.rotate(&store, now, publish_until).await?;
+            println!("new signing key {kid}; previous keys stay published for {}s", publish_until - now);
+        }
+        KeysCommand::List => {
+            for k in store.published_signing_keys(now).await? {
+                let state = match (k.retired_at, k.publish_until) {
+                    (None, _) => "signing".to_owned(),
+                    (Some(_), Some(until)) => format!("retired, published for {}s more", until - now),
+                    (Some(_), None) => "retired".to_owned(),
+                };
+                println!("{}  {}  created {}  {state}", k.kid, k.alg, k.created_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from standard input")?;
+        let password = line.trim_end_matches(['\r', '\n']).to_owned();
+        if password.chars().count() < 8 {
+            bail!("the password must be at least 8 characters");
+        }
+        Ok((password, false))
+    } else {
+        Ok((random_token(15)?, true))
+    }
+}
+
+async fn users(config: Config, clock: Arc<dyn Clock>, cmd: UserCommand) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let now = clock.now();
+    let hasher = app::password_hasher(&config)?;
+    match cmd {
+        UserCommand::Add { username, display_name, email, admin, password_stdin } => {
+            let (password, generated) = read_password(password_stdin)?;
+            let user = UserRecord {
+                id: random_token(12)?,
+                username: username.clone(),
+                display_name,
+                email,
+                password_hash: Some(hasher.hash_blocking(&password)?),
+                is_admin: admin,
+                disabled_at: None,
+                created_at: now,
+                updated_at: now,
+            };
+            store.insert_user(&user).await?;
+            println!("created user {username} ({})", user.id);
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in store.list_users().await? {
+                let flags = [u.is_admin.then_some("admin"), u.is_disabled().then_some("disabled")];
+                let flags: Vec<&str> = flags.into_iter().flatten().collect();
+                println!("{}  {}  {}", u.username, u.id, flags.join(","));
+            }
+        }
+        UserCommand::Disable { username } => {
+            store.set_user_disabled(&username, Some(now), now).await?;
+            println!("disabled {username}; their sessions ended and their tokens no longer work");
+        }
+        UserCommand::Enable { username } => {
+            store.set_user_disabled(&username, None, now).await?;
+            println!("enabled {username}");
+        }
+        UserCommand::Passwd { username, password_stdin } => {
+            let (password, generated) = read_password(password_stdin)?;
+            store.set_user_password(&username, &hasher.hash_blocking(&password)?, now).await?;
+            println!("password changed for {username}; their sessions ended");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_client(c: &ClientRecord) {
+    println!("client_id:        {}", c.client_id);
+    println!("name:             {}", c.client_name);
+    println!("type:             {}", c.client_type);
+    println!("status:           {}", c.status);
+    println!("registered by:    {}", c.origin);
+    println!("verified:         {}", if c.verified { "yes" } else { "no" });
+    println!("application type: {}", c.application_type);
+    println!("redirect URIs:    {}", c.redirect_uris.join(" "));
+    println!("grant types:      {}", c.grant_types.join(" "));
+    println!("scopes:           {}", if c.allowed_scopes.is_empty() { "(every scope of its resources)" } else { &c.allowed_scopes });
+    println!("resources:        {}", if c.allowed_resources.is_empty() { "(all)".to_owned() } else { c.allowed_resources.join(" ") });
+    println!("last used:        {}", c.last_used_at.map_or("never".to_owned(), |t| t.to_string()));
+}
+
+async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let now = clock.now();
+    match cmd {
+        ClientCommand::Add { name, redirect_uris, confidential, scopes, resources, grant_types, introspect_any } => {
+            for uri in &redirect_uris {
+                portcullis_oauth::validate_redirect_uri(uri, true)?;
+            }
+            let grant_types = if !grant_types.is_empty() {
+                grant_types
+            } else if confidential && redirect_uris.is_empty() {
+                vec!["client_credentials".to_owned()]
+            } else {
+                vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
+            };
+            for g in &grant_types {
+                if !["authorization_code", "refresh_token", "client_credentials"].contains(&g.as_str()) {
+                    bail!("grant type {g:?} is not supported");
+                }
+            }
+            if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
+                bail!("a client using authorization_code needs at least one --redirect-uri");
+            }
+            if grant_types.iter().any(|g| g == "client_credentials") && !confidential {
+                bail!("client_credentials needs a confidential client (--confidential)");
+            }
+            let secret = if confidential { Some(random_token(32)?) } else { None };
+            let native = redirect_uris.iter().any(|u| !u.starts_with("https://"));
+            let client = ClientRecord {
+                client_id: random_token(16)?,
+                client_name: name,
+                client_type: if confidential { ClientType::Confidential } else { ClientType::Public },
+                secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
+                redirect_uris,
+                grant_types,
+                allowed_scopes: scopes.join(" "),
+                allowed_resources: resources,
+                application_type: if native { ApplicationType::Native } else { ApplicationType::Web },
+                origin: RegistrationOrigin::Admin,
+                verified: true,
+                status: ClientStatus::Active,
+                can_introspect: introspect_any,
+                created_at: now,
+                updated_at: now,
+                last_used_at: None,
+            };
+            store.insert_client(&client).await?;
+            print_client(&client);
+            if let Some(secret) = secret {
+                println!("client_secret:    {secret}");
+                println!("(the secret is shown only now; Portcullis keeps only its digest)");
+            }
+        }
+        ClientCommand::List => {
+            for c in store.list_clients().await? {
+                println!("{}  {}  {}  {}  {}", c.client_id, c.client_type, c.status, c.origin, c.client_name);
+            }
+        }
+        ClientCommand::Show { client_id } => {
+            let client = store.find_client(&client_id).await?.with_context(|| format!("no client {client_id}"))?;
+            print_client(&client);
+        }
+        ClientCommand::Remove { client_id } => {
+            store.delete_client(&client_id).await?;
+            println!("removed {client_id} and everything it held");
+        }
+        ClientCommand::Suspend { client_id } => {
+            store.set_client_status(&client_id, ClientStatus::Suspended, now).await?;
+            println!("suspended {client_id}; its grants and tokens are revoked");
+        }
+        ClientCommand::Activate { client_id } => {
+            store.set_client_status(&client_id, ClientStatus::Active, now).await?;
+            println!("activated {client_id}");
+        }
+    }
+    Ok(())
+}
+
+async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) -> anyhow::Result<()> {
+    let store: Store = app::open_store(&config).await?;
+    let user_of = |name: String| {
+        let store = store.clone();
+        async move { store.find_user_by_username(&name).await?.with_context(|| format!("no user {name}")) }
+    };
+    match cmd {
+        ConsentCommand::List { username } => {
+            let user = user_of(username).await?;
+            for c in store.list_consents(&user.id).await? {
+                println!("{}  {}  {}", c.client_id, c.resource, c.scope);
+            }
+        }
+        ConsentCommand::Revoke { username, client, resource } => {
+            let user = user_of(username).await?;
+            if !store.revoke_consent(&user.id, &client, &resource, clock.now()).await? {
+                bail!("no such consent");
+            }
+            println!("consent revoked; the grants it produced are revoked too");
+        }
+    }
+    Ok(())
+}

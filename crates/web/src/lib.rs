@@ -1,1 +1,92 @@
-//! placeholder
+//! HTTP surfaces of Portcullis.
+//!
+//! Thin by design: handlers parse HTTP, call `portcullis-oauth`, and render. This is the only
+//! crate that chooses HTTP status codes ([`error::WebError`] and the page renderers), sets
+//! cookies, and applies the security headers every response carries.
+
+mod browser;
+mod error;
+mod headers;
+mod limits;
+mod oauth_endpoints;
+mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use portcullis_crypto::MasterKey;
+use portcullis_oauth::AuthorizationServer;
+use tower_http::cors::{Any, CorsLayer};
+
+pub use limits::LoginLimits;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub server: AuthorizationServer,
+    pub master: Arc<MasterKey>,
+    pub limits: Arc<limits::LoginLimiter>,
+    /// The issuer's path (`""` or `/tenant`), under which every endpoint is mounted.
+    pub base_path: String,
+    /// The issuer's origin, which `Origin` headers of form posts must equal.
+    pub origin: String,
+}
+
+impl AppState {
+    pub fn new(server: AuthorizationServer, master: Arc<MasterKey>, limits: LoginLimits) -> Self {
+        let issuer = server.settings().issuer.clone();
+        let (origin, base_path) = match url::Url::parse(&issuer) {
+            Ok(u) => (u.origin().ascii_serialization(), u.path().trim_end_matches('/').to_owned()),
+            Err(_) => (issuer.clone(), String::new()),
+        };
+        Self { server, master, limits: Arc::new(limits::LoginLimiter::new(limits)), base_path, origin }
+    }
+}
+
+/// The complete router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
+/// the login rate limits need the peer address.
+pub fn router(state: AppState) -> Router {
+    // Browser-based MCP clients call these cross-origin; the authorization endpoint and the
+    // pages must not be readable cross-origin (RFC 9700 §2.6).
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([http::Method::GET, http::Method::POST])
+        .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE, http::HeaderName::from_static("mcp-protocol-version")]);
+    let api = Router::new()
+        .route("/token", post(oauth_endpoints::token))
+        .route("/introspect", post(oauth_endpoints::introspect))
+        .route("/revoke", post(oauth_endpoints::revoke))
+        .route("/jwks.json", get(oauth_endpoints::jwks))
+        .layer(cors.clone());
+    let pages = Router::new()
+        .route("/", get(browser::home))
+        .route("/authorize", get(browser::authorize_get).post(browser::authorize_post))
+        .route("/authorize/continue", get(browser::authorize_continue))
+        .route("/login", get(browser::login_page).post(browser::login_submit))
+        .route("/consent", get(browser::consent_page).post(browser::consent_submit))
+        .route("/logout", post(browser::logout))
+        .route("/assets/portcullis.css", get(pages::stylesheet));
+    let base = state.base_path.clone();
+    let issuer_routes = api.merge(pages);
+    let issuer_routes = if base.is_empty() { issuer_routes } else { Router::new().nest(&base, issuer_routes) };
+
+    // Metadata: RFC 8414 (path-inserted for issuers with a path), OIDC discovery (both the
+    // path-inserted form the MCP spec probes and the path-appended form OIDC defines).
+    let mut well_known = Router::new()
+        .route(&format!("/.well-known/oauth-authorization-server{base}"), get(oauth_endpoints::metadata))
+        .route(&format!("/.well-known/openid-configuration{base}"), get(oauth_endpoints::metadata));
+    if !base.is_empty() {
+        well_known = well_known.route(&format!("{base}/.well-known/openid-configuration"), get(oauth_endpoints::metadata));
+    }
+    issuer_routes
+        .merge(well_known.layer(cors))
+        .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .with_state(state)
+}
+
+/// The peer address, as the login limits see it.
+pub(crate) type Peer = axum::extract::ConnectInfo<SocketAddr>;

@@ -1,0 +1,131 @@
+//! Introspection (RFC 7662) and revocation (RFC 7009).
+//!
+//! An access token is only active if its signature checks out *and* its record, grant, client
+//! and user say so: revoking a grant, suspending a client or disabling a user takes effect at
+//! once, not at expiry.
+
+use portcullis_crypto::{digest, verify_jwt};
+use portcullis_store::{AccessTokenStatus, ClientRecord};
+use portcullis_types::wire::{AccessTokenClaims, IntrospectionResponse};
+
+use crate::{AuthorizationServer, ClientCredentials, OAuthError, Params};
+
+#[derive(Debug, Clone)]
+pub struct RevocationRequest {
+    pub token: String,
+}
+
+/// A validated access token of ours and the live state behind it.
+#[derive(Debug, Clone)]
+pub struct ActiveAccessToken {
+    pub claims: AccessTokenClaims,
+    pub status: AccessTokenStatus,
+}
+
+impl AuthorizationServer {
+    /// Validates an access token this server issued: signature, type, issuer, expiry, and the
+    /// live state of its grant, client and user. `None` means "not active", whatever the reason.
+    pub async fn active_access_token(&self, token: &str) -> Result<Option<ActiveAccessToken>, OAuthError> {
+        let keys = self.keys.published();
+        let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.as_ref())) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let claims = verified.claims;
+        if claims.iss != self.settings.issuer || claims.exp <= now || claims.nbf > now + 60 {
+            return Ok(None);
+        }
+        let Some(status) = self.store.access_token_status(&claims.jti).await? else { return Ok(None) };
+        if !status.is_active(now) || status.client_id != claims.client_id {
+            return Ok(None);
+        }
+        Ok(Some(ActiveAccessToken { claims, status }))
+    }
+
+    pub async fn introspect(&self, credentials: &ClientCredentials, params: &Params) -> Result<IntrospectionResponse, OAuthError> {
+        let caller = self.authenticate_client(credentials).await?;
+        if caller.secret_digest.is_none() {
+            return Err(OAuthError::invalid_client("introspection requires a confidential client"));
+        }
+        let token = params
+            .single("token")
+            .map_err(|e| OAuthError::invalid_request(e.to_string()))?
+            .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
+        let may_see = |client_id: &str| caller.can_introspect || caller.client_id == client_id;
+
+        if let Some(active) = self.active_access_token(token).await? {
+            if !may_see(&active.claims.client_id) {
+                return Ok(IntrospectionResponse::default());
+            }
+            let c = active.claims;
+            return Ok(IntrospectionResponse {
+                active: true,
+                scope: Some(c.scope),
+                client_id: Some(c.client_id),
+                username: active.status.username,
+                token_type: Some("Bearer".into()),
+                exp: Some(c.exp),
+                iat: Some(c.iat),
+                nbf: Some(c.nbf),
+                sub: Some(c.sub),
+                aud: Some(c.aud),
+                iss: Some(c.iss),
+                jti: Some(c.jti),
+            });
+        }
+        let now = self.clock.now();
+        if let Some(rt) = self.store.find_refresh_token(&digest(token)).await? {
+            let live = rt.rotated_at.is_none() && rt.expires_at > now && rt.grant.revoked_at.is_none() && rt.grant.expires_at > now;
+            let user = match &rt.grant.user_id {
+                Some(id) => self.store.find_user(id).await?,
+                None => None,
+            };
+            let client_ok = self.store.find_client(&rt.grant.client_id).await?.is_some_and(|c| c.status == portcullis_store::ClientStatus::Active);
+            if live && client_ok && user.as_ref().is_some_and(|u| !u.is_disabled()) && may_see(&rt.grant.client_id) {
+                return Ok(IntrospectionResponse {
+                    active: true,
+                    scope: Some(rt.scope),
+                    client_id: Some(rt.grant.client_id),
+                    username: user.map(|u| u.username),
+                    token_type: Some("refresh_token".into()),
+                    exp: Some(rt.expires_at),
+                    iat: Some(rt.created_at),
+                    sub: rt.grant.user_id,
+                    aud: Some(rt.grant.resource),
+                    iss: Some(self.settings.issuer.clone()),
+                    ..Default::default()
+                });
+            }
+        }
+        Ok(IntrospectionResponse::default())
+    }
+
+    /// RFC 7009: revokes an access or refresh token the caller owns. Unknown tokens and tokens
+    /// of other clients are not an error (§2.2), so the response never reveals which exist.
+    /// Revoking a refresh token revokes its whole grant, access tokens included.
+    pub async fn revoke(&self, credentials: &ClientCredentials, params: &Params) -> Result<(), OAuthError> {
+        let caller = self.authenticate_client(credentials).await?;
+        let token = params
+            .single("token")
+            .map_err(|e| OAuthError::invalid_request(e.to_string()))?
+            .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
+        let now = self.clock.now();
+        if let Some(rt) = self.store.find_refresh_token(&digest(token)).await? {
+            if owns(&caller, &rt.grant.client_id) {
+                self.store.revoke_grant(&rt.grant.id, "refresh token revoked by client", now).await?;
+            }
+            return Ok(());
+        }
+        let keys = self.keys.published();
+        if let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.as_ref()))
+            && owns(&caller, &verified.claims.client_id)
+        {
+            self.store.revoke_access_token(&verified.claims.jti, now).await?;
+        }
+        Ok(())
+    }
+}
+
+fn owns(caller: &ClientRecord, client_id: &str) -> bool {
+    caller.client_id == client_id
+}

@@ -1,0 +1,118 @@
+//! The signing keys in memory. The store holds them sealed by the master key; this ring holds
+//! the opened keys, signs with the newest, verifies with any published one, and reloads from the
+//! store so that a key rotated on one node (or by the CLI) is picked up by all.
+
+use std::sync::{Arc, RwLock};
+
+use portcullis_crypto::{CryptoError, MasterKey, SigningKey};
+use portcullis_store::{SigningKeyRecord, Store, StoreError};
+use portcullis_types::wire::JwkSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing key {kid} cannot be opened: {source}. Is this the master key the keys were created with?")]
+    Open { kid: String, source: CryptoError },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("there is no active signing key; run `portcullis keys rotate`")]
+    NoActiveKey,
+}
+
+#[derive(Default)]
+struct Keys {
+    /// Newest first; the first is the signing key.
+    published: Vec<Arc<SigningKey>>,
+    signing: Option<Arc<SigningKey>>,
+}
+
+#[derive(Clone)]
+pub struct KeyRing {
+    master: Arc<MasterKey>,
+    keys: Arc<RwLock<Keys>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyRing(..)")
+    }
+}
+
+fn seal_context(kid: &str) -> Vec<u8> {
+    format!("portcullis/signing-key/{kid}").into_bytes()
+}
+
+impl KeyRing {
+    pub fn new(master: Arc<MasterKey>) -> Self {
+        Self { master, keys: Arc::default() }
+    }
+
+    /// Makes sure there is an active key (generating the first one on first start) and loads.
+    pub async fn initialize(&self, store: &Store, now: i64) -> Result<(), KeyRingError> {
+        if !store.published_signing_keys(now).await?.iter().any(|k| k.retired_at.is_none()) {
+            self.rotate(store, now, now).await?;
+            tracing::info!("generated the first signing key");
+        }
+        self.reload(store, now).await
+    }
+
+    /// Adds a new signing key; the previous ones stay published until `old_publish_until`.
+    pub async fn rotate(&self, store: &Store, now: i64, old_publish_until: i64) -> Result<String, KeyRingError> {
+        let key = SigningKey::generate()?;
+        let sealed = self.master.seal(key.pkcs8_der(), &seal_context(key.kid()))?;
+        let record = SigningKeyRecord {
+            kid: key.kid().to_owned(),
+            alg: SigningKey::ALG.to_owned(),
+            private_key_sealed: sealed,
+            created_at: now,
+            retired_at: None,
+            publish_until: None,
+        };
+        store.add_signing_key(&record, old_publish_until).await?;
+        Ok(record.kid)
+    }
+
+    /// Re-reads the published keys from the store.
+    pub async fn reload(&self, store: &Store, now: i64) -> Result<(), KeyRingError> {
+        let records = store.published_signing_keys(now).await?;
+        let mut published = Vec::with_capacity(records.len());
+        let mut signing = None;
+        {
+            let current = self.keys.read().map_err(|_| KeyRingError::NoActiveKey)?;
+            for record in records {
+                // Reuse already-opened keys: opening is cheap but not free.
+                let key = match current.published.iter().find(|k| k.kid() == record.kid) {
+                    Some(k) => Arc::clone(k),
+                    None => {
+                        let der = self
+                            .master
+                            .open(&record.private_key_sealed, &seal_context(&record.kid))
+                            .map_err(|source| KeyRingError::Open { kid: record.kid.clone(), source })?;
+                        Arc::new(SigningKey::from_pkcs8(&der)?)
+                    }
+                };
+                if record.retired_at.is_none() && signing.is_none() {
+                    signing = Some(Arc::clone(&key));
+                }
+                published.push(key);
+            }
+        }
+        let signing = signing.ok_or(KeyRingError::NoActiveKey)?;
+        let mut keys = self.keys.write().map_err(|_| KeyRingError::NoActiveKey)?;
+        *keys = Keys { published, signing: Some(signing) };
+        Ok(())
+    }
+
+    pub fn signing_key(&self) -> Result<Arc<SigningKey>, KeyRingError> {
+        self.keys.read().ok().and_then(|k| k.signing.clone()).ok_or(KeyRingError::NoActiveKey)
+    }
+
+    pub fn published(&self) -> Vec<Arc<SigningKey>> {
+        self.keys.read().map(|k| k.published.clone()).unwrap_or_default()
+    }
+
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet { keys: self.published().iter().map(|k| k.public_jwk()).collect() }
+    }
+}

@@ -1,0 +1,253 @@
+//! Wiring: configuration in, a running server out.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
+use portcullis_oauth::{AuthorizationServer, KeyRing, ResourceSettings, ScopeSettings, Settings};
+use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store};
+use portcullis_types::Clock;
+use tokio::sync::watch;
+
+use crate::config::{Config, decode_hex};
+
+/// Reads the master key from `PORTCULLIS_MASTER_KEY` (base64url, 32 bytes) or from
+/// `<data_dir>/master.key`, creating that file (mode 0600) on first start.
+pub fn load_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
+    if let Ok(encoded) = std::env::var("PORTCULLIS_MASTER_KEY") {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded.trim())
+            .context("PORTCULLIS_MASTER_KEY is not base64url")?;
+        return MasterKey::from_bytes(&bytes).context("PORTCULLIS_MASTER_KEY");
+    }
+    let path = data_dir.join("master.key");
+    if !path.exists() {
+        ensure_data_dir(data_dir)?;
+        let bytes = MasterKey::generate_bytes()?;
+        write_private_file(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "created the master key");
+    }
+    check_private_file(&path)?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    MasterKey::from_bytes(&bytes).with_context(|| format!("{} is not a master key", path.display()))
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(unix)]
+fn check_private_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!("{} is readable by other users (mode {:o}); run chmod 600 on it", path.display(), mode & 0o777);
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private_file(_: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+pub fn settings(config: &Config) -> Settings {
+    let issuer = config.issuer();
+    Settings {
+        secure_cookies: issuer.starts_with("https://"),
+        issuer,
+        access_token_ttl: config.tokens.access_token_ttl_secs,
+        refresh_token_ttl: config.tokens.refresh_token_ttl_secs,
+        grant_max_lifetime: config.tokens.grant_max_lifetime_secs,
+        authorization_code_ttl: config.tokens.authorization_code_ttl_secs,
+        authorization_request_ttl: config.login.authorization_request_ttl_secs,
+        session_ttl: config.login.session_ttl_secs,
+        id_token_ttl: config.tokens.id_token_ttl_secs,
+        resources: config
+            .resources
+            .iter()
+            .map(|r| ResourceSettings {
+                uri: r.uri.clone(),
+                name: if r.name.is_empty() { r.uri.clone() } else { r.name.clone() },
+                scopes: r.scopes.iter().map(|s| ScopeSettings { name: s.name.clone(), description: s.description.clone() }).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Creates the data directory, readable by its owner only: it holds the master key and, by
+/// default, the database.
+pub fn ensure_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    if !data_dir.exists() {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", data_dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    if config.database.url.is_empty() {
+        ensure_data_dir(&config.server.data_dir)?;
+    }
+    let url = config.database_url();
+    let store = Store::connect(&url, config.database.max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub fn password_hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
+    Ok(PasswordHasher::new(
+        PasswordParams::default(),
+        config.login.password_hashing_concurrency,
+        Duration::from_secs(config.login.password_queue_timeout_secs),
+    )?)
+}
+
+/// Makes the clients declared in the configuration exist, as declared.
+pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> anyhow::Result<()> {
+    for c in &config.clients {
+        let secret_digest = match (&c.client_secret_env, &c.client_secret_sha256) {
+            (Some(var), _) => {
+                let secret = std::env::var(var).with_context(|| format!("client {:?}: environment variable {var} is not set", c.client_id))?;
+                Some(digest(&secret).to_vec())
+            }
+            (None, Some(hex)) => decode_hex(hex),
+            (None, None) => None,
+        };
+        let native = c.redirect_uris.iter().any(|u| u.starts_with("http://") || !u.starts_with("https://"));
+        let record = ClientRecord {
+            client_id: c.client_id.clone(),
+            client_name: c.client_name.clone(),
+            client_type: if secret_digest.is_some() { ClientType::Confidential } else { ClientType::Public },
+            secret_digest,
+            redirect_uris: c.redirect_uris.clone(),
+            grant_types: c.grant_types.clone(),
+            allowed_scopes: c.scopes.join(" "),
+            allowed_resources: c.resources.clone(),
+            application_type: if native { ApplicationType::Native } else { ApplicationType::Web },
+            origin: RegistrationOrigin::Config,
+            verified: c.verified,
+            status: ClientStatus::Active,
+            can_introspect: c.can_introspect,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        };
+        store.upsert_client(&record).await?;
+    }
+    Ok(())
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub server: AuthorizationServer,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes in-flight requests, and closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")??;
+        self.server.store().close().await;
+        Ok(())
+    }
+
+    /// Resolves when the server stops by itself (it should not).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = self.task.await.context("server task panicked")?;
+        self.server.store().close().await;
+        result
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens everything and starts serving on `config.server.listen` (port 0 picks one).
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    start_on(listener, config, clock).await
+}
+
+/// Like [`start`], on a listener the caller already bound (so it can know the port first).
+pub async fn start_on(listener: tokio::net::TcpListener, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    let master = Arc::new(load_master_key(&config.server.data_dir)?);
+    let store = open_store(&config).await?;
+    let now = clock.now();
+    sync_config_clients(&store, &config, now).await?;
+    let keys = KeyRing::new(Arc::clone(&master));
+    keys.initialize(&store, now).await?;
+    let server = AuthorizationServer::new(store.clone(), keys.clone(), Arc::clone(&clock), settings(&config), password_hasher(&config)?);
+    let limits = portcullis_web::LoginLimits {
+        per_account_per_minute: config.login.per_account_per_minute,
+        per_address_per_minute: config.login.per_address_per_minute,
+    };
+    let state = portcullis_web::AppState::new(server.clone(), master, limits);
+    let router = portcullis_web::router(state);
+
+    let addr = listener.local_addr()?;
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+
+    // Keys rotated elsewhere (the CLI, another node) are picked up; expired rows are purged.
+    let mut maintenance_rx = shutdown.subscribe();
+    let maintenance_store = store.clone();
+    let maintenance_clock = Arc::clone(&clock);
+    tokio::spawn(async move {
+        let mut reload = tokio::time::interval(Duration::from_secs(10));
+        let mut purge = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = reload.tick() => {
+                    if let Err(e) = keys.reload(&maintenance_store, maintenance_clock.now()).await {
+                        tracing::error!(error = %e, "reloading signing keys failed");
+                    }
+                }
+                _ = purge.tick() => {
+                    match maintenance_store.purge_expired(maintenance_clock.now()).await {
+                        Ok(n) if n > 0 => tracing::debug!(removed = n, "purged expired records"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "purging expired records failed"),
+                    }
+                }
+                _ = maintenance_rx.changed() => break,
+            }
+        }
+    });
+
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("HTTP server failed")
+    });
+    tracing::info!(%addr, issuer = %config.issuer(), backend = store.backend_name(), "Portcullis is listening");
+    Ok(RunningServer { addr, issuer: config.issuer(), server, shutdown, task })
+}

@@ -1,0 +1,354 @@
+//! The static configuration: a TOML file (every key documented in `portcullis.reference.toml`)
+//! with environment overrides, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tokens: TokenConfig,
+    pub login: LoginConfig,
+    pub resources: Vec<ResourceConfig>,
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub issuer: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Allows an http issuer on a non-loopback host. For development only.
+    pub allow_insecure_issuer: bool,
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("portcullis-data"),
+            allow_insecure_issuer: false,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://…`; empty means `sqlite://<data_dir>/portcullis.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    pub grant_max_lifetime_secs: i64,
+    pub authorization_code_ttl_secs: i64,
+    pub id_token_ttl_secs: i64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 300,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            grant_max_lifetime_secs: 90 * 24 * 3600,
+            authorization_code_ttl_secs: 60,
+            id_token_ttl_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    pub session_ttl_secs: i64,
+    pub authorization_request_ttl_secs: i64,
+    pub per_account_per_minute: u32,
+    pub per_address_per_minute: u32,
+    pub password_hashing_concurrency: usize,
+    pub password_queue_timeout_secs: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 12 * 3600,
+            authorization_request_ttl_secs: 600,
+            per_account_per_minute: 10,
+            per_address_per_minute: 30,
+            password_hashing_concurrency: 2,
+            password_queue_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub uri: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub scopes: Vec<ScopeConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    pub client_name: String,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// Name of an environment variable holding the secret (confidential clients).
+    pub client_secret_env: Option<String>,
+    /// Hex SHA-256 of the secret, when the secret itself should not be on this machine.
+    pub client_secret_sha256: Option<String>,
+    #[serde(default)]
+    pub can_introspect: bool,
+    #[serde(default = "default_true")]
+    pub verified: bool,
+}
+
+fn default_grant_types() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid configuration: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (or starts from the defaults), then applies `PORTCULLIS_*` overrides.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env { name: name.into(), reason: e.to_string() })
+        }
+        if let Some(v) = get("PORTCULLIS_ISSUER") {
+            self.server.issuer = v;
+        }
+        if let Some(v) = get("PORTCULLIS_LISTEN") {
+            self.server.listen = parse("PORTCULLIS_LISTEN", v)?;
+        }
+        if let Some(v) = get("PORTCULLIS_DATA_DIR") {
+            self.server.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("PORTCULLIS_ALLOW_INSECURE_ISSUER") {
+            self.server.allow_insecure_issuer = parse("PORTCULLIS_ALLOW_INSECURE_ISSUER", v)?;
+        }
+        if let Some(v) = get("PORTCULLIS_LOG_FORMAT") {
+            self.server.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(ConfigError::Env { name: "PORTCULLIS_LOG_FORMAT".into(), reason: "use text or json".into() }),
+            };
+        }
+        if let Some(v) = get("PORTCULLIS_DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = get("PORTCULLIS_DATABASE_MAX_CONNECTIONS") {
+            self.database.max_connections = parse("PORTCULLIS_DATABASE_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = get("PORTCULLIS_ACCESS_TOKEN_TTL_SECS") {
+            self.tokens.access_token_ttl_secs = parse("PORTCULLIS_ACCESS_TOKEN_TTL_SECS", v)?;
+        }
+        if let Some(v) = get("PORTCULLIS_REFRESH_TOKEN_TTL_SECS") {
+            self.tokens.refresh_token_ttl_secs = parse("PORTCULLIS_REFRESH_TOKEN_TTL_SECS", v)?;
+        }
+        if let Some(v) = get("PORTCULLIS_SESSION_TTL_SECS") {
+            self.login.session_ttl_secs = parse("PORTCULLIS_SESSION_TTL_SECS", v)?;
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.server.data_dir.join("portcullis.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The issuer with no trailing slash.
+    pub fn issuer(&self) -> String {
+        self.server.issuer.trim_end_matches('/').to_owned()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let issuer = url::Url::parse(&self.server.issuer)
+            .map_err(|e| ConfigError::Invalid(format!("server.issuer {:?} is not a URL: {e}", self.server.issuer)))?;
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return Err(ConfigError::Invalid("server.issuer must not have a query or fragment (RFC 8414 §2)".into()));
+        }
+        let loopback = issuer.host().as_ref().is_some_and(portcullis_oauth::is_loopback_host);
+        match issuer.scheme() {
+            "https" => {}
+            "http" if loopback || self.server.allow_insecure_issuer => {}
+            "http" => {
+                return Err(ConfigError::Invalid(format!(
+                    "server.issuer {} uses http on a non-loopback host; use https, or set server.allow_insecure_issuer = true for development",
+                    self.server.issuer
+                )));
+            }
+            other => return Err(ConfigError::Invalid(format!("server.issuer scheme {other:?} is not http or https"))),
+        }
+        let t = &self.tokens;
+        for (name, v) in [
+            ("tokens.access_token_ttl_secs", t.access_token_ttl_secs),
+            ("tokens.refresh_token_ttl_secs", t.refresh_token_ttl_secs),
+            ("tokens.grant_max_lifetime_secs", t.grant_max_lifetime_secs),
+            ("tokens.authorization_code_ttl_secs", t.authorization_code_ttl_secs),
+            ("tokens.id_token_ttl_secs", t.id_token_ttl_secs),
+            ("login.session_ttl_secs", self.login.session_ttl_secs),
+            ("login.authorization_request_ttl_secs", self.login.authorization_request_ttl_secs),
+        ] {
+            if v <= 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be a positive number of seconds")));
+            }
+        }
+        if t.authorization_code_ttl_secs > 600 {
+            return Err(ConfigError::Invalid("tokens.authorization_code_ttl_secs must be at most 600 (RFC 6749 §4.1.2)".into()));
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return Err(ConfigError::Invalid("database.url must start with sqlite:// or postgres://".into()));
+        }
+        for r in &self.resources {
+            let parsed = url::Url::parse(&r.uri).map_err(|e| ConfigError::Invalid(format!("resource {:?} is not a URL: {e}", r.uri)))?;
+            if parsed.fragment().is_some() {
+                return Err(ConfigError::Invalid(format!("resource {:?} must not have a fragment (RFC 8707 §2)", r.uri)));
+            }
+            for s in &r.scopes {
+                portcullis_types::Scope::parse(&s.name).map_err(|e| ConfigError::Invalid(format!("resource {:?}: {e}", r.uri)))?;
+            }
+        }
+        for c in &self.clients {
+            if c.redirect_uris.is_empty() && c.grant_types.iter().any(|g| g == "authorization_code") {
+                return Err(ConfigError::Invalid(format!("client {:?} uses authorization_code but has no redirect_uris", c.client_id)));
+            }
+            for uri in &c.redirect_uris {
+                portcullis_oauth::validate_redirect_uri(uri, true).map_err(|e| ConfigError::Invalid(format!("client {:?}: {e}", c.client_id)))?;
+            }
+            if c.client_secret_env.is_some() && c.client_secret_sha256.is_some() {
+                return Err(ConfigError::Invalid(format!("client {:?}: set client_secret_env or client_secret_sha256, not both", c.client_id)));
+            }
+            if let Some(hex) = &c.client_secret_sha256
+                && decode_hex(hex).is_none_or(|d| d.len() != 32)
+            {
+                return Err(ConfigError::Invalid(format!("client {:?}: client_secret_sha256 must be 64 hex digits", c.client_id)));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_issuer_needs_the_flag() {
+        let mut c = Config::default();
+        c.server.issuer = "http://auth.example.com".into();
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid(m)) if m.contains("non-loopback")));
+        c.server.allow_insecure_issuer = true;
+        assert!(c.validate().is_ok());
+        c.server.issuer = "https://auth.example.com/tenant".into();
+        c.server.allow_insecure_issuer = false;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn env_overrides_apply() -> Result<(), ConfigError> {
+        let mut c = Config::default();
+        c.apply_env(|name| match name {
+            "PORTCULLIS_ISSUER" => Some("https://id.example.com".into()),
+            "PORTCULLIS_ACCESS_TOKEN_TTL_SECS" => Some("42".into()),
+            _ => None,
+        })?;
+        assert_eq!((c.server.issuer.as_str(), c.tokens.access_token_ttl_secs), ("https://id.example.com", 42));
+        assert!(c.apply_env(|n| (n == "PORTCULLIS_LISTEN").then(|| "nope".into())).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_reference_config_parses_and_validates() -> Result<(), Box<dyn std::error::Error>> {
+        let text = include_str!("../../../portcullis.reference.toml");
+        let c: Config = toml::from_str(text)?;
+        c.validate()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The browser side of the authorization flow: the authorization endpoint, sign-in, consent,
+//! sign-out. Every POST is CSRF-checked (a form token bound to a browser cookie, plus Origin
+//! and Fetch-Metadata checks) and answered with 303 (RFC 9700 §4.12).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, RawQuery, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use http::{HeaderMap, StatusCode};
+use portcullis_oauth::{AuthorizeRejection, ConsentDecision, LoginError, NextStep, OAuthError, Params};
+use portcullis_store::BrowserSession;
+use portcullis_types::OAuthErrorCode;
+
+use crate::oauth_endpoints::form_params;
+use crate::pages::{self, ConsentPage, HomePage, LoginPage, ScopeLineView, render};
+use crate::{AppState, Peer};
+
+const CSRF_PURPOSE: &str = "form";
+
+impl AppState {
+    fn cookie_name(&self, base: &str) -> String {
+        if self.server.settings().secure_cookies { format!("__Host-{base}") } else { base.to_owned() }
+    }
+
+    fn cookie(&self, base: &str, value: String, max_age_secs: Option<i64>) -> Cookie<'static> {
+        let mut cookie = Cookie::new(self.cookie_name(base), value);
+        cookie.set_http_only(true);
+        cookie.set_same_site(SameSite::Lax);
+        cookie.set_path("/");
+        cookie.set_secure(self.server.settings().secure_cookies);
+        if let Some(secs) = max_age_secs {
+            cookie.set_max_age(time::Duration::seconds(secs));
+        }
+        cookie
+    }
+
+    fn page_error(&self, status: StatusCode, error: &OAuthError) -> Response {
+        pages::error_page(&self.server.settings().issuer, &self.base_path, status, error)
+    }
+
+    fn rejection(&self, rejection: AuthorizeRejection) -> Response {
+        match rejection {
+            AuthorizeRejection::Redirect { location, .. } => Redirect::to(&location).into_response(),
+            AuthorizeRejection::Fatal(error) => {
+                let status = match error.code {
+                    OAuthErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                self.page_error(status, &error)
+            }
+        }
+    }
+
+    fn path(&self, path: &str) -> String {
+        format!("{}{}", self.base_path, path)
+    }
+
+    /// The browser's CSRF binding: a random cookie, created on first sight.
+    fn browser_id(&self, jar: CookieJar) -> Result<(CookieJar, String), Response> {
+        let name = self.cookie_name("portcullis_browser");
+        if let Some(existing) = jar.get(&name).map(|c| c.value().to_owned()).filter(|v| v.len() >= 32) {
+            return Ok((jar, existing));
+        }
+        let fresh = portcullis_crypto::random_token(32).map_err(|e| {
+            tracing::error!(error = %e, "no randomness for a browser cookie");
+            self.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+        })?;
+        let jar = jar.add(self.cookie("portcullis_browser", fresh.clone(), None));
+        Ok((jar, fresh))
+    }
+
+    fn csrf_token(&self, browser_id: &str) -> String {
+        self.master.mac(CSRF_PURPOSE, browser_id)
+    }
+
+    /// Checks a form POST came from our own page in this browser.
+    fn check_csrf(&self, headers: &HeaderMap, jar: &CookieJar, params: &Params) -> Result<(), Response> {
+        let forbidden = |why: &str| self.page_error(StatusCode::FORBIDDEN, &OAuthError::invalid_request(why));
+        if let Some(origin) = headers.get(http::header::ORIGIN) {
+            if origin.to_str().ok() != Some(self.origin.as_str()) {
+                return Err(forbidden("this form was submitted from another site"));
+            }
+        }
+        if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+            return Err(forbidden("this form was submitted from another site"));
+        }
+        let browser = jar.get(&self.cookie_name("portcullis_browser")).map(|c| c.value().to_owned());
+        let presented = params.single("csrf").ok().flatten();
+        match (browser, presented) {
+            (Some(browser), Some(token)) if self.master.verify_mac(CSRF_PURPOSE, &browser, token) => Ok(()),
+            _ => Err(forbidden("the form expired or cookies are blocked; go back to the application and try again")),
+        }
+    }
+
+    async fn session(&self, jar: &CookieJar) -> Result<Option<BrowserSession>, Response> {
+        let Some(value) = jar.get(&self.cookie_name("portcullis_session")).map(|c| c.value().to_owned()) else {
+            return Ok(None);
+        };
+        self.server.find_session(&value).await.map_err(|e| {
+            tracing::error!(error = %e, "session lookup failed");
+            self.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+        })
+    }
+
+    async fn continue_authorization(&self, handle: &str, session: Option<&BrowserSession>) -> Response {
+        match self.server.next_step(handle, session).await {
+            Ok(NextStep::Login) => Redirect::to(&self.with_request("/login", handle)).into_response(),
+            Ok(NextStep::Consent) => Redirect::to(&self.with_request("/consent", handle)).into_response(),
+            Ok(NextStep::Redirect(location)) => Redirect::to(&location).into_response(),
+            Err(rejection) => self.rejection(rejection),
+        }
+    }
+
+    fn with_request(&self, path: &str, handle: &str) -> String {
+        let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("request", handle).finish();
+        format!("{}?{query}", self.path(path))
+    }
+}
+
+async fn authorize(state: AppState, jar: CookieJar, params: Params) -> Response {
+    let pending = match state.server.begin_authorization(&params).await {
+        Ok(p) => p,
+        Err(rejection) => return state.rejection(rejection),
+    };
+    let session = match state.session(&jar).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    state.continue_authorization(&pending.handle, session.as_ref()).await
+}
+
+pub(crate) async fn authorize_get(State(state): State<AppState>, jar: CookieJar, RawQuery(query): RawQuery) -> Response {
+    let params = Params::from_pairs(form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned());
+    authorize(state, jar, params).await
+}
+
+pub(crate) async fn authorize_post(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, body: Bytes) -> Response {
+    match form_params(&headers, &body) {
+        Ok(params) => authorize(state, jar, params).await,
+        Err(e) => state.page_error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+pub(crate) async fn authorize_continue(State(state): State<AppState>, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(handle) = q.get("request") else {
+        return state.page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("the request parameter is missing"));
+    };
+    let session = match state.session(&jar).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    state.continue_authorization(handle, session.as_ref()).await
+}
+
+pub(crate) async fn login_page(State(state): State<AppState>, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(handle) = q.get("request") else {
+        return state.page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("open the sign-in page from an application"));
+    };
+    let client = match state.server.pending_client(handle).await {
+        Ok(c) => c,
+        Err(rejection) => return state.rejection(rejection),
+    };
+    let (jar, browser) = match state.browser_id(jar) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let error = match q.get("error").map(String::as_str) {
+        Some("invalid") => Some("The username or password is incorrect."),
+        Some("limited") => Some("Too many sign-in attempts. Wait a minute and try again."),
+        Some("busy") => Some("The server is busy checking other sign-ins. Try again in a moment."),
+        _ => None,
+    };
+    let issuer = state.server.settings().issuer.clone();
+    let csrf = state.csrf_token(&browser);
+    let page = LoginPage {
+        issuer: &issuer,
+        base_path: &state.base_path,
+        client_name: &client.client_name,
+        client_verified: client.verified,
+        request: handle,
+        csrf: &csrf,
+        username: q.get("username").map(String::as_str).unwrap_or_default(),
+        error,
+    };
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    (jar, render(status, &page)).into_response()
+}
+
+pub(crate) async fn login_submit(
+    State(state): State<AppState>,
+    peer: Peer,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+    };
+    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
+        return r;
+    }
+    let handle = params.single("request").ok().flatten().unwrap_or_default().to_owned();
+    let username = params.single("username").ok().flatten().unwrap_or_default().to_owned();
+    let password = params.single("password").ok().flatten().unwrap_or_default().to_owned();
+    let back = |error: &str| {
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("request", &handle)
+            .append_pair("error", error)
+            .append_pair("username", &username)
+            .finish();
+        Redirect::to(&format!("{}?{query}", state.path("/login"))).into_response()
+    };
+    if !state.limits.allow(&username, peer.0.ip()) {
+        tracing::warn!(peer = %peer.0.ip(), "sign-in rate limit reached");
+        return back("limited");
+    }
+    let user = match state.server.authenticate_user(&username, &password).await {
+        Ok(user) => user,
+        Err(LoginError::InvalidCredentials) => {
+            tracing::info!(peer = %peer.0.ip(), "failed sign-in");
+            return back("invalid");
+        }
+        Err(LoginError::Busy) => return back("busy"),
+        Err(LoginError::Server(e)) => {
+            tracing::error!(error = %e, "sign-in failed internally");
+            return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
+        }
+    };
+    let session = match state.server.start_session(&user).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start a session");
+            return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
+        }
+    };
+    tracing::info!(user = %user.username, "signed in");
+    let ttl = session.expires_at - state.server.now();
+    let jar = jar.add(state.cookie("portcullis_session", session.cookie_value, Some(ttl)));
+    let next = if handle.is_empty() { state.path("/") } else { state.with_request("/authorize/continue", &handle) };
+    (jar, Redirect::to(&next)).into_response()
+}
+
+pub(crate) async fn consent_page(State(state): State<AppState>, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(handle) = q.get("request") else {
+        return state.page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("open the consent page from an application"));
+    };
+    let session = match state.session(&jar).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to(&state.with_request("/login", handle)).into_response(),
+        Err(r) => return r,
+    };
+    let prompt = match state.server.consent_prompt(handle, &session).await {
+        Ok(p) => p,
+        Err(rejection) => return state.rejection(rejection),
+    };
+    let (jar, browser) = match state.browser_id(jar) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let issuer = state.server.settings().issuer.clone();
+    let csrf = state.csrf_token(&browser);
+    let redirect_is_local = url::Url::parse(&prompt.redirect_uri)
+        .ok()
+        .and_then(|u| u.host().map(|h| portcullis_oauth::is_loopback_host(&h)))
+        .unwrap_or(false);
+    let page = ConsentPage {
+        issuer: &issuer,
+        base_path: &state.base_path,
+        client_id: &prompt.client_id,
+        client_name: &prompt.client_name,
+        client_verified: prompt.client_verified,
+        client_origin: &prompt.client_origin,
+        redirect_host: &prompt.redirect_host,
+        redirect_is_local,
+        resource: &prompt.resource,
+        resource_name: &prompt.resource_name,
+        username: &prompt.user.username,
+        scopes: prompt
+            .scopes
+            .into_iter()
+            .map(|l| ScopeLineView { scope: l.scope, description: l.description, previously_granted: l.previously_granted })
+            .collect(),
+        request: handle,
+        csrf: &csrf,
+    };
+    (jar, render(StatusCode::OK, &page)).into_response()
+}
+
+pub(crate) async fn consent_submit(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, body: Bytes) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+    };
+    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
+        return r;
+    }
+    let handle = params.single("request").ok().flatten().unwrap_or_default().to_owned();
+    let session = match state.session(&jar).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to(&state.with_request("/login", &handle)).into_response(),
+        Err(r) => return r,
+    };
+    let decision = match params.single("decision").ok().flatten() {
+        Some("approve") => ConsentDecision::Approve(params.all("scope").into_iter().map(str::to_owned).collect()),
+        _ => ConsentDecision::Deny,
+    };
+    match state.server.decide_consent(&handle, &session, decision).await {
+        Ok(location) => Redirect::to(&location).into_response(),
+        Err(rejection) => state.rejection(rejection),
+    }
+}
+
+pub(crate) async fn logout(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, body: Bytes) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+    };
+    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
+        return r;
+    }
+    let name = state.cookie_name("portcullis_session");
+    if let Some(value) = jar.get(&name).map(|c| c.value().to_owned())
+        && let Err(e) = state.server.end_session(&value).await
+    {
+        tracing::error!(error = %e, "could not end a session");
+    }
+    let jar = jar.remove(state.cookie("portcullis_session", String::new(), None));
+    (jar, Redirect::to(&state.path("/"))).into_response()
+}
+
+pub(crate) async fn home(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let session = match state.session(&jar).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (jar, browser) = match state.browser_id(jar) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let issuer = state.server.settings().issuer.clone();
+    let csrf = state.csrf_token(&browser);
+    let page = HomePage { issuer: &issuer, base_path: &state.base_path, username: session.as_ref().map(|s| s.user.username.as_str()), csrf: &csrf };
+    (jar, render(StatusCode::OK, &page)).into_response()
+}
