@@ -132,7 +132,8 @@ mod tests {
         let key = SigningKey::generate()?;
         let other = SigningKey::generate()?;
         let token = sign_jwt(&key, "at+jwt", &Claims { sub: "alice".into() })?;
-        let ok: VerifiedJwt<Claims> = verify_jwt(&token, "at+jwt", [&key]).map_err(|e| CryptoError::Sign(e.to_string()))?;
+        let ok: VerifiedJwt<Claims> =
+            verify_jwt(&token, "at+jwt", [&key]).map_err(|e| CryptoError::Sign(e.to_string()))?;
         assert_eq!(ok.claims.sub, "alice");
 
         // Wrong type.
@@ -171,7 +172,11 @@ mod tests {
         // The same claims signed by a key we do not trust but claiming our kid.
         let header = b64(&serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()}));
         let foreign = sign_jwt(&other, "at+jwt", &Claims { sub: "mallory".into() })?;
-        let forged = format!("{header}.{}.{}", foreign.split('.').nth(1).unwrap_or_default(), foreign.split('.').nth(2).unwrap_or_default());
+        let forged = format!(
+            "{header}.{}.{}",
+            foreign.split('.').nth(1).unwrap_or_default(),
+            foreign.split('.').nth(2).unwrap_or_default()
+        );
         assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]).err(), Some(JwtError::Signature));
         Ok(())
     }

@@ -13,7 +13,9 @@ mod secret;
 pub use jwt::{JwtError, VerifiedJwt, sign_jwt, verify_jwt};
 pub use keys::{MasterKey, SigningKey};
 pub use password::{PasswordCheckError, PasswordHasher, PasswordParams};
-pub use secret::{SecretDigest, ct_eq, digest, pkce_s256_matches, random_token, is_valid_code_verifier, is_valid_s256_challenge};
+pub use secret::{
+    SecretDigest, ct_eq, digest, is_valid_code_verifier, is_valid_s256_challenge, pkce_s256_matches, random_token,
+};
 
 /// Failures of the cryptographic layer. None of them carries secret material.
 #[derive(Debug, thiserror::Error)]

@@ -119,7 +119,11 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_match() -> Result<(), Box<dyn std::error::Error>> {
-        let hasher = PasswordHasher::new(PasswordParams { memory_kib: 1024, iterations: 1, parallelism: 1 }, 2, Duration::from_secs(5))?;
+        let hasher = PasswordHasher::new(
+            PasswordParams { memory_kib: 1024, iterations: 1, parallelism: 1 },
+            2,
+            Duration::from_secs(5),
+        )?;
         let hash = hasher.hash("correct horse".into()).await?;
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await?);

@@ -157,16 +157,17 @@ impl AuthorizationServer {
         })?;
 
         // Phase one: client and redirect URI.
-        let client_id = request
-            .client_id
-            .as_deref()
-            .ok_or_else(|| AuthorizeRejection::fatal(OAuthErrorCode::InvalidRequest, "the client_id parameter is missing"))?;
+        let client_id = request.client_id.as_deref().ok_or_else(|| {
+            AuthorizeRejection::fatal(OAuthErrorCode::InvalidRequest, "the client_id parameter is missing")
+        })?;
         let client = self
             .store
             .find_client(client_id)
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
-            .ok_or_else(|| AuthorizeRejection::fatal(OAuthErrorCode::InvalidClient, "no client is registered with this client_id"))?;
+            .ok_or_else(|| {
+                AuthorizeRejection::fatal(OAuthErrorCode::InvalidClient, "no client is registered with this client_id")
+            })?;
         let redirect_uri = match request.redirect_uri.as_deref() {
             Some(presented) => redirect_uri_matches(&client.redirect_uris, presented)
                 .map(|_| presented.to_owned())
@@ -189,7 +190,10 @@ impl AuthorizationServer {
         match client.status {
             ClientStatus::Active => {}
             ClientStatus::Suspended => {
-                return Err(AuthorizeRejection::fatal(OAuthErrorCode::UnauthorizedClient, "this client has been suspended by an administrator"));
+                return Err(AuthorizeRejection::fatal(
+                    OAuthErrorCode::UnauthorizedClient,
+                    "this client has been suspended by an administrator",
+                ));
             }
             ClientStatus::Pending => {
                 return Err(AuthorizeRejection::fatal(
@@ -208,7 +212,9 @@ impl AuthorizationServer {
         if let Some(mode) = request.response_mode.as_deref()
             && mode != "query"
         {
-            return Err(reject(OAuthError::invalid_request(format!("response_mode {mode:?} is not supported; use query"))));
+            return Err(reject(OAuthError::invalid_request(format!(
+                "response_mode {mode:?} is not supported; use query"
+            ))));
         }
         match request.response_type.as_deref() {
             Some("code") => {}
@@ -221,22 +227,35 @@ impl AuthorizationServer {
             }
         }
         if !client.grant_types.iter().any(|g| g == "authorization_code") {
-            return Err(reject(OAuthError::unauthorized_client("this client may not use the authorization code grant")));
+            return Err(reject(OAuthError::unauthorized_client(
+                "this client may not use the authorization code grant",
+            )));
         }
         let code_challenge = match (request.code_challenge.as_deref(), request.code_challenge_method.as_deref()) {
-            (None, _) => return Err(reject(OAuthError::invalid_request("PKCE is required: send code_challenge with code_challenge_method=S256"))),
+            (None, _) => {
+                return Err(reject(OAuthError::invalid_request(
+                    "PKCE is required: send code_challenge with code_challenge_method=S256",
+                )));
+            }
             (Some(_), None | Some("plain")) => {
-                return Err(reject(OAuthError::invalid_request("PKCE method plain is not allowed: use code_challenge_method=S256")));
+                return Err(reject(OAuthError::invalid_request(
+                    "PKCE method plain is not allowed: use code_challenge_method=S256",
+                )));
             }
             (Some(_), Some(method)) if method != "S256" => {
-                return Err(reject(OAuthError::invalid_request(format!("PKCE method {method:?} is not supported: use S256"))));
+                return Err(reject(OAuthError::invalid_request(format!(
+                    "PKCE method {method:?} is not supported: use S256"
+                ))));
             }
             (Some(challenge), Some(_)) if !is_valid_s256_challenge(challenge) => {
-                return Err(reject(OAuthError::invalid_request("code_challenge must be 43 base64url characters (a SHA-256 digest)")));
+                return Err(reject(OAuthError::invalid_request(
+                    "code_challenge must be 43 base64url characters (a SHA-256 digest)",
+                )));
             }
             (Some(challenge), Some(_)) => challenge.to_owned(),
         };
-        let resource = self.resolve_resource(&client, request.resource.as_deref(), request.resource_count).map_err(reject)?;
+        let resource =
+            self.resolve_resource(&client, request.resource.as_deref(), request.resource_count).map_err(reject)?;
         let scope = self.resolve_scope(&client, &resource, request.scope.as_deref(), false).map_err(reject)?;
 
         let prompt = request.prompt.clone().unwrap_or_default();
@@ -249,12 +268,9 @@ impl AuthorizationServer {
         }
         let max_age = match request.max_age.as_deref() {
             None => None,
-            Some(v) => Some(
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| reject(OAuthError::invalid_request("max_age must be a non-negative integer of seconds")))?,
-            ),
+            Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                reject(OAuthError::invalid_request("max_age must be a non-negative integer of seconds"))
+            })?),
         };
 
         let handle = random_token(32).map_err(|e| AuthorizeRejection::Fatal(e.into()))?;
@@ -268,6 +284,7 @@ impl AuthorizationServer {
             code_challenge,
             prompt: prompt_values.join(" "),
             max_age,
+            login_user_id: None,
             created_at: now,
             expires_at: now + self.settings.authorization_request_ttl,
         };
@@ -280,15 +297,23 @@ impl AuthorizationServer {
 
     /// RFC 8707: one resource, known to us, allowed for this client. Without a `resource`, a
     /// client limited to exactly one resource gets that one.
-    pub(crate) fn resolve_resource(&self, client: &ClientRecord, requested: Option<&str>, count: usize) -> Result<String, OAuthError> {
+    pub(crate) fn resolve_resource(
+        &self,
+        client: &ClientRecord,
+        requested: Option<&str>,
+        count: usize,
+    ) -> Result<String, OAuthError> {
         if count > 1 {
             return Err(OAuthError::invalid_target("request tokens for one resource at a time"));
         }
-        let allowed = |uri: &str| client.allowed_resources.is_empty() || client.allowed_resources.iter().any(|r| r == uri);
+        let allowed =
+            |uri: &str| client.allowed_resources.is_empty() || client.allowed_resources.iter().any(|r| r == uri);
         match requested {
             Some(uri) => {
                 if self.settings.resource(uri).is_none() {
-                    return Err(OAuthError::invalid_target(format!("{uri} is not a resource this authorization server issues tokens for")));
+                    return Err(OAuthError::invalid_target(format!(
+                        "{uri} is not a resource this authorization server issues tokens for"
+                    )));
                 }
                 if !allowed(uri) {
                     return Err(OAuthError::invalid_target(format!("this client may not obtain tokens for {uri}")));
@@ -296,10 +321,13 @@ impl AuthorizationServer {
                 Ok(uri.to_owned())
             }
             None => {
-                let candidates: Vec<&str> = self.settings.resources.iter().map(|r| r.uri.as_str()).filter(|u| allowed(u)).collect();
+                let candidates: Vec<&str> =
+                    self.settings.resources.iter().map(|r| r.uri.as_str()).filter(|u| allowed(u)).collect();
                 match candidates.as_slice() {
                     [only] => Ok((*only).to_owned()),
-                    _ => Err(OAuthError::invalid_target("the resource parameter is required: name the MCP server the token is for")),
+                    _ => Err(OAuthError::invalid_target(
+                        "the resource parameter is required: name the MCP server the token is for",
+                    )),
                 }
             }
         }
@@ -328,7 +356,13 @@ impl AuthorizationServer {
 
     /// Checks requested scopes against what the resource and client allow. Authorization
     /// requests must name their scopes; client credentials default to everything allowed.
-    pub(crate) fn resolve_scope(&self, client: &ClientRecord, resource: &str, requested: Option<&str>, machine: bool) -> Result<ScopeSet, OAuthError> {
+    pub(crate) fn resolve_scope(
+        &self,
+        client: &ClientRecord,
+        resource: &str,
+        requested: Option<&str>,
+        machine: bool,
+    ) -> Result<ScopeSet, OAuthError> {
         let allowed = self.allowed_scopes(client, resource, !machine);
         let requested = match requested {
             Some(s) => ScopeSet::parse(s).map_err(|e| OAuthError::invalid_scope(e.to_string()))?,
@@ -368,8 +402,18 @@ impl AuthorizationServer {
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
             .filter(|c| c.status == ClientStatus::Active)
-            .ok_or_else(|| AuthorizeRejection::fatal(OAuthErrorCode::UnauthorizedClient, "this client is no longer allowed to sign in"))?;
+            .ok_or_else(|| {
+                AuthorizeRejection::fatal(
+                    OAuthErrorCode::UnauthorizedClient,
+                    "this client is no longer allowed to sign in",
+                )
+            })?;
         Ok((request, client))
+    }
+
+    /// Notes that `user` just signed in on this request's login page.
+    pub async fn record_login(&self, handle: &str, user: &UserRecord) -> Result<(), OAuthError> {
+        Ok(self.store.set_authorization_request_login(&digest(handle), &user.id).await?)
     }
 
     /// The client a parked request is for (the login page names it).
@@ -381,22 +425,31 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let Some(session) = session else { return true };
         let prompt_login = request.prompt.split(' ').any(|p| p == "login");
-        // prompt=login: the user must authenticate after this request began.
-        if prompt_login && session.auth_time < request.created_at {
+        // prompt=login: the user must have signed in on this request's own login page.
+        if prompt_login && request.login_user_id.as_deref() != Some(session.user.id.as_str()) {
             return true;
         }
         request.max_age.is_some_and(|max_age| now - session.auth_time > max_age)
     }
 
     /// Decides what a parked request needs next, given who (if anyone) is signed in.
-    pub async fn next_step(&self, handle: &str, session: Option<&BrowserSession>) -> Result<NextStep, AuthorizeRejection> {
+    pub async fn next_step(
+        &self,
+        handle: &str,
+        session: Option<&BrowserSession>,
+    ) -> Result<NextStep, AuthorizeRejection> {
         let (request, client) = self.parked(handle).await?;
         let prompt_none = request.prompt.split(' ').any(|p| p == "none");
-        let reject = |code: OAuthErrorCode, d: &str| self.error_redirect(&request.redirect_uri, request.state.as_deref(), OAuthError::new(code, d));
+        let reject = |code: OAuthErrorCode, d: &str| {
+            self.error_redirect(&request.redirect_uri, request.state.as_deref(), OAuthError::new(code, d))
+        };
         if self.needs_login(&request, session) {
             if prompt_none {
                 self.forget(handle).await?;
-                return Err(reject(OAuthErrorCode::LoginRequired, "the user is not signed in and prompt=none forbids asking"));
+                return Err(reject(
+                    OAuthErrorCode::LoginRequired,
+                    "the user is not signed in and prompt=none forbids asking",
+                ));
             }
             return Ok(NextStep::Login);
         }
@@ -413,7 +466,10 @@ impl AuthorizationServer {
         if prompt_consent || !covered {
             if prompt_none {
                 self.forget(handle).await?;
-                return Err(reject(OAuthErrorCode::ConsentRequired, "the user has not consented and prompt=none forbids asking"));
+                return Err(reject(
+                    OAuthErrorCode::ConsentRequired,
+                    "the user has not consented and prompt=none forbids asking",
+                ));
             }
             return Ok(NextStep::Consent);
         }
@@ -422,7 +478,11 @@ impl AuthorizationServer {
     }
 
     /// What to show on the consent page.
-    pub async fn consent_prompt(&self, handle: &str, session: &BrowserSession) -> Result<ConsentPrompt, AuthorizeRejection> {
+    pub async fn consent_prompt(
+        &self,
+        handle: &str,
+        session: &BrowserSession,
+    ) -> Result<ConsentPrompt, AuthorizeRejection> {
         let (request, client) = self.parked(handle).await?;
         let remembered = self
             .store
@@ -464,7 +524,12 @@ impl AuthorizationServer {
     }
 
     /// Applies the user's consent decision and returns where to send the browser.
-    pub async fn decide_consent(&self, handle: &str, session: &BrowserSession, decision: ConsentDecision) -> Result<String, AuthorizeRejection> {
+    pub async fn decide_consent(
+        &self,
+        handle: &str,
+        session: &BrowserSession,
+        decision: ConsentDecision,
+    ) -> Result<String, AuthorizeRejection> {
         let (request, client) = self.parked(handle).await?;
         if self.needs_login(&request, Some(session)) {
             return Err(AuthorizeRejection::fatal(OAuthErrorCode::LoginRequired, "sign in again to continue"));
@@ -495,7 +560,10 @@ impl AuthorizationServer {
     }
 
     async fn forget(&self, handle: &str) -> Result<(), AuthorizeRejection> {
-        self.store.take_authorization_request(&digest(handle)).await.map_err(|e| AuthorizeRejection::Fatal(e.into()))?;
+        self.store
+            .take_authorization_request(&digest(handle))
+            .await
+            .map_err(|e| AuthorizeRejection::Fatal(e.into()))?;
         Ok(())
     }
 
@@ -512,7 +580,10 @@ impl AuthorizationServer {
         let fatal = |e: OAuthError| AuthorizeRejection::Fatal(e);
         // Taking the request first makes a double-submitted consent form yield one code.
         if !self.store.take_authorization_request(&digest(handle)).await.map_err(|e| fatal(e.into()))? {
-            return Err(AuthorizeRejection::fatal(OAuthErrorCode::InvalidRequest, "this sign-in request was already completed"));
+            return Err(AuthorizeRejection::fatal(
+                OAuthErrorCode::InvalidRequest,
+                "this sign-in request was already completed",
+            ));
         }
         let now = self.clock.now();
         let code = random_token(32).map_err(|e| fatal(e.into()))?;

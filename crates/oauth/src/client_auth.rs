@@ -20,17 +20,26 @@ impl AuthorizationServer {
     /// Authenticates the calling client. Public clients identify themselves with `client_id`
     /// alone; confidential clients must prove their secret.
     pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<ClientRecord, OAuthError> {
-        let (client_id, secret) = match (&credentials.basic, &credentials.form_client_id, &credentials.form_client_secret) {
-            (Some(_), _, Some(_)) => {
-                return Err(OAuthError::invalid_request("use one client authentication method, not both Basic and client_secret in the body"));
-            }
-            (Some((id, _)), Some(form_id), None) if form_id != id => {
-                return Err(OAuthError::invalid_request("client_id in the body differs from the one in the Authorization header"));
-            }
-            (Some((id, secret)), _, None) => (id.as_str(), Some(secret.as_str())),
-            (None, Some(id), secret) => (id.as_str(), secret.as_deref()),
-            (None, None, _) => return Err(OAuthError::invalid_client("client authentication is required: send client_id (and the secret, for confidential clients)")),
-        };
+        let (client_id, secret) =
+            match (&credentials.basic, &credentials.form_client_id, &credentials.form_client_secret) {
+                (Some(_), _, Some(_)) => {
+                    return Err(OAuthError::invalid_request(
+                        "use one client authentication method, not both Basic and client_secret in the body",
+                    ));
+                }
+                (Some((id, _)), Some(form_id), None) if form_id != id => {
+                    return Err(OAuthError::invalid_request(
+                        "client_id in the body differs from the one in the Authorization header",
+                    ));
+                }
+                (Some((id, secret)), _, None) => (id.as_str(), Some(secret.as_str())),
+                (None, Some(id), secret) => (id.as_str(), secret.as_deref()),
+                (None, None, _) => {
+                    return Err(OAuthError::invalid_client(
+                        "client authentication is required: send client_id (and the secret, for confidential clients)",
+                    ));
+                }
+            };
         let found = self.store.find_client(client_id).await?;
         // Hash even when the client is unknown, so the timing does not say which ids exist.
         let presented_digest = secret.map(digest);
@@ -40,9 +49,13 @@ impl AuthorizationServer {
         match (client.client_type, &client.secret_digest, presented_digest) {
             (ClientType::Confidential, Some(stored), Some(presented)) if ct_eq(stored, &presented) => {}
             (ClientType::Confidential, _, None) => {
-                return Err(OAuthError::invalid_client("this is a confidential client: authenticate with its client secret"));
+                return Err(OAuthError::invalid_client(
+                    "this is a confidential client: authenticate with its client secret",
+                ));
             }
-            (ClientType::Confidential, _, Some(_)) => return Err(OAuthError::invalid_client("client authentication failed")),
+            (ClientType::Confidential, _, Some(_)) => {
+                return Err(OAuthError::invalid_client("client authentication failed"));
+            }
             (ClientType::Public, _, None) => {}
             (ClientType::Public, _, Some(_)) => {
                 return Err(OAuthError::invalid_client("this is a public client; it has no secret to send"));
@@ -50,8 +63,12 @@ impl AuthorizationServer {
         }
         match client.status {
             ClientStatus::Active => Ok(client),
-            ClientStatus::Suspended => Err(OAuthError::invalid_client("this client has been suspended by an administrator")),
-            ClientStatus::Pending => Err(OAuthError::invalid_client("this client is waiting for an administrator's approval")),
+            ClientStatus::Suspended => {
+                Err(OAuthError::invalid_client("this client has been suspended by an administrator"))
+            }
+            ClientStatus::Pending => {
+                Err(OAuthError::invalid_client("this client is waiting for an administrator's approval"))
+            }
         }
     }
 }

@@ -42,7 +42,11 @@ impl AuthorizationServer {
         Ok(Some(ActiveAccessToken { claims, status }))
     }
 
-    pub async fn introspect(&self, credentials: &ClientCredentials, params: &Params) -> Result<IntrospectionResponse, OAuthError> {
+    pub async fn introspect(
+        &self,
+        credentials: &ClientCredentials,
+        params: &Params,
+    ) -> Result<IntrospectionResponse, OAuthError> {
         let caller = self.authenticate_client(credentials).await?;
         if caller.secret_digest.is_none() {
             return Err(OAuthError::invalid_client("introspection requires a confidential client"));
@@ -75,12 +79,19 @@ impl AuthorizationServer {
         }
         let now = self.clock.now();
         if let Some(rt) = self.store.find_refresh_token(&digest(token)).await? {
-            let live = rt.rotated_at.is_none() && rt.expires_at > now && rt.grant.revoked_at.is_none() && rt.grant.expires_at > now;
+            let live = rt.rotated_at.is_none()
+                && rt.expires_at > now
+                && rt.grant.revoked_at.is_none()
+                && rt.grant.expires_at > now;
             let user = match &rt.grant.user_id {
                 Some(id) => self.store.find_user(id).await?,
                 None => None,
             };
-            let client_ok = self.store.find_client(&rt.grant.client_id).await?.is_some_and(|c| c.status == portcullis_store::ClientStatus::Active);
+            let client_ok = self
+                .store
+                .find_client(&rt.grant.client_id)
+                .await?
+                .is_some_and(|c| c.status == portcullis_store::ClientStatus::Active);
             if live && client_ok && user.as_ref().is_some_and(|u| !u.is_disabled()) && may_see(&rt.grant.client_id) {
                 return Ok(IntrospectionResponse {
                     active: true,

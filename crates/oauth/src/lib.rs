@@ -55,7 +55,13 @@ impl std::fmt::Debug for AuthorizationServer {
 }
 
 impl AuthorizationServer {
-    pub fn new(store: Store, keys: KeyRing, clock: Arc<dyn Clock>, settings: Settings, passwords: PasswordHasher) -> Self {
+    pub fn new(
+        store: Store,
+        keys: KeyRing,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        passwords: PasswordHasher,
+    ) -> Self {
         Self { store, keys, clock, settings: Arc::new(settings), passwords }
     }
 

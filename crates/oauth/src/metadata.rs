@@ -29,7 +29,11 @@ impl AuthorizationServer {
             scopes_supported: scopes,
             response_types_supported: vec!["code".into()],
             response_modes_supported: vec!["query".into()],
-            grant_types_supported: vec!["authorization_code".into(), "refresh_token".into(), "client_credentials".into()],
+            grant_types_supported: vec![
+                "authorization_code".into(),
+                "refresh_token".into(),
+                "client_credentials".into(),
+            ],
             token_endpoint_auth_methods_supported: auth_methods.clone(),
             introspection_endpoint_auth_methods_supported: secret_methods,
             revocation_endpoint_auth_methods_supported: auth_methods,
@@ -37,10 +41,22 @@ impl AuthorizationServer {
             authorization_response_iss_parameter_supported: true,
             subject_types_supported: vec!["public".into()],
             id_token_signing_alg_values_supported: vec!["ES256".into()],
-            claims_supported: ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "preferred_username", "name", "email"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
+            claims_supported: [
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "azp",
+                "preferred_username",
+                "name",
+                "email",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
             prompt_values_supported: vec!["none".into(), "login".into(), "consent".into()],
             request_parameter_supported: false,
             request_uri_parameter_supported: false,

@@ -38,7 +38,10 @@ impl Params {
 
     /// Every non-empty value of a parameter that may repeat (e.g. consent checkboxes).
     pub fn all(&self, name: &str) -> Vec<&str> {
-        self.values.get(name).map(|v| v.iter().map(String::as_str).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+        self.values
+            .get(name)
+            .map(|v| v.iter().map(String::as_str).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
     }
 
     pub fn count(&self, name: &str) -> usize {

@@ -81,11 +81,16 @@ pub fn redirect_uri_matches<'a>(registered: &'a [String], presented: &str) -> Op
         u.to_string()
     };
     let presented_portless = without_port(presented_url);
-    registered.iter().find(|r| {
-        Url::parse(r).ok().is_some_and(|u| {
-            u.scheme() == "http" && u.host().as_ref().is_some_and(is_loopback_host) && without_port(u) == presented_portless
+    registered
+        .iter()
+        .find(|r| {
+            Url::parse(r).ok().is_some_and(|u| {
+                u.scheme() == "http"
+                    && u.host().as_ref().is_some_and(is_loopback_host)
+                    && without_port(u) == presented_portless
+            })
         })
-    }).map(String::as_str)
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -147,7 +152,10 @@ mod tests {
         assert!(matches!(validate_redirect_uri("javascript:alert(1)", true), Err(RedirectUriError::Scheme(..))));
         assert!(matches!(validate_redirect_uri("com.example.app:/cb", false), Err(RedirectUriError::Scheme(..))));
         assert_eq!(validate_redirect_uri("com.example.app:/cb", true), Ok(()));
-        assert!(matches!(validate_redirect_uri("https://c.test/a/../cb", false), Err(RedirectUriError::NotCanonical(..))));
+        assert!(matches!(
+            validate_redirect_uri("https://c.test/a/../cb", false),
+            Err(RedirectUriError::NotCanonical(..))
+        ));
         assert!(matches!(validate_redirect_uri("https://u:p@c.test/cb", false), Err(RedirectUriError::UserInfo(_))));
         assert!(matches!(validate_redirect_uri("/cb", false), Err(RedirectUriError::NotAbsolute(_))));
     }

@@ -14,9 +14,22 @@ use crate::{AuthorizationServer, ClientCredentials, OAuthError, Params};
 /// A parsed token request.
 #[derive(Debug, Clone)]
 pub enum TokenRequest {
-    AuthorizationCode { code: String, redirect_uri: Option<String>, code_verifier: Option<String>, resource: Option<String> },
-    RefreshToken { refresh_token: String, scope: Option<String>, resource: Option<String> },
-    ClientCredentials { scope: Option<String>, resource: Option<String>, resource_count: usize },
+    AuthorizationCode {
+        code: String,
+        redirect_uri: Option<String>,
+        code_verifier: Option<String>,
+        resource: Option<String>,
+    },
+    RefreshToken {
+        refresh_token: String,
+        scope: Option<String>,
+        resource: Option<String>,
+    },
+    ClientCredentials {
+        scope: Option<String>,
+        resource: Option<String>,
+        resource_count: usize,
+    },
 }
 
 /// The token response plus what the caller may want to log.
@@ -28,7 +41,9 @@ pub struct TokenResponseOutcome {
 
 impl TokenRequest {
     pub fn from_params(params: &Params) -> Result<Self, OAuthError> {
-        let get = |name: &str| params.single(name).map(|v| v.map(str::to_owned)).map_err(|e| OAuthError::invalid_request(e.to_string()));
+        let get = |name: &str| {
+            params.single(name).map(|v| v.map(str::to_owned)).map_err(|e| OAuthError::invalid_request(e.to_string()))
+        };
         let resource = if params.count("resource") > 1 {
             return Err(OAuthError::invalid_target("request tokens for one resource at a time"));
         } else {
@@ -42,14 +57,19 @@ impl TokenRequest {
                 resource,
             }),
             Some("refresh_token") => Ok(Self::RefreshToken {
-                refresh_token: get("refresh_token")?.ok_or_else(|| OAuthError::invalid_request("the refresh_token parameter is missing"))?,
+                refresh_token: get("refresh_token")?
+                    .ok_or_else(|| OAuthError::invalid_request("the refresh_token parameter is missing"))?,
                 scope: get("scope")?,
                 resource,
             }),
-            Some("client_credentials") => Ok(Self::ClientCredentials { scope: get("scope")?, resource, resource_count: params.count("resource") }),
+            Some("client_credentials") => {
+                Ok(Self::ClientCredentials { scope: get("scope")?, resource, resource_count: params.count("resource") })
+            }
             Some(other) => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
-                format!("grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"),
+                format!(
+                    "grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"
+                ),
             )),
             None => Err(OAuthError::invalid_request("the grant_type parameter is missing")),
         }
@@ -61,11 +81,16 @@ fn allows_grant(client: &ClientRecord, grant: &str) -> bool {
 }
 
 impl AuthorizationServer {
-    pub async fn token(&self, credentials: &ClientCredentials, request: TokenRequest) -> Result<TokenResponseOutcome, OAuthError> {
+    pub async fn token(
+        &self,
+        credentials: &ClientCredentials,
+        request: TokenRequest,
+    ) -> Result<TokenResponseOutcome, OAuthError> {
         let client = self.authenticate_client(credentials).await?;
         let response = match request {
             TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
-                self.redeem_code(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref(), resource.as_deref()).await?
+                self.redeem_code(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref(), resource.as_deref())
+                    .await?
             }
             TokenRequest::RefreshToken { refresh_token, scope, resource } => {
                 self.refresh(&client, &refresh_token, scope.as_deref(), resource.as_deref()).await?
@@ -102,7 +127,9 @@ impl AuthorizationServer {
                 return Err(invalid());
             }
             if redirect_uri.is_some_and(|r| r != found.redirect_uri) {
-                return Err(OAuthError::invalid_grant("redirect_uri differs from the one in the authorization request"));
+                return Err(OAuthError::invalid_grant(
+                    "redirect_uri differs from the one in the authorization request",
+                ));
             }
             if resource.is_some_and(|r| r != found.resource) {
                 return Err(OAuthError::invalid_target("resource differs from the one in the authorization request"));
@@ -120,7 +147,9 @@ impl AuthorizationServer {
             CodeRedemption::Redeemed(code) => code,
             CodeRedemption::Replayed { grant_id } => {
                 tracing::warn!(client_id = %client.client_id, grant_id = %grant_id, "authorization code replayed; grant revoked");
-                return Err(OAuthError::invalid_grant("the authorization code was already used; tokens issued for it are revoked"));
+                return Err(OAuthError::invalid_grant(
+                    "the authorization code was already used; tokens issued for it are revoked",
+                ));
             }
             CodeRedemption::NotFound => return Err(invalid()),
         };
@@ -171,7 +200,13 @@ impl AuthorizationServer {
         })
     }
 
-    async fn refresh(&self, client: &ClientRecord, refresh_token: &str, scope: Option<&str>, resource: Option<&str>) -> Result<TokenResponse, OAuthError> {
+    async fn refresh(
+        &self,
+        client: &ClientRecord,
+        refresh_token: &str,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
         if !allows_grant(client, "refresh_token") {
             return Err(OAuthError::unauthorized_client("this client may not use refresh tokens"));
         }
@@ -201,7 +236,8 @@ impl AuthorizationServer {
         }
         let user_id = found.grant.user_id.clone().ok_or_else(invalid)?;
         let user = self.store.find_user(&user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
-        let access = self.mint_access_token(client, &user.id, &found.grant.resource, &scope, found.grant.auth_time, now)?;
+        let access =
+            self.mint_access_token(client, &user.id, &found.grant.resource, &scope, found.grant.auth_time, now)?;
         let new_value = random_token(32)?;
         let new_refresh = NewRefreshToken {
             digest: digest(&new_value).to_vec(),
@@ -221,13 +257,21 @@ impl AuthorizationServer {
             }),
             RefreshRotation::Reused { grant_id } => {
                 tracing::warn!(client_id = %client.client_id, grant_id = %grant_id, "refresh token reused; token family revoked");
-                Err(OAuthError::invalid_grant("the refresh token was already used; every token of this grant is now revoked"))
+                Err(OAuthError::invalid_grant(
+                    "the refresh token was already used; every token of this grant is now revoked",
+                ))
             }
             RefreshRotation::Invalid => Err(invalid()),
         }
     }
 
-    async fn client_credentials(&self, client: &ClientRecord, scope: Option<&str>, resource: Option<&str>, resource_count: usize) -> Result<TokenResponse, OAuthError> {
+    async fn client_credentials(
+        &self,
+        client: &ClientRecord,
+        scope: Option<&str>,
+        resource: Option<&str>,
+        resource_count: usize,
+    ) -> Result<TokenResponse, OAuthError> {
         if client.client_type != ClientType::Confidential {
             return Err(OAuthError::unauthorized_client("only confidential clients may use client credentials"));
         }
@@ -262,7 +306,15 @@ impl AuthorizationServer {
         })
     }
 
-    fn mint_access_token(&self, client: &ClientRecord, subject: &str, resource: &str, scope: &ScopeSet, auth_time: Option<i64>, now: i64) -> Result<MintedAccessToken, OAuthError> {
+    fn mint_access_token(
+        &self,
+        client: &ClientRecord,
+        subject: &str,
+        resource: &str,
+        scope: &ScopeSet,
+        auth_time: Option<i64>,
+        now: i64,
+    ) -> Result<MintedAccessToken, OAuthError> {
         let jti = random_token(18)?;
         let claims = AccessTokenClaims {
             iss: self.settings.issuer.clone(),

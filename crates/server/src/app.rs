@@ -83,7 +83,11 @@ pub fn settings(config: &Config) -> Settings {
             .map(|r| ResourceSettings {
                 uri: r.uri.clone(),
                 name: if r.name.is_empty() { r.uri.clone() } else { r.name.clone() },
-                scopes: r.scopes.iter().map(|s| ScopeSettings { name: s.name.clone(), description: s.description.clone() }).collect(),
+                scopes: r
+                    .scopes
+                    .iter()
+                    .map(|s| ScopeSettings { name: s.name.clone(), description: s.description.clone() })
+                    .collect(),
             })
             .collect(),
     }
@@ -127,7 +131,8 @@ pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> an
     for c in &config.clients {
         let secret_digest = match (&c.client_secret_env, &c.client_secret_sha256) {
             (Some(var), _) => {
-                let secret = std::env::var(var).with_context(|| format!("client {:?}: environment variable {var} is not set", c.client_id))?;
+                let secret = std::env::var(var)
+                    .with_context(|| format!("client {:?}: environment variable {var} is not set", c.client_id))?;
                 Some(digest(&secret).to_vec())
             }
             (None, Some(hex)) => decode_hex(hex),
@@ -196,14 +201,24 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
 }
 
 /// Like [`start`], on a listener the caller already bound (so it can know the port first).
-pub async fn start_on(listener: tokio::net::TcpListener, config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningServer> {
     let master = Arc::new(load_master_key(&config.server.data_dir)?);
     let store = open_store(&config).await?;
     let now = clock.now();
     sync_config_clients(&store, &config, now).await?;
     let keys = KeyRing::new(Arc::clone(&master));
     keys.initialize(&store, now).await?;
-    let server = AuthorizationServer::new(store.clone(), keys.clone(), Arc::clone(&clock), settings(&config), password_hasher(&config)?);
+    let server = AuthorizationServer::new(
+        store.clone(),
+        keys.clone(),
+        Arc::clone(&clock),
+        settings(&config),
+        password_hasher(&config)?,
+    );
     let limits = portcullis_web::LoginLimits {
         per_account_per_minute: config.login.per_account_per_minute,
         per_address_per_minute: config.login.per_address_per_minute,

@@ -173,8 +173,10 @@ impl Config {
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
             }
             None => Config::default(),
         };
@@ -206,7 +208,12 @@ impl Config {
             self.server.log_format = match v.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                _ => return Err(ConfigError::Env { name: "PORTCULLIS_LOG_FORMAT".into(), reason: "use text or json".into() }),
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "PORTCULLIS_LOG_FORMAT".into(),
+                        reason: "use text or json".into(),
+                    });
+                }
             };
         }
         if let Some(v) = get("PORTCULLIS_DATABASE_URL") {
@@ -273,35 +280,52 @@ impl Config {
             }
         }
         if t.authorization_code_ttl_secs > 600 {
-            return Err(ConfigError::Invalid("tokens.authorization_code_ttl_secs must be at most 600 (RFC 6749 §4.1.2)".into()));
+            return Err(ConfigError::Invalid(
+                "tokens.authorization_code_ttl_secs must be at most 600 (RFC 6749 §4.1.2)".into(),
+            ));
         }
         let url = self.database_url();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
             return Err(ConfigError::Invalid("database.url must start with sqlite:// or postgres://".into()));
         }
         for r in &self.resources {
-            let parsed = url::Url::parse(&r.uri).map_err(|e| ConfigError::Invalid(format!("resource {:?} is not a URL: {e}", r.uri)))?;
+            let parsed = url::Url::parse(&r.uri)
+                .map_err(|e| ConfigError::Invalid(format!("resource {:?} is not a URL: {e}", r.uri)))?;
             if parsed.fragment().is_some() {
-                return Err(ConfigError::Invalid(format!("resource {:?} must not have a fragment (RFC 8707 §2)", r.uri)));
+                return Err(ConfigError::Invalid(format!(
+                    "resource {:?} must not have a fragment (RFC 8707 §2)",
+                    r.uri
+                )));
             }
             for s in &r.scopes {
-                portcullis_types::Scope::parse(&s.name).map_err(|e| ConfigError::Invalid(format!("resource {:?}: {e}", r.uri)))?;
+                portcullis_types::Scope::parse(&s.name)
+                    .map_err(|e| ConfigError::Invalid(format!("resource {:?}: {e}", r.uri)))?;
             }
         }
         for c in &self.clients {
             if c.redirect_uris.is_empty() && c.grant_types.iter().any(|g| g == "authorization_code") {
-                return Err(ConfigError::Invalid(format!("client {:?} uses authorization_code but has no redirect_uris", c.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "client {:?} uses authorization_code but has no redirect_uris",
+                    c.client_id
+                )));
             }
             for uri in &c.redirect_uris {
-                portcullis_oauth::validate_redirect_uri(uri, true).map_err(|e| ConfigError::Invalid(format!("client {:?}: {e}", c.client_id)))?;
+                portcullis_oauth::validate_redirect_uri(uri, true)
+                    .map_err(|e| ConfigError::Invalid(format!("client {:?}: {e}", c.client_id)))?;
             }
             if c.client_secret_env.is_some() && c.client_secret_sha256.is_some() {
-                return Err(ConfigError::Invalid(format!("client {:?}: set client_secret_env or client_secret_sha256, not both", c.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "client {:?}: set client_secret_env or client_secret_sha256, not both",
+                    c.client_id
+                )));
             }
             if let Some(hex) = &c.client_secret_sha256
                 && decode_hex(hex).is_none_or(|d| d.len() != 32)
             {
-                return Err(ConfigError::Invalid(format!("client {:?}: client_secret_sha256 must be 64 hex digits", c.client_id)));
+                return Err(ConfigError::Invalid(format!(
+                    "client {:?}: client_secret_sha256 must be 64 hex digits",
+                    c.client_id
+                )));
             }
         }
         Ok(())

@@ -10,7 +10,9 @@ use portcullis::app;
 use portcullis::config::{Config, LogFormat};
 use portcullis_crypto::{digest, random_token};
 use portcullis_oauth::KeyRing;
-use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store, UserRecord};
+use portcullis_store::{
+    ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store, UserRecord,
+};
 use portcullis_types::{Clock, SystemClock};
 
 #[derive(Parser)]
@@ -71,8 +73,12 @@ enum UserCommand {
     },
     List,
     /// Disable a user: sessions end and tokens stop working at once.
-    Disable { username: String },
-    Enable { username: String },
+    Disable {
+        username: String,
+    },
+    Enable {
+        username: String,
+    },
     /// Set a new password (read from standard input, or generated and printed).
     Passwd {
         username: String,
@@ -106,17 +112,27 @@ enum ClientCommand {
         introspect_any: bool,
     },
     List,
-    Show { client_id: String },
+    Show {
+        client_id: String,
+    },
     /// Remove a client and everything it holds.
-    Remove { client_id: String },
+    Remove {
+        client_id: String,
+    },
     /// Suspend a client: refused everywhere, its grants revoked.
-    Suspend { client_id: String },
-    Activate { client_id: String },
+    Suspend {
+        client_id: String,
+    },
+    Activate {
+        client_id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum ConsentCommand {
-    List { username: String },
+    List {
+        username: String,
+    },
     /// Forget a consent and revoke the grants it produced.
     Revoke {
         username: String,
@@ -161,7 +177,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config, clock).await,
         Command::CheckConfig => {
-            println!("configuration is valid: issuer {}, database {}", config.issuer(), portcullis_store::redact_url(&config.database_url()));
+            println!(
+                "configuration is valid: issuer {}, database {}",
+                config.issuer(),
+                portcullis_store::redact_url(&config.database_url())
+            );
             Ok(())
         }
         Command::Migrate => {
@@ -309,8 +329,14 @@ fn print_client(c: &ClientRecord) {
     println!("application type: {}", c.application_type);
     println!("redirect URIs:    {}", c.redirect_uris.join(" "));
     println!("grant types:      {}", c.grant_types.join(" "));
-    println!("scopes:           {}", if c.allowed_scopes.is_empty() { "(every scope of its resources)" } else { &c.allowed_scopes });
-    println!("resources:        {}", if c.allowed_resources.is_empty() { "(all)".to_owned() } else { c.allowed_resources.join(" ") });
+    println!(
+        "scopes:           {}",
+        if c.allowed_scopes.is_empty() { "(every scope of its resources)" } else { &c.allowed_scopes }
+    );
+    println!(
+        "resources:        {}",
+        if c.allowed_resources.is_empty() { "(all)".to_owned() } else { c.allowed_resources.join(" ") }
+    );
     println!("last used:        {}", c.last_used_at.map_or("never".to_owned(), |t| t.to_string()));
 }
 

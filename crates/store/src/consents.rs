@@ -14,14 +14,28 @@ struct Row {
 
 impl From<Row> for ConsentRecord {
     fn from(r: Row) -> Self {
-        Self { user_id: r.user_id, client_id: r.client_id, resource: r.resource, scope: r.scope, created_at: r.created_at, updated_at: r.updated_at }
+        Self {
+            user_id: r.user_id,
+            client_id: r.client_id,
+            resource: r.resource,
+            scope: r.scope,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 
 impl Store {
     /// Records that the user granted exactly `scope` to the client for the resource,
     /// replacing what was remembered before.
-    pub async fn save_consent(&self, user_id: &str, client_id: &str, resource: &str, scope: &str, now: i64) -> Result<()> {
+    pub async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: &str,
+        scope: &str,
+        now: i64,
+    ) -> Result<()> {
         on_pool!(self, pool => sqlx::query(
             "INSERT INTO consents (user_id, client_id, resource, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
              ON CONFLICT (user_id, client_id, resource) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at")

@@ -106,10 +106,8 @@ struct StatusRow {
 
 const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at, revoked_at, revoked_reason) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
-const INSERT_ACCESS_TOKEN: &str =
-    "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)";
-const INSERT_REFRESH_TOKEN: &str =
-    "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5, NULL)";
 
 impl Store {
     pub async fn insert_authorization_code(&self, code_digest: &[u8], c: &AuthorizationCodeRecord) -> Result<()> {
@@ -146,7 +144,12 @@ impl Store {
 
     /// Marks a code redeemed and creates its grant, atomically. A code that was redeemed
     /// before is a replay: the grant the first redemption created is revoked (RFC 9700 §4.5).
-    pub async fn redeem_authorization_code(&self, code_digest: &[u8], now: i64, grant_expires_at: i64) -> Result<CodeRedemption> {
+    pub async fn redeem_authorization_code(
+        &self,
+        code_digest: &[u8],
+        now: i64,
+        grant_expires_at: i64,
+    ) -> Result<CodeRedemption> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let claimed: Option<CodeRow> = sqlx::query_as(
@@ -170,7 +173,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                return Ok(CodeRedemption::Redeemed(code.into()));
+                return Ok(CodeRedemption::Redeemed(Box::new(code.into())));
             }
             let previous: Option<(String, Option<i64>)> =
                 sqlx::query_as("SELECT grant_id, redeemed_at FROM authorization_codes WHERE code_digest = $1")
@@ -196,7 +199,12 @@ impl Store {
     }
 
     /// Records the tokens issued for a grant (the refresh token starts its family).
-    pub async fn insert_grant_tokens(&self, grant_id: &str, refresh: Option<&NewRefreshToken>, access: &NewAccessToken) -> Result<()> {
+    pub async fn insert_grant_tokens(
+        &self,
+        grant_id: &str,
+        refresh: Option<&NewRefreshToken>,
+        access: &NewAccessToken,
+    ) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if let Some(rt) = refresh {
@@ -255,7 +263,8 @@ impl Store {
         let sql = "SELECT r.scope AS rt_scope, r.created_at AS rt_created_at, r.expires_at AS rt_expires_at, r.rotated_at, \
                    g.id, g.client_id, g.user_id, g.kind, g.resource, g.scope, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.revoked_reason \
                    FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_digest = $1";
-        let row: Option<RefreshRow> = on_pool!(self, pool => sqlx::query_as(sql).bind(token_digest).fetch_optional(pool).await?);
+        let row: Option<RefreshRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(token_digest).fetch_optional(pool).await?);
         row.map(|r| {
             Ok(RefreshTokenRecord {
                 grant: r.grant.try_into()?,
@@ -340,7 +349,14 @@ impl Store {
     }
 
     /// Revokes every live grant of `user_id` for `client_id` (and `resource`, when given).
-    pub async fn revoke_user_client_grants(&self, user_id: &str, client_id: &str, resource: Option<&str>, reason: &str, now: i64) -> Result<u64> {
+    pub async fn revoke_user_client_grants(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64> {
         let n = on_pool!(self, pool => sqlx::query(
             "UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND client_id = $4 \
              AND ($5 IS NULL OR resource = $5) AND revoked_at IS NULL")

@@ -124,6 +124,8 @@ pub struct AuthorizationRequestRecord {
     /// Space-separated `prompt` values.
     pub prompt: String,
     pub max_age: Option<i64>,
+    /// Who signed in on the login page of this request, if anyone has yet.
+    pub login_user_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -221,9 +223,11 @@ impl AccessTokenStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeRedemption {
     /// Redeemed now; the grant row exists.
-    Redeemed(AuthorizationCodeRecord),
+    Redeemed(Box<AuthorizationCodeRecord>),
     /// Redeemed before: the grant it produced has been revoked.
-    Replayed { grant_id: String },
+    Replayed {
+        grant_id: String,
+    },
     NotFound,
 }
 
@@ -232,7 +236,9 @@ pub enum CodeRedemption {
 pub enum RefreshRotation {
     Rotated,
     /// It had been rotated already: the family (the grant) is now revoked.
-    Reused { grant_id: String },
+    Reused {
+        grant_id: String,
+    },
     /// Gone, expired, or its grant revoked.
     Invalid,
 }

@@ -24,6 +24,7 @@ struct RequestRow {
     code_challenge: String,
     prompt: String,
     max_age: Option<i64>,
+    login_user_id: Option<String>,
     created_at: i64,
     expires_at: i64,
 }
@@ -47,7 +48,8 @@ impl Store {
                    u.id, u.username, u.display_name, u.email, u.password_hash, u.is_admin, u.disabled_at, u.created_at, u.updated_at \
                    FROM browser_sessions s JOIN users u ON u.id = s.user_id \
                    WHERE s.id_digest = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL";
-        let row: Option<SessionRow> = on_pool!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
+        let row: Option<SessionRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
         Ok(row.map(|r| BrowserSession {
             user: r.user.into(),
             auth_time: r.auth_time,
@@ -63,7 +65,7 @@ impl Store {
 
     pub async fn insert_authorization_request(&self, id_digest: &[u8], r: &AuthorizationRequestRecord) -> Result<()> {
         let sql = "INSERT INTO authorization_requests (id_digest, client_id, redirect_uri, scope, resource, state, nonce, \
-                   code_challenge, prompt, max_age, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+                   code_challenge, prompt, max_age, login_user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
         on_pool!(self, pool => sqlx::query(sql)
             .bind(id_digest)
             .bind(&r.client_id)
@@ -75,6 +77,7 @@ impl Store {
             .bind(&r.code_challenge)
             .bind(&r.prompt)
             .bind(r.max_age)
+            .bind(&r.login_user_id)
             .bind(r.created_at)
             .bind(r.expires_at)
             .execute(pool)
@@ -82,10 +85,15 @@ impl Store {
         Ok(())
     }
 
-    pub async fn find_authorization_request(&self, id_digest: &[u8], now: i64) -> Result<Option<AuthorizationRequestRecord>> {
-        let sql = "SELECT client_id, redirect_uri, scope, resource, state, nonce, code_challenge, prompt, max_age, created_at, expires_at \
+    pub async fn find_authorization_request(
+        &self,
+        id_digest: &[u8],
+        now: i64,
+    ) -> Result<Option<AuthorizationRequestRecord>> {
+        let sql = "SELECT client_id, redirect_uri, scope, resource, state, nonce, code_challenge, prompt, max_age, login_user_id, created_at, expires_at \
                    FROM authorization_requests WHERE id_digest = $1 AND expires_at > $2";
-        let row: Option<RequestRow> = on_pool!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
+        let row: Option<RequestRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
         Ok(row.map(|r| AuthorizationRequestRecord {
             client_id: r.client_id,
             redirect_uri: r.redirect_uri,
@@ -96,9 +104,21 @@ impl Store {
             code_challenge: r.code_challenge,
             prompt: r.prompt,
             max_age: r.max_age,
+            login_user_id: r.login_user_id,
             created_at: r.created_at,
             expires_at: r.expires_at,
         }))
+    }
+
+    /// Records who signed in for a parked request.
+    pub async fn set_authorization_request_login(&self, id_digest: &[u8], user_id: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query("UPDATE authorization_requests SET login_user_id = $1 WHERE id_digest = $2")
+            .bind(user_id)
+            .bind(id_digest)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     /// Removes a parked request; returns whether it was still there (so that a request is

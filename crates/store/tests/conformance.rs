@@ -7,7 +7,8 @@ use portcullis_store::*;
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 fn postgres_url() -> String {
-    std::env::var("PORTCULLIS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A fresh, migrated store of each backend. The SQLite file lives as long as the tempdir.
@@ -15,7 +16,8 @@ async fn stores() -> std::result::Result<(Vec<Store>, tempfile::TempDir), Box<dy
     let dir = tempfile::tempdir()?;
     let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("test.db").display()), 4).await?;
     sqlite.migrate().await?;
-    let admin = Store::connect(&postgres_url(), 1).await.map_err(|e| format!("PostgreSQL is required for this suite: {e}"))?;
+    let admin =
+        Store::connect(&postgres_url(), 1).await.map_err(|e| format!("PostgreSQL is required for this suite: {e}"))?;
     let schema = format!("conformance_{}", portcullis_crypto_free_id());
     admin.execute_admin_sql(&format!("CREATE SCHEMA {schema}")).await?;
     admin.close().await;
@@ -111,7 +113,10 @@ async fn users_and_clients_round_trip() -> TestResult {
 
         store.set_user_disabled("u1-name", Some(200), 200).await?;
         assert!(store.find_user("u1").await?.is_some_and(|u| u.is_disabled()), "{name}");
-        assert!(matches!(store.set_user_disabled("nobody", None, 200).await, Err(StoreError::NotFound("user"))), "{name}");
+        assert!(
+            matches!(store.set_user_disabled("nobody", None, 200).await, Err(StoreError::NotFound("user"))),
+            "{name}"
+        );
         store.set_user_password("u1-name", "$argon2id$new", 201).await?;
         assert_eq!(store.find_user("u1").await?.and_then(|u| u.password_hash), Some("$argon2id$new".into()), "{name}");
 
@@ -144,10 +149,18 @@ async fn code_redemption_is_single_use_and_replay_revokes() -> TestResult {
         let status = store.access_token_status("jti-1").await?.ok_or("no status")?;
         assert!(status.is_active(111), "{name}");
 
-        assert_eq!(store.redeem_authorization_code(b"code-1", 111, 5000).await?, CodeRedemption::Replayed { grant_id: "g1".into() }, "{name}");
+        assert_eq!(
+            store.redeem_authorization_code(b"code-1", 111, 5000).await?,
+            CodeRedemption::Replayed { grant_id: "g1".into() },
+            "{name}"
+        );
         let status = store.access_token_status("jti-1").await?.ok_or("no status")?;
         assert!(status.grant_revoked && !status.is_active(112), "{name}");
-        assert_eq!(store.find_grant("g1").await?.and_then(|g| g.revoked_reason), Some("authorization code replayed".into()), "{name}");
+        assert_eq!(
+            store.find_grant("g1").await?.and_then(|g| g.revoked_reason),
+            Some("authorization code replayed".into()),
+            "{name}"
+        );
 
         // Expired and unknown codes are simply not found.
         store.insert_authorization_code(b"code-2", &code("g2")).await?;
@@ -191,8 +204,16 @@ async fn refresh_rotation_and_reuse_detection() -> TestResult {
 
         let found = store.find_refresh_token(b"rt-1").await?.ok_or("rt-1 missing")?;
         assert_eq!((found.grant.id.as_str(), found.rotated_at), ("g1", None), "{name}");
-        assert_eq!(store.rotate_refresh_token(b"rt-1", 120, &refresh(b"rt-2", 120), &access("jti-2", 120)).await?, RefreshRotation::Rotated, "{name}");
-        assert_eq!(store.rotate_refresh_token(b"rt-2", 130, &refresh(b"rt-3", 130), &access("jti-3", 130)).await?, RefreshRotation::Rotated, "{name}");
+        assert_eq!(
+            store.rotate_refresh_token(b"rt-1", 120, &refresh(b"rt-2", 120), &access("jti-2", 120)).await?,
+            RefreshRotation::Rotated,
+            "{name}"
+        );
+        assert_eq!(
+            store.rotate_refresh_token(b"rt-2", 130, &refresh(b"rt-3", 130), &access("jti-3", 130)).await?,
+            RefreshRotation::Rotated,
+            "{name}"
+        );
 
         // Reusing rt-1 revokes the family: rt-3 and every access token die.
         assert_eq!(
@@ -200,12 +221,20 @@ async fn refresh_rotation_and_reuse_detection() -> TestResult {
             RefreshRotation::Reused { grant_id: "g1".into() },
             "{name}"
         );
-        assert_eq!(store.rotate_refresh_token(b"rt-3", 150, &refresh(b"rt-4", 150), &access("jti-4", 150)).await?, RefreshRotation::Invalid, "{name}");
+        assert_eq!(
+            store.rotate_refresh_token(b"rt-3", 150, &refresh(b"rt-4", 150), &access("jti-4", 150)).await?,
+            RefreshRotation::Invalid,
+            "{name}"
+        );
         assert!(store.access_token_status("jti-x").await?.is_none(), "{name}: nothing half-written on reuse");
         for jti in ["jti-1", "jti-2", "jti-3"] {
             assert!(!store.access_token_status(jti).await?.ok_or("missing")?.is_active(151), "{name} {jti}");
         }
-        assert_eq!(store.rotate_refresh_token(b"unknown", 150, &refresh(b"rt-5", 150), &access("jti-5", 150)).await?, RefreshRotation::Invalid, "{name}");
+        assert_eq!(
+            store.rotate_refresh_token(b"unknown", 150, &refresh(b"rt-5", 150), &access("jti-5", 150)).await?,
+            RefreshRotation::Invalid,
+            "{name}"
+        );
     }
     Ok(())
 }
@@ -240,7 +269,10 @@ async fn suspension_disabling_and_consent_revocation_kill_tokens() -> TestResult
         store.insert_grant_tokens("g4", None, &access("jti-g4", 140)).await?;
         assert!(store.access_token_status("jti-g4").await?.is_some_and(|s| s.is_active(141)), "{name}");
         store.set_user_disabled("u1-name", Some(150), 150).await?;
-        assert!(store.access_token_status("jti-g4").await?.is_some_and(|s| s.user_disabled && !s.is_active(151)), "{name}");
+        assert!(
+            store.access_token_status("jti-g4").await?.is_some_and(|s| s.user_disabled && !s.is_active(151)),
+            "{name}"
+        );
         store.set_user_disabled("u1-name", None, 151).await?;
         store.set_client_status("c1", ClientStatus::Suspended, 160).await?;
         let status = store.access_token_status("jti-g4").await?.ok_or("missing")?;
@@ -256,7 +288,10 @@ async fn sessions_requests_and_keys() -> TestResult {
         seed(store).await?;
         let name = store.backend_name();
         store.insert_session(b"sess", "u1", 100, 200).await?;
-        assert!(store.find_session(b"sess", 150).await?.is_some_and(|s| s.user.id == "u1" && s.auth_time == 100), "{name}");
+        assert!(
+            store.find_session(b"sess", 150).await?.is_some_and(|s| s.user.id == "u1" && s.auth_time == 100),
+            "{name}"
+        );
         assert!(store.find_session(b"sess", 200).await?.is_none(), "{name}: expired");
         store.set_user_disabled("u1-name", Some(160), 160).await?;
         assert!(store.find_session(b"sess", 150).await?.is_none(), "{name}: disabled user's session is gone");
@@ -271,11 +306,15 @@ async fn sessions_requests_and_keys() -> TestResult {
             code_challenge: "x".repeat(43),
             prompt: "login".into(),
             max_age: Some(0),
+            login_user_id: None,
             created_at: 100,
             expires_at: 700,
         };
         store.insert_authorization_request(b"req", &request).await?;
         assert_eq!(store.find_authorization_request(b"req", 150).await?, Some(request.clone()), "{name}");
+        store.set_authorization_request_login(b"req", "u1").await?;
+        let signed_in = store.find_authorization_request(b"req", 150).await?.ok_or("request vanished")?;
+        assert_eq!(signed_in.login_user_id.as_deref(), Some("u1"), "{name}");
         assert!(store.take_authorization_request(b"req").await?, "{name}");
         assert!(!store.take_authorization_request(b"req").await?, "{name}: answered once");
 
@@ -292,7 +331,11 @@ async fn sessions_requests_and_keys() -> TestResult {
         let published = store.published_signing_keys(300).await?;
         assert_eq!(published.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k1"], "{name}");
         assert_eq!(published.first().and_then(|k| k.retired_at), None, "{name}");
-        assert_eq!(store.published_signing_keys(500).await?.len(), 1, "{name}: k1 unpublished after its tokens expired");
+        assert_eq!(
+            store.published_signing_keys(500).await?.len(),
+            1,
+            "{name}: k1 unpublished after its tokens expired"
+        );
         store.insert_authorization_request(b"req-2", &request).await?;
         assert_eq!(store.purge_expired(699).await?, 0, "{name}");
         assert_eq!(store.purge_expired(700).await?, 1, "{name}");

@@ -1,6 +1,10 @@
 //! The browser side of the authorization flow: the authorization endpoint, sign-in, consent,
 //! sign-out. Every POST is CSRF-checked (a form token bound to a browser cookie, plus Origin
 //! and Fetch-Metadata checks) and answered with 303 (RFC 9700 §4.12).
+//!
+//! Helpers here return `Result<_, Response>`: the error is the finished HTTP answer, handed
+//! straight back by the handler, so its size does not matter.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 
@@ -79,10 +83,10 @@ impl AppState {
     /// Checks a form POST came from our own page in this browser.
     fn check_csrf(&self, headers: &HeaderMap, jar: &CookieJar, params: &Params) -> Result<(), Response> {
         let forbidden = |why: &str| self.page_error(StatusCode::FORBIDDEN, &OAuthError::invalid_request(why));
-        if let Some(origin) = headers.get(http::header::ORIGIN) {
-            if origin.to_str().ok() != Some(self.origin.as_str()) {
-                return Err(forbidden("this form was submitted from another site"));
-            }
+        if let Some(origin) = headers.get(http::header::ORIGIN)
+            && origin.to_str().ok() != Some(self.origin.as_str())
+        {
+            return Err(forbidden("this form was submitted from another site"));
         }
         if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
             return Err(forbidden("this form was submitted from another site"));
@@ -132,21 +136,35 @@ async fn authorize(state: AppState, jar: CookieJar, params: Params) -> Response 
     state.continue_authorization(&pending.handle, session.as_ref()).await
 }
 
-pub(crate) async fn authorize_get(State(state): State<AppState>, jar: CookieJar, RawQuery(query): RawQuery) -> Response {
+pub(crate) async fn authorize_get(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    RawQuery(query): RawQuery,
+) -> Response {
     let params = Params::from_pairs(form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned());
     authorize(state, jar, params).await
 }
 
-pub(crate) async fn authorize_post(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn authorize_post(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     match form_params(&headers, &body) {
         Ok(params) => authorize(state, jar, params).await,
         Err(e) => state.page_error(StatusCode::BAD_REQUEST, &e),
     }
 }
 
-pub(crate) async fn authorize_continue(State(state): State<AppState>, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+pub(crate) async fn authorize_continue(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(handle) = q.get("request") else {
-        return state.page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("the request parameter is missing"));
+        return state
+            .page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("the request parameter is missing"));
     };
     let session = match state.session(&jar).await {
         Ok(s) => s,
@@ -155,9 +173,16 @@ pub(crate) async fn authorize_continue(State(state): State<AppState>, jar: Cooki
     state.continue_authorization(handle, session.as_ref()).await
 }
 
-pub(crate) async fn login_page(State(state): State<AppState>, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+pub(crate) async fn login_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(handle) = q.get("request") else {
-        return state.page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("open the sign-in page from an application"));
+        return state.page_error(
+            StatusCode::BAD_REQUEST,
+            &OAuthError::invalid_request("open the sign-in page from an application"),
+        );
     };
     let client = match state.server.pending_client(handle).await {
         Ok(c) => c,
@@ -238,15 +263,28 @@ pub(crate) async fn login_submit(
         }
     };
     tracing::info!(user = %user.username, "signed in");
+    if !handle.is_empty()
+        && let Err(e) = state.server.record_login(&handle, &user).await
+    {
+        tracing::error!(error = %e, "could not record the sign-in on its request");
+        return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
+    }
     let ttl = session.expires_at - state.server.now();
     let jar = jar.add(state.cookie("portcullis_session", session.cookie_value, Some(ttl)));
     let next = if handle.is_empty() { state.path("/") } else { state.with_request("/authorize/continue", &handle) };
     (jar, Redirect::to(&next)).into_response()
 }
 
-pub(crate) async fn consent_page(State(state): State<AppState>, jar: CookieJar, Query(q): Query<HashMap<String, String>>) -> Response {
+pub(crate) async fn consent_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let Some(handle) = q.get("request") else {
-        return state.page_error(StatusCode::BAD_REQUEST, &OAuthError::invalid_request("open the consent page from an application"));
+        return state.page_error(
+            StatusCode::BAD_REQUEST,
+            &OAuthError::invalid_request("open the consent page from an application"),
+        );
     };
     let session = match state.session(&jar).await {
         Ok(Some(s)) => s,
@@ -282,7 +320,11 @@ pub(crate) async fn consent_page(State(state): State<AppState>, jar: CookieJar, 
         scopes: prompt
             .scopes
             .into_iter()
-            .map(|l| ScopeLineView { scope: l.scope, description: l.description, previously_granted: l.previously_granted })
+            .map(|l| ScopeLineView {
+                scope: l.scope,
+                description: l.description,
+                previously_granted: l.previously_granted,
+            })
             .collect(),
         request: handle,
         csrf: &csrf,
@@ -290,7 +332,12 @@ pub(crate) async fn consent_page(State(state): State<AppState>, jar: CookieJar, 
     (jar, render(StatusCode::OK, &page)).into_response()
 }
 
-pub(crate) async fn consent_submit(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn consent_submit(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let params = match form_params(&headers, &body) {
         Ok(p) => p,
         Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
@@ -343,6 +390,11 @@ pub(crate) async fn home(State(state): State<AppState>, jar: CookieJar) -> Respo
     };
     let issuer = state.server.settings().issuer.clone();
     let csrf = state.csrf_token(&browser);
-    let page = HomePage { issuer: &issuer, base_path: &state.base_path, username: session.as_ref().map(|s| s.user.username.as_str()), csrf: &csrf };
+    let page = HomePage {
+        issuer: &issuer,
+        base_path: &state.base_path,
+        username: session.as_ref().map(|s| s.user.username.as_str()),
+        csrf: &csrf,
+    };
     (jar, render(StatusCode::OK, &page)).into_response()
 }

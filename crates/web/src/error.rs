@@ -29,10 +29,13 @@ pub(crate) fn status_for(code: OAuthErrorCode) -> StatusCode {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = status_for(self.0.code);
-        let body = ErrorResponse { error: self.0.code.as_str().to_owned(), error_description: Some(self.0.description) };
+        let body =
+            ErrorResponse { error: self.0.code.as_str().to_owned(), error_description: Some(self.0.description) };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
         }
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response

@@ -50,10 +50,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // Browser-based MCP clients call these cross-origin; the authorization endpoint and the
     // pages must not be readable cross-origin (RFC 9700 §2.6).
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([http::Method::GET, http::Method::POST])
-        .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE, http::HeaderName::from_static("mcp-protocol-version")]);
+    let cors =
+        CorsLayer::new().allow_origin(Any).allow_methods([http::Method::GET, http::Method::POST]).allow_headers([
+            http::header::AUTHORIZATION,
+            http::header::CONTENT_TYPE,
+            http::HeaderName::from_static("mcp-protocol-version"),
+        ]);
     let api = Router::new()
         .route("/token", post(oauth_endpoints::token))
         .route("/introspect", post(oauth_endpoints::introspect))
@@ -78,7 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("/.well-known/oauth-authorization-server{base}"), get(oauth_endpoints::metadata))
         .route(&format!("/.well-known/openid-configuration{base}"), get(oauth_endpoints::metadata));
     if !base.is_empty() {
-        well_known = well_known.route(&format!("{base}/.well-known/openid-configuration"), get(oauth_endpoints::metadata));
+        well_known =
+            well_known.route(&format!("{base}/.well-known/openid-configuration"), get(oauth_endpoints::metadata));
     }
     issuer_routes
         .merge(well_known.layer(cors))

@@ -48,14 +48,17 @@ fn form_decode(part: &str) -> Option<String> {
 }
 
 pub(crate) fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {
-    let bad_header = || OAuthError::invalid_client("the Authorization header is not valid HTTP Basic client authentication");
+    let bad_header =
+        || OAuthError::invalid_client("the Authorization header is not valid HTTP Basic client authentication");
     let basic = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
             let value = value.to_str().map_err(|_| bad_header())?;
             let (scheme, encoded) = value.split_once(' ').ok_or_else(bad_header)?;
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(OAuthError::invalid_client("only HTTP Basic client authentication is accepted in the Authorization header"));
+                return Err(OAuthError::invalid_client(
+                    "only HTTP Basic client authentication is accepted in the Authorization header",
+                ));
             }
             let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad_header())?;
             let decoded = String::from_utf8(decoded).map_err(|_| bad_header())?;
@@ -63,11 +66,17 @@ pub(crate) fn client_credentials(headers: &HeaderMap, params: &Params) -> Result
             Some((form_decode(id).ok_or_else(bad_header)?, form_decode(secret).ok_or_else(bad_header)?))
         }
     };
-    let single = |name: &str| params.single(name).map(|v| v.map(str::to_owned)).map_err(|e| OAuthError::invalid_request(e.to_string()));
+    let single = |name: &str| {
+        params.single(name).map(|v| v.map(str::to_owned)).map_err(|e| OAuthError::invalid_request(e.to_string()))
+    };
     Ok(ClientCredentials { basic, form_client_id: single("client_id")?, form_client_secret: single("client_secret")? })
 }
 
-pub(crate) async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, WebError> {
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
     let params = form_params(&headers, &body)?;
     let credentials = client_credentials(&headers, &params)?;
     let request = TokenRequest::from_params(&params)?;
@@ -78,14 +87,22 @@ pub(crate) async fn token(State(state): State<AppState>, headers: HeaderMap, bod
     Ok(response)
 }
 
-pub(crate) async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, WebError> {
+pub(crate) async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
     let params = form_params(&headers, &body)?;
     let credentials = client_credentials(&headers, &params)?;
     let answer = state.server.introspect(&credentials, &params).await?;
     Ok(Json(answer).into_response())
 }
 
-pub(crate) async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, WebError> {
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebError> {
     let params = form_params(&headers, &body)?;
     let credentials = client_credentials(&headers, &params)?;
     state.server.revoke(&credentials, &params).await?;

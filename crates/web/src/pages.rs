@@ -80,15 +80,23 @@ pub(crate) fn error_page(issuer: &str, base_path: &str, status: StatusCode, erro
         s if s.is_server_error() => "Something went wrong",
         _ => "This sign-in request cannot continue",
     };
-    render(status, &ErrorPage { issuer, base_path, heading, message: &error.description, code: Some(error.code.as_str()) })
+    render(
+        status,
+        &ErrorPage { issuer, base_path, heading, message: &error.description, code: Some(error.code.as_str()) },
+    )
 }
 
 pub(crate) async fn stylesheet() -> Response {
-    let mut response = ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../assets/portcullis.css")).into_response();
+    let mut response =
+        ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../assets/portcullis.css")).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     response
 }
 
 pub(crate) async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
+    )
+        .into_response()
 }

@@ -61,6 +61,8 @@ CREATE TABLE authorization_requests (
     code_challenge TEXT NOT NULL,
     prompt TEXT NOT NULL,
     max_age BIGINT,
+    -- The user who signed in for this very request (prompt=login is satisfied by that).
+    login_user_id TEXT,
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL
 );

@@ -1,0 +1,506 @@
+//! Boots a Portcullis on a loopback port with a fresh database and a movable clock, and drives
+//! it the way a browser and an OAuth client would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis::app::{self, RunningServer};
+use portcullis::config::{ClientConfig, Config, ResourceConfig, ScopeConfig};
+use portcullis_crypto::{digest, random_token};
+use portcullis_store::{Store, UserRecord};
+
+pub use portcullis_types::Clock;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const SCOPES: &[&str] = &["crm.contacts.read", "crm.deals.write", "crm.contacts.export"];
+pub const PUBLIC_CLIENT: &str = "public-app";
+pub const CONFIDENTIAL_CLIENT: &str = "web-app";
+pub const CONFIDENTIAL_SECRET: &str = "web-app-secret-with-plenty-of-entropy-0123456789";
+pub const MACHINE_CLIENT: &str = "machine";
+pub const MACHINE_SECRET: &str = "machine-secret-with-plenty-of-entropy-0123456789";
+pub const RESOURCE_SERVER: &str = "resource-server";
+pub const RESOURCE_SERVER_SECRET: &str = "resource-server-secret-with-plenty-of-entropy-0123";
+pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1/callback";
+pub const WEB_REDIRECT: &str = "https://app.example.test/cb";
+
+#[derive(Debug)]
+pub struct TestClock(AtomicI64);
+
+impl TestClock {
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct TestServer {
+    pub running: Option<RunningServer>,
+    pub issuer: String,
+    pub resource: String,
+    pub other_resource: String,
+    pub clock: Arc<TestClock>,
+    pub http: reqwest::Client,
+    pub alice_id: String,
+    _dir: tempfile::TempDir,
+}
+
+fn backend() -> String {
+    std::env::var("PORTCULLIS_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into())
+}
+
+async fn database_url(dir: &std::path::Path) -> AnyResult<String> {
+    match backend().as_str() {
+        "sqlite" => Ok(format!("sqlite://{}", dir.join("it.db").display())),
+        "postgres" => {
+            let base = std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let schema = format!("it_{}", random_token(9)?.to_lowercase().replace(['-', '_'], "x"));
+            let admin = Store::connect(&base, 1)
+                .await
+                .map_err(|e| format!("PostgreSQL is required for PORTCULLIS_TEST_DATABASE=postgres: {e}"))?;
+            admin.execute_admin_sql(&format!("CREATE SCHEMA {schema}")).await?;
+            admin.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+        }
+        other => Err(format!("PORTCULLIS_TEST_DATABASE={other:?}: use sqlite or postgres").into()),
+    }
+}
+
+pub struct Options {
+    pub issuer_path: &'static str,
+    pub access_token_ttl: i64,
+    pub per_account_per_minute: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { issuer_path: "", access_token_ttl: 300, per_account_per_minute: 10 }
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> AnyResult<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> AnyResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let issuer = format!("http://127.0.0.1:{port}{}", options.issuer_path);
+        let resource = format!("http://127.0.0.1:{port}/mcp/crm");
+        let other_resource = format!("http://127.0.0.1:{port}/mcp/billing");
+        let scope = |name: &str, description: &str| ScopeConfig { name: name.into(), description: description.into() };
+        let mut config = Config::default();
+        config.server.issuer = issuer.clone();
+        config.server.data_dir = dir.path().join("data");
+        config.database.url = database_url(dir.path()).await?;
+        config.tokens.access_token_ttl_secs = options.access_token_ttl;
+        config.login.per_account_per_minute = options.per_account_per_minute;
+        config.resources = vec![
+            ResourceConfig {
+                uri: resource.clone(),
+                name: "Demo CRM".into(),
+                scopes: vec![
+                    scope("crm.contacts.read", "Read your CRM contacts"),
+                    scope("crm.deals.write", "Create and change deals in your CRM"),
+                    scope("crm.contacts.export", "Export your whole contact list"),
+                ],
+            },
+            ResourceConfig {
+                uri: other_resource.clone(),
+                name: "Billing".into(),
+                scopes: vec![scope("billing.read", "Read invoices")],
+            },
+        ];
+        let hex = |s: &str| digest(s).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        config.clients = vec![
+            ClientConfig {
+                client_id: PUBLIC_CLIENT.into(),
+                client_name: "Desktop <Agent>".into(),
+                redirect_uris: vec![PUBLIC_REDIRECT.into()],
+                scopes: vec![],
+                resources: vec![resource.clone()],
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                client_secret_env: None,
+                client_secret_sha256: None,
+                can_introspect: false,
+                verified: false,
+            },
+            ClientConfig {
+                client_id: CONFIDENTIAL_CLIENT.into(),
+                client_name: "Web app".into(),
+                redirect_uris: vec![WEB_REDIRECT.into(), "http://127.0.0.1:9/callback".into()],
+                scopes: vec![],
+                resources: vec![],
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                client_secret_env: None,
+                client_secret_sha256: Some(hex(CONFIDENTIAL_SECRET)),
+                can_introspect: false,
+                verified: true,
+            },
+            ClientConfig {
+                client_id: MACHINE_CLIENT.into(),
+                client_name: "Reporting agent".into(),
+                redirect_uris: vec![],
+                scopes: vec!["crm.contacts.read".into()],
+                resources: vec![resource.clone()],
+                grant_types: vec!["client_credentials".into()],
+                client_secret_env: None,
+                client_secret_sha256: Some(hex(MACHINE_SECRET)),
+                can_introspect: false,
+                verified: true,
+            },
+            ClientConfig {
+                client_id: RESOURCE_SERVER.into(),
+                client_name: "Gateway".into(),
+                redirect_uris: vec![],
+                scopes: vec![],
+                resources: vec![],
+                grant_types: vec!["client_credentials".into()],
+                client_secret_env: None,
+                client_secret_sha256: Some(hex(RESOURCE_SERVER_SECRET)),
+                can_introspect: true,
+                verified: true,
+            },
+        ];
+        config.validate()?;
+        let clock = Arc::new(TestClock(AtomicI64::new(1_900_000_000)));
+        let running = app::start_on(listener, config.clone(), clock.clone()).await?;
+        let hasher = app::password_hasher(&config)?;
+        let store = running.server.store().clone();
+        let alice = UserRecord {
+            id: "user-alice".into(),
+            username: "alice".into(),
+            display_name: Some("Alice Example".into()),
+            email: Some("alice@example.test".into()),
+            password_hash: Some(hasher.hash_blocking(PASSWORD)?),
+            is_admin: true,
+            disabled_at: None,
+            created_at: clock.now(),
+            updated_at: clock.now(),
+        };
+        store.insert_user(&alice).await?;
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(Self {
+            running: Some(running),
+            issuer,
+            resource,
+            other_resource,
+            clock,
+            http,
+            alice_id: alice.id,
+            _dir: dir,
+        })
+    }
+
+    pub fn store(&self) -> AnyResult<&Store> {
+        Ok(self.running.as_ref().ok_or("server stopped")?.server.store())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub fn origin(&self) -> String {
+        let u = url::Url::parse(&self.issuer).map(|u| u.origin().ascii_serialization());
+        u.unwrap_or_default()
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> AnyResult<reqwest::Response> {
+        Ok(self.http.post(self.url(path)).form(form).send().await?)
+    }
+
+    pub async fn token(&self, form: &[(&str, &str)]) -> AnyResult<(u16, serde_json::Value)> {
+        let response = self.post_form("/token", form).await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    /// Introspects as a resource server allowed to see every token.
+    pub async fn introspect(&self, token: &str) -> AnyResult<serde_json::Value> {
+        self.introspect_as(RESOURCE_SERVER, RESOURCE_SERVER_SECRET, token).await
+    }
+
+    pub async fn introspect_as(&self, client: &str, secret: &str, token: &str) -> AnyResult<serde_json::Value> {
+        let response = self
+            .http
+            .post(self.url("/introspect"))
+            .basic_auth(client, Some(secret))
+            .form(&[("token", token)])
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        Ok(response.json().await?)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let _ = running.shutdown().await;
+            });
+        }
+    }
+}
+
+/// PKCE pair.
+pub fn pkce() -> AnyResult<(String, String)> {
+    let verifier = random_token(32)?;
+    let challenge = URL_SAFE_NO_PAD.encode(aws_sha256(verifier.as_bytes()));
+    Ok((verifier, challenge))
+}
+
+fn aws_sha256(data: &[u8]) -> Vec<u8> {
+    // The verifier is ASCII, so digest() of the string is the SHA-256 the spec means.
+    digest(std::str::from_utf8(data).unwrap_or_default()).to_vec()
+}
+
+/// A browser: a cookie jar and manual redirects.
+#[derive(Default)]
+pub struct Browser {
+    pub cookies: BTreeMap<String, String>,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Page {
+    /// The value of a hidden input.
+    pub fn input(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body.get(start..)?.find('"')? + start;
+        Some(html_unescape(self.body.get(start..end)?))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&#34;", "\"")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#38;", "&")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn read(&mut self, response: reqwest::Response) -> AnyResult<Page> {
+        for value in response.headers().get_all(reqwest::header::SET_COOKIE) {
+            let text = value.to_str()?;
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() || text.contains("Max-Age=0") {
+                    self.cookies.remove(k);
+                } else {
+                    self.cookies.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.text().await?;
+        Ok(Page { status, location, body, headers })
+    }
+
+    pub async fn get(&mut self, server: &TestServer, url: &str) -> AnyResult<Page> {
+        let url = absolute(server, url);
+        let response = server.http.get(url).header("cookie", self.cookie_header()).send().await?;
+        self.read(response).await
+    }
+
+    pub async fn post(&mut self, server: &TestServer, path: &str, form: &[(&str, &str)]) -> AnyResult<Page> {
+        let response = server
+            .http
+            .post(absolute(server, path))
+            .header("cookie", self.cookie_header())
+            .header("origin", server.origin())
+            .form(form)
+            .send()
+            .await?;
+        self.read(response).await
+    }
+
+    /// Signs in on a login page reached at `login_url`; returns the POST's answer.
+    pub async fn login(
+        &mut self,
+        server: &TestServer,
+        login_url: &str,
+        username: &str,
+        password: &str,
+    ) -> AnyResult<Page> {
+        let page = self.get(server, login_url).await?;
+        assert_eq!(page.status, 200, "login page: {}", page.body);
+        let request = page.input("request").ok_or("no request field")?;
+        let csrf = page.input("csrf").ok_or("no csrf field")?;
+        let action = format!("{}/login", url::Url::parse(&server.issuer)?.path().trim_end_matches('/'));
+        self.post(
+            server,
+            &action,
+            &[("request", &request), ("csrf", &csrf), ("username", username), ("password", password)],
+        )
+        .await
+    }
+
+    /// Approves the consent page `page` with `grant` ticked.
+    pub async fn consent(
+        &mut self,
+        server: &TestServer,
+        page: &Page,
+        grant: &[&str],
+        decision: &str,
+    ) -> AnyResult<Page> {
+        let request = page.input("request").ok_or("no request field on consent page")?;
+        let csrf = page.input("csrf").ok_or("no csrf field")?;
+        let mut form = vec![("request", request.as_str()), ("csrf", csrf.as_str()), ("decision", decision)];
+        for scope in grant {
+            form.push(("scope", scope));
+        }
+        let action = format!("{}/consent", url::Url::parse(&server.issuer)?.path().trim_end_matches('/'));
+        self.post(server, &action, &form).await
+    }
+}
+
+fn is_client_redirect(location: &str) -> bool {
+    location.starts_with("https://app.example.test")
+        || location.starts_with("http://127.0.0.1/")
+        || location.starts_with("http://127.0.0.1:9/")
+        || location.starts_with("http://127.0.0.1:5")
+}
+
+fn absolute(server: &TestServer, url: &str) -> String {
+    if url.starts_with("http") { url.to_owned() } else { format!("{}{url}", server.origin()) }
+}
+
+/// Query parameters of a redirect.
+pub fn query(location: &str) -> AnyResult<BTreeMap<String, String>> {
+    Ok(url::Url::parse(location)?.query_pairs().into_owned().collect())
+}
+
+/// An authorization URL for `client` with sensible defaults; `extra` overrides or adds.
+pub fn authorize_url(
+    server: &TestServer,
+    client: &str,
+    redirect: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut params: BTreeMap<&str, String> = BTreeMap::new();
+    params.insert("response_type", "code".into());
+    params.insert("client_id", client.into());
+    params.insert("redirect_uri", redirect.into());
+    params.insert("code_challenge", challenge.into());
+    params.insert("code_challenge_method", "S256".into());
+    params.insert("state", "state-123".into());
+    params.insert("scope", "crm.contacts.read crm.deals.write".into());
+    params.insert("resource", server.resource.clone());
+    for (k, v) in extra {
+        if v.is_empty() {
+            params.remove(k);
+        } else {
+            params.insert(k, (*v).to_owned());
+        }
+    }
+    let query: String = form_urlencoded_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+    server.url(&format!("/authorize?{query}"))
+}
+
+pub fn form_urlencoded_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut url = url::Url::parse("http://x/").unwrap_or_else(|_| unreachable_url());
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.query().unwrap_or_default().to_owned()
+}
+
+fn unreachable_url() -> url::Url {
+    // "http://x/" always parses; this keeps the helper free of unwrap.
+    url::Url::parse("http://localhost/").unwrap_or_else(|_| std::process::abort())
+}
+
+/// Runs the whole browser flow (sign in if asked, consent to `grant` if asked) and returns
+/// the final redirect to the client.
+pub async fn authorize_as_alice(
+    server: &TestServer,
+    browser: &mut Browser,
+    url: &str,
+    grant: &[&str],
+) -> AnyResult<String> {
+    let mut page = browser.get(server, url).await?;
+    for _ in 0..10 {
+        let Some(location) = page.location.clone() else {
+            return Err(format!("flow stopped at {}: {}", page.status, page.body).into());
+        };
+        if is_client_redirect(&location) {
+            return Ok(location);
+        }
+        if location.contains("/login?") {
+            page = browser.login(server, &location, "alice", PASSWORD).await?;
+            assert_eq!(page.status, 303, "login POST must answer 303");
+        } else if location.contains("/consent?") {
+            let consent = browser.get(server, &location).await?;
+            assert_eq!(consent.status, 200, "consent page: {}", consent.body);
+            page = browser.consent(server, &consent, grant, "approve").await?;
+            assert_eq!(page.status, 303, "consent POST must answer 303");
+        } else {
+            page = browser.get(server, &location).await?;
+        }
+    }
+    Err("redirect loop".into())
+}
+
+/// Redeems a code redirect for tokens with the public client.
+pub async fn redeem(server: &TestServer, location: &str, verifier: &str) -> AnyResult<(u16, serde_json::Value)> {
+    let q = query(location)?;
+    let code = q.get("code").ok_or("no code in redirect")?;
+    server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT),
+            ("code", code),
+            ("redirect_uri", PUBLIC_REDIRECT),
+            ("code_verifier", verifier),
+            ("resource", &server.resource),
+        ])
+        .await
+}
+
+/// Signs in, consents to the default scopes, and returns the token response.
+pub async fn tokens_for_alice(server: &TestServer, browser: &mut Browser) -> AnyResult<serde_json::Value> {
+    let (verifier, challenge) = pkce()?;
+    let url = authorize_url(server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let location = authorize_as_alice(server, browser, &url, &["crm.contacts.read", "crm.deals.write"]).await?;
+    let (status, body) = redeem(server, &location, &verifier).await?;
+    assert_eq!(status, 200, "{body}");
+    Ok(body)
+}

@@ -1,0 +1,10 @@
+//! Integration tests over HTTP against the real server, on the backend named by
+//! PORTCULLIS_TEST_DATABASE (`sqlite`, the default, or `postgres`). `.ci/run` runs the suite
+//! once per backend.
+
+mod authorize;
+mod harness;
+mod metadata;
+mod pages;
+mod peers;
+mod token;

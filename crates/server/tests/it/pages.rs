@@ -1,0 +1,136 @@
+//! Page hygiene: security headers, CSRF, 303 after POST, CORS.
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn every_page_carries_the_security_headers() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce()?;
+    let url = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let redirect = browser.get(&server, &url).await?;
+    let login = browser.get(&server, redirect.location.as_deref().ok_or("login")?).await?;
+    let error = browser.get(&server, &authorize_url(&server, "nobody", PUBLIC_REDIRECT, &challenge, &[])).await?;
+    let home = browser.get(&server, &server.url("/")).await?;
+    for page in [&redirect, &login, &error, &home] {
+        assert_eq!(page.header("x-frame-options"), Some("DENY"));
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(page.header("cache-control"), Some("no-store"));
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert!(page.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")));
+    }
+    for page in [&login, &error, &home] {
+        assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")));
+        assert!(page.header("content-security-policy").is_some_and(|c| c.contains("default-src 'none'")));
+    }
+    // Cookies: HttpOnly, SameSite=Lax (no Secure on a loopback http issuer).
+    let set_cookie = login.header("set-cookie").ok_or("login page sets the browser cookie")?;
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax") && set_cookie.contains("Path=/"),
+        "{set_cookie}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn forms_are_csrf_protected_and_answer_303() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce()?;
+    let url = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let login_url = browser.get(&server, &url).await?.location.ok_or("login")?;
+    let page = browser.get(&server, &login_url).await?;
+    let request = page.input("request").ok_or("request")?;
+    let csrf = page.input("csrf").ok_or("csrf")?;
+
+    // No token, a wrong token, a token from another browser, a foreign Origin: all 403.
+    let no_token = browser
+        .post(&server, "/login", &[("request", &request), ("username", "alice"), ("password", PASSWORD)])
+        .await?;
+    assert_eq!(no_token.status, 403);
+    let wrong = browser
+        .post(
+            &server,
+            "/login",
+            &[("request", &request), ("csrf", "AAAA"), ("username", "alice"), ("password", PASSWORD)],
+        )
+        .await?;
+    assert_eq!(wrong.status, 403);
+    let mut other = Browser::default();
+    let other_page = other.get(&server, &login_url).await?;
+    let other_csrf = other_page.input("csrf").ok_or("csrf")?;
+    let swapped = browser
+        .post(
+            &server,
+            "/login",
+            &[("request", &request), ("csrf", &other_csrf), ("username", "alice"), ("password", PASSWORD)],
+        )
+        .await?;
+    assert_eq!(swapped.status, 403);
+    let foreign = server
+        .http
+        .post(server.url("/login"))
+        .header("cookie", browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        .header("origin", "https://evil.example.test")
+        .form(&[("request", request.as_str()), ("csrf", csrf.as_str()), ("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await?;
+    assert_eq!(foreign.status(), 403);
+    let cross_site = server
+        .http
+        .post(server.url("/login"))
+        .header("cookie", browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("request", request.as_str()), ("csrf", csrf.as_str()), ("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await?;
+    assert_eq!(cross_site.status(), 403);
+    assert!(!browser.cookies.keys().any(|k| k.contains("session")), "none of those signed anyone in");
+
+    // The real thing: 303 (never 307), with the session cookie.
+    let ok = browser
+        .post(
+            &server,
+            "/login",
+            &[("request", &request), ("csrf", &csrf), ("username", "alice"), ("password", PASSWORD)],
+        )
+        .await?;
+    assert_eq!(ok.status, 303);
+    assert!(browser.cookies.contains_key("portcullis_session"));
+    let set_cookie = ok.header("set-cookie").ok_or("session cookie")?;
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
+
+    // Sign-out is a CSRF-checked POST with 303, and ends the session server-side.
+    let home = browser.get(&server, &server.url("/")).await?;
+    assert!(home.body.contains("Signed in as"));
+    let logout_csrf = home.input("csrf").ok_or("csrf")?;
+    let session = browser.cookies.get("portcullis_session").cloned().ok_or("session")?;
+    let out = browser.post(&server, "/logout", &[("csrf", &logout_csrf)]).await?;
+    assert_eq!(out.status, 303);
+    let mut replay = Browser::default();
+    replay.cookies.insert("portcullis_session".into(), session);
+    assert!(!replay.get(&server, &server.url("/")).await?.body.contains("Signed in as"), "the old cookie is dead");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cors_is_open_for_token_metadata_and_jwks_but_not_authorize() -> TestResult {
+    let server = TestServer::start().await?;
+    let preflight = |path: &str| {
+        server
+            .http
+            .request(reqwest::Method::OPTIONS, server.url(path))
+            .header("origin", "https://inspector.example.test")
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    for path in ["/token", "/revoke", "/introspect", "/jwks.json", "/.well-known/oauth-authorization-server"] {
+        let r = preflight(path).await?;
+        assert_eq!(r.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"), "{path}");
+    }
+    for path in ["/authorize", "/login", "/consent"] {
+        let r = preflight(path).await?;
+        assert!(r.headers().get("access-control-allow-origin").is_none(), "{path} must not allow CORS");
+    }
+    Ok(())
+}
