@@ -83,12 +83,19 @@ impl AppState {
     /// Checks a form POST came from our own page in this browser.
     fn check_csrf(&self, headers: &HeaderMap, jar: &CookieJar, params: &Params) -> Result<(), Response> {
         let forbidden = |why: &str| self.page_error(StatusCode::FORBIDDEN, &OAuthError::invalid_request(why));
-        if let Some(origin) = headers.get(http::header::ORIGIN)
-            && origin.to_str().ok() != Some(self.origin.as_str())
+        // Browsers send `Origin: null` on form posts from pages with `Referrer-Policy:
+        // no-referrer` (ours), so a null Origin is left to Fetch Metadata and the form token.
+        if let Some(origin) = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok())
+            && origin != "null"
+            && origin != self.origin
         {
             return Err(forbidden("this form was submitted from another site"));
         }
-        if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        // Anything but our own origin (or the user typing the URL) is refused, including
+        // same-site pages on other ports of this host.
+        if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+            && !matches!(site, "same-origin" | "none")
+        {
             return Err(forbidden("this form was submitted from another site"));
         }
         let browser = jar.get(&self.cookie_name("portcullis_browser")).map(|c| c.value().to_owned());
@@ -311,7 +318,14 @@ pub(crate) async fn consent_page(
         client_id: &prompt.client_id,
         client_name: &prompt.client_name,
         client_verified: prompt.client_verified,
-        client_origin: &prompt.client_origin,
+        client_origin: match prompt.client_origin.as_str() {
+            "admin" => "an administrator",
+            "config" => "the server's configuration",
+            "dcr" => "dynamic client registration",
+            "cimd" => "its published metadata document",
+            "software_statement" => "a signed software statement",
+            _ => "an unknown route",
+        },
         redirect_host: &prompt.redirect_host,
         redirect_is_local,
         resource: &prompt.resource,

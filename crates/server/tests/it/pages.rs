@@ -85,6 +85,16 @@ async fn forms_are_csrf_protected_and_answer_303() -> TestResult {
         .send()
         .await?;
     assert_eq!(cross_site.status(), 403);
+    let same_site = server
+        .http
+        .post(server.url("/login"))
+        .header("cookie", browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; "))
+        .header("sec-fetch-site", "same-site")
+        .header("origin", "null")
+        .form(&[("request", request.as_str()), ("csrf", csrf.as_str()), ("username", "alice"), ("password", PASSWORD)])
+        .send()
+        .await?;
+    assert_eq!(same_site.status(), 403, "another port of this host is another origin");
     assert!(!browser.cookies.keys().any(|k| k.contains("session")), "none of those signed anyone in");
 
     // The real thing: 303 (never 307), with the session cookie.

@@ -5,6 +5,37 @@ use std::time::Duration;
 
 use crate::harness::*;
 
+/// Runs `run.mjs` of a peer with `env`; fails with its output unless it exits 0.
+async fn run_node(dir: &std::path::Path, env: &[(&str, &str)]) -> AnyResult<String> {
+    let mut command = tokio::process::Command::new("node");
+    command.arg(dir.join("run.mjs")).kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.output();
+    let output = tokio::time::timeout(Duration::from_secs(90), child).await.map_err(|_| "peer run timed out")??;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    println!("{out}");
+    if !output.status.success() {
+        return Err(format!("peer {} failed:\n{out}\n{err}", dir.display()).into());
+    }
+    Ok(out)
+}
+
+fn require_installed(dir: &std::path::Path, package: &str) -> TestResult {
+    if dir.join("node_modules").join(package).exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} has no node_modules: run `npm ci --prefix {}` (scripts/test does)",
+            dir.display(),
+            dir.display()
+        )
+        .into())
+    }
+}
+
 fn peer_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers").join(name)
 }
@@ -24,38 +55,64 @@ async fn openid_client_drives_every_grant() -> TestResult {
         .into());
     }
     let server = TestServer::start().await?;
-    let mut child = tokio::process::Command::new("node")
-        .arg(dir.join("run.mjs"))
-        .env("ISSUER", &server.issuer)
-        .env("CLIENT_ID", CONFIDENTIAL_CLIENT)
-        .env("CLIENT_SECRET", CONFIDENTIAL_SECRET)
-        .env("REDIRECT_URI", "http://127.0.0.1:9/callback")
-        .env("CC_CLIENT_ID", MACHINE_CLIENT)
-        .env("CC_CLIENT_SECRET", MACHINE_SECRET)
-        .env("RESOURCE", &server.resource)
-        .env("SCOPE", "crm.contacts.read crm.deals.write")
-        .env("USERNAME", "alice")
-        .env("PASSWORD", PASSWORD)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run node: {e}"))?;
-    let stdout = child.stdout.take().ok_or("stdout")?;
-    let stderr = child.stderr.take().ok_or("stderr")?;
-    let read_all = |mut r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| async move {
-        let mut s = String::new();
-        let _ = tokio::io::AsyncReadExt::read_to_string(&mut r, &mut s).await;
-        s
-    };
-    let out = tokio::spawn(read_all(Box::new(stdout)));
-    let err = tokio::spawn(read_all(Box::new(stderr)));
-    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
-        .await
-        .map_err(|_| "openid-client run timed out")??;
-    let (out, err) = (out.await?, err.await?);
-    println!("{out}");
-    assert!(status.success(), "openid-client run failed:\n{out}\n{err}");
+    let out = run_node(
+        &dir,
+        &[
+            ("ISSUER", server.issuer.as_str()),
+            ("CLIENT_ID", CONFIDENTIAL_CLIENT),
+            ("CLIENT_SECRET", CONFIDENTIAL_SECRET),
+            ("REDIRECT_URI", "http://127.0.0.1:9/callback"),
+            ("CC_CLIENT_ID", MACHINE_CLIENT),
+            ("CC_CLIENT_SECRET", MACHINE_SECRET),
+            ("RESOURCE", server.resource.as_str()),
+            ("SCOPE", "crm.contacts.read crm.deals.write"),
+            ("USERNAME", "alice"),
+            ("PASSWORD", PASSWORD),
+        ],
+    )
+    .await?;
     assert!(out.contains("7 passed, 0 failed"), "{out}");
+    Ok(())
+}
+
+/// Real Chromium: sign in and consent by clicking, grant less than asked, and the consent page
+/// refuses to render in another site's iframe. See tests/peers/browser/run.mjs.
+#[tokio::test]
+async fn chromium_signs_in_consents_to_less_and_refuses_framing() -> TestResult {
+    let dir = peer_dir("browser");
+    require_installed(&dir, "playwright-core")?;
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        return Err("/usr/bin/chromium is missing: apt-get install chromium (.ci/run does)".into());
+    }
+    let server = TestServer::start().await?;
+    let (verifier, challenge) = pkce()?;
+    let url = authorize_url(&server, PUBLIC_CLIENT, "http://127.0.0.1:__PORT__/callback", &challenge, &[]);
+    let shots = std::env::var("PORTCULLIS_SCREENSHOT_DIR").unwrap_or_default();
+    let mut env = vec![
+        ("AUTHORIZE_URL", url.as_str()),
+        ("USERNAME", "alice"),
+        ("PASSWORD", PASSWORD),
+        ("UNTICK", "crm.deals.write"),
+    ];
+    if !shots.is_empty() {
+        env.push(("SCREENSHOT_DIR", shots.as_str()));
+    }
+    let out = run_node(&dir, &env).await?;
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
+    let callback = out.lines().find_map(|l| l.strip_prefix("CALLBACK ")).ok_or("no callback")?;
+    assert_eq!(query(callback)?.get("iss"), Some(&server.issuer));
+    let q = query(callback)?;
+    let redirect_uri = callback.split('?').next().ok_or("callback")?;
+    let (status, tokens) = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT),
+            ("code", q.get("code").ok_or("code")?),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", &verifier),
+        ])
+        .await?;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["scope"], "crm.contacts.read", "the unticked scope was not granted");
     Ok(())
 }
