@@ -140,11 +140,23 @@ mod tests {
         assert_eq!(verify_jwt::<Claims>(&token, "jwt", [&key]).err(), Some(JwtError::Type(Some("at+jwt".into()))));
         // Unknown key.
         assert_eq!(verify_jwt::<Claims>(&token, "at+jwt", [&other]).err(), Some(JwtError::UnknownKeyId));
-        // Flipped signature bit.
-        let mut tampered = token.clone();
-        let last = tampered.pop().map(|c| if c == 'A' { 'B' } else { 'A' }).unwrap_or('A');
-        tampered.push(last);
+        // One changed signature character (in the middle, where every bit is significant:
+        // the last character of a 64-byte signature also carries padding bits).
+        let mut chars: Vec<char> = token.chars().collect();
+        let at = token.rfind('.').unwrap_or_default() + 10;
+        if let Some(c) = chars.get_mut(at) {
+            *c = if *c == 'A' { 'B' } else { 'A' };
+        }
+        let tampered: String = chars.into_iter().collect();
         assert_eq!(verify_jwt::<Claims>(&tampered, "at+jwt", [&key]).err(), Some(JwtError::Signature));
+        // A changed last character (possibly non-canonical base64url) is refused either way.
+        let mut last = token.clone();
+        let c = last.pop().map(|c| if c == 'A' { 'B' } else { 'A' }).unwrap_or('A');
+        last.push(c);
+        assert!(verify_jwt::<Claims>(&last, "at+jwt", [&key]).is_err());
+        // Signature stripped.
+        let stripped = format!("{}.", token.rsplit_once('.').map(|(head, _)| head).unwrap_or_default());
+        assert!(verify_jwt::<Claims>(&stripped, "at+jwt", [&key]).is_err());
 
         let payload = token.split('.').nth(1).unwrap_or_default().to_owned();
         // alg none, in several spellings.

@@ -132,6 +132,23 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn a_flood_waits_for_a_bounded_time_then_is_told_busy() -> Result<(), Box<dyn std::error::Error>> {
+        // One hashing slot, no queueing: while one check runs, the next is refused at once
+        // instead of piling up work on the blocking pool.
+        let hasher =
+            PasswordHasher::new(PasswordParams { memory_kib: 8192, iterations: 4, parallelism: 1 }, 1, Duration::ZERO)?;
+        let hash = hasher.hash("correct horse".into()).await?;
+        let permit = std::sync::Arc::clone(&hasher.slots).acquire_owned().await?;
+        assert!(matches!(
+            hasher.verify("correct horse".into(), Some(hash.clone())).await,
+            Err(PasswordCheckError::Busy)
+        ));
+        drop(permit);
+        assert!(hasher.verify("correct horse".into(), Some(hash)).await?);
+        Ok(())
+    }
+
     #[test]
     fn default_parameters_are_owasp() {
         assert_eq!(PasswordParams::default(), PasswordParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });

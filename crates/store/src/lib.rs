@@ -136,7 +136,8 @@ impl Store {
         let mut removed = 0;
         for sql in [
             "DELETE FROM authorization_requests WHERE expires_at <= $1",
-            "DELETE FROM authorization_codes WHERE expires_at <= $1",
+            // Spent codes are kept a day past expiry so a late replay still revokes its grant.
+            "DELETE FROM authorization_codes WHERE expires_at <= $1 - 86400",
             "DELETE FROM browser_sessions WHERE expires_at <= $1",
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
             "DELETE FROM access_tokens WHERE expires_at <= $1",

@@ -19,7 +19,7 @@ use portcullis_store::BrowserSession;
 use portcullis_types::OAuthErrorCode;
 
 use crate::oauth_endpoints::form_params;
-use crate::pages::{self, ConsentPage, HomePage, LoginPage, ScopeLineView, render};
+use crate::pages::{self, AccountPage, ConsentPage, ConsentView, HomePage, LoginPage, ScopeLineView, render};
 use crate::{AppState, Peer};
 
 const CSRF_PURPOSE: &str = "form";
@@ -185,15 +185,15 @@ pub(crate) async fn login_page(
     jar: CookieJar,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(handle) = q.get("request") else {
-        return state.page_error(
-            StatusCode::BAD_REQUEST,
-            &OAuthError::invalid_request("open the sign-in page from an application"),
-        );
-    };
-    let client = match state.server.pending_client(handle).await {
-        Ok(c) => c,
-        Err(rejection) => return state.rejection(rejection),
+    // Without a request, this is a plain sign-in to the account page.
+    let handle = q.get("request").map(String::as_str).unwrap_or_default();
+    let client = if handle.is_empty() {
+        None
+    } else {
+        match state.server.pending_client(handle).await {
+            Ok(c) => Some(c),
+            Err(rejection) => return state.rejection(rejection),
+        }
     };
     let (jar, browser) = match state.browser_id(jar) {
         Ok(v) => v,
@@ -210,8 +210,8 @@ pub(crate) async fn login_page(
     let page = LoginPage {
         issuer: &issuer,
         base_path: &state.base_path,
-        client_name: &client.client_name,
-        client_verified: client.verified,
+        client_name: client.as_ref().map(|c| c.client_name.as_str()).unwrap_or_default(),
+        client_verified: client.as_ref().is_none_or(|c| c.verified),
         request: handle,
         csrf: &csrf,
         username: q.get("username").map(String::as_str).unwrap_or_default(),
@@ -239,11 +239,11 @@ pub(crate) async fn login_submit(
     let username = params.single("username").ok().flatten().unwrap_or_default().to_owned();
     let password = params.single("password").ok().flatten().unwrap_or_default().to_owned();
     let back = |error: &str| {
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("request", &handle)
-            .append_pair("error", error)
-            .append_pair("username", &username)
-            .finish();
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if !handle.is_empty() {
+            query.append_pair("request", &handle);
+        }
+        let query: String = query.append_pair("error", error).append_pair("username", &username).finish();
         Redirect::to(&format!("{}?{query}", state.path("/login"))).into_response()
     };
     if !state.limits.allow(&username, peer.0.ip()) {
@@ -278,7 +278,8 @@ pub(crate) async fn login_submit(
     }
     let ttl = session.expires_at - state.server.now();
     let jar = jar.add(state.cookie("portcullis_session", session.cookie_value, Some(ttl)));
-    let next = if handle.is_empty() { state.path("/") } else { state.with_request("/authorize/continue", &handle) };
+    let next =
+        if handle.is_empty() { state.path("/account") } else { state.with_request("/authorize/continue", &handle) };
     (jar, Redirect::to(&next)).into_response()
 }
 
@@ -411,4 +412,88 @@ pub(crate) async fn home(State(state): State<AppState>, jar: CookieJar) -> Respo
         csrf: &csrf,
     };
     (jar, render(StatusCode::OK, &page)).into_response()
+}
+
+/// The user's own view of what they allowed, with a way to take it back.
+pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let session = match state.session(&jar).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to(&state.path("/login")).into_response(),
+        Err(r) => return r,
+    };
+    let store = state.server.store();
+    let consents = match store.list_consents(&session.user.id).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "listing consents failed");
+            return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
+        }
+    };
+    let mut views = Vec::with_capacity(consents.len());
+    for c in consents {
+        let client_name = match store.find_client(&c.client_id).await {
+            Ok(Some(client)) => client.client_name,
+            Ok(None) => c.client_id.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, "client lookup failed");
+                return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
+            }
+        };
+        let scopes = c
+            .scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| state.server.settings().describe_scope(&c.resource, s))
+            .collect();
+        let granted_on = time::OffsetDateTime::from_unix_timestamp(c.updated_at)
+            .map(|t| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
+            .unwrap_or_default();
+        views.push(ConsentView { client_id: c.client_id, client_name, resource: c.resource, scopes, granted_on });
+    }
+    let (jar, browser) = match state.browser_id(jar) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let issuer = state.server.settings().issuer.clone();
+    let csrf = state.csrf_token(&browser);
+    let page = AccountPage {
+        issuer: &issuer,
+        base_path: &state.base_path,
+        username: &session.user.username,
+        consents: views,
+        csrf: &csrf,
+    };
+    (jar, render(StatusCode::OK, &page)).into_response()
+}
+
+pub(crate) async fn revoke_consent(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+    };
+    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
+        return r;
+    }
+    let session = match state.session(&jar).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to(&state.path("/login")).into_response(),
+        Err(r) => return r,
+    };
+    let client_id = params.single("client_id").ok().flatten().unwrap_or_default();
+    let resource = params.single("resource").ok().flatten().unwrap_or_default();
+    match state.server.store().revoke_consent(&session.user.id, client_id, resource, state.server.now()).await {
+        Ok(_) => {
+            tracing::info!(user = %session.user.username, client_id, resource, "consent revoked by the user");
+            Redirect::to(&state.path("/account")).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "revoking consent failed");
+            state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+        }
+    }
 }

@@ -69,8 +69,11 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(browser::login_page).post(browser::login_submit))
         .route("/consent", get(browser::consent_page).post(browser::consent_submit))
         .route("/logout", post(browser::logout))
+        .route("/account", get(browser::account))
+        .route("/account/consents/revoke", post(browser::revoke_consent))
         .route("/assets/portcullis.css", get(pages::stylesheet));
     let base = state.base_path.clone();
+    let secure = state.server.settings().secure_cookies;
     let issuer_routes = api.merge(pages);
     let issuer_routes = if base.is_empty() { issuer_routes } else { Router::new().nest(&base, issuer_routes) };
 
@@ -86,7 +89,7 @@ pub fn router(state: AppState) -> Router {
     issuer_routes
         .merge(well_known.layer(cors))
         .fallback(pages::not_found)
-        .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(axum::middleware::from_fn_with_state(secure, headers::security_headers))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         .with_state(state)
 }

@@ -53,6 +53,24 @@ pub(crate) struct ErrorPage<'a> {
     pub code: Option<&'a str>,
 }
 
+pub(crate) struct ConsentView {
+    pub client_id: String,
+    pub client_name: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub granted_on: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub(crate) struct AccountPage<'a> {
+    pub issuer: &'a str,
+    pub base_path: &'a str,
+    pub username: &'a str,
+    pub consents: Vec<ConsentView>,
+    pub csrf: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "home.html")]
 pub(crate) struct HomePage<'a> {

@@ -59,7 +59,7 @@ fn backend() -> String {
     std::env::var("PORTCULLIS_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into())
 }
 
-async fn database_url(dir: &std::path::Path) -> AnyResult<String> {
+pub async fn database_url(dir: &std::path::Path) -> AnyResult<String> {
     match backend().as_str() {
         "sqlite" => Ok(format!("sqlite://{}", dir.join("it.db").display())),
         "postgres" => {
@@ -80,13 +80,15 @@ async fn database_url(dir: &std::path::Path) -> AnyResult<String> {
 
 pub struct Options {
     pub issuer_path: &'static str,
+    /// Announce an https issuer (the listener stays plain http: TLS is terminated in front).
+    pub https: bool,
     pub access_token_ttl: i64,
     pub per_account_per_minute: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { issuer_path: "", access_token_ttl: 300, per_account_per_minute: 10 }
+        Self { issuer_path: "", https: false, access_token_ttl: 300, per_account_per_minute: 10 }
     }
 }
 
@@ -99,7 +101,8 @@ impl TestServer {
         let dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let issuer = format!("http://127.0.0.1:{port}{}", options.issuer_path);
+        let scheme = if options.https { "https" } else { "http" };
+        let issuer = format!("{scheme}://127.0.0.1:{port}{}", options.issuer_path);
         let resource = format!("http://127.0.0.1:{port}/mcp/crm");
         let other_resource = format!("http://127.0.0.1:{port}/mcp/billing");
         let scope = |name: &str, description: &str| ScopeConfig { name: name.into(), description: description.into() };
@@ -210,8 +213,9 @@ impl TestServer {
         Ok(self.running.as_ref().ok_or("server stopped")?.server.store())
     }
 
+    /// The URL to reach `path` on (plain http even for an https issuer).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.issuer.replacen("https://", "http://", 1))
     }
 
     pub fn origin(&self) -> String {

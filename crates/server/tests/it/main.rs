@@ -3,6 +3,7 @@
 //! once per backend.
 
 mod authorize;
+mod cli;
 mod harness;
 mod metadata;
 mod pages;

@@ -144,3 +144,55 @@ async fn cors_is_open_for_token_metadata_and_jwks_but_not_authorize() -> TestRes
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_https_issuer_gets_host_prefixed_secure_cookies_and_hsts() -> TestResult {
+    let server = TestServer::start_with(Options { https: true, ..Options::default() }).await?;
+    let (_, challenge) = pkce()?;
+    let url =
+        authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]).replacen("https://", "http://", 1);
+    let mut browser = Browser::default();
+    let redirect = browser.get(&server, &url).await?;
+    let login = browser.get(&server, &server.url(&redirect.location.ok_or("login")?)).await?;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let cookie = login.header("set-cookie").ok_or("cookie")?;
+    assert!(cookie.starts_with("__Host-portcullis_browser="), "{cookie}");
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"), "{cookie}");
+    assert!(!cookie.contains("Domain"), "__Host- cookies carry no Domain");
+    assert_eq!(login.header("strict-transport-security"), Some("max-age=31536000"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn users_see_and_revoke_their_consents_on_the_account_page() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut browser = Browser::default();
+    let tokens = tokens_for_alice(&server, &mut browser).await?;
+    let access = tokens["access_token"].as_str().ok_or("at")?.to_owned();
+    let page = browser.get(&server, &server.url("/account")).await?;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("Desktop &#60;Agent&#62;") && page.body.contains("Read your CRM contacts"),
+        "{}",
+        page.body
+    );
+    let csrf = page.input("csrf").ok_or("csrf")?;
+    let revoked = browser
+        .post(
+            &server,
+            "/account/consents/revoke",
+            &[("csrf", &csrf), ("client_id", PUBLIC_CLIENT), ("resource", &server.resource)],
+        )
+        .await?;
+    assert_eq!(revoked.status, 303);
+    assert!(server.store()?.find_consent(&server.alice_id, PUBLIC_CLIENT, &server.resource).await?.is_none());
+    assert_eq!(server.introspect(&access).await?["active"], false, "revoking consent revokes its grants");
+    assert!(browser.get(&server, &server.url("/account")).await?.body.contains("not allowed any application"));
+    // Without a session the account page sends you to sign in, and that sign-in comes back here.
+    let mut stranger = Browser::default();
+    let to_login = stranger.get(&server, &server.url("/account")).await?;
+    assert_eq!(to_login.location.as_deref(), Some("/login"));
+    let signed_in = stranger.login(&server, "/login", "alice", PASSWORD).await?;
+    assert_eq!(signed_in.location.as_deref(), Some("/account"));
+    Ok(())
+}

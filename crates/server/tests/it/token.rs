@@ -429,3 +429,39 @@ async fn introspection_and_revocation() -> TestResult {
     assert_eq!(server.introspect(rt3).await?["active"], false);
     Ok(())
 }
+
+#[tokio::test]
+async fn openid_scope_yields_an_id_token_for_the_client() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce()?;
+    let url = authorize_url(
+        &server,
+        PUBLIC_CLIENT,
+        PUBLIC_REDIRECT,
+        &challenge,
+        &[("scope", "openid profile crm.contacts.read"), ("nonce", "n-0S6_WzA2Mj")],
+    );
+    let location = authorize_as_alice(&server, &mut browser, &url, &["openid", "profile", "crm.contacts.read"]).await?;
+    let (status, tokens) = redeem(&server, &location, &verifier).await?;
+    assert_eq!(status, 200, "{tokens}");
+    let id_token = tokens["id_token"].as_str().ok_or("no id_token")?;
+    let jwks: serde_json::Value = server.http.get(server.url("/jwks.json")).send().await?.json().await?;
+    let jwk = &jwks["keys"][0];
+    let key =
+        jsonwebtoken::DecodingKey::from_ec_components(jwk["x"].as_str().ok_or("x")?, jwk["y"].as_str().ok_or("y")?)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[PUBLIC_CLIENT]);
+    validation.set_issuer(&[&server.issuer]);
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(id_token, &key, &validation)?.claims;
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["sub"], server.alice_id.as_str());
+    assert_eq!(claims["azp"], PUBLIC_CLIENT);
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["auth_time"].as_i64(), Some(server.clock.now()));
+    assert!(claims.get("email").is_none(), "email only with the email scope");
+    // An ID token is not an access token: introspection and revocation do not take it as one.
+    assert_eq!(server.introspect(id_token).await?, serde_json::json!({"active": false}));
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The `portcullis` command line, run as a user would run it.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::harness::*;
+
+struct Cli {
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+struct Outcome {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    async fn new() -> AnyResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let url = database_url(dir.path()).await?;
+        let config = dir.path().join("portcullis.toml");
+        let data = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nissuer = \"http://127.0.0.1:18080\"\ndata_dir = {data:?}\n[database]\nurl = {url:?}\n\
+                 [[resources]]\nuri = \"http://127.0.0.1:18080/mcp/crm\"\nscopes = [{{ name = \"crm.contacts.read\", description = \"Read contacts\" }}]\n"
+            ),
+        )?;
+        Ok(Self { config, _dir: dir })
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> AnyResult<Outcome> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("PORTCULLIS_MASTER_KEY")
+            .env("PORTCULLIS_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(input) = stdin
+            && let Some(mut pipe) = child.stdin.take()
+        {
+            pipe.write_all(input.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        Ok(Outcome {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
+    let cli = Cli::new().await?;
+    let check = cli.run(&["check-config"], None)?;
+    assert!(check.ok && check.stdout.contains("configuration is valid"), "{}", check.stderr);
+    assert!(cli.run(&["migrate"], None)?.ok);
+
+    // Users.
+    let added = cli.run(&["user", "add", "alice", "--password-stdin", "--admin"], Some("a long enough password\n"))?;
+    assert!(added.ok, "{}", added.stderr);
+    assert!(!added.stdout.contains("a long enough password"), "the password is never echoed");
+    let again = cli.run(&["user", "add", "alice", "--password-stdin"], Some("another password\n"))?;
+    assert!(!again.ok && again.stderr.contains("a user with this username already exists"), "{}", again.stderr);
+    let short = cli.run(&["user", "add", "bob", "--password-stdin"], Some("short\n"))?;
+    assert!(!short.ok && short.stderr.contains("at least 8 characters"));
+    let generated = cli.run(&["user", "add", "carol"], None)?;
+    assert!(generated.ok && generated.stdout.contains("password: "), "{}", generated.stdout);
+    assert!(cli.run(&["user", "disable", "alice"], None)?.ok);
+    let list = cli.run(&["user", "list"], None)?;
+    assert!(list.stdout.lines().any(|l| l.starts_with("alice") && l.contains("admin,disabled")), "{}", list.stdout);
+    assert!(cli.run(&["user", "passwd", "carol", "--password-stdin"], Some("a new long password\n"))?.ok);
+    let missing = cli.run(&["user", "disable", "nobody"], None)?;
+    assert!(!missing.ok && missing.stderr.contains("user was not found"));
+
+    // Clients: http redirect URIs only on loopback; secrets shown once.
+    let insecure =
+        cli.run(&["client", "add", "--name", "Evil", "--redirect-uri", "http://evil.example.test/cb"], None)?;
+    assert!(
+        !insecure.ok && insecure.stderr.contains("uses http on a host that is not loopback"),
+        "{}",
+        insecure.stderr
+    );
+    let public = cli.run(&["client", "add", "--name", "Agent", "--redirect-uri", "http://127.0.0.1/callback"], None)?;
+    assert!(public.ok && !public.stdout.contains("client_secret"), "{}", public.stderr);
+    let machine =
+        cli.run(&["client", "add", "--name", "Reporter", "--confidential", "--scope", "crm.contacts.read"], None)?;
+    assert!(
+        machine.ok && machine.stdout.contains("client_secret:") && machine.stdout.contains("client_credentials"),
+        "{}",
+        machine.stdout
+    );
+    let client_id = machine
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id:").map(|v| v.trim().to_owned()))
+        .ok_or("no client_id printed")?;
+    let show = cli.run(&["client", "show", &client_id], None)?;
+    assert!(show.stdout.contains("confidential") && show.stdout.contains("registered by:    admin"), "{}", show.stdout);
+    assert!(!show.stdout.contains("client_secret"), "show never prints a secret");
+    assert!(cli.run(&["client", "suspend", &client_id], None)?.ok);
+    assert!(cli.run(&["client", "list"], None)?.stdout.contains("suspended"));
+    assert!(cli.run(&["client", "remove", &client_id], None)?.ok);
+    assert!(!cli.run(&["client", "show", &client_id], None)?.ok);
+
+    // Keys: the first start (any command that needs keys) creates one; rotation adds another.
+    let rotated = cli.run(&["keys", "rotate"], None)?;
+    assert!(rotated.ok, "{}", rotated.stderr);
+    let rotated = cli.run(&["keys", "rotate"], None)?;
+    assert!(rotated.ok);
+    let keys = cli.run(&["keys", "list"], None)?;
+    assert_eq!(keys.stdout.lines().filter(|l| l.contains("signing")).count(), 1, "{}", keys.stdout);
+    assert_eq!(keys.stdout.lines().filter(|l| l.contains("retired")).count(), 1, "{}", keys.stdout);
+
+    // The master key file is private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = cli.config.parent().ok_or("dir")?.join("data");
+        let mode = std::fs::metadata(data.join("master.key"))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&data)?.permissions().mode() & 0o777, 0o700);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn check_config_explains_what_is_wrong() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cases = [
+        ("[server]\nissuer = \"http://auth.example.test\"\n", "non-loopback host"),
+        ("[server]\nissuer = \"https://auth.example.test/?x=1\"\n", "must not have a query"),
+        ("[server]\nissuerr = \"https://auth.example.test\"\n", "unknown field `issuerr`"),
+        ("[tokens]\nauthorization_code_ttl_secs = 3600\n", "at most 600"),
+        ("[database]\nurl = \"mysql://x\"\n", "sqlite:// or postgres://"),
+        (
+            "[[clients]]\nclient_id = \"c\"\nclient_name = \"C\"\nredirect_uris = [\"http://evil.example.test/cb\"]\n",
+            "not loopback",
+        ),
+    ];
+    for (text, expect) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text)?;
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_portcullis")).arg("--config").arg(&path).arg("check-config").output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text}");
+        assert!(stderr.contains(expect), "{text}: {stderr}");
+    }
+    Ok(())
+}
