@@ -214,7 +214,7 @@ pub(crate) async fn login_page(
         client_verified: client.as_ref().is_none_or(|c| c.verified),
         request: handle,
         csrf: &csrf,
-        username: q.get("username").map(String::as_str).unwrap_or_default(),
+        username: "",
         error,
     };
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
@@ -243,7 +243,8 @@ pub(crate) async fn login_submit(
         if !handle.is_empty() {
             query.append_pair("request", &handle);
         }
-        let query: String = query.append_pair("error", error).append_pair("username", &username).finish();
+        // The username is not put in the URL: it would land in history and access logs.
+        let query: String = query.append_pair("error", error).finish();
         Redirect::to(&format!("{}?{query}", state.path("/login"))).into_response()
     };
     if !state.limits.allow(&username, peer.0.ip()) {

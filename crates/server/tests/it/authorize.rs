@@ -293,3 +293,26 @@ async fn sign_in_failures_look_the_same_and_are_rate_limited() -> TestResult {
     assert_eq!(error_of(&disabled).as_deref(), Some("invalid"));
     Ok(())
 }
+
+#[tokio::test]
+async fn sign_ins_are_rate_limited_per_source_address_across_accounts() -> TestResult {
+    let server = TestServer::start_with(Options { per_address_per_minute: 4, ..Options::default() }).await?;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce()?;
+    let url = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let login_url = browser.get(&server, &url).await?.location.ok_or("login")?;
+    let error_of = |p: &Page| {
+        query(&server.url(p.location.as_deref().unwrap_or_default())).ok().and_then(|q| q.get("error").cloned())
+    };
+    // Spraying one password over many accounts from one address: four tries, then refused.
+    for name in ["u1", "u2", "u3", "u4"] {
+        let page = browser.login(&server, &login_url, name, "Winter2026!").await?;
+        assert_eq!(error_of(&page).as_deref(), Some("invalid"), "{name}");
+    }
+    let limited = browser.login(&server, &login_url, "alice", PASSWORD).await?;
+    assert_eq!(error_of(&limited).as_deref(), Some("limited"));
+    assert!(!limited.location.as_deref().unwrap_or_default().contains("alice"), "no username in the URL");
+    let shown = browser.get(&server, limited.location.as_deref().ok_or("back")?).await?;
+    assert!(shown.body.contains("Too many sign-in attempts"));
+    Ok(())
+}

@@ -84,11 +84,18 @@ pub struct Options {
     pub https: bool,
     pub access_token_ttl: i64,
     pub per_account_per_minute: u32,
+    pub per_address_per_minute: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { issuer_path: "", https: false, access_token_ttl: 300, per_account_per_minute: 10 }
+        Self {
+            issuer_path: "",
+            https: false,
+            access_token_ttl: 300,
+            per_account_per_minute: 10,
+            per_address_per_minute: 30,
+        }
     }
 }
 
@@ -112,6 +119,7 @@ impl TestServer {
         config.database.url = database_url(dir.path()).await?;
         config.tokens.access_token_ttl_secs = options.access_token_ttl;
         config.login.per_account_per_minute = options.per_account_per_minute;
+        config.login.per_address_per_minute = options.per_address_per_minute;
         config.resources = vec![
             ResourceConfig {
                 uri: resource.clone(),
