@@ -106,6 +106,13 @@ impl AppState {
         }
     }
 
+    /// The parameters of a form POST that passed the CSRF checks.
+    fn checked_form(&self, headers: &HeaderMap, jar: &CookieJar, body: &Bytes) -> Result<Params, Response> {
+        let params = form_params(headers, body).map_err(|e| self.page_error(StatusCode::BAD_REQUEST, &e))?;
+        self.check_csrf(headers, jar, &params)?;
+        Ok(params)
+    }
+
     async fn session(&self, jar: &CookieJar) -> Result<Option<BrowserSession>, Response> {
         let Some(value) = jar.get(&self.cookie_name("portcullis_session")).map(|c| c.value().to_owned()) else {
             return Ok(None);
@@ -228,13 +235,10 @@ pub(crate) async fn login_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
+    let params = match state.checked_form(&headers, &jar, &body) {
         Ok(p) => p,
-        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+        Err(r) => return r,
     };
-    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
-        return r;
-    }
     let handle = params.single("request").ok().flatten().unwrap_or_default().to_owned();
     let username = params.single("username").ok().flatten().unwrap_or_default().to_owned();
     let password = params.single("password").ok().flatten().unwrap_or_default().to_owned();
@@ -354,13 +358,10 @@ pub(crate) async fn consent_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
+    let params = match state.checked_form(&headers, &jar, &body) {
         Ok(p) => p,
-        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+        Err(r) => return r,
     };
-    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
-        return r;
-    }
     let handle = params.single("request").ok().flatten().unwrap_or_default().to_owned();
     let session = match state.session(&jar).await {
         Ok(Some(s)) => s,
@@ -378,11 +379,7 @@ pub(crate) async fn consent_submit(
 }
 
 pub(crate) async fn logout(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, body: Bytes) -> Response {
-    let params = match form_params(&headers, &body) {
-        Ok(p) => p,
-        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
-    };
-    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
+    if let Err(r) = state.checked_form(&headers, &jar, &body) {
         return r;
     }
     let name = state.cookie_name("portcullis_session");
@@ -473,13 +470,10 @@ pub(crate) async fn revoke_consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match form_params(&headers, &body) {
+    let params = match state.checked_form(&headers, &jar, &body) {
         Ok(p) => p,
-        Err(e) => return state.page_error(StatusCode::BAD_REQUEST, &e),
+        Err(r) => return r,
     };
-    if let Err(r) = state.check_csrf(&headers, &jar, &params) {
-        return r;
-    }
     let session = match state.session(&jar).await {
         Ok(Some(s)) => s,
         Ok(None) => return Redirect::to(&state.path("/login")).into_response(),

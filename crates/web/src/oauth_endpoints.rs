@@ -72,13 +72,19 @@ pub(crate) fn client_credentials(headers: &HeaderMap, params: &Params) -> Result
     Ok(ClientCredentials { basic, form_client_id: single("client_id")?, form_client_secret: single("client_secret")? })
 }
 
+/// The form and client credentials of a request to a client-authenticated endpoint.
+fn client_request(headers: &HeaderMap, body: &Bytes) -> Result<(Params, ClientCredentials), OAuthError> {
+    let params = form_params(headers, body)?;
+    let credentials = client_credentials(headers, &params)?;
+    Ok((params, credentials))
+}
+
 pub(crate) async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let params = form_params(&headers, &body)?;
-    let credentials = client_credentials(&headers, &params)?;
+    let (params, credentials) = client_request(&headers, &body)?;
     let request = TokenRequest::from_params(&params)?;
     let outcome = state.server.token(&credentials, request).await?;
     let mut response = (StatusCode::OK, Json(outcome.response)).into_response();
@@ -92,8 +98,7 @@ pub(crate) async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let params = form_params(&headers, &body)?;
-    let credentials = client_credentials(&headers, &params)?;
+    let (params, credentials) = client_request(&headers, &body)?;
     let answer = state.server.introspect(&credentials, &params).await?;
     Ok(Json(answer).into_response())
 }
@@ -103,8 +108,7 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    let params = form_params(&headers, &body)?;
-    let credentials = client_credentials(&headers, &params)?;
+    let (params, credentials) = client_request(&headers, &body)?;
     state.server.revoke(&credentials, &params).await?;
     Ok(StatusCode::OK.into_response())
 }
