@@ -25,7 +25,7 @@ impl AuthorizationServer {
             jwks_uri: s.endpoint("/jwks.json"),
             introspection_endpoint: s.endpoint("/introspect"),
             revocation_endpoint: s.endpoint("/revoke"),
-            registration_endpoint: None,
+            registration_endpoint: s.registration.enabled.then(|| s.endpoint("/register")),
             scopes_supported: scopes,
             response_types_supported: vec!["code".into()],
             response_modes_supported: vec!["query".into()],

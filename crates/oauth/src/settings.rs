@@ -40,6 +40,7 @@ pub struct Settings {
     pub resources: Vec<ResourceSettings>,
     /// Whether the issuer is served over https (decides cookie prefixes and `Secure`).
     pub secure_cookies: bool,
+    pub registration: crate::RegistrationPolicy,
 }
 
 impl Settings {

@@ -8,9 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
-use portcullis_oauth::{AuthorizationServer, KeyRing, ResourceSettings, ScopeSettings, Settings};
+use portcullis_oauth::{
+    AuthorizationServer, ConfidentialWithoutToken, InitialAccessTokenPolicy, KeyRing, RegistrationPolicy,
+    ResourceSettings, ScopeSettings, Settings,
+};
 use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store};
 use portcullis_types::Clock;
+use portcullis_types::ScopeSet;
 use tokio::sync::watch;
 
 use crate::config::{Config, decode_hex};
@@ -67,7 +71,27 @@ fn check_private_file(_: &Path) -> anyhow::Result<()> {
 
 pub fn settings(config: &Config) -> Settings {
     let issuer = config.issuer();
+    let reg = &config.registration;
+    let registration = RegistrationPolicy {
+        enabled: reg.enabled,
+        allowed_networks: reg.allowed_networks.clone(),
+        initial_access_token: if reg.initial_access_token == "optional" {
+            InitialAccessTokenPolicy::Optional
+        } else {
+            InitialAccessTokenPolicy::Required
+        },
+        redirect_hosts: reg.redirect_hosts.clone(),
+        allow_private_use_schemes: reg.allow_private_use_schemes,
+        public_client_scopes: ScopeSet::parse(&reg.public_client_scopes.join(" ")).unwrap_or_default(),
+        confidential_without_token: if reg.confidential_without_token == "approval" {
+            ConfidentialWithoutToken::PendingApproval
+        } else {
+            ConfidentialWithoutToken::Refuse
+        },
+        max_clients: reg.max_clients,
+    };
     Settings {
+        registration,
         secure_cookies: issuer.starts_with("https://"),
         issuer,
         access_token_ttl: config.tokens.access_token_ttl_secs,
@@ -153,6 +177,9 @@ pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> an
             verified: c.verified,
             status: ClientStatus::Active,
             can_introspect: c.can_introspect,
+            registration_token_digest: None,
+            registered_from: None,
+            client_uri: None,
             created_at: now,
             updated_at: now,
             last_used_at: None,
@@ -222,6 +249,7 @@ pub async fn start_on(
     let limits = portcullis_web::LoginLimits {
         per_account_per_minute: config.login.per_account_per_minute,
         per_address_per_minute: config.login.per_address_per_minute,
+        registrations_per_address_per_minute: config.registration.per_address_per_minute,
     };
     let state = portcullis_web::AppState::new(server.clone(), master, limits);
     let router = portcullis_web::router(state);

@@ -13,6 +13,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub tokens: TokenConfig,
     pub login: LoginConfig,
+    pub registration: RegistrationConfig,
     pub resources: Vec<ResourceConfig>,
     pub clients: Vec<ClientConfig>,
 }
@@ -104,6 +105,42 @@ impl Default for LoginConfig {
             per_address_per_minute: 30,
             password_hashing_concurrency: 2,
             password_queue_timeout_secs: 5,
+        }
+    }
+}
+
+/// Dynamic Client Registration (RFC 7591/7592) and its hardening.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub enabled: bool,
+    /// CIDR ranges allowed to register (the socket peer address); empty means any.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// "required" or "optional".
+    pub initial_access_token: String,
+    /// https redirect hosts allowed: exact names, or ".example.com" for subdomains.
+    pub redirect_hosts: Vec<String>,
+    pub allow_private_use_schemes: bool,
+    /// The most scopes a public client may hold; empty means every scope of the resources.
+    pub public_client_scopes: Vec<String>,
+    /// "refuse" or "approval": what happens to confidential clients without a token.
+    pub confidential_without_token: String,
+    pub max_clients: i64,
+    pub per_address_per_minute: u32,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allowed_networks: Vec::new(),
+            initial_access_token: "required".into(),
+            redirect_hosts: Vec::new(),
+            allow_private_use_schemes: false,
+            public_client_scopes: Vec::new(),
+            confidential_without_token: "refuse".into(),
+            max_clients: 1000,
+            per_address_per_minute: 10,
         }
     }
 }
@@ -228,6 +265,9 @@ impl Config {
         if let Some(v) = get("PORTCULLIS_REFRESH_TOKEN_TTL_SECS") {
             self.tokens.refresh_token_ttl_secs = parse("PORTCULLIS_REFRESH_TOKEN_TTL_SECS", v)?;
         }
+        if let Some(v) = get("PORTCULLIS_REGISTRATION_ENABLED") {
+            self.registration.enabled = parse("PORTCULLIS_REGISTRATION_ENABLED", v)?;
+        }
         if let Some(v) = get("PORTCULLIS_SESSION_TTL_SECS") {
             self.login.session_ttl_secs = parse("PORTCULLIS_SESSION_TTL_SECS", v)?;
         }
@@ -287,6 +327,21 @@ impl Config {
         let url = self.database_url();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
             return Err(ConfigError::Invalid("database.url must start with sqlite:// or postgres://".into()));
+        }
+        let reg = &self.registration;
+        if !["required", "optional"].contains(&reg.initial_access_token.as_str()) {
+            return Err(ConfigError::Invalid(
+                "registration.initial_access_token must be \"required\" or \"optional\"".into(),
+            ));
+        }
+        if !["refuse", "approval"].contains(&reg.confidential_without_token.as_str()) {
+            return Err(ConfigError::Invalid(
+                "registration.confidential_without_token must be \"refuse\" or \"approval\"".into(),
+            ));
+        }
+        for s in &reg.public_client_scopes {
+            portcullis_types::Scope::parse(s)
+                .map_err(|e| ConfigError::Invalid(format!("registration.public_client_scopes: {e}")))?;
         }
         for r in &self.resources {
             let parsed = url::Url::parse(&r.uri)

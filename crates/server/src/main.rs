@@ -46,6 +46,25 @@ enum Command {
     /// Users' remembered consents.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Initial access tokens for Dynamic Client Registration.
+    #[command(subcommand)]
+    Iat(IatCommand),
+}
+
+#[derive(Subcommand)]
+enum IatCommand {
+    /// Create a token; it is shown once.
+    Create {
+        #[arg(long)]
+        label: String,
+        /// How many registrations it allows.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86400)]
+        expires_in: i64,
+    },
+    List,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +145,16 @@ enum ClientCommand {
     Activate {
         client_id: String,
     },
+    /// Clients waiting for approval.
+    Pending,
+    /// Approve a pending client.
+    Approve {
+        client_id: String,
+    },
+    /// Reject a pending client (it is removed).
+    Reject {
+        client_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => users(config, clock, cmd).await,
         Command::Client(cmd) => clients(config, clock, cmd).await,
         Command::Consent(cmd) => consents(config, clock, cmd).await,
+        Command::Iat(cmd) => initial_access_tokens(config, clock, cmd).await,
     }
 }
 
@@ -382,6 +412,9 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
                 verified: true,
                 status: ClientStatus::Active,
                 can_introspect: introspect_any,
+                registration_token_digest: None,
+                registered_from: None,
+                client_uri: None,
                 created_at: now,
                 updated_at: now,
                 last_used_at: None,
@@ -414,6 +447,34 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
             store.set_client_status(&client_id, ClientStatus::Active, now).await?;
             println!("activated {client_id}");
         }
+        ClientCommand::Pending => {
+            for c in store.list_clients().await?.into_iter().filter(|c| c.status == ClientStatus::Pending) {
+                println!(
+                    "{}  {}  {}  from {}  redirect {}",
+                    c.client_id,
+                    c.client_type,
+                    c.client_name,
+                    c.registered_from.as_deref().unwrap_or("?"),
+                    c.redirect_uris.join(" ")
+                );
+            }
+        }
+        ClientCommand::Approve { client_id } => {
+            let client = store.find_client(&client_id).await?.with_context(|| format!("no client {client_id}"))?;
+            if client.status != ClientStatus::Pending {
+                bail!("{client_id} is not pending approval (it is {})", client.status);
+            }
+            store.set_client_status(&client_id, ClientStatus::Active, now).await?;
+            println!("approved {client_id}");
+        }
+        ClientCommand::Reject { client_id } => {
+            let client = store.find_client(&client_id).await?.with_context(|| format!("no client {client_id}"))?;
+            if client.status != ClientStatus::Pending {
+                bail!("{client_id} is not pending approval (it is {}); use client remove", client.status);
+            }
+            store.delete_client(&client_id).await?;
+            println!("rejected and removed {client_id}");
+        }
     }
     Ok(())
 }
@@ -437,6 +498,42 @@ async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) ->
                 bail!("no such consent");
             }
             println!("consent revoked; the grants it produced are revoked too");
+        }
+    }
+    Ok(())
+}
+
+async fn initial_access_tokens(config: Config, clock: Arc<dyn Clock>, cmd: IatCommand) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let now = clock.now();
+    match cmd {
+        IatCommand::Create { label, uses, expires_in } => {
+            if uses < 1 || expires_in < 1 {
+                bail!("--uses and --expires-in must be positive");
+            }
+            let token = random_token(32)?;
+            let record = portcullis_store::InitialAccessTokenRecord {
+                label: label.clone(),
+                uses_left: uses,
+                created_at: now,
+                expires_at: now + expires_in,
+            };
+            store.insert_initial_access_token(&digest(&token), &record).await?;
+            println!("initial access token {label:?}: {uses} use(s), expires in {expires_in}s");
+            println!("token: {token}");
+            println!("(shown only now; send it as `Authorization: Bearer` to the registration endpoint)");
+        }
+        IatCommand::List => {
+            for t in store.list_initial_access_tokens().await? {
+                let state = if t.expires_at <= now {
+                    "expired"
+                } else if t.uses_left == 0 {
+                    "used up"
+                } else {
+                    "usable"
+                };
+                println!("{}  {} use(s) left  expires {}  {state}", t.label, t.uses_left, t.expires_at);
+            }
         }
     }
     Ok(())

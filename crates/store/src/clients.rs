@@ -1,8 +1,8 @@
 //! OAuth clients.
 
 use crate::{
-    ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Result, Store, StoreError, on_pool,
-    split_list,
+    ApplicationType, ClientRecord, ClientStatus, ClientType, InitialAccessTokenRecord, RegistrationOrigin, Result,
+    Store, StoreError, on_pool, split_list,
 };
 
 #[derive(sqlx::FromRow)]
@@ -20,6 +20,9 @@ struct Row {
     verified: bool,
     status: String,
     can_introspect: bool,
+    registration_token_digest: Option<Vec<u8>>,
+    registered_from: Option<String>,
+    client_uri: Option<String>,
     created_at: i64,
     updated_at: i64,
     last_used_at: Option<i64>,
@@ -44,6 +47,9 @@ impl TryFrom<Row> for ClientRecord {
             allowed_resources: split_list(&r.allowed_resources),
             verified: r.verified,
             can_introspect: r.can_introspect,
+            registration_token_digest: r.registration_token_digest,
+            registered_from: r.registered_from,
+            client_uri: r.client_uri,
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_used_at: r.last_used_at,
@@ -52,17 +58,19 @@ impl TryFrom<Row> for ClientRecord {
 }
 
 const INSERT: &str = "INSERT INTO clients (client_id, client_name, client_type, secret_digest, redirect_uris, grant_types, \
-     allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+     allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at, \
+     registration_token_digest, registered_from, client_uri) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
 
 const UPSERT: &str = "INSERT INTO clients (client_id, client_name, client_type, secret_digest, redirect_uris, grant_types, \
-     allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at, \
+     registration_token_digest, registered_from, client_uri) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
      ON CONFLICT (client_id) DO UPDATE SET client_name = excluded.client_name, client_type = excluded.client_type, \
      secret_digest = excluded.secret_digest, redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types, \
      allowed_scopes = excluded.allowed_scopes, allowed_resources = excluded.allowed_resources, \
      application_type = excluded.application_type, verified = excluded.verified, \
-     can_introspect = excluded.can_introspect, updated_at = excluded.updated_at";
+     can_introspect = excluded.can_introspect, client_uri = excluded.client_uri, updated_at = excluded.updated_at";
 
 impl Store {
     pub async fn insert_client(&self, client: &ClientRecord) -> Result<()> {
@@ -96,6 +104,9 @@ impl Store {
             .bind(c.created_at)
             .bind(c.updated_at)
             .bind(c.last_used_at)
+            .bind(&c.registration_token_digest)
+            .bind(&c.registered_from)
+            .bind(&c.client_uri)
             .execute(pool)
             .await.map(|_| ()))?;
         Ok(())
@@ -156,6 +167,83 @@ impl Store {
             }
             tx.commit().await?;
         });
+        Ok(())
+    }
+
+    /// Counts clients registered through `origin` (the cap on dynamic registrations).
+    pub async fn count_clients(&self, origin: RegistrationOrigin) -> Result<i64> {
+        let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM clients WHERE origin = $1")
+            .bind(origin.as_str())
+            .fetch_one(pool)
+            .await?);
+        Ok(n)
+    }
+
+    pub async fn insert_initial_access_token(
+        &self,
+        token_digest: &[u8],
+        token: &InitialAccessTokenRecord,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO initial_access_tokens (token_digest, label, uses_left, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_digest)
+            .bind(&token.label)
+            .bind(token.uses_left)
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Spends one use of an initial access token; `false` if it is unknown, used up or expired.
+    pub async fn consume_initial_access_token(&self, token_digest: &[u8], now: i64) -> Result<bool> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE initial_access_tokens SET uses_left = uses_left - 1 WHERE token_digest = $1 AND uses_left > 0 AND expires_at > $2")
+            .bind(token_digest)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n == 1)
+    }
+
+    pub async fn list_initial_access_tokens(&self) -> Result<Vec<InitialAccessTokenRecord>> {
+        let rows: Vec<(String, i64, i64, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT label, uses_left, created_at, expires_at FROM initial_access_tokens ORDER BY created_at, label")
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(label, uses_left, created_at, expires_at)| InitialAccessTokenRecord {
+                label,
+                uses_left,
+                created_at,
+                expires_at,
+            })
+            .collect())
+    }
+
+    /// Replaces a dynamically registered client's metadata (RFC 7592 update).
+    pub async fn update_client_metadata(&self, c: &ClientRecord) -> Result<()> {
+        let n = on_pool!(self, pool => sqlx::query(
+            "UPDATE clients SET client_name = $1, redirect_uris = $2, grant_types = $3, allowed_scopes = $4, application_type = $5, \
+             client_uri = $6, updated_at = $7 WHERE client_id = $8")
+            .bind(&c.client_name)
+            .bind(c.redirect_uris.join(" "))
+            .bind(c.grant_types.join(" "))
+            .bind(&c.allowed_scopes)
+            .bind(c.application_type.as_str())
+            .bind(&c.client_uri)
+            .bind(c.updated_at)
+            .bind(&c.client_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            return Err(StoreError::NotFound("client"));
+        }
         Ok(())
     }
 

@@ -66,9 +66,23 @@ pub struct ClientRecord {
     pub verified: bool,
     pub status: ClientStatus,
     pub can_introspect: bool,
+    /// RFC 7592: digest of the registration access token, for dynamically registered clients.
+    pub registration_token_digest: Option<Vec<u8>>,
+    /// The source address a dynamically registered client registered from.
+    pub registered_from: Option<String>,
+    /// The client's home page, as it registered it (shown, never fetched).
+    pub client_uri: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialAccessTokenRecord {
+    pub label: String,
+    pub uses_left: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 /// A local user.

@@ -62,6 +62,9 @@ fn client(id: &str) -> ClientRecord {
         verified: true,
         status: ClientStatus::Active,
         can_introspect: false,
+        registration_token_digest: None,
+        registered_from: None,
+        client_uri: None,
         created_at: 100,
         updated_at: 100,
         last_used_at: None,
@@ -339,6 +342,39 @@ async fn sessions_requests_and_keys() -> TestResult {
         store.insert_authorization_request(b"req-2", &request).await?;
         assert_eq!(store.purge_expired(699).await?, 0, "{name}");
         assert_eq!(store.purge_expired(700).await?, 1, "{name}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn initial_access_tokens_are_spent_once_per_use_and_expire() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let name = store.backend_name();
+        let token = InitialAccessTokenRecord { label: "ci".into(), uses_left: 2, created_at: 100, expires_at: 200 };
+        store.insert_initial_access_token(b"iat", &token).await?;
+        assert!(store.consume_initial_access_token(b"iat", 150).await?, "{name}");
+        assert!(!store.consume_initial_access_token(b"iat", 200).await?, "{name}: expired");
+        assert!(store.consume_initial_access_token(b"iat", 199).await?, "{name}");
+        assert!(!store.consume_initial_access_token(b"iat", 150).await?, "{name}: used up");
+        assert!(!store.consume_initial_access_token(b"other", 150).await?, "{name}: unknown");
+        assert_eq!(store.list_initial_access_tokens().await?.first().map(|t| t.uses_left), Some(0), "{name}");
+
+        let mut dcr = client("dyn");
+        dcr.origin = RegistrationOrigin::Dcr;
+        dcr.registration_token_digest = Some(vec![7; 32]);
+        dcr.registered_from = Some("127.0.0.1".into());
+        store.insert_client(&dcr).await?;
+        store.insert_client(&client("admin")).await?;
+        assert_eq!(store.count_clients(RegistrationOrigin::Dcr).await?, 1, "{name}");
+        dcr.client_name = "Renamed".into();
+        dcr.redirect_uris = vec!["http://127.0.0.1/new".into()];
+        dcr.client_uri = Some("https://dyn.example.test".into());
+        dcr.updated_at = 300;
+        store.update_client_metadata(&dcr).await?;
+        assert_eq!(store.find_client("dyn").await?, Some(dcr.clone()), "{name}");
+        dcr.client_id = "missing".into();
+        assert!(matches!(store.update_client_metadata(&dcr).await, Err(StoreError::NotFound("client"))), "{name}");
     }
     Ok(())
 }

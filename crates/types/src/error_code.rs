@@ -1,4 +1,5 @@
-//! OAuth error codes (RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 8707 §2, OIDC Core §3.1.2.6).
+//! OAuth error codes (RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 8707 §2, RFC 7591 §3.2.2,
+//! OIDC Core §3.1.2.6).
 
 use std::fmt;
 
@@ -22,6 +23,10 @@ pub enum OAuthErrorCode {
     InteractionRequired,
     InvalidToken,
     InsufficientScope,
+    InvalidRedirectUri,
+    InvalidClientMetadata,
+    InvalidSoftwareStatement,
+    UnapprovedSoftwareStatement,
 }
 
 impl OAuthErrorCode {
@@ -44,6 +49,10 @@ impl OAuthErrorCode {
             Self::InteractionRequired => "interaction_required",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidSoftwareStatement => "invalid_software_statement",
+            Self::UnapprovedSoftwareStatement => "unapproved_software_statement",
         }
     }
 }

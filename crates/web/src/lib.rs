@@ -10,6 +10,7 @@ mod headers;
 mod limits;
 mod oauth_endpoints;
 mod pages;
+mod registration;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub server: AuthorizationServer,
     pub master: Arc<MasterKey>,
     pub limits: Arc<limits::LoginLimiter>,
+    pub registration_limit: Arc<limits::RegistrationLimiter>,
     /// The issuer's path (`""` or `/tenant`), under which every endpoint is mounted.
     pub base_path: String,
     /// The issuer's origin, which `Origin` headers of form posts must equal.
@@ -41,7 +43,14 @@ impl AppState {
             Ok(u) => (u.origin().ascii_serialization(), u.path().trim_end_matches('/').to_owned()),
             Err(_) => (issuer.clone(), String::new()),
         };
-        Self { server, master, limits: Arc::new(limits::LoginLimiter::new(limits)), base_path, origin }
+        Self {
+            server,
+            master,
+            registration_limit: Arc::new(limits::RegistrationLimiter::new(limits.registrations_per_address_per_minute)),
+            limits: Arc::new(limits::LoginLimiter::new(limits)),
+            base_path,
+            origin,
+        }
     }
 }
 
@@ -61,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/introspect", post(oauth_endpoints::introspect))
         .route("/revoke", post(oauth_endpoints::revoke))
         .route("/jwks.json", get(oauth_endpoints::jwks))
+        .route("/register", post(registration::register))
+        .route("/register/{client_id}", get(registration::read).put(registration::update).delete(registration::delete))
         .layer(cors.clone());
     let pages = Router::new()
         .route("/", get(browser::home))

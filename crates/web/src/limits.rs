@@ -10,11 +10,13 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 pub struct LoginLimits {
     pub per_account_per_minute: u32,
     pub per_address_per_minute: u32,
+    /// Dynamic client registrations per source address.
+    pub registrations_per_address_per_minute: u32,
 }
 
 impl Default for LoginLimits {
     fn default() -> Self {
-        Self { per_account_per_minute: 10, per_address_per_minute: 30 }
+        Self { per_account_per_minute: 10, per_address_per_minute: 30, registrations_per_address_per_minute: 10 }
     }
 }
 
@@ -44,5 +46,24 @@ impl LoginLimiter {
             self.addresses.retain_recent();
         }
         address_ok && account_ok
+    }
+}
+
+/// Registrations allowed per source address per minute.
+pub struct RegistrationLimiter {
+    addresses: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl RegistrationLimiter {
+    pub(crate) fn new(per_minute: u32) -> Self {
+        Self { addresses: DefaultKeyedRateLimiter::keyed(quota(per_minute)) }
+    }
+
+    pub(crate) fn allow(&self, address: IpAddr) -> bool {
+        let ok = self.addresses.check_key(&address).is_ok();
+        if self.addresses.len() > 100_000 {
+            self.addresses.retain_recent();
+        }
+        ok
     }
 }

@@ -111,6 +111,38 @@ async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
     assert!(cli.run(&["client", "remove", &client_id], None)?.ok);
     assert!(!cli.run(&["client", "show", &client_id], None)?.ok);
 
+    // Initial access tokens: shown once, listed without the secret.
+    let iat = cli.run(&["iat", "create", "--label", "onboarding", "--uses", "3", "--expires-in", "3600"], None)?;
+    assert!(iat.ok && iat.stdout.contains("token: "), "{}", iat.stderr);
+    let secret = iat.stdout.lines().find_map(|l| l.strip_prefix("token: ")).ok_or("token")?.to_owned();
+    let listed = cli.run(&["iat", "list"], None)?;
+    assert!(
+        listed.stdout.contains("onboarding  3 use(s) left") && !listed.stdout.contains(&secret),
+        "{}",
+        listed.stdout
+    );
+    assert!(!cli.run(&["iat", "create", "--label", "x", "--uses", "0"], None)?.ok);
+
+    // The approval queue.
+    let store = portcullis_store::Store::connect(&database_url_of(&cli.config)?, 1).await?;
+    let mut pending = store.find_client(&client_id_of(&public)?).await?.ok_or("client")?;
+    pending.client_id = "pending-one".into();
+    pending.status = portcullis_store::ClientStatus::Pending;
+    pending.origin = portcullis_store::RegistrationOrigin::Dcr;
+    store.insert_client(&pending).await?;
+    let mut second = pending.clone();
+    second.client_id = "pending-two".into();
+    store.insert_client(&second).await?;
+    let queue = cli.run(&["client", "pending"], None)?;
+    assert!(queue.stdout.contains("pending-one") && queue.stdout.contains("pending-two"), "{}", queue.stdout);
+    assert!(cli.run(&["client", "approve", "pending-one"], None)?.ok);
+    assert!(cli.run(&["client", "reject", "pending-two"], None)?.ok);
+    let again = cli.run(&["client", "approve", "pending-one"], None)?;
+    assert!(!again.ok && again.stderr.contains("not pending approval"), "{}", again.stderr);
+    assert_eq!(store.find_client("pending-one").await?.map(|c| c.status), Some(portcullis_store::ClientStatus::Active));
+    assert!(store.find_client("pending-two").await?.is_none());
+    store.close().await;
+
     // Keys: the first start (any command that needs keys) creates one; rotation adds another.
     let rotated = cli.run(&["keys", "rotate"], None)?;
     assert!(rotated.ok, "{}", rotated.stderr);
@@ -130,6 +162,20 @@ async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
         assert_eq!(std::fs::metadata(&data)?.permissions().mode() & 0o777, 0o700);
     }
     Ok(())
+}
+
+fn client_id_of(outcome: &Outcome) -> AnyResult<String> {
+    Ok(outcome
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id:").map(|v| v.trim().to_owned()))
+        .ok_or("no client_id printed")?)
+}
+
+fn database_url_of(config: &std::path::Path) -> AnyResult<String> {
+    let text = std::fs::read_to_string(config)?;
+    let value: toml::Value = toml::from_str(&text)?;
+    Ok(value.get("database").and_then(|d| d.get("url")).and_then(|u| u.as_str()).ok_or("no url")?.to_owned())
 }
 
 #[tokio::test]

@@ -85,6 +85,7 @@ pub struct Options {
     pub access_token_ttl: i64,
     pub per_account_per_minute: u32,
     pub per_address_per_minute: u32,
+    pub registration: portcullis::config::RegistrationConfig,
 }
 
 impl Default for Options {
@@ -95,6 +96,7 @@ impl Default for Options {
             access_token_ttl: 300,
             per_account_per_minute: 10,
             per_address_per_minute: 30,
+            registration: Default::default(),
         }
     }
 }
@@ -120,6 +122,7 @@ impl TestServer {
         config.tokens.access_token_ttl_secs = options.access_token_ttl;
         config.login.per_account_per_minute = options.per_account_per_minute;
         config.login.per_address_per_minute = options.per_address_per_minute;
+        config.registration = options.registration;
         config.resources = vec![
             ResourceConfig {
                 uri: resource.clone(),

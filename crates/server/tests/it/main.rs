@@ -8,4 +8,5 @@ mod harness;
 mod metadata;
 mod pages;
 mod peers;
+mod registration;
 mod token;

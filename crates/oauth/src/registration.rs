@@ -1,0 +1,439 @@
+//! Dynamic Client Registration (RFC 7591) and its management protocol (RFC 7592), behind a
+//! policy: who may register (source networks, initial access tokens), which redirect URIs are
+//! acceptable, how public and confidential clients are treated, and how many may exist.
+//!
+//! Portcullis chooses every identifier and secret; what the client chooses (name, URIs) is
+//! validated and only ever displayed escaped. Secrets and registration access tokens are stored
+//! as digests.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use portcullis_crypto::{ct_eq, digest, random_token};
+use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
+use portcullis_types::wire::{ClientInformation, ClientMetadata};
+use portcullis_types::{OAuthErrorCode, ScopeSet};
+use url::Url;
+
+use crate::redirect_uri::is_loopback_host;
+use crate::{AuthorizationServer, OAuthError};
+
+/// When an initial access token is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialAccessTokenPolicy {
+    /// Registration is open (within the other rules); a token, if sent, must be valid.
+    Optional,
+    Required,
+}
+
+/// What happens to a confidential client that registers without an initial access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfidentialWithoutToken {
+    Refuse,
+    /// Registered, but pending an administrator's approval before it can do anything.
+    PendingApproval,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrationPolicy {
+    pub enabled: bool,
+    /// Source addresses allowed to register; empty means any.
+    pub allowed_networks: Vec<IpNet>,
+    pub initial_access_token: InitialAccessTokenPolicy,
+    /// Hosts allowed in https redirect URIs: exact names, or `.example.com` for any subdomain.
+    pub redirect_hosts: Vec<String>,
+    pub allow_private_use_schemes: bool,
+    /// The most a public client may be allowed; empty means every scope of the resources.
+    pub public_client_scopes: ScopeSet,
+    pub confidential_without_token: ConfidentialWithoutToken,
+    pub max_clients: i64,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allowed_networks: Vec::new(),
+            initial_access_token: InitialAccessTokenPolicy::Required,
+            redirect_hosts: Vec::new(),
+            allow_private_use_schemes: false,
+            public_client_scopes: ScopeSet::new(),
+            confidential_without_token: ConfidentialWithoutToken::Refuse,
+            max_clients: 1000,
+        }
+    }
+}
+
+/// A registration attempt's context, as the web layer saw it.
+#[derive(Debug, Clone)]
+pub struct RegistrationContext {
+    pub source: IpAddr,
+    /// The bearer token presented, if any (an initial access token).
+    pub initial_access_token: Option<String>,
+}
+
+fn metadata_error(d: impl Into<String>) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidClientMetadata, d)
+}
+
+fn redirect_error(d: impl Into<String>) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidRedirectUri, d)
+}
+
+const MAX_NAME_LEN: usize = 100;
+const MAX_REDIRECT_URIS: usize = 10;
+
+impl AuthorizationServer {
+    pub fn registration_policy(&self) -> &RegistrationPolicy {
+        &self.settings.registration
+    }
+
+    /// RFC 7591 §3: registers a client. Errors carry RFC 7591 codes, `access_denied` for a
+    /// source or policy refusal, and `invalid_token` for a bad initial access token.
+    pub async fn register_client(
+        &self,
+        ctx: &RegistrationContext,
+        metadata: ClientMetadata,
+    ) -> Result<ClientInformation, OAuthError> {
+        let policy = &self.settings.registration;
+        if !policy.enabled {
+            return Err(OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "dynamic client registration is not enabled on this server",
+            ));
+        }
+        if !policy.allowed_networks.is_empty() && !policy.allowed_networks.iter().any(|n| n.contains(&ctx.source)) {
+            return Err(OAuthError::new(OAuthErrorCode::AccessDenied, "registration is not allowed from this network"));
+        }
+        let now = self.clock.now();
+        let with_token = match ctx.initial_access_token.as_deref() {
+            Some(token) => {
+                if !self.store.consume_initial_access_token(&digest(token), now).await? {
+                    return Err(OAuthError::new(
+                        OAuthErrorCode::InvalidToken,
+                        "the initial access token is invalid, expired or used up",
+                    ));
+                }
+                true
+            }
+            None if policy.initial_access_token == InitialAccessTokenPolicy::Required => {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidToken,
+                    "an initial access token is required to register",
+                ));
+            }
+            None => false,
+        };
+        if metadata.software_statement.is_some() {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidSoftwareStatement,
+                "software statements are not accepted by this server",
+            ));
+        }
+        if self.store.count_clients(RegistrationOrigin::Dcr).await? >= policy.max_clients {
+            return Err(OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "this server accepts no more dynamically registered clients",
+            ));
+        }
+        let validated = self.validate_metadata(&metadata)?;
+        let status = match (validated.client_type, with_token) {
+            (ClientType::Public, _) | (ClientType::Confidential, true) => ClientStatus::Active,
+            (ClientType::Confidential, false) => match policy.confidential_without_token {
+                ConfidentialWithoutToken::PendingApproval => ClientStatus::Pending,
+                ConfidentialWithoutToken::Refuse => {
+                    return Err(metadata_error("confidential clients may register only with an initial access token"));
+                }
+            },
+        };
+        let client_id = random_token(16)?;
+        let secret = match validated.client_type {
+            ClientType::Confidential => Some(random_token(32)?),
+            ClientType::Public => None,
+        };
+        let registration_token = random_token(32)?;
+        let record = ClientRecord {
+            client_id: client_id.clone(),
+            client_name: validated.client_name,
+            client_type: validated.client_type,
+            secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
+            redirect_uris: validated.redirect_uris,
+            grant_types: validated.grant_types,
+            allowed_scopes: validated.scope,
+            allowed_resources: Vec::new(),
+            application_type: validated.application_type,
+            origin: RegistrationOrigin::Dcr,
+            // An initial access token is an administrator vouching for the client.
+            verified: with_token,
+            status,
+            can_introspect: false,
+            registration_token_digest: Some(digest(&registration_token).to_vec()),
+            registered_from: Some(ctx.source.to_string()),
+            client_uri: validated.client_uri,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        };
+        self.store.insert_client(&record).await?;
+        tracing::info!(client_id = %record.client_id, source = %ctx.source, status = %record.status, "client registered dynamically");
+        Ok(self.client_information(&record, secret, Some(registration_token)))
+    }
+
+    /// RFC 7592 §2: authenticates a management request by its registration access token.
+    pub async fn managed_client(
+        &self,
+        client_id: &str,
+        registration_token: Option<&str>,
+    ) -> Result<ClientRecord, OAuthError> {
+        let unauthorized = || {
+            OAuthError::new(OAuthErrorCode::InvalidToken, "the registration access token is invalid for this client")
+        };
+        let token = registration_token.ok_or_else(unauthorized)?;
+        let client = self.store.find_client(client_id).await?.ok_or_else(unauthorized)?;
+        match &client.registration_token_digest {
+            Some(stored) if ct_eq(stored, &digest(token)) => Ok(client),
+            _ => Err(unauthorized()),
+        }
+    }
+
+    pub fn client_information(
+        &self,
+        c: &ClientRecord,
+        secret: Option<String>,
+        registration_token: Option<String>,
+    ) -> ClientInformation {
+        ClientInformation {
+            client_id: c.client_id.clone(),
+            client_secret_expires_at: secret.as_ref().map(|_| 0),
+            client_secret: secret,
+            client_id_issued_at: c.created_at,
+            registration_access_token: registration_token,
+            registration_client_uri: self.settings.endpoint(&format!("/register/{}", c.client_id)),
+            client_name: c.client_name.clone(),
+            redirect_uris: c.redirect_uris.clone(),
+            grant_types: c.grant_types.clone(),
+            response_types: vec!["code".into()],
+            token_endpoint_auth_method: match c.client_type {
+                ClientType::Public => "none".into(),
+                ClientType::Confidential => "client_secret_basic".into(),
+            },
+            application_type: c.application_type.to_string(),
+            scope: c.allowed_scopes.clone(),
+            client_uri: c.client_uri.clone(),
+            portcullis_status: c.status.to_string(),
+        }
+    }
+
+    /// RFC 7592 §2.2: replaces the client's metadata. The auth method (and so the client
+    /// type) cannot change; the secret and registration access token stay as they are.
+    pub async fn update_registered_client(
+        &self,
+        client: ClientRecord,
+        metadata: ClientMetadata,
+    ) -> Result<ClientInformation, OAuthError> {
+        if metadata.client_id.as_deref().is_some_and(|id| id != client.client_id) {
+            return Err(metadata_error("client_id in the body must be the client being updated"));
+        }
+        let validated = self.validate_metadata(&metadata)?;
+        if validated.client_type != client.client_type {
+            return Err(metadata_error("token_endpoint_auth_method cannot change; register a new client instead"));
+        }
+        let updated = ClientRecord {
+            client_name: validated.client_name,
+            redirect_uris: validated.redirect_uris,
+            grant_types: validated.grant_types,
+            allowed_scopes: validated.scope,
+            application_type: validated.application_type,
+            client_uri: validated.client_uri,
+            updated_at: self.clock.now(),
+            ..client
+        };
+        self.store.update_client_metadata(&updated).await?;
+        Ok(self.client_information(&updated, None, None))
+    }
+
+    /// RFC 7592 §2.3.
+    pub async fn delete_registered_client(&self, client: &ClientRecord) -> Result<(), OAuthError> {
+        self.store.delete_client(&client.client_id).await?;
+        tracing::info!(client_id = %client.client_id, "dynamically registered client deleted itself");
+        Ok(())
+    }
+
+    fn validate_metadata(&self, m: &ClientMetadata) -> Result<ValidatedMetadata, OAuthError> {
+        let policy = &self.settings.registration;
+        let client_type = match m.token_endpoint_auth_method.as_deref() {
+            None | Some("client_secret_basic") | Some("client_secret_post") => {
+                // RFC 7591 §2: the default is client_secret_basic.
+                ClientType::Confidential
+            }
+            Some("none") => ClientType::Public,
+            Some(other) => {
+                return Err(metadata_error(format!(
+                    "token_endpoint_auth_method {other:?} is not supported; use none, client_secret_basic or client_secret_post"
+                )));
+            }
+        };
+        if m.jwks.is_some() || m.jwks_uri.is_some() {
+            return Err(metadata_error(
+                "jwks and jwks_uri are not supported: this server does not accept private_key_jwt",
+            ));
+        }
+        let grant_types = m.grant_types.clone().unwrap_or_else(|| vec!["authorization_code".into()]);
+        for g in &grant_types {
+            match g.as_str() {
+                "authorization_code" | "refresh_token" => {}
+                "client_credentials" if client_type == ClientType::Confidential => {}
+                "client_credentials" => return Err(metadata_error("client_credentials needs a confidential client")),
+                other => return Err(metadata_error(format!("grant type {other:?} is not supported"))),
+            }
+        }
+        if let Some(types) = &m.response_types
+            && types.iter().any(|t| t != "code")
+        {
+            return Err(metadata_error("only the response type \"code\" is supported"));
+        }
+        let uses_code = grant_types.iter().any(|g| g == "authorization_code");
+        if uses_code && m.redirect_uris.is_empty() {
+            return Err(redirect_error("redirect_uris is required for the authorization_code grant"));
+        }
+        if m.redirect_uris.len() > MAX_REDIRECT_URIS {
+            return Err(redirect_error(format!("at most {MAX_REDIRECT_URIS} redirect URIs")));
+        }
+        let mut kinds = Vec::with_capacity(m.redirect_uris.len());
+        for uri in &m.redirect_uris {
+            kinds.push(self.classify_redirect_uri(uri)?);
+        }
+        // OIDC Registration §2 application_type. MCP 2025-11-25 and older clients often omit it,
+        // so it is inferred from the redirect URIs when absent.
+        let application_type = match m.application_type.as_deref() {
+            Some("web") => ApplicationType::Web,
+            Some("native") => ApplicationType::Native,
+            Some(other) => return Err(metadata_error(format!("application_type {other:?} is not web or native"))),
+            None if !kinds.is_empty() && kinds.iter().all(|k| *k != RedirectKind::Https) => ApplicationType::Native,
+            None => ApplicationType::Web,
+        };
+        match application_type {
+            ApplicationType::Web if kinds.iter().any(|k| *k != RedirectKind::Https) => {
+                return Err(redirect_error(
+                    "web applications must use https redirect URIs on a public host (not localhost)",
+                ));
+            }
+            _ => {}
+        }
+        let requested_scope = match m.scope.as_deref() {
+            Some(s) => ScopeSet::parse(s).map_err(|e| metadata_error(e.to_string()))?,
+            None => ScopeSet::new(),
+        };
+        let known = self.known_scopes();
+        let unknown = requested_scope.difference(&known);
+        if !unknown.is_empty() {
+            return Err(metadata_error(format!("scope {unknown} is not offered by this server")));
+        }
+        let ceiling = if client_type == ClientType::Public && !policy.public_client_scopes.is_empty() {
+            Some(&policy.public_client_scopes)
+        } else {
+            None
+        };
+        // The stored scopes are the client's ceiling: what it asked for, within the policy.
+        let scope = match (requested_scope.is_empty(), ceiling) {
+            (true, Some(ceiling)) => ceiling.clone(),
+            (true, None) => ScopeSet::new(),
+            (false, Some(ceiling)) => requested_scope.intersection(ceiling),
+            (false, None) => requested_scope,
+        };
+        let client_name = match m.client_name.as_deref().map(str::trim) {
+            None | Some("") => "Unnamed application".to_owned(),
+            Some(name) if name.chars().count() > MAX_NAME_LEN => {
+                return Err(metadata_error(format!("client_name is longer than {MAX_NAME_LEN} characters")));
+            }
+            Some(name) if name.chars().any(char::is_control) => {
+                return Err(metadata_error("client_name contains control characters"));
+            }
+            Some(name) => name.to_owned(),
+        };
+        let client_uri = match m.client_uri.as_deref() {
+            None => None,
+            Some(uri) => {
+                let parsed = Url::parse(uri).map_err(|_| metadata_error("client_uri is not a URL"))?;
+                if parsed.scheme() != "https" {
+                    return Err(metadata_error("client_uri must be an https URL"));
+                }
+                Some(parsed.to_string())
+            }
+        };
+        Ok(ValidatedMetadata {
+            client_type,
+            grant_types,
+            redirect_uris: m.redirect_uris.clone(),
+            application_type,
+            scope: scope.to_string(),
+            client_name,
+            client_uri,
+        })
+    }
+
+    fn known_scopes(&self) -> ScopeSet {
+        let mut all = ScopeSet::new();
+        for (name, _) in crate::BUILTIN_SCOPES {
+            if let Ok(s) = portcullis_types::Scope::parse(name) {
+                all.insert(s);
+            }
+        }
+        for r in &self.settings.resources {
+            for s in &r.scopes {
+                if let Ok(s) = portcullis_types::Scope::parse(&s.name) {
+                    all.insert(s);
+                }
+            }
+        }
+        all
+    }
+
+    fn classify_redirect_uri(&self, uri: &str) -> Result<RedirectKind, OAuthError> {
+        let policy = &self.settings.registration;
+        crate::validate_redirect_uri(uri, policy.allow_private_use_schemes)
+            .map_err(|e| redirect_error(e.to_string()))?;
+        let parsed = Url::parse(uri).map_err(|_| redirect_error(format!("{uri:?} is not a URL")))?;
+        match parsed.scheme() {
+            "http" => Ok(RedirectKind::Loopback),
+            "https" => {
+                let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+                if parsed.host().as_ref().is_some_and(is_loopback_host) {
+                    return Ok(RedirectKind::Loopback);
+                }
+                let allowed = policy.redirect_hosts.iter().any(|h| {
+                    let h = h.to_ascii_lowercase();
+                    match h.strip_prefix('.') {
+                        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                        None => host == h,
+                    }
+                });
+                if allowed {
+                    Ok(RedirectKind::Https)
+                } else {
+                    Err(redirect_error(format!(
+                        "redirect URIs on {host} are not allowed for dynamically registered clients"
+                    )))
+                }
+            }
+            _ => Ok(RedirectKind::PrivateUse),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RedirectKind {
+    Https,
+    Loopback,
+    PrivateUse,
+}
+
+struct ValidatedMetadata {
+    client_type: ClientType,
+    grant_types: Vec<String>,
+    redirect_uris: Vec<String>,
+    application_type: ApplicationType,
+    scope: String,
+    client_name: String,
+    client_uri: Option<String>,
+}
