@@ -28,14 +28,18 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     cacheable(Json(state.server.keys().jwks()).into_response(), 60)
 }
 
-/// Parses an `application/x-www-form-urlencoded` body, insisting on that media type.
-pub(crate) fn form_params(headers: &HeaderMap, body: &Bytes) -> Result<Params, OAuthError> {
-    let is_form = headers
+/// Whether the request's `Content-Type` is `media_type` (parameters such as charset aside).
+pub(crate) fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if !is_form {
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
+}
+
+/// Parses an `application/x-www-form-urlencoded` body, insisting on that media type.
+pub(crate) fn form_params(headers: &HeaderMap, body: &Bytes) -> Result<Params, OAuthError> {
+    if !has_media_type(headers, "application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request("send the parameters as application/x-www-form-urlencoded"));
     }
     Ok(Params::from_pairs(form_urlencoded::parse(body).into_owned()))

@@ -10,6 +10,7 @@ use portcullis_types::OAuthErrorCode;
 use portcullis_types::wire::ClientMetadata;
 
 use crate::error::WebError;
+use crate::oauth_endpoints::has_media_type;
 use crate::{AppState, Peer};
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -19,12 +20,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 fn metadata(headers: &HeaderMap, body: &Bytes) -> Result<ClientMetadata, OAuthError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if !has_media_type(headers, "application/json") {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidClientMetadata,
             "send the client metadata as application/json",
