@@ -421,7 +421,12 @@ impl AuthorizationServer {
         self.parked(handle).await.map(|(_, client)| client)
     }
 
-    fn needs_login(&self, request: &AuthorizationRequestRecord, session: Option<&BrowserSession>) -> bool {
+    fn needs_login(
+        &self,
+        request: &AuthorizationRequestRecord,
+        client: &ClientRecord,
+        session: Option<&BrowserSession>,
+    ) -> bool {
         let now = self.clock.now();
         let Some(session) = session else { return true };
         let prompt_login = request.prompt.split(' ').any(|p| p == "login");
@@ -429,7 +434,18 @@ impl AuthorizationServer {
         if prompt_login && request.login_user_id.as_deref() != Some(session.user.id.as_str()) {
             return true;
         }
-        request.max_age.is_some_and(|max_age| now - session.auth_time > max_age)
+        // Clients nobody vetted get users who signed in recently, whatever the session allows.
+        let policy_max_age = self.is_dynamic(client).then_some(self.settings.registration.session_max_age);
+        let max_age = match (request.max_age, policy_max_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        max_age.is_some_and(|max_age| now - session.auth_time > max_age)
+    }
+
+    /// Whether a client registered itself (DCR, CIMD) rather than being set up by an operator.
+    pub(crate) fn is_dynamic(&self, client: &ClientRecord) -> bool {
+        matches!(client.origin, portcullis_store::RegistrationOrigin::Dcr | portcullis_store::RegistrationOrigin::Cimd)
     }
 
     /// Decides what a parked request needs next, given who (if anyone) is signed in.
@@ -443,7 +459,7 @@ impl AuthorizationServer {
         let reject = |code: OAuthErrorCode, d: &str| {
             self.error_redirect(&request.redirect_uri, request.state.as_deref(), OAuthError::new(code, d))
         };
-        if self.needs_login(&request, session) {
+        if self.needs_login(&request, &client, session) {
             if prompt_none {
                 self.forget(handle).await?;
                 return Err(reject(
@@ -531,7 +547,7 @@ impl AuthorizationServer {
         decision: ConsentDecision,
     ) -> Result<String, AuthorizeRejection> {
         let (request, client) = self.parked(handle).await?;
-        if self.needs_login(&request, Some(session)) {
+        if self.needs_login(&request, &client, Some(session)) {
             return Err(AuthorizeRejection::fatal(OAuthErrorCode::LoginRequired, "sign in again to continue"));
         }
         let requested = ScopeSet::parse(&request.scope).unwrap_or_default();

@@ -47,6 +47,12 @@ pub struct RegistrationPolicy {
     pub public_client_scopes: ScopeSet,
     pub confidential_without_token: ConfidentialWithoutToken,
     pub max_clients: i64,
+    /// Users must have signed in at most this long ago to authorize a self-registered client.
+    pub session_max_age: i64,
+    /// Refresh-token lifetime for self-registered clients (capped by the global one).
+    pub refresh_token_ttl: i64,
+    /// Self-registered clients unused this long are removed with everything they hold.
+    pub unused_client_ttl: i64,
 }
 
 impl Default for RegistrationPolicy {
@@ -60,6 +66,9 @@ impl Default for RegistrationPolicy {
             public_client_scopes: ScopeSet::new(),
             confidential_without_token: ConfidentialWithoutToken::Refuse,
             max_clients: 1000,
+            session_max_age: 3600,
+            refresh_token_ttl: 7 * 24 * 3600,
+            unused_client_ttl: 30 * 24 * 3600,
         }
     }
 }
@@ -250,6 +259,18 @@ impl AuthorizationServer {
         };
         self.store.update_client_metadata(&updated).await?;
         Ok(self.client_information(&updated, None, None))
+    }
+
+    /// Removes self-registered clients unused for longer than the policy allows, with
+    /// everything they hold. Returns how many went.
+    pub async fn sweep_unused_clients(&self) -> Result<u64, OAuthError> {
+        let cutoff = self.clock.now() - self.settings.registration.unused_client_ttl;
+        let removed =
+            self.store.delete_unused_clients(&[RegistrationOrigin::Dcr, RegistrationOrigin::Cimd], cutoff).await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed unused self-registered clients");
+        }
+        Ok(removed)
     }
 
     /// RFC 7592 §2.3.

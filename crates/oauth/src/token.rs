@@ -162,7 +162,7 @@ impl AuthorizationServer {
                 digest: digest(&value).to_vec(),
                 scope: code.scope.clone(),
                 created_at: now,
-                expires_at: (now + self.settings.refresh_token_ttl).min(grant_expires_at),
+                expires_at: (now + self.refresh_token_ttl(client)).min(grant_expires_at),
             };
             Some((value, record))
         } else {
@@ -244,7 +244,7 @@ impl AuthorizationServer {
             // The family keeps its full grant; a narrowed request only narrows this token.
             scope: found.scope.clone(),
             created_at: now,
-            expires_at: (now + self.settings.refresh_token_ttl).min(found.grant.expires_at),
+            expires_at: (now + self.refresh_token_ttl(client)).min(found.grant.expires_at),
         };
         match self.store.rotate_refresh_token(&old_digest, now, &new_refresh, &access.record).await? {
             RefreshRotation::Rotated => Ok(TokenResponse {
@@ -304,6 +304,15 @@ impl AuthorizationServer {
             refresh_token: None,
             id_token: None,
         })
+    }
+
+    /// Self-registered clients get shorter-lived refresh tokens.
+    fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {
+        if self.is_dynamic(client) {
+            self.settings.refresh_token_ttl.min(self.settings.registration.refresh_token_ttl)
+        } else {
+            self.settings.refresh_token_ttl
+        }
     }
 
     fn mint_access_token(

@@ -89,6 +89,9 @@ pub fn settings(config: &Config) -> Settings {
             ConfidentialWithoutToken::Refuse
         },
         max_clients: reg.max_clients,
+        session_max_age: reg.session_max_age_secs,
+        refresh_token_ttl: reg.refresh_token_ttl_secs,
+        unused_client_ttl: reg.unused_client_expiry_days * 24 * 3600,
     };
     Settings {
         registration,
@@ -260,6 +263,7 @@ pub async fn start_on(
     // Keys rotated elsewhere (the CLI, another node) are picked up; expired rows are purged.
     let mut maintenance_rx = shutdown.subscribe();
     let maintenance_store = store.clone();
+    let maintenance_server = server.clone();
     let maintenance_clock = Arc::clone(&clock);
     tokio::spawn(async move {
         let mut reload = tokio::time::interval(Duration::from_secs(10));
@@ -276,6 +280,9 @@ pub async fn start_on(
                         Ok(n) if n > 0 => tracing::debug!(removed = n, "purged expired records"),
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "purging expired records failed"),
+                    }
+                    if let Err(e) = maintenance_server.sweep_unused_clients().await {
+                        tracing::error!(error = %e, "sweeping unused clients failed");
                     }
                 }
                 _ = maintenance_rx.changed() => break,

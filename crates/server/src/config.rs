@@ -127,6 +127,9 @@ pub struct RegistrationConfig {
     pub confidential_without_token: String,
     pub max_clients: i64,
     pub per_address_per_minute: u32,
+    pub session_max_age_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    pub unused_client_expiry_days: i64,
 }
 
 impl Default for RegistrationConfig {
@@ -141,6 +144,9 @@ impl Default for RegistrationConfig {
             confidential_without_token: "refuse".into(),
             max_clients: 1000,
             per_address_per_minute: 10,
+            session_max_age_secs: 3600,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            unused_client_expiry_days: 30,
         }
     }
 }
@@ -314,6 +320,9 @@ impl Config {
             ("tokens.id_token_ttl_secs", t.id_token_ttl_secs),
             ("login.session_ttl_secs", self.login.session_ttl_secs),
             ("login.authorization_request_ttl_secs", self.login.authorization_request_ttl_secs),
+            ("registration.session_max_age_secs", self.registration.session_max_age_secs),
+            ("registration.refresh_token_ttl_secs", self.registration.refresh_token_ttl_secs),
+            ("registration.unused_client_expiry_days", self.registration.unused_client_expiry_days),
         ] {
             if v <= 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be a positive number of seconds")));

@@ -247,6 +247,22 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes clients of these origins last used (or, if never used, created) before
+    /// `cutoff`, and by cascade everything they hold.
+    pub async fn delete_unused_clients(&self, origins: &[RegistrationOrigin], cutoff: i64) -> Result<u64> {
+        let mut removed = 0;
+        for origin in origins {
+            removed += on_pool!(self, pool => sqlx::query(
+                "DELETE FROM clients WHERE origin = $1 AND COALESCE(last_used_at, created_at) < $2")
+                .bind(origin.as_str())
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected());
+        }
+        Ok(removed)
+    }
+
     pub async fn touch_client(&self, client_id: &str, now: i64) -> Result<()> {
         on_pool!(self, pool => sqlx::query("UPDATE clients SET last_used_at = $1 WHERE client_id = $2")
             .bind(now)

@@ -373,6 +373,17 @@ async fn initial_access_tokens_are_spent_once_per_use_and_expire() -> TestResult
         dcr.updated_at = 300;
         store.update_client_metadata(&dcr).await?;
         assert_eq!(store.find_client("dyn").await?, Some(dcr.clone()), "{name}");
+        store.touch_client("dyn", 5000).await?;
+        let mut idle = client("idle");
+        idle.origin = RegistrationOrigin::Cimd;
+        store.insert_client(&idle).await?;
+        assert_eq!(
+            store.delete_unused_clients(&[RegistrationOrigin::Dcr, RegistrationOrigin::Cimd], 4000).await?,
+            1,
+            "{name}"
+        );
+        assert!(store.find_client("idle").await?.is_none() && store.find_client("dyn").await?.is_some(), "{name}");
+        assert!(store.find_client("admin").await?.is_some(), "{name}: admin clients are never swept");
         dcr.client_id = "missing".into();
         assert!(matches!(store.update_client_metadata(&dcr).await, Err(StoreError::NotFound("client"))), "{name}");
     }

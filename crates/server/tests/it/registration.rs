@@ -355,3 +355,64 @@ async fn rfc7592_read_update_delete_with_the_registration_access_token() -> Test
     assert_eq!(server.http.get(&uri).bearer_auth(&token).send().await?.status(), 401);
     Ok(())
 }
+
+#[tokio::test]
+async fn self_registered_clients_get_short_sessions_short_refresh_and_expire_unused() -> TestResult {
+    let server = start(open_policy()).await?;
+    let (_, info, _) = register(&server, &native_app(), None).await?;
+    let client_id = info["client_id"].as_str().ok_or("id")?.to_owned();
+    let redirect = "http://127.0.0.1:5999/callback";
+    let mut browser = Browser::default();
+
+    let (verifier, challenge) = pkce()?;
+    let url = authorize_url(&server, &client_id, redirect, &challenge, &[]);
+    let location = authorize_as_alice(&server, &mut browser, &url, &["crm.contacts.read", "crm.deals.write"]).await?;
+    let code = query(&location)?.get("code").cloned().ok_or("code")?;
+    let (status, tokens) = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("code_verifier", &verifier),
+        ])
+        .await?;
+    assert_eq!(status, 200, "{tokens}");
+
+    // Two hours later the browser session (12 h) is alive: an admin client goes straight
+    // through, the self-registered one must sign in again (at most one hour).
+    server.clock.advance(2 * 3600);
+    let (_, challenge) = pkce()?;
+    let admin = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    assert!(
+        browser.get(&server, &admin).await?.location.is_some_and(|l| l.contains("/consent?")),
+        "no re-login for admin clients"
+    );
+    let dynamic = authorize_url(&server, &client_id, redirect, &challenge, &[]);
+    assert!(
+        browser.get(&server, &dynamic).await?.location.is_some_and(|l| l.contains("/login?")),
+        "re-login for DCR clients"
+    );
+
+    // Its refresh tokens live a week, not thirty days.
+    server.clock.advance(7 * 24 * 3600);
+    let refresh = server
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", tokens["refresh_token"].as_str().ok_or("rt")?),
+        ])
+        .await?;
+    assert_eq!((refresh.0, refresh.1["error"].as_str()), (400, Some("invalid_grant")), "{}", refresh.1);
+
+    // Unused for 30 days, it is swept away with everything it holds; admin clients stay.
+    let (_, fresh, _) = register(&server, &native_app(), None).await?;
+    let fresh_id = fresh["client_id"].as_str().ok_or("id")?.to_owned();
+    server.clock.advance(24 * 24 * 3600);
+    let running = server.running.as_ref().ok_or("stopped")?;
+    assert_eq!(running.server.sweep_unused_clients().await?, 1);
+    assert!(server.store()?.find_client(&client_id).await?.is_none());
+    assert!(server.store()?.list_grants(Some(&client_id), None).await?.is_empty(), "its grants went with it");
+    assert!(server.store()?.find_client(&fresh_id).await?.is_some(), "a client registered 24 days ago stays");
+    assert!(server.store()?.find_client(PUBLIC_CLIENT).await?.is_some());
+    Ok(())
+}
