@@ -111,10 +111,10 @@ impl AuthorizationServer {
                 "dynamic client registration is not enabled on this server",
             ));
         }
-        if !policy.allowed_networks.is_empty() && !policy.allowed_networks.iter().any(|n| n.contains(&ctx.source)) {
-            return Err(OAuthError::new(OAuthErrorCode::AccessDenied, "registration is not allowed from this network"));
-        }
         let now = self.clock.now();
+        // An initial access token is an administrator's permission: it admits a registration
+        // from anywhere. Without one, the source network must be allowed (and the token policy
+        // must not require one).
         let with_token = match ctx.initial_access_token.as_deref() {
             Some(token) => {
                 if !self.store.consume_initial_access_token(&digest(token), now).await? {
@@ -125,13 +125,23 @@ impl AuthorizationServer {
                 }
                 true
             }
-            None if policy.initial_access_token == InitialAccessTokenPolicy::Required => {
-                return Err(OAuthError::new(
-                    OAuthErrorCode::InvalidToken,
-                    "an initial access token is required to register",
-                ));
+            None => {
+                if !policy.allowed_networks.is_empty()
+                    && !policy.allowed_networks.iter().any(|n| n.contains(&ctx.source))
+                {
+                    return Err(OAuthError::new(
+                        OAuthErrorCode::AccessDenied,
+                        "registration is not allowed from this network",
+                    ));
+                }
+                if policy.initial_access_token == InitialAccessTokenPolicy::Required {
+                    return Err(OAuthError::new(
+                        OAuthErrorCode::InvalidToken,
+                        "an initial access token is required to register",
+                    ));
+                }
+                false
             }
-            None => false,
         };
         if metadata.software_statement.is_some() {
             return Err(OAuthError::new(

@@ -254,7 +254,8 @@ pub async fn start_on(
         per_address_per_minute: config.login.per_address_per_minute,
         registrations_per_address_per_minute: config.registration.per_address_per_minute,
     };
-    let state = portcullis_web::AppState::new(server.clone(), master, limits);
+    let state = portcullis_web::AppState::new(server.clone(), master, limits)
+        .with_trusted_proxies(config.server.trusted_proxies.clone());
     let router = portcullis_web::router(state);
 
     let addr = listener.local_addr()?;

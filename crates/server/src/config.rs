@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// Allows an http issuer on a non-loopback host. For development only.
     pub allow_insecure_issuer: bool,
     pub log_format: LogFormat,
+    /// Proxies whose `X-Forwarded-For` is believed for the client address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("portcullis-data"),
             allow_insecure_issuer: false,
             log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -251,14 +251,15 @@ pub(crate) async fn login_submit(
         let query: String = query.append_pair("error", error).finish();
         Redirect::to(&format!("{}?{query}", state.path("/login"))).into_response()
     };
-    if !state.limits.allow(&username, peer.0.ip()) {
-        tracing::warn!(peer = %peer.0.ip(), "sign-in rate limit reached");
+    let address = state.client_address(peer.0, &headers);
+    if !state.limits.allow(&username, address) {
+        tracing::warn!(peer = %address, "sign-in rate limit reached");
         return back("limited");
     }
     let user = match state.server.authenticate_user(&username, &password).await {
         Ok(user) => user,
         Err(LoginError::InvalidCredentials) => {
-            tracing::info!(peer = %peer.0.ip(), "failed sign-in");
+            tracing::info!(peer = %address, "failed sign-in");
             return back("invalid");
         }
         Err(LoginError::Busy) => return back("busy"),

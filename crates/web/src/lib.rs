@@ -34,6 +34,8 @@ pub struct AppState {
     pub base_path: String,
     /// The issuer's origin, which `Origin` headers of form posts must equal.
     pub origin: String,
+    /// Peers whose `X-Forwarded-For` is believed (RFC 9700 §4.13: only from trusted proxies).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl AppState {
@@ -50,7 +52,36 @@ impl AppState {
             limits: Arc::new(limits::LoginLimiter::new(limits)),
             base_path,
             origin,
+            trusted_proxies: Arc::new(Vec::new()),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from these peers.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
+    }
+
+    /// The address of whoever is really on the other end: the TCP peer, unless that is a
+    /// trusted proxy, in which case the rightmost address in `X-Forwarded-For` that is not
+    /// itself a trusted proxy.
+    pub(crate) fn client_address(&self, peer: SocketAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
+        let trusted = |ip: &std::net::IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer.ip()) {
+            return peer.ip();
+        }
+        let mut hops: Vec<std::net::IpAddr> = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(text) = value.to_str() else { return peer.ip() };
+            for part in text.split(',') {
+                match part.trim().parse() {
+                    Ok(ip) => hops.push(ip),
+                    // A malformed chain cannot be trusted at all.
+                    Err(_) => return peer.ip(),
+                }
+            }
+        }
+        hops.into_iter().rev().find(|ip| !trusted(ip)).unwrap_or(peer.ip())
     }
 }
 

@@ -40,8 +40,9 @@ pub(crate) async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WebError> {
-    if !state.registration_limit.allow(peer.0.ip()) {
-        tracing::warn!(peer = %peer.0.ip(), "registration rate limit reached");
+    let address = state.client_address(peer.0, &headers);
+    if !state.registration_limit.allow(address) {
+        tracing::warn!(peer = %address, "registration rate limit reached");
         return Err(WebError::from(OAuthError::new(
             OAuthErrorCode::TemporarilyUnavailable,
             "too many registrations from this address; try again later",
@@ -49,7 +50,7 @@ pub(crate) async fn register(
         .with_status(StatusCode::TOO_MANY_REQUESTS));
     }
     let metadata = metadata(&headers, &body)?;
-    let ctx = RegistrationContext { source: peer.0.ip(), initial_access_token: bearer(&headers) };
+    let ctx = RegistrationContext { source: address, initial_access_token: bearer(&headers) };
     let info = state.server.register_client(&ctx, metadata).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }

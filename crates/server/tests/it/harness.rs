@@ -86,6 +86,7 @@ pub struct Options {
     pub per_account_per_minute: u32,
     pub per_address_per_minute: u32,
     pub registration: portcullis::config::RegistrationConfig,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Options {
@@ -97,6 +98,7 @@ impl Default for Options {
             per_account_per_minute: 10,
             per_address_per_minute: 30,
             registration: Default::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -123,6 +125,7 @@ impl TestServer {
         config.login.per_account_per_minute = options.per_account_per_minute;
         config.login.per_address_per_minute = options.per_address_per_minute;
         config.registration = options.registration;
+        config.server.trusted_proxies = options.trusted_proxies;
         config.resources = vec![
             ResourceConfig {
                 uri: resource.clone(),

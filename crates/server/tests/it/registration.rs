@@ -227,6 +227,17 @@ async fn source_networks_caps_and_rate_limits() -> TestResult {
     policy.allowed_networks = vec!["192.0.2.0/24".parse()?];
     let server = start(policy).await?;
     assert_error(&register(&server, &native_app(), None).await?, 403, "access_denied");
+    // An administrator's initial access token admits the registration from anywhere.
+    let now = server.clock.now();
+    let iat = "iat-for-a-partner-0123456789abcdefghijkl";
+    let record = portcullis_store::InitialAccessTokenRecord {
+        label: "partner".into(),
+        uses_left: 1,
+        created_at: now,
+        expires_at: now + 60,
+    };
+    server.store()?.insert_initial_access_token(&portcullis_crypto::digest(iat), &record).await?;
+    assert_eq!(register(&server, &native_app(), Some(iat)).await?.0, 201);
 
     let mut policy = open_policy();
     policy.max_clients = 2;
@@ -414,5 +425,44 @@ async fn self_registered_clients_get_short_sessions_short_refresh_and_expire_unu
     assert!(server.store()?.list_grants(Some(&client_id), None).await?.is_empty(), "its grants went with it");
     assert!(server.store()?.find_client(&fresh_id).await?.is_some(), "a client registered 24 days ago stays");
     assert!(server.store()?.find_client(PUBLIC_CLIENT).await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() -> TestResult {
+    // Registration is allowed only from a documentation network; the test talks from loopback
+    // and claims, in X-Forwarded-For, to be 192.0.2.7 (no traffic goes there).
+    let mut policy = open_policy();
+    policy.allowed_networks = vec!["192.0.2.0/24".parse()?];
+    let forged = |server: &TestServer, chain: &'static str| {
+        server.http.post(server.url("/register")).header("x-forwarded-for", chain).json(&native_app()).send()
+    };
+    let untrusted = start(policy.clone()).await?;
+    assert_eq!(
+        forged(&untrusted, "192.0.2.7").await?.status(),
+        403,
+        "a forwarded header from an untrusted peer is ignored"
+    );
+
+    let behind_proxy = TestServer::start_with(Options {
+        registration: policy,
+        trusted_proxies: vec!["127.0.0.0/8".parse()?],
+        ..Options::default()
+    })
+    .await?;
+    assert_eq!(forged(&behind_proxy, "192.0.2.7").await?.status(), 201);
+    assert_eq!(forged(&behind_proxy, "192.0.2.7, 127.0.0.5").await?.status(), 201, "trusted hops are skipped");
+    assert_eq!(
+        forged(&behind_proxy, "192.0.2.7, 198.51.100.9").await?.status(),
+        403,
+        "the rightmost untrusted hop counts"
+    );
+    assert_eq!(
+        forged(&behind_proxy, "not-an-address").await?.status(),
+        403,
+        "a malformed chain falls back to the peer"
+    );
+    let stored = behind_proxy.store()?.list_clients().await?;
+    assert!(stored.iter().any(|c| c.registered_from.as_deref() == Some("192.0.2.7")));
     Ok(())
 }
