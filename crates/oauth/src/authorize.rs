@@ -88,6 +88,10 @@ pub struct ConsentPrompt {
     pub resource_name: String,
     pub scopes: Vec<ScopeLine>,
     pub user: UserRecord,
+    /// For a metadata-document client, the host that published it (the client's identity).
+    pub client_id_host: Option<String>,
+    /// Every redirect URI of the client is on this machine: anyone could claim to be it.
+    pub localhost_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,14 +164,18 @@ impl AuthorizationServer {
         let client_id = request.client_id.as_deref().ok_or_else(|| {
             AuthorizeRejection::fatal(OAuthErrorCode::InvalidRequest, "the client_id parameter is missing")
         })?;
-        let client = self
-            .store
-            .find_client(client_id)
-            .await
-            .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
-            .ok_or_else(|| {
-                AuthorizeRejection::fatal(OAuthErrorCode::InvalidClient, "no client is registered with this client_id")
-            })?;
+        let client = if self.is_metadata_document_client_id(client_id) {
+            self.metadata_document_client(client_id).await.map_err(AuthorizeRejection::Fatal)?
+        } else {
+            self.store.find_client(client_id).await.map_err(|e| AuthorizeRejection::Fatal(e.into()))?.ok_or_else(
+                || {
+                    AuthorizeRejection::fatal(
+                        OAuthErrorCode::InvalidClient,
+                        "no client is registered with this client_id",
+                    )
+                },
+            )?
+        };
         let redirect_uri = match request.redirect_uri.as_deref() {
             Some(presented) => redirect_uri_matches(&client.redirect_uris, presented)
                 .map(|_| presented.to_owned())
@@ -536,6 +544,14 @@ impl AuthorizationServer {
             resource_name,
             scopes,
             user: session.user.clone(),
+            client_id_host: (client.origin == portcullis_store::RegistrationOrigin::Cimd)
+                .then(|| Url::parse(&client.client_id).ok().and_then(|u| u.host_str().map(str::to_owned)))
+                .flatten(),
+            localhost_only: self.is_dynamic(&client)
+                && !client.redirect_uris.is_empty()
+                && client.redirect_uris.iter().all(|r| {
+                    Url::parse(r).ok().and_then(|u| u.host().map(|h| crate::is_loopback_host(&h))).unwrap_or(false)
+                }),
         })
     }
 

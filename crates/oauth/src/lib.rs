@@ -8,6 +8,7 @@
 //! Time comes from the injected [`Clock`], randomness from `portcullis-crypto`.
 
 mod authorize;
+mod cimd;
 mod client_auth;
 mod error;
 mod introspect;
@@ -29,6 +30,7 @@ use portcullis_types::Clock;
 pub use authorize::{
     AuthorizationRequest, AuthorizeRejection, ConsentDecision, ConsentPrompt, NextStep, PendingAuthorization, ScopeLine,
 };
+pub use cimd::CimdPolicy;
 pub use client_auth::ClientCredentials;
 pub use error::{OAuthError, ServerError};
 pub use introspect::{ActiveAccessToken, RevocationRequest};
@@ -48,6 +50,8 @@ pub struct AuthorizationServer {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) passwords: PasswordHasher,
+    pub(crate) fetcher: Option<portcullis_outbound::Fetcher>,
+    pub(crate) cimd_cache: cimd::CimdCache,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -64,7 +68,21 @@ impl AuthorizationServer {
         settings: Settings,
         passwords: PasswordHasher,
     ) -> Self {
-        Self { store, keys, clock, settings: Arc::new(settings), passwords }
+        Self {
+            store,
+            keys,
+            clock,
+            settings: Arc::new(settings),
+            passwords,
+            fetcher: None,
+            cimd_cache: Default::default(),
+        }
+    }
+
+    /// Enables outbound fetches (client metadata documents) through `fetcher`.
+    pub fn with_fetcher(mut self, fetcher: portcullis_outbound::Fetcher) -> Self {
+        self.fetcher = Some(fetcher);
+        self
     }
 
     pub fn settings(&self) -> &Settings {

@@ -60,7 +60,7 @@ impl AuthorizationServer {
             prompt_values_supported: vec!["none".into(), "login".into(), "consent".into()],
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
-            client_id_metadata_document_supported: None,
+            client_id_metadata_document_supported: s.cimd.enabled.then_some(true),
         }
     }
 }

@@ -41,6 +41,7 @@ pub struct Settings {
     /// Whether the issuer is served over https (decides cookie prefixes and `Secure`).
     pub secure_cookies: bool,
     pub registration: crate::RegistrationPolicy,
+    pub cimd: crate::CimdPolicy,
 }
 
 impl Settings {

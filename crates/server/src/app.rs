@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
 use portcullis_oauth::{
-    AuthorizationServer, ConfidentialWithoutToken, InitialAccessTokenPolicy, KeyRing, RegistrationPolicy,
+    AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, InitialAccessTokenPolicy, KeyRing, RegistrationPolicy,
     ResourceSettings, ScopeSettings, Settings,
 };
 use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store};
@@ -93,8 +93,17 @@ pub fn settings(config: &Config) -> Settings {
         refresh_token_ttl: reg.refresh_token_ttl_secs,
         unused_client_ttl: reg.unused_client_expiry_days * 24 * 3600,
     };
+    let cimd = CimdPolicy {
+        enabled: config.cimd.enabled,
+        trusted_domains: config.cimd.trusted_domains.clone(),
+        blocked_domains: config.cimd.blocked_domains.clone(),
+        allow_any_https: config.cimd.allow_any_https,
+        cache_min_secs: config.cimd.cache_min_secs,
+        cache_max_secs: config.cimd.cache_max_secs,
+    };
     Settings {
         registration,
+        cimd,
         secure_cookies: issuer.starts_with("https://"),
         issuer,
         access_token_ttl: config.tokens.access_token_ttl_secs,
@@ -242,13 +251,21 @@ pub async fn start_on(
     sync_config_clients(&store, &config, now).await?;
     let keys = KeyRing::new(Arc::clone(&master));
     keys.initialize(&store, now).await?;
+    let fetcher = portcullis_outbound::Fetcher::new(portcullis_outbound::FetchPolicy {
+        allow_http_loopback: config.cimd.allow_http_loopback,
+        allowed_ranges: config.cimd.allowed_ranges.clone(),
+        connect_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),
+        total_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),
+        max_bytes: config.cimd.max_document_bytes,
+    });
     let server = AuthorizationServer::new(
         store.clone(),
         keys.clone(),
         Arc::clone(&clock),
         settings(&config),
         password_hasher(&config)?,
-    );
+    )
+    .with_fetcher(fetcher);
     let limits = portcullis_web::LoginLimits {
         per_account_per_minute: config.login.per_account_per_minute,
         per_address_per_minute: config.login.per_address_per_minute,

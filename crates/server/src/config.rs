@@ -14,6 +14,7 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub login: LoginConfig,
     pub registration: RegistrationConfig,
+    pub cimd: CimdConfig,
     pub resources: Vec<ResourceConfig>,
     pub clients: Vec<ClientConfig>,
 }
@@ -154,6 +155,41 @@ impl Default for RegistrationConfig {
     }
 }
 
+/// Client ID Metadata Documents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CimdConfig {
+    pub enabled: bool,
+    pub trusted_domains: Vec<String>,
+    pub blocked_domains: Vec<String>,
+    pub allow_any_https: bool,
+    /// Development only: fetch `http://` documents from loopback hosts.
+    pub allow_http_loopback: bool,
+    /// Address ranges fetches may reach although they are not public.
+    pub allowed_ranges: Vec<ipnet::IpNet>,
+    pub max_document_bytes: usize,
+    pub fetch_timeout_secs: u64,
+    pub cache_min_secs: i64,
+    pub cache_max_secs: i64,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            trusted_domains: Vec::new(),
+            blocked_domains: Vec::new(),
+            allow_any_https: false,
+            allow_http_loopback: false,
+            allowed_ranges: Vec::new(),
+            max_document_bytes: 16 * 1024,
+            fetch_timeout_secs: 5,
+            cache_min_secs: 60,
+            cache_max_secs: 86_400,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceConfig {
@@ -277,6 +313,9 @@ impl Config {
         if let Some(v) = get("PORTCULLIS_REGISTRATION_ENABLED") {
             self.registration.enabled = parse("PORTCULLIS_REGISTRATION_ENABLED", v)?;
         }
+        if let Some(v) = get("PORTCULLIS_CIMD_ENABLED") {
+            self.cimd.enabled = parse("PORTCULLIS_CIMD_ENABLED", v)?;
+        }
         if let Some(v) = get("PORTCULLIS_SESSION_TTL_SECS") {
             self.login.session_ttl_secs = parse("PORTCULLIS_SESSION_TTL_SECS", v)?;
         }
@@ -354,6 +393,16 @@ impl Config {
         for s in &reg.public_client_scopes {
             portcullis_types::Scope::parse(s)
                 .map_err(|e| ConfigError::Invalid(format!("registration.public_client_scopes: {e}")))?;
+        }
+        if self.cimd.cache_min_secs < 0 || self.cimd.cache_max_secs < self.cimd.cache_min_secs {
+            return Err(ConfigError::Invalid(
+                "cimd.cache_min_secs must be at least 0 and at most cimd.cache_max_secs".into(),
+            ));
+        }
+        if self.cimd.fetch_timeout_secs == 0 || self.cimd.max_document_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "cimd.fetch_timeout_secs and cimd.max_document_bytes must be positive".into(),
+            ));
         }
         for r in &self.resources {
             let parsed = url::Url::parse(&r.uri)

@@ -349,6 +349,8 @@ pub(crate) async fn consent_page(
             .collect(),
         request: handle,
         csrf: &csrf,
+        client_id_host: prompt.client_id_host.as_deref(),
+        localhost_only: prompt.localhost_only,
     };
     (jar, render(StatusCode::OK, &page)).into_response()
 }

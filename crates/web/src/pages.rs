@@ -41,6 +41,8 @@ pub(crate) struct ConsentPage<'a> {
     pub scopes: Vec<ScopeLineView>,
     pub request: &'a str,
     pub csrf: &'a str,
+    pub client_id_host: Option<&'a str>,
+    pub localhost_only: bool,
 }
 
 #[derive(Template)]

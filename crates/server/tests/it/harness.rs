@@ -87,6 +87,7 @@ pub struct Options {
     pub per_address_per_minute: u32,
     pub registration: portcullis::config::RegistrationConfig,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub cimd: portcullis::config::CimdConfig,
 }
 
 impl Default for Options {
@@ -99,6 +100,7 @@ impl Default for Options {
             per_address_per_minute: 30,
             registration: Default::default(),
             trusted_proxies: Vec::new(),
+            cimd: Default::default(),
         }
     }
 }
@@ -126,6 +128,7 @@ impl TestServer {
         config.login.per_address_per_minute = options.per_address_per_minute;
         config.registration = options.registration;
         config.server.trusted_proxies = options.trusted_proxies;
+        config.cimd = options.cimd;
         config.resources = vec![
             ResourceConfig {
                 uri: resource.clone(),

@@ -3,6 +3,7 @@
 //! once per backend.
 
 mod authorize;
+mod cimd;
 mod cli;
 mod harness;
 mod metadata;

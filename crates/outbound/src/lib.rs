@@ -1,0 +1,184 @@
+//! Outbound HTTP that a stranger can point at (Client ID Metadata Documents today; JWKS and
+//! IdP discovery later), made safe against server-side request forgery.
+//!
+//! A fetch (1) accepts only https, or http to loopback when the operator turned on the
+//! development flag, (2) resolves the host itself and refuses unless *every* address is
+//! allowed (loopback, private, link-local, CGNAT, multicast, reserved and documentation
+//! ranges, v4 and v6, including IPv4-mapped, -compatible, 6to4, Teredo and NAT64 forms, are
+//! refused unless explicitly allowed), (3) connects only to the address it checked, pinned in
+//! the client, so DNS cannot change its answer in between (no rebinding window), (4) follows no
+//! redirects, and (5) bounds connect time, total time and body size.
+
+mod address;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+pub use address::{AddressClass, classify};
+use ipnet::IpNet;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct FetchPolicy {
+    /// Development only: allow `http://` when the host resolves to loopback.
+    pub allow_http_loopback: bool,
+    /// Ranges allowed although their class is refused by default (e.g. an internal network the
+    /// operator trusts, or loopback for development).
+    pub allowed_ranges: Vec<IpNet>,
+    pub connect_timeout: Duration,
+    pub total_timeout: Duration,
+    pub max_bytes: usize,
+}
+
+impl Default for FetchPolicy {
+    fn default() -> Self {
+        Self {
+            allow_http_loopback: false,
+            allowed_ranges: Vec::new(),
+            connect_timeout: Duration::from_secs(3),
+            total_timeout: Duration::from_secs(5),
+            max_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0} is not an absolute URL")]
+    BadUrl(String),
+    #[error("only https URLs are fetched (http only to loopback, with the development flag)")]
+    Scheme,
+    #[error("URLs with user information are not fetched")]
+    UserInfo,
+    #[error("the host could not be resolved")]
+    Resolve,
+    #[error("the host resolves to {address} ({class}), which is not allowed")]
+    ForbiddenAddress { address: IpAddr, class: AddressClass },
+    #[error("could not connect or the request failed")]
+    Connect,
+    #[error("the request timed out")]
+    Timeout,
+    #[error("the server answered {0}, not 200 (redirects are not followed)")]
+    Status(u16),
+    #[error("the document is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// A fetched document.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    /// What `Cache-Control` allows: `None` for no-store/no-cache, else max-age seconds.
+    pub max_age: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    policy: FetchPolicy,
+}
+
+impl Fetcher {
+    pub fn new(policy: FetchPolicy) -> Self {
+        Self { policy }
+    }
+
+    pub fn policy(&self) -> &FetchPolicy {
+        &self.policy
+    }
+
+    /// Whether connecting to `address` is allowed, and if not, why.
+    pub fn check_address(&self, address: IpAddr) -> Result<(), FetchError> {
+        let class = classify(address);
+        if class == AddressClass::Public || self.policy.allowed_ranges.iter().any(|r| r.contains(&address)) {
+            return Ok(());
+        }
+        Err(FetchError::ForbiddenAddress { address, class })
+    }
+
+    pub async fn get(&self, url: &Url) -> Result<Fetched, FetchError> {
+        let host = url.host_str().ok_or_else(|| FetchError::BadUrl(url.to_string()))?.to_owned();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(FetchError::UserInfo);
+        }
+        let port = url.port_or_known_default().ok_or(FetchError::Scheme)?;
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let addresses: Vec<SocketAddr> = match tokio::time::timeout(
+            self.policy.connect_timeout,
+            tokio::net::lookup_host((bare_host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(found)) => found.collect(),
+            Ok(Err(_)) => return Err(FetchError::Resolve),
+            Err(_) => return Err(FetchError::Timeout),
+        };
+        if addresses.is_empty() {
+            return Err(FetchError::Resolve);
+        }
+        for a in &addresses {
+            self.check_address(a.ip())?;
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if self.policy.allow_http_loopback && addresses.iter().all(|a| a.ip().is_loopback()) => {}
+            _ => return Err(FetchError::Scheme),
+        }
+        let pinned = *addresses.first().ok_or(FetchError::Resolve)?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(self.policy.connect_timeout)
+            .timeout(self.policy.total_timeout)
+            .resolve(&bare_host, pinned)
+            .user_agent(concat!("Portcullis/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|_| FetchError::Connect)?;
+        let work = async {
+            let mut response = client
+                .get(url.clone())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Connect })?;
+            if response.status() != reqwest::StatusCode::OK {
+                return Err(FetchError::Status(response.status().as_u16()));
+            }
+            if response.content_length().is_some_and(|n| n > self.policy.max_bytes as u64) {
+                return Err(FetchError::TooLarge(self.policy.max_bytes));
+            }
+            let content_type =
+                response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let max_age = cache_max_age(response.headers());
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Connect })?
+            {
+                if body.len() + chunk.len() > self.policy.max_bytes {
+                    return Err(FetchError::TooLarge(self.policy.max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Fetched { body, content_type, max_age })
+        };
+        tokio::time::timeout(self.policy.total_timeout, work).await.map_err(|_| FetchError::Timeout)?
+    }
+}
+
+/// `Cache-Control` as a cache of client metadata reads it: `no-store`/`no-cache` mean do not
+/// reuse; otherwise `max-age`, or nothing said.
+fn cache_max_age(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?.to_ascii_lowercase();
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        if directive == "no-store" || directive == "no-cache" {
+            return Some(0);
+        }
+        if let Some(v) = directive.strip_prefix("max-age=") {
+            max_age = v.trim_matches('"').parse().ok();
+        }
+    }
+    max_age
+}
