@@ -88,6 +88,8 @@ pub struct Options {
     pub registration: portcullis::config::RegistrationConfig,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub cimd: portcullis::config::CimdConfig,
+    /// Another resource (with the CRM scopes), e.g. one whose RFC 9728 metadata a test serves.
+    pub extra_resource: Option<String>,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             registration: Default::default(),
             trusted_proxies: Vec::new(),
             cimd: Default::default(),
+            extra_resource: None,
         }
     }
 }
@@ -145,6 +148,12 @@ impl TestServer {
                 scopes: vec![scope("billing.read", "Read invoices")],
             },
         ];
+        if let Some(uri) = options.extra_resource {
+            let mut extra = config.resources.first().cloned().ok_or("resources")?;
+            extra.uri = uri;
+            extra.name = "Extra".into();
+            config.resources.push(extra);
+        }
         let hex = |s: &str| digest(s).iter().map(|b| format!("{b:02x}")).collect::<String>();
         config.clients = vec![
             ClientConfig {

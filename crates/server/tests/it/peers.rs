@@ -116,3 +116,60 @@ async fn chromium_signs_in_consents_to_less_and_refuses_framing() -> TestResult 
     assert_eq!(tokens["scope"], "crm.contacts.read", "the unticked scope was not granted");
     Ok(())
 }
+
+/// Serves RFC 9728 protected-resource metadata for `http://127.0.0.1:PORT/mcp`, naming
+/// `issuer` (a stand-in for the gateway, which is not built yet).
+async fn protected_resource(issuer: std::sync::Arc<std::sync::Mutex<String>>) -> AnyResult<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let resource = format!("http://127.0.0.1:{}/mcp", listener.local_addr()?.port());
+    let document_resource = resource.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/oauth-protected-resource/mcp",
+        axum::routing::get(move || {
+            let issuer = issuer.lock().map(|i| i.clone()).unwrap_or_default();
+            let resource = document_resource.clone();
+            async move {
+                axum::Json(serde_json::json!({
+                    "resource": resource,
+                    "authorization_servers": [issuer],
+                    "scopes_supported": ["crm.contacts.read"],
+                    "bearer_methods_supported": ["header"]
+                }))
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(resource)
+}
+
+/// The official MCP TypeScript SDK client discovers, registers by DCR, authorizes with PKCE
+/// and `resource`, and refreshes. See tests/peers/mcp-sdk/run.mjs.
+#[tokio::test]
+async fn mcp_typescript_sdk_registers_by_dcr_and_authorizes() -> TestResult {
+    let dir = peer_dir("mcp-sdk");
+    require_installed(&dir, "@modelcontextprotocol/sdk")?;
+    let issuer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let resource = protected_resource(std::sync::Arc::clone(&issuer)).await?;
+    let registration = portcullis::config::RegistrationConfig {
+        enabled: true,
+        allowed_networks: vec!["127.0.0.0/8".parse()?],
+        initial_access_token: "optional".into(),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with(Options { registration, extra_resource: Some(resource.clone()), ..Options::default() })
+            .await?;
+    if let Ok(mut i) = issuer.lock() {
+        *i = server.issuer.clone();
+    }
+    let out =
+        run_node(&dir, &[("SERVER_URL", resource.as_str()), ("USERNAME", "alice"), ("PASSWORD", PASSWORD)]).await?;
+    assert!(out.contains("6 passed, 0 failed"), "{out}");
+    let client_id = out.lines().find_map(|l| l.strip_prefix("CLIENT_ID ")).ok_or("no client id")?;
+    let client = server.store()?.find_client(client_id).await?.ok_or("registered client")?;
+    assert_eq!(client.origin, portcullis_store::RegistrationOrigin::Dcr);
+    assert_eq!(client.application_type, portcullis_store::ApplicationType::Native);
+    Ok(())
+}

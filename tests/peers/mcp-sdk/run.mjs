@@ -1,0 +1,138 @@
+// The official MCP TypeScript SDK client (@modelcontextprotocol/sdk) against Portcullis: it
+// discovers the protected resource (RFC 9728) and the authorization server, registers by
+// Dynamic Client Registration, runs PKCE S256 with `resource`, and refreshes. Sign-in and
+// consent are done headlessly over HTTP, as the SDK's own conformance clients do.
+//
+// Env: SERVER_URL (an MCP resource URL whose RFC 9728 metadata names Portcullis), USERNAME,
+// PASSWORD. Prints one line per step and a closing `N passed, N failed`.
+import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) { console.log(`FAIL config: ${name} is not set`); process.exit(1); }
+  return v;
+};
+const serverUrl = new URL(env('SERVER_URL'));
+const username = env('USERNAME');
+const password = env('PASSWORD');
+const overall = setTimeout(() => { console.log('FAIL timeout: 60 s elapsed'); process.exit(1); }, 60_000);
+
+const results = [];
+const record = (name, ok, why = '') => {
+  results.push(ok);
+  console.log(ok ? `PASS ${name}` : `FAIL ${name}: ${why}`);
+};
+
+// Only loopback is ever contacted.
+const guardedFetch = (input, init = {}) => {
+  const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+  if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) throw new Error(`refusing to contact ${url.host}`);
+  return fetch(input, { ...init, signal: AbortSignal.timeout(10_000) });
+};
+
+const cookies = new Map();
+const cookieHeader = () => [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+const keepCookies = (response) => {
+  for (const line of response.headers.getSetCookie()) {
+    const [pair] = line.split(';');
+    const i = pair.indexOf('=');
+    cookies.set(pair.slice(0, i), pair.slice(i + 1));
+  }
+};
+const unescape = (s) => s.replace(/&#34;|&quot;/g, '"').replace(/&#39;|&#x27;/g, "'").replace(/&#60;|&lt;/g, '<')
+  .replace(/&#62;|&gt;/g, '>').replace(/&#38;|&amp;/g, '&');
+const input = (html, name) => {
+  const m = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
+  return m ? unescape(m[1]) : null;
+};
+
+const redirectUrl = 'http://127.0.0.1:61999/callback';
+let captured = null;
+
+// Drives the authorization URL through sign-in and consent until the redirect to us.
+async function signInAndConsent(authorizationUrl) {
+  let url = authorizationUrl.href;
+  let method = 'GET';
+  let body;
+  for (let hop = 0; hop < 12; hop++) {
+    const headers = { cookie: cookieHeader() };
+    if (method === 'POST') {
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      headers.origin = new URL(url).origin;
+    }
+    const response = await guardedFetch(url, { method, headers, body, redirect: 'manual' });
+    keepCookies(response);
+    const location = response.headers.get('location');
+    if (location) {
+      const next = new URL(location, url);
+      if (next.href.startsWith(redirectUrl)) return next;
+      url = next.href; method = 'GET'; body = undefined;
+      continue;
+    }
+    const html = await response.text();
+    if (response.status !== 200) throw new Error(`${response.status} at ${url}: ${html.slice(0, 300)}`);
+    const action = new URL(html.match(/<form method="post" action="([^"]+)"/)[1], url).href;
+    const form = new URLSearchParams({ request: input(html, 'request'), csrf: input(html, 'csrf') });
+    if (html.includes('name="password"')) {
+      form.set('username', username);
+      form.set('password', password);
+    } else {
+      for (const m of html.matchAll(/name="scope" value="([^"]+)"/g)) form.append('scope', unescape(m[1]));
+      form.set('decision', 'approve');
+    }
+    url = action; method = 'POST'; body = form.toString();
+  }
+  throw new Error('too many redirects');
+}
+
+const store = {};
+const provider = {
+  get redirectUrl() { return redirectUrl; },
+  get clientMetadata() {
+    return {
+      client_name: 'MCP TypeScript SDK test client',
+      redirect_uris: [redirectUrl],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    };
+  },
+  state: () => crypto.randomUUID(),
+  clientInformation: () => store.client,
+  saveClientInformation: (info) => { store.client = info; },
+  tokens: () => store.tokens,
+  saveTokens: (tokens) => { store.tokens = tokens; },
+  saveCodeVerifier: (v) => { store.verifier = v; },
+  codeVerifier: () => store.verifier,
+  redirectToAuthorization: async (url) => {
+    store.authorizationUrl = url;
+    captured = await signInAndConsent(url);
+  },
+};
+
+try {
+  const first = await auth(provider, { serverUrl, fetchFn: guardedFetch });
+  record('discovery_and_registration', first === 'REDIRECT' && !!store.client?.client_id,
+    `auth() said ${first}, client ${JSON.stringify(store.client)}`);
+  const a = store.authorizationUrl;
+  record('authorization_request', a.searchParams.get('code_challenge_method') === 'S256'
+    && a.searchParams.get('resource') === serverUrl.href, `authorization URL ${a}`);
+  record('callback_carries_iss', captured?.searchParams.get('iss') === new URL(a).origin
+    && captured.searchParams.get('state') === a.searchParams.get('state'), `callback ${captured}`);
+  const second = await auth(provider, { serverUrl, authorizationCode: captured.searchParams.get('code'), fetchFn: guardedFetch });
+  record('token', second === 'AUTHORIZED' && !!store.tokens?.access_token && !!store.tokens?.refresh_token,
+    `auth() said ${second}, tokens ${JSON.stringify(store.tokens)}`);
+  const claims = JSON.parse(Buffer.from(store.tokens.access_token.split('.')[1], 'base64url'));
+  record('audience', claims.aud === serverUrl.href, `aud ${claims.aud}`);
+  const oldRefresh = store.tokens.refresh_token;
+  const third = await auth(provider, { serverUrl, fetchFn: guardedFetch });
+  record('refresh', third === 'AUTHORIZED' && store.tokens.refresh_token !== oldRefresh, `auth() said ${third}`);
+  console.log(`CLIENT_ID ${store.client.client_id}`);
+} catch (e) {
+  record('sdk_flow', false, e.stack || String(e));
+} finally {
+  clearTimeout(overall);
+}
+const passed = results.filter(Boolean).length;
+console.log(`${passed} passed, ${results.length - passed} failed`);
+process.exit(results.length > 0 && results.every(Boolean) ? 0 : 1);
