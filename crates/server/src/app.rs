@@ -251,7 +251,14 @@ pub async fn start_on(
     sync_config_clients(&store, &config, now).await?;
     let keys = KeyRing::new(Arc::clone(&master));
     keys.initialize(&store, now).await?;
+    let extra_roots_pem = match &config.cimd.extra_ca_file {
+        Some(path) => {
+            vec![std::fs::read(path).with_context(|| format!("reading cimd.extra_ca_file {}", path.display()))?]
+        }
+        None => Vec::new(),
+    };
     let fetcher = portcullis_outbound::Fetcher::new(portcullis_outbound::FetchPolicy {
+        extra_roots_pem,
         allow_http_loopback: config.cimd.allow_http_loopback,
         allowed_ranges: config.cimd.allowed_ranges.clone(),
         connect_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),

@@ -167,6 +167,8 @@ pub struct CimdConfig {
     pub allow_http_loopback: bool,
     /// Address ranges fetches may reach although they are not public.
     pub allowed_ranges: Vec<ipnet::IpNet>,
+    /// PEM file of extra CA certificates to trust for document hosts (besides the system's).
+    pub extra_ca_file: Option<PathBuf>,
     pub max_document_bytes: usize,
     pub fetch_timeout_secs: u64,
     pub cache_min_secs: i64,
@@ -182,6 +184,7 @@ impl Default for CimdConfig {
             allow_any_https: false,
             allow_http_loopback: false,
             allowed_ranges: Vec::new(),
+            extra_ca_file: None,
             max_document_bytes: 16 * 1024,
             fetch_timeout_secs: 5,
             cache_min_secs: 60,

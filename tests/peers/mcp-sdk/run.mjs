@@ -4,7 +4,11 @@
 // consent are done headlessly over HTTP, as the SDK's own conformance clients do.
 //
 // Env: SERVER_URL (an MCP resource URL whose RFC 9728 metadata names Portcullis), USERNAME,
-// PASSWORD. Prints one line per step and a closing `N passed, N failed`.
+// PASSWORD; REGISTRATION=dcr (default) or cimd. With cimd, the script publishes its own Client
+// ID Metadata Document over https on a loopback port (TLS_CERT / TLS_KEY, PEM) and hands the
+// SDK its URL as clientMetadataUrl. Prints one line per step and a closing `N passed, N failed`.
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 
 const env = (name) => {
@@ -49,6 +53,27 @@ const input = (html, name) => {
 const redirectUrl = 'http://127.0.0.1:61999/callback';
 let captured = null;
 
+const mode = process.env.REGISTRATION || 'dcr';
+let documentServer = null;
+let clientMetadataUrl;
+let documentFetches = 0;
+if (mode === 'cimd') {
+  documentServer = createServer({ cert: readFileSync(env('TLS_CERT')), key: readFileSync(env('TLS_KEY')) }, (req, res) => {
+    documentFetches += 1;
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' });
+    res.end(JSON.stringify({
+      client_id: clientMetadataUrl,
+      client_name: 'MCP TypeScript SDK test client (CIMD)',
+      redirect_uris: [redirectUrl],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    }));
+  });
+  await new Promise((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
+  clientMetadataUrl = `https://127.0.0.1:${documentServer.address().port}/oauth/client-metadata.json`;
+}
+
 // Drives the authorization URL through sign-in and consent until the redirect to us.
 async function signInAndConsent(authorizationUrl) {
   let url = authorizationUrl.href;
@@ -88,6 +113,7 @@ async function signInAndConsent(authorizationUrl) {
 const store = {};
 const provider = {
   get redirectUrl() { return redirectUrl; },
+  get clientMetadataUrl() { return clientMetadataUrl; },
   get clientMetadata() {
     return {
       client_name: 'MCP TypeScript SDK test client',
@@ -112,8 +138,11 @@ const provider = {
 
 try {
   const first = await auth(provider, { serverUrl, fetchFn: guardedFetch });
-  record('discovery_and_registration', first === 'REDIRECT' && !!store.client?.client_id,
-    `auth() said ${first}, client ${JSON.stringify(store.client)}`);
+  const registered = mode === 'cimd'
+    ? store.client?.client_id === clientMetadataUrl && documentFetches >= 1
+    : !!store.client?.client_id && store.client.client_id !== clientMetadataUrl;
+  record('discovery_and_registration', first === 'REDIRECT' && registered,
+    `auth() said ${first}, client ${JSON.stringify(store.client)}, document fetched ${documentFetches} time(s)`);
   const a = store.authorizationUrl;
   record('authorization_request', a.searchParams.get('code_challenge_method') === 'S256'
     && a.searchParams.get('resource') === serverUrl.href, `authorization URL ${a}`);
@@ -132,6 +161,7 @@ try {
   record('sdk_flow', false, e.stack || String(e));
 } finally {
   clearTimeout(overall);
+  documentServer?.close();
 }
 const passed = results.filter(Boolean).length;
 console.log(`${passed} passed, ${results.length - passed} failed`);

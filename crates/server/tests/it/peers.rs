@@ -173,3 +173,90 @@ async fn mcp_typescript_sdk_registers_by_dcr_and_authorizes() -> TestResult {
     assert_eq!(client.application_type, portcullis_store::ApplicationType::Native);
     Ok(())
 }
+
+/// A throwaway CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+fn loopback_tls(dir: &std::path::Path) -> AnyResult<()> {
+    let run = |args: &[&str]| -> AnyResult<()> {
+        let output = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
+        if !output.status.success() {
+            return Err(format!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr)).into());
+        }
+        Ok(())
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=Portcullis test CA"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+    run(&ca)?;
+    let mut leaf = vec!["req"];
+    leaf.extend(ec);
+    leaf.extend(["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"]);
+    run(&leaf)?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ])
+}
+
+/// The same SDK client with a Client ID Metadata Document (`clientMetadataUrl`) that it
+/// publishes over https on loopback; Portcullis fetches it (trusting the test CA) and the SDK
+/// completes the authorization with the URL as its client_id. DCR is off.
+#[tokio::test]
+async fn mcp_typescript_sdk_registers_by_cimd_and_authorizes() -> TestResult {
+    let dir = peer_dir("mcp-sdk");
+    require_installed(&dir, "@modelcontextprotocol/sdk")?;
+    let tls = tempfile::tempdir()?;
+    loopback_tls(tls.path())?;
+    let issuer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let resource = protected_resource(std::sync::Arc::clone(&issuer)).await?;
+    let cimd = portcullis::config::CimdConfig {
+        enabled: true,
+        allow_any_https: true,
+        allowed_ranges: vec!["127.0.0.1/32".parse()?],
+        extra_ca_file: Some(tls.path().join("ca.pem")),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with(Options { cimd, extra_resource: Some(resource.clone()), ..Options::default() }).await?;
+    if let Ok(mut i) = issuer.lock() {
+        *i = server.issuer.clone();
+    }
+    let cert = tls.path().join("leaf.pem");
+    let key = tls.path().join("leaf.key");
+    let out = run_node(
+        &dir,
+        &[
+            ("SERVER_URL", resource.as_str()),
+            ("USERNAME", "alice"),
+            ("PASSWORD", PASSWORD),
+            ("REGISTRATION", "cimd"),
+            ("TLS_CERT", cert.to_str().ok_or("path")?),
+            ("TLS_KEY", key.to_str().ok_or("path")?),
+        ],
+    )
+    .await?;
+    assert!(out.contains("6 passed, 0 failed"), "{out}");
+    let client_id = out.lines().find_map(|l| l.strip_prefix("CLIENT_ID ")).ok_or("no client id")?;
+    assert!(client_id.starts_with("https://127.0.0.1:"), "{client_id}");
+    let client = server.store()?.find_client(client_id).await?.ok_or("recorded client")?;
+    assert_eq!(client.origin, portcullis_store::RegistrationOrigin::Cimd);
+    Ok(())
+}
