@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{CryptoError, SigningKey};
+use crate::{CryptoError, PublicKey, SigningKey};
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_JWT_LEN: usize = 8 * 1024;
@@ -52,11 +52,13 @@ pub fn sign_jwt<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result
     jsonwebtoken::encode(&header, claims, key.encoding_key()).map_err(|e| CryptoError::Sign(e.to_string()))
 }
 
-/// Verifies `token` as a JWS of type `expected_typ` signed by one of `keys`.
+/// Verifies `token` as a JWS of type `expected_typ` signed by one of `keys`. An empty
+/// `expected_typ` accepts a plain JWT: `typ` absent or `JWT` (for documents such as software
+/// statements, whose specifications name no type).
 pub fn verify_jwt<'k, C: DeserializeOwned>(
     token: &str,
     expected_typ: &str,
-    keys: impl IntoIterator<Item = &'k SigningKey>,
+    keys: impl IntoIterator<Item = &'k PublicKey>,
 ) -> Result<VerifiedJwt<C>, JwtError> {
     if token.len() > MAX_JWT_LEN {
         return Err(JwtError::TooLong);
@@ -82,7 +84,8 @@ pub fn verify_jwt<'k, C: DeserializeOwned>(
         other => return Err(JwtError::Algorithm(other.unwrap_or_default().to_owned())),
     }
     let typ = raw_header.get("typ").and_then(|v| v.as_str()).map(str::to_owned);
-    if !typ_matches(typ.as_deref(), expected_typ) {
+    let plain = expected_typ.is_empty() && typ.as_deref().is_none_or(|t| t.eq_ignore_ascii_case("jwt"));
+    if !plain && !typ_matches(typ.as_deref(), expected_typ) {
         return Err(JwtError::Type(typ));
     }
     let kid = raw_header.get("kid").and_then(|v| v.as_str()).ok_or(JwtError::MissingKeyId)?;
@@ -107,7 +110,7 @@ pub fn verify_jwt<'k, C: DeserializeOwned>(
 /// RFC 8725 §3.11 and RFC 9068 §2.1: `at+jwt` and `application/at+jwt` are the same type;
 /// media types compare case-insensitively.
 fn typ_matches(presented: Option<&str>, expected: &str) -> bool {
-    let Some(presented) = presented else { return false };
+    let Some(presented) = presented.filter(|_| !expected.is_empty()) else { return false };
     let presented = presented.to_ascii_lowercase();
     let presented = presented.strip_prefix("application/").unwrap_or(&presented);
     presented == expected.to_ascii_lowercase()
@@ -133,13 +136,16 @@ mod tests {
         let other = SigningKey::generate()?;
         let token = sign_jwt(&key, "at+jwt", &Claims { sub: "alice".into() })?;
         let ok: VerifiedJwt<Claims> =
-            verify_jwt(&token, "at+jwt", [&key]).map_err(|e| CryptoError::Sign(e.to_string()))?;
+            verify_jwt(&token, "at+jwt", [key.public()]).map_err(|e| CryptoError::Sign(e.to_string()))?;
         assert_eq!(ok.claims.sub, "alice");
 
         // Wrong type.
-        assert_eq!(verify_jwt::<Claims>(&token, "jwt", [&key]).err(), Some(JwtError::Type(Some("at+jwt".into()))));
+        assert_eq!(
+            verify_jwt::<Claims>(&token, "jwt", [key.public()]).err(),
+            Some(JwtError::Type(Some("at+jwt".into())))
+        );
         // Unknown key.
-        assert_eq!(verify_jwt::<Claims>(&token, "at+jwt", [&other]).err(), Some(JwtError::UnknownKeyId));
+        assert_eq!(verify_jwt::<Claims>(&token, "at+jwt", [other.public()]).err(), Some(JwtError::UnknownKeyId));
         // One changed signature character (in the middle, where every bit is significant:
         // the last character of a 64-byte signature also carries padding bits).
         let mut chars: Vec<char> = token.chars().collect();
@@ -148,22 +154,25 @@ mod tests {
             *c = if *c == 'A' { 'B' } else { 'A' };
         }
         let tampered: String = chars.into_iter().collect();
-        assert_eq!(verify_jwt::<Claims>(&tampered, "at+jwt", [&key]).err(), Some(JwtError::Signature));
+        assert_eq!(verify_jwt::<Claims>(&tampered, "at+jwt", [key.public()]).err(), Some(JwtError::Signature));
         // A changed last character (possibly non-canonical base64url) is refused either way.
         let mut last = token.clone();
         let c = last.pop().map(|c| if c == 'A' { 'B' } else { 'A' }).unwrap_or('A');
         last.push(c);
-        assert!(verify_jwt::<Claims>(&last, "at+jwt", [&key]).is_err());
+        assert!(verify_jwt::<Claims>(&last, "at+jwt", [key.public()]).is_err());
         // Signature stripped.
         let stripped = format!("{}.", token.rsplit_once('.').map(|(head, _)| head).unwrap_or_default());
-        assert!(verify_jwt::<Claims>(&stripped, "at+jwt", [&key]).is_err());
+        assert!(verify_jwt::<Claims>(&stripped, "at+jwt", [key.public()]).is_err());
 
         let payload = token.split('.').nth(1).unwrap_or_default().to_owned();
         // alg none, in several spellings.
         for alg in ["none", "None", "NONE", "nOnE", "HS256"] {
             let header = b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": key.kid()}));
             let forged = format!("{header}.{payload}.");
-            assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]).err(), Some(JwtError::Algorithm(alg.into())));
+            assert_eq!(
+                verify_jwt::<Claims>(&forged, "at+jwt", [key.public()]).err(),
+                Some(JwtError::Algorithm(alg.into()))
+            );
         }
         // Embedded keys and critical extensions.
         for (name, value) in [
@@ -175,12 +184,21 @@ mod tests {
             let mut header = serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()});
             header[name] = value;
             let forged = format!("{}.{payload}.{}", b64(&header), token.split('.').nth(2).unwrap_or_default());
-            assert!(matches!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]), Err(JwtError::ForbiddenHeader(_))));
+            assert!(matches!(
+                verify_jwt::<Claims>(&forged, "at+jwt", [key.public()]),
+                Err(JwtError::ForbiddenHeader(_))
+            ));
         }
         // Structure and size.
-        assert_eq!(verify_jwt::<Claims>("a.b", "at+jwt", [&key]).err(), Some(JwtError::Malformed));
-        assert_eq!(verify_jwt::<Claims>(&format!("{token}.x"), "at+jwt", [&key]).err(), Some(JwtError::Malformed));
-        assert_eq!(verify_jwt::<Claims>(&"a".repeat(MAX_JWT_LEN + 1), "at+jwt", [&key]).err(), Some(JwtError::TooLong));
+        assert_eq!(verify_jwt::<Claims>("a.b", "at+jwt", [key.public()]).err(), Some(JwtError::Malformed));
+        assert_eq!(
+            verify_jwt::<Claims>(&format!("{token}.x"), "at+jwt", [key.public()]).err(),
+            Some(JwtError::Malformed)
+        );
+        assert_eq!(
+            verify_jwt::<Claims>(&"a".repeat(MAX_JWT_LEN + 1), "at+jwt", [key.public()]).err(),
+            Some(JwtError::TooLong)
+        );
         // The same claims signed by a key we do not trust but claiming our kid.
         let header = b64(&serde_json::json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid()}));
         let foreign = sign_jwt(&other, "at+jwt", &Claims { sub: "mallory".into() })?;
@@ -189,7 +207,7 @@ mod tests {
             foreign.split('.').nth(1).unwrap_or_default(),
             foreign.split('.').nth(2).unwrap_or_default()
         );
-        assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [&key]).err(), Some(JwtError::Signature));
+        assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [key.public()]).err(), Some(JwtError::Signature));
         Ok(())
     }
 }

@@ -92,6 +92,36 @@ impl MasterKey {
     }
 }
 
+/// A P-256 public key that verifies ES256 signatures: ours, or a trusted third party's.
+pub struct PublicKey {
+    kid: String,
+    decoding: jsonwebtoken::DecodingKey,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl PublicKey {
+    /// From JWK coordinates (base64url `x` and `y` of a P-256 point). Without a `kid`, the
+    /// RFC 7638 thumbprint is used.
+    pub fn from_p256_jwk(x: &str, y: &str, kid: Option<&str>) -> Result<Self, CryptoError> {
+        let decoding = jsonwebtoken::DecodingKey::from_ec_components(x, y)
+            .map_err(|_| CryptoError::MalformedKey("public key components"))?;
+        Ok(Self { kid: kid.map(str::to_owned).unwrap_or_else(|| thumbprint(x, y)), decoding })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub(crate) fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
+        &self.decoding
+    }
+}
+
 /// An ES256 signing key. The private half is PKCS#8 DER and never leaves this crate except
 /// sealed by the master key.
 pub struct SigningKey {
@@ -99,7 +129,7 @@ pub struct SigningKey {
     pkcs8: Vec<u8>,
     public: PublicJwk,
     encoding: jsonwebtoken::EncodingKey,
-    decoding: jsonwebtoken::DecodingKey,
+    verifying: PublicKey,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -130,9 +160,8 @@ impl SigningKey {
         let y = URL_SAFE_NO_PAD.encode(point.get(33..65).ok_or(CryptoError::MalformedKey("y"))?);
         let kid = thumbprint(&x, &y);
         let encoding = jsonwebtoken::EncodingKey::from_ec_der(pkcs8);
-        let decoding = jsonwebtoken::DecodingKey::from_ec_components(&x, &y)
-            .map_err(|_| CryptoError::MalformedKey("public key components"))?;
-        Ok(Self { kid, pkcs8: pkcs8.to_vec(), public: PublicJwk { x, y }, encoding, decoding })
+        let verifying = PublicKey::from_p256_jwk(&x, &y, Some(&kid))?;
+        Ok(Self { kid, pkcs8: pkcs8.to_vec(), public: PublicJwk { x, y }, encoding, verifying })
     }
 
     pub fn kid(&self) -> &str {
@@ -159,8 +188,9 @@ impl SigningKey {
         &self.encoding
     }
 
-    pub(crate) fn decoding_key(&self) -> &jsonwebtoken::DecodingKey {
-        &self.decoding
+    /// The public half, for verification.
+    pub fn public(&self) -> &PublicKey {
+        &self.verifying
     }
 }
 

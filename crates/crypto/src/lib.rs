@@ -11,7 +11,7 @@ mod password;
 mod secret;
 
 pub use jwt::{JwtError, VerifiedJwt, sign_jwt, verify_jwt};
-pub use keys::{MasterKey, SigningKey};
+pub use keys::{MasterKey, PublicKey, SigningKey};
 pub use password::{PasswordCheckError, PasswordHasher, PasswordParams};
 pub use secret::{
     SecretDigest, ct_eq, digest, is_valid_code_verifier, is_valid_s256_challenge, pkce_s256_matches, random_token,

@@ -27,7 +27,7 @@ impl AuthorizationServer {
     /// live state of its grant, client and user. `None` means "not active", whatever the reason.
     pub async fn active_access_token(&self, token: &str) -> Result<Option<ActiveAccessToken>, OAuthError> {
         let keys = self.keys.published();
-        let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.as_ref())) else {
+        let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.public())) else {
             return Ok(None);
         };
         let now = self.clock.now();
@@ -128,7 +128,7 @@ impl AuthorizationServer {
             return Ok(());
         }
         let keys = self.keys.published();
-        if let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.as_ref()))
+        if let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.public()))
             && owns(&caller, &verified.claims.client_id)
         {
             self.store.revoke_access_token(&verified.claims.jti, now).await?;

@@ -38,7 +38,9 @@ pub use keyring::{KeyRing, KeyRingError};
 pub use login::{LoginError, NewSession};
 pub use params::{ParamError, Params};
 pub use redirect_uri::{RedirectUriError, is_loopback_host, redirect_uri_matches, validate_redirect_uri};
-pub use registration::{ConfidentialWithoutToken, InitialAccessTokenPolicy, RegistrationContext, RegistrationPolicy};
+pub use registration::{
+    ConfidentialWithoutToken, InitialAccessTokenPolicy, RegistrationContext, RegistrationPolicy, StatementIssuer,
+};
 pub use settings::{BUILTIN_SCOPES, ResourceSettings, ScopeSettings, Settings};
 pub use token::{TokenRequest, TokenResponseOutcome};
 

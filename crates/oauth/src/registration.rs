@@ -34,6 +34,14 @@ pub enum ConfidentialWithoutToken {
     PendingApproval,
 }
 
+/// A publisher whose signed software statements (RFC 7591 §2.3) vouch for a client.
+#[derive(Debug, Clone)]
+pub struct StatementIssuer {
+    /// The statement's `iss` must be exactly this.
+    pub issuer: String,
+    pub keys: Vec<std::sync::Arc<portcullis_crypto::PublicKey>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RegistrationPolicy {
     pub enabled: bool,
@@ -53,6 +61,8 @@ pub struct RegistrationPolicy {
     pub refresh_token_ttl: i64,
     /// Self-registered clients unused this long are removed with everything they hold.
     pub unused_client_ttl: i64,
+    /// Trusted software-statement publishers; a valid statement marks the client verified.
+    pub statement_issuers: Vec<StatementIssuer>,
 }
 
 impl Default for RegistrationPolicy {
@@ -69,6 +79,7 @@ impl Default for RegistrationPolicy {
             session_max_age: 3600,
             refresh_token_ttl: 7 * 24 * 3600,
             unused_client_ttl: 30 * 24 * 3600,
+            statement_issuers: Vec::new(),
         }
     }
 }
@@ -143,12 +154,11 @@ impl AuthorizationServer {
                 false
             }
         };
-        if metadata.software_statement.is_some() {
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidSoftwareStatement,
-                "software statements are not accepted by this server",
-            ));
-        }
+        // RFC 7591 §3.1.1: the statement's claims take precedence over the plain metadata.
+        let (metadata, vouched) = match metadata.software_statement.as_deref() {
+            Some(statement) => (self.apply_software_statement(statement, metadata.clone(), now)?, true),
+            None => (metadata, false),
+        };
         if self.store.count_clients(RegistrationOrigin::Dcr).await? >= policy.max_clients {
             return Err(OAuthError::new(
                 OAuthErrorCode::AccessDenied,
@@ -156,7 +166,7 @@ impl AuthorizationServer {
             ));
         }
         let validated = self.validate_metadata(&metadata)?;
-        let status = match (validated.client_type, with_token) {
+        let status = match (validated.client_type, with_token || vouched) {
             (ClientType::Public, _) | (ClientType::Confidential, true) => ClientStatus::Active,
             (ClientType::Confidential, false) => match policy.confidential_without_token {
                 ConfidentialWithoutToken::PendingApproval => ClientStatus::Pending,
@@ -181,9 +191,10 @@ impl AuthorizationServer {
             allowed_scopes: validated.scope,
             allowed_resources: Vec::new(),
             application_type: validated.application_type,
-            origin: RegistrationOrigin::Dcr,
-            // An initial access token is an administrator vouching for the client.
-            verified: with_token,
+            origin: if vouched { RegistrationOrigin::SoftwareStatement } else { RegistrationOrigin::Dcr },
+            // An initial access token is an administrator vouching for the client; a software
+            // statement is a trusted publisher doing so.
+            verified: with_token || vouched,
             status,
             can_introspect: false,
             registration_token_digest: Some(digest(&registration_token).to_vec()),
@@ -196,6 +207,69 @@ impl AuthorizationServer {
         self.store.insert_client(&record).await?;
         tracing::info!(client_id = %record.client_id, source = %ctx.source, status = %record.status, "client registered dynamically");
         Ok(self.client_information(&record, secret, Some(registration_token)))
+    }
+
+    /// Verifies a software statement against the trusted publishers and overlays its claims
+    /// on the metadata.
+    fn apply_software_statement(
+        &self,
+        statement: &str,
+        metadata: ClientMetadata,
+        now: i64,
+    ) -> Result<ClientMetadata, OAuthError> {
+        let issuers = &self.settings.registration.statement_issuers;
+        let invalid = |d: &str| OAuthError::new(OAuthErrorCode::InvalidSoftwareStatement, d);
+        let unapproved = |d: &str| OAuthError::new(OAuthErrorCode::UnapprovedSoftwareStatement, d);
+        let keys = issuers.iter().flat_map(|i| i.keys.iter().map(|k| k.as_ref()));
+        let verified = portcullis_crypto::verify_jwt::<serde_json::Map<String, serde_json::Value>>(statement, "", keys)
+            .map_err(|e| match e {
+                portcullis_crypto::JwtError::UnknownKeyId | portcullis_crypto::JwtError::MissingKeyId => {
+                    unapproved("the software statement is not signed by a publisher this server trusts")
+                }
+                other => {
+                    tracing::info!(error = %other, "software statement refused");
+                    invalid("the software statement is not a valid ES256-signed JWT")
+                }
+            })?;
+        let owner = issuers
+            .iter()
+            .find(|i| i.keys.iter().any(|k| k.kid() == verified.kid))
+            .ok_or_else(|| unapproved("the software statement's key belongs to no trusted publisher"))?;
+        let claims = verified.claims;
+        if claims.get("iss").and_then(serde_json::Value::as_str) != Some(owner.issuer.as_str()) {
+            return Err(unapproved("the software statement's iss is not the publisher whose key signed it"));
+        }
+        if let Some(exp) = claims.get("exp") {
+            match exp.as_i64() {
+                Some(exp) if exp > now => {}
+                _ => return Err(invalid("the software statement has expired")),
+            }
+        }
+        if claims.get("iat").and_then(serde_json::Value::as_i64).is_some_and(|iat| iat > now + 60) {
+            return Err(invalid("the software statement was issued in the future"));
+        }
+        let from_statement: ClientMetadata = serde_json::from_value(serde_json::Value::Object(claims))
+            .map_err(|_| invalid("the software statement's claims are not client metadata"))?;
+        Ok(ClientMetadata {
+            redirect_uris: if from_statement.redirect_uris.is_empty() {
+                metadata.redirect_uris
+            } else {
+                from_statement.redirect_uris
+            },
+            token_endpoint_auth_method: from_statement
+                .token_endpoint_auth_method
+                .or(metadata.token_endpoint_auth_method),
+            grant_types: from_statement.grant_types.or(metadata.grant_types),
+            response_types: from_statement.response_types.or(metadata.response_types),
+            client_name: from_statement.client_name.or(metadata.client_name),
+            client_uri: from_statement.client_uri.or(metadata.client_uri),
+            scope: from_statement.scope.or(metadata.scope),
+            application_type: from_statement.application_type.or(metadata.application_type),
+            software_statement: None,
+            jwks_uri: from_statement.jwks_uri.or(metadata.jwks_uri),
+            jwks: from_statement.jwks.or(metadata.jwks),
+            client_id: metadata.client_id,
+        })
     }
 
     /// RFC 7592 §2: authenticates a management request by its registration access token.

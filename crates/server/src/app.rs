@@ -10,7 +10,7 @@ use base64::Engine as _;
 use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
 use portcullis_oauth::{
     AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, InitialAccessTokenPolicy, KeyRing, RegistrationPolicy,
-    ResourceSettings, ScopeSettings, Settings,
+    ResourceSettings, ScopeSettings, Settings, StatementIssuer,
 };
 use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store};
 use portcullis_types::Clock;
@@ -69,6 +69,26 @@ fn check_private_file(_: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the JWKS files of the trusted software-statement publishers (P-256 keys only).
+pub fn statement_issuers(config: &Config) -> anyhow::Result<Vec<StatementIssuer>> {
+    let mut issuers = Vec::new();
+    for entry in &config.registration.software_statement_issuers {
+        let text = std::fs::read_to_string(&entry.jwks_file)
+            .with_context(|| format!("reading the JWKS of software statement issuer {}", entry.issuer))?;
+        let jwks: portcullis_types::wire::JwkSet = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JWKS of P-256 keys", entry.jwks_file.display()))?;
+        let mut keys = Vec::new();
+        for jwk in jwks.keys {
+            if jwk.kty != "EC" || jwk.crv != "P-256" {
+                anyhow::bail!("{}: only EC P-256 keys are supported", entry.jwks_file.display());
+            }
+            keys.push(Arc::new(portcullis_crypto::PublicKey::from_p256_jwk(&jwk.x, &jwk.y, Some(&jwk.kid))?));
+        }
+        issuers.push(StatementIssuer { issuer: entry.issuer.clone(), keys });
+    }
+    Ok(issuers)
+}
+
 pub fn settings(config: &Config) -> Settings {
     let issuer = config.issuer();
     let reg = &config.registration;
@@ -92,6 +112,7 @@ pub fn settings(config: &Config) -> Settings {
         session_max_age: reg.session_max_age_secs,
         refresh_token_ttl: reg.refresh_token_ttl_secs,
         unused_client_ttl: reg.unused_client_expiry_days * 24 * 3600,
+        statement_issuers: Vec::new(),
     };
     let cimd = CimdPolicy {
         enabled: config.cimd.enabled,
@@ -265,11 +286,13 @@ pub async fn start_on(
         total_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),
         max_bytes: config.cimd.max_document_bytes,
     });
+    let mut server_settings = settings(&config);
+    server_settings.registration.statement_issuers = statement_issuers(&config)?;
     let server = AuthorizationServer::new(
         store.clone(),
         keys.clone(),
         Arc::clone(&clock),
-        settings(&config),
+        server_settings,
         password_hasher(&config)?,
     )
     .with_fetcher(fetcher);

@@ -134,6 +134,15 @@ pub struct RegistrationConfig {
     pub session_max_age_secs: i64,
     pub refresh_token_ttl_secs: i64,
     pub unused_client_expiry_days: i64,
+    pub software_statement_issuers: Vec<StatementIssuerConfig>,
+}
+
+/// A publisher of software statements: its `iss` and a JWKS file of its ES256 (P-256) keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementIssuerConfig {
+    pub issuer: String,
+    pub jwks_file: PathBuf,
 }
 
 impl Default for RegistrationConfig {
@@ -151,6 +160,7 @@ impl Default for RegistrationConfig {
             session_max_age_secs: 3600,
             refresh_token_ttl_secs: 7 * 24 * 3600,
             unused_client_expiry_days: 30,
+            software_statement_issuers: Vec::new(),
         }
     }
 }

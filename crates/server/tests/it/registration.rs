@@ -466,3 +466,76 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() -> TestResult {
     assert!(stored.iter().any(|c| c.registered_from.as_deref() == Some("192.0.2.7")));
     Ok(())
 }
+
+#[tokio::test]
+async fn software_statements_from_trusted_publishers_vouch_for_clients() -> TestResult {
+    let publisher = portcullis_crypto::SigningKey::generate()?;
+    let stranger = portcullis_crypto::SigningKey::generate()?;
+    let dir = tempfile::tempdir()?;
+    let jwks = dir.path().join("vendor-jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_string(&portcullis_types::wire::JwkSet { keys: vec![publisher.public_jwk()] })?,
+    )?;
+    let mut policy = open_policy();
+    policy.confidential_without_token = "refuse".into();
+    policy.software_statement_issuers = vec![portcullis::config::StatementIssuerConfig {
+        issuer: "https://vendor.example.test".into(),
+        jwks_file: jwks,
+    }];
+    let server = start(policy).await?;
+    let now = server.clock.now();
+    let statement =
+        |key: &portcullis_crypto::SigningKey, claims: Value| portcullis_crypto::sign_jwt(key, "JWT", &claims);
+    let good_claims = json!({
+        "iss": "https://vendor.example.test",
+        "iat": now,
+        "exp": now + 600,
+        "software_id": "vendor-agent",
+        "client_name": "Vendor Agent (signed)",
+        "token_endpoint_auth_method": "client_secret_basic",
+        "grant_types": ["client_credentials"],
+        "scope": "crm.contacts.read"
+    });
+    // The signed claims win over the plain ones; a confidential client needs no token.
+    let body = json!({"client_name": "Impostor", "software_statement": statement(&publisher, good_claims.clone())?});
+    let (status, info, _) = register(&server, &body, None).await?;
+    assert_eq!(status, 201, "{info}");
+    assert_eq!(
+        (info["client_name"].as_str(), info["portcullis_status"].as_str()),
+        (Some("Vendor Agent (signed)"), Some("active"))
+    );
+    let client = server.store()?.find_client(info["client_id"].as_str().ok_or("id")?).await?.ok_or("client")?;
+    assert!(client.verified);
+    assert_eq!(client.origin, portcullis_store::RegistrationOrigin::SoftwareStatement);
+
+    let with_statement = |s: String| json!({"software_statement": s});
+    assert_error(
+        &register(&server, &with_statement(statement(&stranger, good_claims.clone())?), None).await?,
+        400,
+        "unapproved_software_statement",
+    );
+    let mut wrong_iss = good_claims.clone();
+    wrong_iss["iss"] = json!("https://other.example.test");
+    assert_error(
+        &register(&server, &with_statement(statement(&publisher, wrong_iss)?), None).await?,
+        400,
+        "unapproved_software_statement",
+    );
+    let mut expired = good_claims.clone();
+    expired["exp"] = json!(now - 1);
+    assert_error(
+        &register(&server, &with_statement(statement(&publisher, expired)?), None).await?,
+        400,
+        "invalid_software_statement",
+    );
+    let signed = statement(&publisher, good_claims)?;
+    let tampered = format!("{}x", signed);
+    assert_error(&register(&server, &with_statement(tampered), None).await?, 400, "invalid_software_statement");
+    assert_error(
+        &register(&server, &with_statement("not-a-jwt".into()), None).await?,
+        400,
+        "invalid_software_statement",
+    );
+    Ok(())
+}
