@@ -107,6 +107,18 @@ pub fn verify_jwt<'k, C: DeserializeOwned>(
     Ok(VerifiedJwt { kid: key.kid().to_owned(), claims: data.claims })
 }
 
+/// Reads one string claim of a JWT **without verifying it**, to pick the key to verify it
+/// with (a client assertion names its client in `sub`). Never trust the result otherwise.
+pub fn unverified_string_claim(token: &str, claim: &str) -> Option<String> {
+    if token.len() > MAX_JWT_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get(claim)?.as_str().map(str::to_owned)
+}
+
 /// RFC 8725 §3.11 and RFC 9068 §2.1: `at+jwt` and `application/at+jwt` are the same type;
 /// media types compare case-insensitively.
 fn typ_matches(presented: Option<&str>, expected: &str) -> bool {

@@ -183,19 +183,15 @@ impl AuthorizationServer {
         for uri in &redirect_uris {
             validate_redirect_uri(uri, false).map_err(|e| invalid_client(format!("the document's {e}")))?;
         }
-        match doc.get("token_endpoint_auth_method").and_then(Value::as_str) {
-            None | Some("none") => {}
-            Some("private_key_jwt") => {
-                return Err(invalid_client(
-                    "private_key_jwt is not supported yet; publish token_endpoint_auth_method \"none\"",
-                ));
-            }
+        let jwks = match doc.get("token_endpoint_auth_method").and_then(Value::as_str) {
+            None | Some("none") => None,
+            Some("private_key_jwt") => Some(document_keys(doc)?),
             Some(other) => {
                 return Err(invalid_client(format!(
                     "token_endpoint_auth_method {other:?} is not allowed for metadata documents"
                 )));
             }
-        }
+        };
         if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
             return Err(invalid_client("metadata documents must not carry client secrets"));
         }
@@ -212,7 +208,7 @@ impl AuthorizationServer {
         Ok(ClientRecord {
             client_id: client_id.to_owned(),
             client_name,
-            client_type: ClientType::Public,
+            client_type: if jwks.is_some() { ClientType::Confidential } else { ClientType::Public },
             secret_digest: None,
             redirect_uris,
             grant_types,
@@ -230,9 +226,30 @@ impl AuthorizationServer {
                 .and_then(Value::as_str)
                 .filter(|u| u.starts_with("https://"))
                 .map(str::to_owned),
+            jwks,
             created_at: now,
             updated_at: now,
             last_used_at: None,
         })
     }
+}
+
+/// The keys a `private_key_jwt` document publishes inline (`jwks`), as a JWKS of P-256 keys.
+fn document_keys(doc: &serde_json::Map<String, Value>) -> Result<String, OAuthError> {
+    if doc.contains_key("jwks_uri") && !doc.contains_key("jwks") {
+        return Err(invalid_client("publish the client's keys inline as jwks; jwks_uri is not fetched"));
+    }
+    let jwks: portcullis_types::wire::JwkSet = doc
+        .get("jwks")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or_else(|| invalid_client("private_key_jwt needs a jwks of EC P-256 keys with kid"))?;
+    if jwks.keys.is_empty() || jwks.keys.iter().any(|k| k.kty != "EC" || k.crv != "P-256") {
+        return Err(invalid_client("private_key_jwt needs a jwks of EC P-256 keys with kid"));
+    }
+    for k in &jwks.keys {
+        portcullis_crypto::PublicKey::from_p256_jwk(&k.x, &k.y, Some(&k.kid))
+            .map_err(|_| invalid_client(format!("key {} in the jwks is not a valid P-256 key", k.kid)))?;
+    }
+    serde_json::to_string(&jwks).map_err(|_| OAuthError::server_error())
 }

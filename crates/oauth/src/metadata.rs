@@ -16,7 +16,12 @@ impl AuthorizationServer {
                 }
             }
         }
-        let auth_methods = vec!["client_secret_basic".to_owned(), "client_secret_post".to_owned(), "none".to_owned()];
+        let auth_methods = vec![
+            "client_secret_basic".to_owned(),
+            "client_secret_post".to_owned(),
+            "private_key_jwt".to_owned(),
+            "none".to_owned(),
+        ];
         let secret_methods = vec!["client_secret_basic".to_owned(), "client_secret_post".to_owned()];
         AuthorizationServerMetadata {
             issuer: s.issuer.clone(),
@@ -35,6 +40,7 @@ impl AuthorizationServer {
                 "client_credentials".into(),
             ],
             token_endpoint_auth_methods_supported: auth_methods.clone(),
+            token_endpoint_auth_signing_alg_values_supported: vec!["ES256".into()],
             introspection_endpoint_auth_methods_supported: secret_methods,
             revocation_endpoint_auth_methods_supported: auth_methods,
             code_challenge_methods_supported: vec!["S256".into()],

@@ -200,6 +200,7 @@ impl AuthorizationServer {
             registration_token_digest: Some(digest(&registration_token).to_vec()),
             registered_from: Some(ctx.source.to_string()),
             client_uri: validated.client_uri,
+            jwks: None,
             created_at: now,
             updated_at: now,
             last_used_at: None,

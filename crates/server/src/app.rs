@@ -213,6 +213,7 @@ pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> an
             registration_token_digest: None,
             registered_from: None,
             client_uri: None,
+            jwks: None,
             created_at: now,
             updated_at: now,
             last_used_at: None,

@@ -415,6 +415,7 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
                 registration_token_digest: None,
                 registered_from: None,
                 client_uri: None,
+                jwks: None,
                 created_at: now,
                 updated_at: now,
                 last_used_at: None,

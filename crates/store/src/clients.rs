@@ -23,6 +23,7 @@ struct Row {
     registration_token_digest: Option<Vec<u8>>,
     registered_from: Option<String>,
     client_uri: Option<String>,
+    jwks: Option<String>,
     created_at: i64,
     updated_at: i64,
     last_used_at: Option<i64>,
@@ -50,6 +51,7 @@ impl TryFrom<Row> for ClientRecord {
             registration_token_digest: r.registration_token_digest,
             registered_from: r.registered_from,
             client_uri: r.client_uri,
+            jwks: r.jwks,
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_used_at: r.last_used_at,
@@ -59,18 +61,18 @@ impl TryFrom<Row> for ClientRecord {
 
 const INSERT: &str = "INSERT INTO clients (client_id, client_name, client_type, secret_digest, redirect_uris, grant_types, \
      allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at, \
-     registration_token_digest, registered_from, client_uri) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+     registration_token_digest, registered_from, client_uri, jwks) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
 const UPSERT: &str = "INSERT INTO clients (client_id, client_name, client_type, secret_digest, redirect_uris, grant_types, \
      allowed_scopes, allowed_resources, application_type, origin, verified, status, can_introspect, created_at, updated_at, last_used_at, \
-     registration_token_digest, registered_from, client_uri) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+     registration_token_digest, registered_from, client_uri, jwks) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
      ON CONFLICT (client_id) DO UPDATE SET client_name = excluded.client_name, client_type = excluded.client_type, \
      secret_digest = excluded.secret_digest, redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types, \
      allowed_scopes = excluded.allowed_scopes, allowed_resources = excluded.allowed_resources, \
      application_type = excluded.application_type, verified = excluded.verified, \
-     can_introspect = excluded.can_introspect, client_uri = excluded.client_uri, updated_at = excluded.updated_at";
+     can_introspect = excluded.can_introspect, client_uri = excluded.client_uri, jwks = excluded.jwks, updated_at = excluded.updated_at";
 
 impl Store {
     pub async fn insert_client(&self, client: &ClientRecord) -> Result<()> {
@@ -107,6 +109,7 @@ impl Store {
             .bind(&c.registration_token_digest)
             .bind(&c.registered_from)
             .bind(&c.client_uri)
+            .bind(&c.jwks)
             .execute(pool)
             .await.map(|_| ()))?;
         Ok(())
@@ -261,6 +264,23 @@ impl Store {
                 .rows_affected());
         }
         Ok(removed)
+    }
+
+    /// Records a client assertion's `jti`; `false` if this client used it before (a replay).
+    pub async fn record_assertion_jti(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool> {
+        let res = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO client_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3)")
+            .bind(client_id)
+            .bind(jti)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        match res.map_err(StoreError::from) {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn touch_client(&self, client_id: &str, now: i64) -> Result<()> {

@@ -72,6 +72,8 @@ pub struct ClientRecord {
     pub registered_from: Option<String>,
     /// The client's home page, as it registered it (shown, never fetched).
     pub client_uri: Option<String>,
+    /// A JWKS document of the client's public keys, for `private_key_jwt` authentication.
+    pub jwks: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_used_at: Option<i64>,

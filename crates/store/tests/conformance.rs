@@ -65,6 +65,7 @@ fn client(id: &str) -> ClientRecord {
         registration_token_digest: None,
         registered_from: None,
         client_uri: None,
+        jwks: None,
         created_at: 100,
         updated_at: 100,
         last_used_at: None,
@@ -384,6 +385,9 @@ async fn initial_access_tokens_are_spent_once_per_use_and_expire() -> TestResult
         );
         assert!(store.find_client("idle").await?.is_none() && store.find_client("dyn").await?.is_some(), "{name}");
         assert!(store.find_client("admin").await?.is_some(), "{name}: admin clients are never swept");
+        assert!(store.record_assertion_jti("dyn", "j1", 500).await?, "{name}");
+        assert!(!store.record_assertion_jti("dyn", "j1", 500).await?, "{name}: a replayed jti");
+        assert!(store.record_assertion_jti("admin", "j1", 500).await?, "{name}: jtis are per client");
         dcr.client_id = "missing".into();
         assert!(matches!(store.update_client_metadata(&dcr).await, Err(StoreError::NotFound("client"))), "{name}");
     }

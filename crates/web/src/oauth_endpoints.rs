@@ -73,7 +73,13 @@ pub(crate) fn client_credentials(headers: &HeaderMap, params: &Params) -> Result
     let single = |name: &str| {
         params.single(name).map(|v| v.map(str::to_owned)).map_err(|e| OAuthError::invalid_request(e.to_string()))
     };
-    Ok(ClientCredentials { basic, form_client_id: single("client_id")?, form_client_secret: single("client_secret")? })
+    Ok(ClientCredentials {
+        basic,
+        form_client_id: single("client_id")?,
+        form_client_secret: single("client_secret")?,
+        client_assertion_type: single("client_assertion_type")?,
+        client_assertion: single("client_assertion")?,
+    })
 }
 
 /// The form and client credentials of a request to a client-authenticated endpoint.

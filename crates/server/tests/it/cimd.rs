@@ -204,7 +204,17 @@ async fn documents_are_validated_before_anything_is_shown() -> TestResult {
             json!({"token_endpoint_auth_method": "client_secret_basic"}),
             "not allowed for metadata documents",
         ),
-        ("jwt.json", json!({"token_endpoint_auth_method": "private_key_jwt"}), "private_key_jwt is not supported"),
+        ("jwt.json", json!({"token_endpoint_auth_method": "private_key_jwt"}), "needs a jwks of EC P-256 keys"),
+        (
+            "jwks-uri.json",
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://x.test/jwks"}),
+            "jwks_uri is not fetched",
+        ),
+        (
+            "rsa.json",
+            json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "RSA", "crv": "", "x": "", "y": "", "kid": "r", "use": "sig", "alg": "RS256"}]}}),
+            "EC P-256",
+        ),
         ("cc.json", json!({"grant_types": ["client_credentials"]}), "not available to metadata document clients"),
     ];
     for (name, changes, words) in cases {
@@ -361,5 +371,83 @@ async fn ssrf_a_document_url_on_a_refused_address_is_never_contacted() -> TestRe
     assert!(page.body.contains("127.0.0.2 (loopback), which is not allowed"), "{}", page.body);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(connections.load(Ordering::SeqCst), 0, "no connection was made to the refused address");
+    Ok(())
+}
+
+#[tokio::test]
+async fn private_key_jwt_clients_authenticate_with_single_use_assertions() -> TestResult {
+    let docs = DocServer::start().await?;
+    let server = start(dev_policy()?).await?;
+    let key = portcullis_crypto::SigningKey::generate()?;
+    let other_key = portcullis_crypto::SigningKey::generate()?;
+    let mut doc = docs.document("agent.json");
+    doc["token_endpoint_auth_method"] = json!("private_key_jwt");
+    doc["jwks"] = serde_json::to_value(portcullis_types::wire::JwkSet { keys: vec![key.public_jwk()] })?;
+    docs.publish_json("agent.json", doc, None);
+    let client_id = docs.url("agent.json");
+
+    let (verifier, challenge) = pkce()?;
+    let url = authorize_url(&server, &client_id, "http://127.0.0.1/callback", &challenge, &[]);
+    let location = authorize_as_alice(&server, &mut Browser::default(), &url, &["crm.contacts.read"]).await?;
+    let code = query(&location)?.get("code").cloned().ok_or("code")?;
+
+    let now = server.clock.now();
+    let token_endpoint = server.url("/token");
+    let assertion = |signer: &portcullis_crypto::SigningKey, changes: Value| -> AnyResult<String> {
+        let mut claims = json!({"iss": client_id, "sub": client_id, "aud": token_endpoint, "exp": now + 60, "iat": now, "jti": portcullis_crypto::random_token(16)?});
+        if let (Some(c), Some(x)) = (claims.as_object_mut(), changes.as_object()) {
+            for (k, v) in x {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(portcullis_crypto::sign_jwt(signer, "JWT", &claims)?)
+    };
+    let redeem = |assertion: String| {
+        let form = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("code_verifier", verifier.clone()),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned()),
+            ("client_assertion", assertion),
+        ];
+        let server = &server;
+        async move {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            server.token(&pairs).await
+        }
+    };
+    // Refused: wrong key, wrong audience, someone else as subject, expired, too long-lived.
+    for bad in [
+        assertion(&other_key, json!({}))?,
+        assertion(&key, json!({"aud": "https://elsewhere.test/token"}))?,
+        assertion(&key, json!({"iss": "someone-else"}))?,
+        assertion(&key, json!({"exp": now - 1}))?,
+        assertion(&key, json!({"exp": now + 3600}))?,
+        assertion(&key, json!({"jti": null}))?,
+    ] {
+        let (status, body) = redeem(bad).await?;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    }
+    // Without an assertion the client cannot authenticate at all.
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &client_id),
+            ("code", &code),
+            ("code_verifier", &verifier),
+        ])
+        .await?;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+
+    let good = assertion(&key, json!({}))?;
+    let (status, tokens) = redeem(good.clone()).await?;
+    assert_eq!(status, 200, "{tokens}");
+    // The same assertion twice is a replay.
+    let (status, body) = redeem(good).await?;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (401, Some("this client assertion was already used")),
+        "{body}"
+    );
     Ok(())
 }

@@ -24,8 +24,9 @@ async fn metadata_for_a_root_issuer() -> TestResult {
         );
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
-            serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+            serde_json::json!(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
         );
+        assert_eq!(m["token_endpoint_auth_signing_alg_values_supported"], serde_json::json!(["ES256"]));
         let scopes = m["scopes_supported"].as_array().ok_or("scopes_supported")?;
         for s in SCOPES {
             assert!(scopes.iter().any(|v| v == s), "{s} missing from scopes_supported");
