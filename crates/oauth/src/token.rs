@@ -76,6 +76,9 @@ impl TokenRequest {
     }
 }
 
+/// How stale a client's `last_used_at` may get before a token request refreshes it.
+const LAST_USED_PRECISION: i64 = 60;
+
 fn allows_grant(client: &ClientRecord, grant: &str) -> bool {
     client.grant_types.iter().any(|g| g == grant)
 }
@@ -99,7 +102,12 @@ impl AuthorizationServer {
                 self.client_credentials(&client, scope.as_deref(), resource.as_deref(), resource_count).await?
             }
         };
-        self.store.touch_client(&client.client_id, self.clock.now()).await?;
+        // "Last used" only needs minute precision (it drives the unused-client sweep); writing
+        // it on every request would make each token cost an extra write.
+        let now = self.clock.now();
+        if client.last_used_at.is_none_or(|t| now - t >= LAST_USED_PRECISION) {
+            self.store.touch_client(&client.client_id, now).await?;
+        }
         Ok(TokenResponseOutcome { response, client_id: client.client_id })
     }
 

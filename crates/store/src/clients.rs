@@ -2,7 +2,7 @@
 
 use crate::{
     ApplicationType, ClientRecord, ClientStatus, ClientType, InitialAccessTokenRecord, RegistrationOrigin, Result,
-    Store, StoreError, on_pool, split_list,
+    Store, StoreError, on_pool, on_reader, split_list,
 };
 
 #[derive(sqlx::FromRow)]
@@ -116,7 +116,7 @@ impl Store {
     }
 
     pub async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        let row: Option<Row> = on_pool!(self, pool => sqlx::query_as("SELECT * FROM clients WHERE client_id = $1")
+        let row: Option<Row> = on_reader!(self, pool => sqlx::query_as("SELECT * FROM clients WHERE client_id = $1")
             .bind(client_id)
             .fetch_optional(pool)
             .await?);
@@ -124,7 +124,7 @@ impl Store {
     }
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as("SELECT * FROM clients ORDER BY created_at, client_id")
+        let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as("SELECT * FROM clients ORDER BY created_at, client_id")
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(TryInto::try_into).collect()
@@ -175,7 +175,7 @@ impl Store {
 
     /// Counts clients registered through `origin` (the cap on dynamic registrations).
     pub async fn count_clients(&self, origin: RegistrationOrigin) -> Result<i64> {
-        let (n,): (i64,) = on_pool!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM clients WHERE origin = $1")
+        let (n,): (i64,) = on_reader!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM clients WHERE origin = $1")
             .bind(origin.as_str())
             .fetch_one(pool)
             .await?);
@@ -213,7 +213,7 @@ impl Store {
     }
 
     pub async fn list_initial_access_tokens(&self) -> Result<Vec<InitialAccessTokenRecord>> {
-        let rows: Vec<(String, i64, i64, i64)> = on_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<(String, i64, i64, i64)> = on_reader!(self, pool => sqlx::query_as(
             "SELECT label, uses_left, created_at, expires_at FROM initial_access_tokens ORDER BY created_at, label")
             .fetch_all(pool)
             .await?);

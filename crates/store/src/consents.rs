@@ -1,6 +1,6 @@
 //! Remembered consent, per user, client and resource.
 
-use crate::{ConsentRecord, Result, Store, on_pool};
+use crate::{ConsentRecord, Result, Store, on_pool, on_reader};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -50,7 +50,7 @@ impl Store {
     }
 
     pub async fn find_consent(&self, user_id: &str, client_id: &str, resource: &str) -> Result<Option<ConsentRecord>> {
-        let row: Option<Row> = on_pool!(self, pool => sqlx::query_as(
+        let row: Option<Row> = on_reader!(self, pool => sqlx::query_as(
             "SELECT * FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3")
             .bind(user_id)
             .bind(client_id)
@@ -61,7 +61,7 @@ impl Store {
     }
 
     pub async fn list_consents(&self, user_id: &str) -> Result<Vec<ConsentRecord>> {
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as(
             "SELECT * FROM consents WHERE user_id = $1 ORDER BY client_id, resource")
             .bind(user_id)
             .fetch_all(pool)

@@ -4,7 +4,7 @@
 
 use crate::{
     AccessTokenStatus, AuthorizationCodeRecord, ClientStatus, CodeRedemption, GrantKind, GrantRecord, NewAccessToken,
-    NewRefreshToken, RefreshRotation, RefreshTokenRecord, Result, Store, StoreError, on_pool,
+    NewRefreshToken, RefreshRotation, RefreshTokenRecord, Result, Store, StoreError, on_pool, on_reader,
 };
 
 #[derive(sqlx::FromRow)]
@@ -133,7 +133,7 @@ impl Store {
     }
 
     pub async fn find_authorization_code(&self, code_digest: &[u8]) -> Result<Option<AuthorizationCodeRecord>> {
-        let row: Option<CodeRow> = on_pool!(self, pool => sqlx::query_as(
+        let row: Option<CodeRow> = on_reader!(self, pool => sqlx::query_as(
             "SELECT grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at \
              FROM authorization_codes WHERE code_digest = $1")
             .bind(code_digest)
@@ -264,7 +264,7 @@ impl Store {
                    g.id, g.client_id, g.user_id, g.kind, g.resource, g.scope, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.revoked_reason \
                    FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_digest = $1";
         let row: Option<RefreshRow> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(token_digest).fetch_optional(pool).await?);
+            on_reader!(self, pool => sqlx::query_as(sql).bind(token_digest).fetch_optional(pool).await?);
         row.map(|r| {
             Ok(RefreshTokenRecord {
                 grant: r.grant.try_into()?,
@@ -388,7 +388,8 @@ impl Store {
                    c.status AS client_status \
                    FROM access_tokens a JOIN grants g ON g.id = a.grant_id JOIN clients c ON c.client_id = g.client_id \
                    LEFT JOIN users u ON u.id = g.user_id WHERE a.jti = $1";
-        let row: Option<StatusRow> = on_pool!(self, pool => sqlx::query_as(sql).bind(jti).fetch_optional(pool).await?);
+        let row: Option<StatusRow> =
+            on_reader!(self, pool => sqlx::query_as(sql).bind(jti).fetch_optional(pool).await?);
         row.map(|r| {
             Ok(AccessTokenStatus {
                 client_status: ClientStatus::parse(&r.client_status).ok_or(StoreError::Corrupt("client status"))?,
@@ -410,13 +411,13 @@ impl Store {
     }
 
     pub async fn find_grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
-        let row: Option<GrantRow> = on_pool!(self, pool => sqlx::query_as("SELECT * FROM grants WHERE id = $1").bind(grant_id).fetch_optional(pool).await?);
+        let row: Option<GrantRow> = on_reader!(self, pool => sqlx::query_as("SELECT * FROM grants WHERE id = $1").bind(grant_id).fetch_optional(pool).await?);
         row.map(TryInto::try_into).transpose()
     }
 
     /// Grants, newest first, optionally only those of one client or one user.
     pub async fn list_grants(&self, client_id: Option<&str>, user_id: Option<&str>) -> Result<Vec<GrantRecord>> {
-        let rows: Vec<GrantRow> = on_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<GrantRow> = on_reader!(self, pool => sqlx::query_as(
             "SELECT * FROM grants WHERE ($1 IS NULL OR client_id = $1) AND ($2 IS NULL OR user_id = $2) ORDER BY created_at DESC, id")
             .bind(client_id)
             .bind(user_id)

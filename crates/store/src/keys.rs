@@ -1,6 +1,6 @@
 //! Signing keys, sealed at rest.
 
-use crate::{Result, SigningKeyRecord, Store, on_pool};
+use crate::{Result, SigningKeyRecord, Store, on_pool, on_reader};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -55,14 +55,14 @@ impl Store {
     pub async fn published_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRecord>> {
         let sql = "SELECT kid, alg, private_key_sealed, created_at, retired_at, publish_until FROM signing_keys \
                    WHERE publish_until IS NULL OR publish_until > $1 ORDER BY (retired_at IS NULL) DESC, created_at DESC, kid";
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(sql).bind(now).fetch_all(pool).await?);
+        let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as(sql).bind(now).fetch_all(pool).await?);
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     pub async fn all_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         let sql = "SELECT kid, alg, private_key_sealed, created_at, retired_at, publish_until FROM signing_keys \
                    ORDER BY (retired_at IS NULL) DESC, created_at DESC, kid";
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?);
+        let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as(sql).fetch_all(pool).await?);
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }

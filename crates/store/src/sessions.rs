@@ -2,7 +2,7 @@
 //! random handle the browser holds.
 
 use crate::users::UserRow;
-use crate::{AuthorizationRequestRecord, BrowserSession, Result, Store, on_pool};
+use crate::{AuthorizationRequestRecord, BrowserSession, Result, Store, on_pool, on_reader};
 
 #[derive(sqlx::FromRow)]
 struct SessionRow {
@@ -49,7 +49,7 @@ impl Store {
                    FROM browser_sessions s JOIN users u ON u.id = s.user_id \
                    WHERE s.id_digest = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL";
         let row: Option<SessionRow> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
+            on_reader!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
         Ok(row.map(|r| BrowserSession {
             user: r.user.into(),
             auth_time: r.auth_time,
@@ -93,7 +93,7 @@ impl Store {
         let sql = "SELECT client_id, redirect_uri, scope, resource, state, nonce, code_challenge, prompt, max_age, login_user_id, created_at, expires_at \
                    FROM authorization_requests WHERE id_digest = $1 AND expires_at > $2";
         let row: Option<RequestRow> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
+            on_reader!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
         Ok(row.map(|r| AuthorizationRequestRecord {
             client_id: r.client_id,
             redirect_uri: r.redirect_uri,

@@ -1,6 +1,6 @@
 //! Local users.
 
-use crate::{Result, Store, StoreError, UserRecord, on_pool};
+use crate::{Result, Store, StoreError, UserRecord, on_pool, on_reader};
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserRow {
@@ -57,7 +57,7 @@ impl Store {
     }
 
     pub async fn find_user_by_username(&self, username: &str) -> Result<Option<UserRecord>> {
-        let row: Option<UserRow> = on_pool!(self, pool => sqlx::query_as(
+        let row: Option<UserRow> = on_reader!(self, pool => sqlx::query_as(
             "SELECT id, username, display_name, email, password_hash, is_admin, disabled_at, created_at, updated_at \
              FROM users WHERE username = $1")
             .bind(username)
@@ -67,7 +67,7 @@ impl Store {
     }
 
     pub async fn find_user(&self, id: &str) -> Result<Option<UserRecord>> {
-        let row: Option<UserRow> = on_pool!(self, pool => sqlx::query_as(
+        let row: Option<UserRow> = on_reader!(self, pool => sqlx::query_as(
             "SELECT id, username, display_name, email, password_hash, is_admin, disabled_at, created_at, updated_at \
              FROM users WHERE id = $1")
             .bind(id)
@@ -77,7 +77,7 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> Result<Vec<UserRecord>> {
-        let rows: Vec<UserRow> = on_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<UserRow> = on_reader!(self, pool => sqlx::query_as(
             "SELECT id, username, display_name, email, password_hash, is_admin, disabled_at, created_at, updated_at \
              FROM users ORDER BY username")
             .fetch_all(pool)
