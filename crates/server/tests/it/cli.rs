@@ -203,3 +203,36 @@ async fn check_config_explains_what_is_wrong() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn serve_answers_then_stops_cleanly_on_sigterm() -> TestResult {
+    let cli = Cli::new().await?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("--config")
+        .arg(&cli.config)
+        .arg("serve")
+        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| "serve printed nothing in 30 s")??
+        .ok_or("serve exited early")?;
+    let addr = line.rsplit("http://").next().ok_or("no address printed")?.trim().to_owned();
+    let metadata: serde_json::Value =
+        reqwest::get(format!("http://{addr}/.well-known/oauth-authorization-server")).await?.json().await?;
+    assert_eq!(metadata["issuer"], "http://127.0.0.1:18080");
+
+    let pid = child.id().ok_or("no pid")?.to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status()?.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .map_err(|_| "no exit after SIGTERM")??;
+    assert!(status.success(), "serve should exit 0 on SIGTERM, got {status}");
+    Ok(())
+}
