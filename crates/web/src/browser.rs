@@ -276,6 +276,12 @@ pub(crate) async fn login_submit(
         }
     };
     tracing::info!(user = %user.username, "signed in");
+    // A new sign-in gets a new session; whatever session this browser had before ends.
+    if let Some(previous) = jar.get(&state.cookie_name("portcullis_session")).map(|c| c.value().to_owned())
+        && let Err(e) = state.server.end_session(&previous).await
+    {
+        tracing::error!(error = %e, "could not end the previous session");
+    }
     if !handle.is_empty()
         && let Err(e) = state.server.record_login(&handle, &user).await
     {

@@ -196,3 +196,36 @@ async fn users_see_and_revoke_their_consents_on_the_account_page() -> TestResult
     assert_eq!(signed_in.location.as_deref(), Some("/account"));
     Ok(())
 }
+
+#[tokio::test]
+async fn forged_host_and_forwarded_headers_do_not_change_the_issuer() -> TestResult {
+    let server = TestServer::start().await?;
+    let response = server
+        .http
+        .get(server.url("/.well-known/oauth-authorization-server"))
+        .header("host", "evil.example.test")
+        .header("x-forwarded-host", "evil.example.test")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "host=evil.example.test;proto=https")
+        .send()
+        .await?;
+    let metadata: serde_json::Value = response.json().await?;
+    assert_eq!(metadata["issuer"], server.issuer.as_str());
+    assert_eq!(metadata["authorization_endpoint"], server.url("/authorize"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn signing_in_again_replaces_the_session() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut browser = Browser::default();
+    browser.login(&server, "/login", "alice", PASSWORD).await?;
+    let first = browser.cookies.get("portcullis_session").cloned().ok_or("session")?;
+    browser.login(&server, "/login", "alice", PASSWORD).await?;
+    let second = browser.cookies.get("portcullis_session").cloned().ok_or("session")?;
+    assert_ne!(first, second, "a fresh session id on every sign-in");
+    let mut old = Browser::default();
+    old.cookies.insert("portcullis_session".into(), first);
+    assert!(!old.get(&server, &server.url("/")).await?.body.contains("Signed in as"), "the previous session ended");
+    Ok(())
+}
