@@ -315,7 +315,7 @@ pub async fn start_on(
     let maintenance_server = server.clone();
     let maintenance_clock = Arc::clone(&clock);
     tokio::spawn(async move {
-        let mut reload = tokio::time::interval(Duration::from_secs(10));
+        let mut reload = tokio::time::interval(Duration::from_secs(1));
         let mut purge = tokio::time::interval(Duration::from_secs(600));
         loop {
             tokio::select! {
