@@ -238,8 +238,11 @@ impl Policy {
 mod tests {
     use super::*;
 
+    fn entry(name: &str, scopes: &[&str]) -> (String, Vec<String>) {
+        (name.to_owned(), scopes.iter().map(|s| (*s).to_owned()).collect())
+    }
+
     fn crm() -> Policy {
-        let entry = |n: &str, s: &[&str]| (n.to_owned(), s.iter().map(|x| (*x).to_owned()).collect());
         let source = PolicySource {
             tools: vec![
                 entry("list_contacts", &["crm.contacts.read"]),
@@ -253,7 +256,7 @@ mod tests {
             ],
             unmapped_requires: None,
         };
-        Policy::compile(&source).unwrap_or_else(|_| std::process::abort())
+        Policy::compile(&source).expect("the CRM policy compiles")
     }
 
     fn scopes(s: &str) -> ScopeSet {
@@ -311,13 +314,12 @@ mod tests {
 
     #[test]
     fn look_alike_names_are_denied_even_when_unmapped_names_are_allowed() {
-        let entry = |n: &str, s: &[&str]| (n.to_owned(), s.iter().map(|x| (*x).to_owned()).collect());
         let lenient = Policy::compile(&PolicySource {
             tools: vec![entry("export_contacts", &["crm.contacts.export"])],
             unmapped_requires: Some(vec![]),
             ..PolicySource::default()
         })
-        .unwrap_or_else(|_| std::process::abort());
+        .expect("the lenient policy compiles");
         check(&lenient, "", Operation::CallTool("harmless"), "allow");
         for disguised in [
             "Export_Contacts",
@@ -348,7 +350,6 @@ mod tests {
 
     #[test]
     fn compile_errors() {
-        let entry = |n: &str, s: &[&str]| (n.to_owned(), s.iter().map(|x| (*x).to_owned()).collect::<Vec<String>>());
         let bad_scope = PolicySource { tools: vec![entry("t", &["bad scope\""])], ..PolicySource::default() };
         assert!(matches!(Policy::compile(&bad_scope), Err(PolicyError::Scope { .. })));
         let dup = PolicySource { tools: vec![entry("t", &["a"]), entry("t", &["b"])], ..PolicySource::default() };

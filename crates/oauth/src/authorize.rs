@@ -15,7 +15,7 @@ use portcullis_types::{OAuthErrorCode, ScopeSet};
 use url::Url;
 
 use crate::redirect_uri::redirect_uri_matches;
-use crate::{AuthorizationServer, OAuthError, Params, settings::BUILTIN_SCOPES};
+use crate::{AuthorizationServer, OAuthError, Params, Settings};
 
 /// Why an authorization request did not produce a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,23 +343,12 @@ impl AuthorizationServer {
 
     /// The scopes this client may have for this resource.
     pub(crate) fn allowed_scopes(&self, client: &ClientRecord, resource: &str, include_builtin: bool) -> ScopeSet {
-        let mut resource_scopes = ScopeSet::new();
-        if let Some(r) = self.settings.resource(resource) {
-            for s in &r.scopes {
-                if let Ok(scope) = portcullis_types::Scope::parse(&s.name) {
-                    resource_scopes.insert(scope);
-                }
-            }
-        }
+        let mut offered = self.settings.resource_scopes(resource);
         if include_builtin {
-            for (name, _) in BUILTIN_SCOPES {
-                if let Ok(scope) = portcullis_types::Scope::parse(name) {
-                    resource_scopes.insert(scope);
-                }
-            }
+            offered = offered.union(&Settings::builtin_scopes());
         }
         let client_scopes = ScopeSet::parse(&client.allowed_scopes).unwrap_or_default();
-        if client_scopes.is_empty() { resource_scopes } else { resource_scopes.intersection(&client_scopes) }
+        if client_scopes.is_empty() { offered } else { offered.intersection(&client_scopes) }
     }
 
     /// Checks requested scopes against what the resource and client allow. Authorization

@@ -77,15 +77,7 @@ impl AuthorizationServer {
                 return Err(OAuthError::invalid_client("this is a public client; it has no secret to send"));
             }
         }
-        match client.status {
-            ClientStatus::Active => Ok(client),
-            ClientStatus::Suspended => {
-                Err(OAuthError::invalid_client("this client has been suspended by an administrator"))
-            }
-            ClientStatus::Pending => {
-                Err(OAuthError::invalid_client("this client is waiting for an administrator's approval"))
-            }
-        }
+        active(client)
     }
 }
 
@@ -164,14 +156,19 @@ impl AuthorizationServer {
         if !self.store.record_assertion_jti(&client.client_id, jti, exp).await? {
             return Err(OAuthError::invalid_client("this client assertion was already used"));
         }
-        match client.status {
-            ClientStatus::Active => Ok(client),
-            ClientStatus::Suspended => {
-                Err(OAuthError::invalid_client("this client has been suspended by an administrator"))
-            }
-            ClientStatus::Pending => {
-                Err(OAuthError::invalid_client("this client is waiting for an administrator's approval"))
-            }
+        active(client)
+    }
+}
+
+/// An authenticated client may act only while it is active.
+fn active(client: ClientRecord) -> Result<ClientRecord, OAuthError> {
+    match client.status {
+        ClientStatus::Active => Ok(client),
+        ClientStatus::Suspended => {
+            Err(OAuthError::invalid_client("this client has been suspended by an administrator"))
+        }
+        ClientStatus::Pending => {
+            Err(OAuthError::invalid_client("this client is waiting for an administrator's approval"))
         }
     }
 }

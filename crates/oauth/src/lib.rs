@@ -54,6 +54,7 @@ pub struct AuthorizationServer {
     pub(crate) passwords: PasswordHasher,
     pub(crate) fetcher: Option<portcullis_outbound::Fetcher>,
     pub(crate) cimd_cache: cimd::CimdCache,
+    metadata: Arc<portcullis_types::wire::AuthorizationServerMetadata>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
@@ -70,6 +71,7 @@ impl AuthorizationServer {
         settings: Settings,
         passwords: PasswordHasher,
     ) -> Self {
+        let metadata = Arc::new(metadata::build(&settings));
         Self {
             store,
             keys,
@@ -78,6 +80,7 @@ impl AuthorizationServer {
             passwords,
             fetcher: None,
             cimd_cache: Default::default(),
+            metadata,
         }
     }
 
@@ -89,6 +92,11 @@ impl AuthorizationServer {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// RFC 8414 metadata (also served as OpenID Connect discovery).
+    pub fn metadata(&self) -> &portcullis_types::wire::AuthorizationServerMetadata {
+        &self.metadata
     }
 
     pub fn store(&self) -> &Store {

@@ -430,7 +430,7 @@ impl AuthorizationServer {
             Some(s) => ScopeSet::parse(s).map_err(|e| metadata_error(e.to_string()))?,
             None => ScopeSet::new(),
         };
-        let known = self.known_scopes();
+        let known = self.settings.known_scopes();
         let unknown = requested_scope.difference(&known);
         if !unknown.is_empty() {
             return Err(metadata_error(format!("scope {unknown} is not offered by this server")));
@@ -476,23 +476,6 @@ impl AuthorizationServer {
             client_name,
             client_uri,
         })
-    }
-
-    fn known_scopes(&self) -> ScopeSet {
-        let mut all = ScopeSet::new();
-        for (name, _) in crate::BUILTIN_SCOPES {
-            if let Ok(s) = portcullis_types::Scope::parse(name) {
-                all.insert(s);
-            }
-        }
-        for r in &self.settings.resources {
-            for s in &r.scopes {
-                if let Ok(s) = portcullis_types::Scope::parse(&s.name) {
-                    all.insert(s);
-                }
-            }
-        }
-        all
     }
 
     fn classify_redirect_uri(&self, uri: &str) -> Result<RedirectKind, OAuthError> {

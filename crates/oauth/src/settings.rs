@@ -1,5 +1,13 @@
 //! What the authorization server is configured to do.
 
+use portcullis_types::{Scope, ScopeSet};
+
+/// Scope names were validated when the configuration was loaded; one that does not parse is
+/// left out rather than trusted.
+fn scope_set<'a>(names: impl Iterator<Item = &'a str>) -> ScopeSet {
+    ScopeSet::from_scopes(names.filter_map(|n| Scope::parse(n).ok()))
+}
+
 /// Scopes every client may ask for, independent of the resource: OpenID Connect's.
 pub const BUILTIN_SCOPES: &[(&str, &str)] = &[
     ("openid", "Confirm who you are to the application"),
@@ -51,6 +59,21 @@ impl Settings {
 
     pub fn resource(&self, uri: &str) -> Option<&ResourceSettings> {
         self.resources.iter().find(|r| r.uri == uri)
+    }
+
+    /// The OpenID Connect scopes every client may ask for.
+    pub fn builtin_scopes() -> ScopeSet {
+        scope_set(BUILTIN_SCOPES.iter().map(|(name, _)| *name))
+    }
+
+    /// The scopes a resource defines (none for an unknown resource).
+    pub fn resource_scopes(&self, uri: &str) -> ScopeSet {
+        self.resource(uri).map(|r| scope_set(r.scopes.iter().map(|s| s.name.as_str()))).unwrap_or_default()
+    }
+
+    /// Every scope this server knows: the built-in ones and those of every resource.
+    pub fn known_scopes(&self) -> ScopeSet {
+        self.resources.iter().fold(Self::builtin_scopes(), |all, r| all.union(&self.resource_scopes(&r.uri)))
     }
 
     /// Plain-words description of a scope, falling back to the scope name itself.

@@ -183,6 +183,50 @@ pub fn password_hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
     )?)
 }
 
+/// A client an operator sets up, in the configuration file or with `portcullis client add`.
+pub struct OperatorClient {
+    pub client_id: String,
+    pub client_name: String,
+    /// SHA-256 of the secret; `None` makes a public client.
+    pub secret_digest: Option<Vec<u8>>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    pub origin: RegistrationOrigin,
+    pub verified: bool,
+    pub can_introspect: bool,
+}
+
+/// The record of an operator's client: active from the start, with none of the artefacts of
+/// self-registration. Any non-https redirect URI (loopback or a private-use scheme) makes it a
+/// native application.
+pub fn operator_client(c: OperatorClient, now: i64) -> ClientRecord {
+    let native = c.redirect_uris.iter().any(|u| !u.starts_with("https://"));
+    ClientRecord {
+        client_id: c.client_id,
+        client_name: c.client_name,
+        client_type: if c.secret_digest.is_some() { ClientType::Confidential } else { ClientType::Public },
+        secret_digest: c.secret_digest,
+        redirect_uris: c.redirect_uris,
+        grant_types: c.grant_types,
+        allowed_scopes: c.scopes.join(" "),
+        allowed_resources: c.resources,
+        application_type: if native { ApplicationType::Native } else { ApplicationType::Web },
+        origin: c.origin,
+        verified: c.verified,
+        status: ClientStatus::Active,
+        can_introspect: c.can_introspect,
+        registration_token_digest: None,
+        registered_from: None,
+        client_uri: None,
+        jwks: None,
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+    }
+}
+
 /// Makes the clients declared in the configuration exist, as declared.
 pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> anyhow::Result<()> {
     for c in &config.clients {
@@ -195,29 +239,21 @@ pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> an
             (None, Some(hex)) => decode_hex(hex),
             (None, None) => None,
         };
-        let native = c.redirect_uris.iter().any(|u| u.starts_with("http://") || !u.starts_with("https://"));
-        let record = ClientRecord {
-            client_id: c.client_id.clone(),
-            client_name: c.client_name.clone(),
-            client_type: if secret_digest.is_some() { ClientType::Confidential } else { ClientType::Public },
-            secret_digest,
-            redirect_uris: c.redirect_uris.clone(),
-            grant_types: c.grant_types.clone(),
-            allowed_scopes: c.scopes.join(" "),
-            allowed_resources: c.resources.clone(),
-            application_type: if native { ApplicationType::Native } else { ApplicationType::Web },
-            origin: RegistrationOrigin::Config,
-            verified: c.verified,
-            status: ClientStatus::Active,
-            can_introspect: c.can_introspect,
-            registration_token_digest: None,
-            registered_from: None,
-            client_uri: None,
-            jwks: None,
-            created_at: now,
-            updated_at: now,
-            last_used_at: None,
-        };
+        let record = operator_client(
+            OperatorClient {
+                client_id: c.client_id.clone(),
+                client_name: c.client_name.clone(),
+                secret_digest,
+                redirect_uris: c.redirect_uris.clone(),
+                grant_types: c.grant_types.clone(),
+                scopes: c.scopes.clone(),
+                resources: c.resources.clone(),
+                origin: RegistrationOrigin::Config,
+                verified: c.verified,
+                can_introspect: c.can_introspect,
+            },
+            now,
+        );
         store.upsert_client(&record).await?;
     }
     Ok(())

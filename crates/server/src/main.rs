@@ -10,9 +10,7 @@ use portcullis::app;
 use portcullis::config::{Config, LogFormat};
 use portcullis_crypto::{digest, random_token};
 use portcullis_oauth::KeyRing;
-use portcullis_store::{
-    ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store, UserRecord,
-};
+use portcullis_store::{ClientRecord, ClientStatus, RegistrationOrigin, Store, UserRecord};
 use portcullis_types::{Clock, SystemClock};
 
 #[derive(Parser)]
@@ -397,29 +395,21 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
                 bail!("client_credentials needs a confidential client (--confidential)");
             }
             let secret = if confidential { Some(random_token(32)?) } else { None };
-            let native = redirect_uris.iter().any(|u| !u.starts_with("https://"));
-            let client = ClientRecord {
-                client_id: random_token(16)?,
-                client_name: name,
-                client_type: if confidential { ClientType::Confidential } else { ClientType::Public },
-                secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
-                redirect_uris,
-                grant_types,
-                allowed_scopes: scopes.join(" "),
-                allowed_resources: resources,
-                application_type: if native { ApplicationType::Native } else { ApplicationType::Web },
-                origin: RegistrationOrigin::Admin,
-                verified: true,
-                status: ClientStatus::Active,
-                can_introspect: introspect_any,
-                registration_token_digest: None,
-                registered_from: None,
-                client_uri: None,
-                jwks: None,
-                created_at: now,
-                updated_at: now,
-                last_used_at: None,
-            };
+            let client = app::operator_client(
+                app::OperatorClient {
+                    client_id: random_token(16)?,
+                    client_name: name,
+                    secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
+                    redirect_uris,
+                    grant_types,
+                    scopes,
+                    resources,
+                    origin: RegistrationOrigin::Admin,
+                    verified: true,
+                    can_introspect: introspect_any,
+                },
+                now,
+            );
             store.insert_client(&client).await?;
             print_client(&client);
             if let Some(secret) = secret {

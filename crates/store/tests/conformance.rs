@@ -18,7 +18,7 @@ async fn stores() -> std::result::Result<(Vec<Store>, tempfile::TempDir), Box<dy
     sqlite.migrate().await?;
     let admin =
         Store::connect(&postgres_url(), 1).await.map_err(|e| format!("PostgreSQL is required for this suite: {e}"))?;
-    let schema = format!("conformance_{}", portcullis_crypto_free_id());
+    let schema = format!("conformance_{}", unique_suffix());
     admin.execute_admin_sql(&format!("CREATE SCHEMA {schema}")).await?;
     admin.close().await;
     let sep = if postgres_url().contains('?') { '&' } else { '?' };
@@ -27,7 +27,7 @@ async fn stores() -> std::result::Result<(Vec<Store>, tempfile::TempDir), Box<dy
     Ok((vec![sqlite, pg], dir))
 }
 
-fn portcullis_crypto_free_id() -> String {
+fn unique_suffix() -> String {
     use std::time::{SystemTime, UNIX_EPOCH};
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}_{}", std::process::id(), nanos)

@@ -423,11 +423,10 @@ impl Browser {
     }
 }
 
+/// A redirect to the client, not to one of our own pages: our pages redirect by path, a client
+/// redirect is an absolute URL.
 fn is_client_redirect(location: &str) -> bool {
-    location.starts_with("https://app.example.test")
-        || location.starts_with("http://127.0.0.1/")
-        || location.starts_with("http://127.0.0.1:9/")
-        || location.starts_with("http://127.0.0.1:5")
+    location.starts_with("http://") || location.starts_with("https://")
 }
 
 fn absolute(server: &TestServer, url: &str) -> String {
@@ -463,19 +462,8 @@ pub fn authorize_url(
             params.insert(k, (*v).to_owned());
         }
     }
-    let query: String = form_urlencoded_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish();
     server.url(&format!("/authorize?{query}"))
-}
-
-pub fn form_urlencoded_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut url = url::Url::parse("http://x/").unwrap_or_else(|_| unreachable_url());
-    url.query_pairs_mut().extend_pairs(pairs);
-    url.query().unwrap_or_default().to_owned()
-}
-
-fn unreachable_url() -> url::Url {
-    // "http://x/" always parses; this keeps the helper free of unwrap.
-    url::Url::parse("http://localhost/").unwrap_or_else(|_| std::process::abort())
 }
 
 /// Runs the whole browser flow (sign in if asked, consent to `grant` if asked) and returns

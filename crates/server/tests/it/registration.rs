@@ -5,19 +5,16 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn open_policy() -> RegistrationConfig {
-    RegistrationConfig {
+fn open_policy() -> AnyResult<RegistrationConfig> {
+    Ok(RegistrationConfig {
         enabled: true,
-        allowed_networks: vec![
-            "127.0.0.0/8".parse().unwrap_or_else(|_| std::process::abort()),
-            "::1/128".parse().unwrap_or_else(|_| std::process::abort()),
-        ],
+        allowed_networks: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
         initial_access_token: "optional".into(),
         redirect_hosts: vec!["app.example.test".into(), ".partner.example.test".into()],
         confidential_without_token: "approval".into(),
         per_address_per_minute: 1000,
         ..RegistrationConfig::default()
-    }
+    })
 }
 
 async fn start(policy: RegistrationConfig) -> AnyResult<TestServer> {
@@ -72,7 +69,7 @@ async fn registration_is_off_unless_enabled() -> TestResult {
 
 #[tokio::test]
 async fn a_public_native_client_registers_and_signs_a_user_in() -> TestResult {
-    let server = start(open_policy()).await?;
+    let server = start(open_policy()?).await?;
     let metadata: Value =
         server.http.get(server.url("/.well-known/oauth-authorization-server")).send().await?.json().await?;
     assert_eq!(metadata["registration_endpoint"], server.url("/register"));
@@ -126,7 +123,7 @@ async fn a_public_native_client_registers_and_signs_a_user_in() -> TestResult {
 
 #[tokio::test]
 async fn redirect_uris_and_metadata_are_validated() -> TestResult {
-    let server = start(open_policy()).await?;
+    let server = start(open_policy()?).await?;
     let with = |changes: Value| {
         let mut body = native_app();
         if let (Some(b), Some(c)) = (body.as_object_mut(), changes.as_object()) {
@@ -190,7 +187,7 @@ async fn redirect_uris_and_metadata_are_validated() -> TestResult {
 
 #[tokio::test]
 async fn initial_access_tokens_gate_registration_and_vouch_for_clients() -> TestResult {
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.initial_access_token = "required".into();
     let server = start(policy).await?;
     let denied = register(&server, &native_app(), None).await?;
@@ -223,7 +220,7 @@ async fn initial_access_tokens_gate_registration_and_vouch_for_clients() -> Test
 #[tokio::test]
 async fn source_networks_caps_and_rate_limits() -> TestResult {
     // Only a documentation network may register: this loopback peer may not.
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.allowed_networks = vec!["192.0.2.0/24".parse()?];
     let server = start(policy).await?;
     assert_error(&register(&server, &native_app(), None).await?, 403, "access_denied");
@@ -239,7 +236,7 @@ async fn source_networks_caps_and_rate_limits() -> TestResult {
     server.store()?.insert_initial_access_token(&portcullis_crypto::digest(iat), &record).await?;
     assert_eq!(register(&server, &native_app(), Some(iat)).await?.0, 201);
 
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.max_clients = 2;
     policy.per_address_per_minute = 3;
     let server = start(policy).await?;
@@ -266,7 +263,7 @@ async fn source_networks_caps_and_rate_limits() -> TestResult {
 
 #[tokio::test]
 async fn confidential_clients_without_a_token_wait_for_approval() -> TestResult {
-    let server = start(open_policy()).await?;
+    let server = start(open_policy()?).await?;
     let body = json!({
         "client_name": "Backend agent",
         "grant_types": ["client_credentials"],
@@ -292,7 +289,7 @@ async fn confidential_clients_without_a_token_wait_for_approval() -> TestResult 
     assert_eq!(approved.0, 200, "{}", approved.1);
 
     // With "refuse", the same registration is turned away.
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.confidential_without_token = "refuse".into();
     let strict = start(policy).await?;
     assert_error(&register(&strict, &body, None).await?, 400, "invalid_client_metadata");
@@ -301,7 +298,7 @@ async fn confidential_clients_without_a_token_wait_for_approval() -> TestResult 
 
 #[tokio::test]
 async fn public_clients_get_the_scope_ceiling() -> TestResult {
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.public_client_scopes = vec!["crm.contacts.read".into()];
     let server = start(policy).await?;
     let (status, info, _) = register(&server, &native_app(), None).await?;
@@ -317,7 +314,7 @@ async fn public_clients_get_the_scope_ceiling() -> TestResult {
 
 #[tokio::test]
 async fn rfc7592_read_update_delete_with_the_registration_access_token() -> TestResult {
-    let server = start(open_policy()).await?;
+    let server = start(open_policy()?).await?;
     let (_, info, _) = register(&server, &native_app(), None).await?;
     let uri = info["registration_client_uri"].as_str().ok_or("uri")?.to_owned();
     let token = info["registration_access_token"].as_str().ok_or("token")?.to_owned();
@@ -369,7 +366,7 @@ async fn rfc7592_read_update_delete_with_the_registration_access_token() -> Test
 
 #[tokio::test]
 async fn self_registered_clients_get_short_sessions_short_refresh_and_expire_unused() -> TestResult {
-    let server = start(open_policy()).await?;
+    let server = start(open_policy()?).await?;
     let (_, info, _) = register(&server, &native_app(), None).await?;
     let client_id = info["client_id"].as_str().ok_or("id")?.to_owned();
     let redirect = "http://127.0.0.1:5999/callback";
@@ -432,7 +429,7 @@ async fn self_registered_clients_get_short_sessions_short_refresh_and_expire_unu
 async fn forwarded_addresses_count_only_from_trusted_proxies() -> TestResult {
     // Registration is allowed only from a documentation network; the test talks from loopback
     // and claims, in X-Forwarded-For, to be 192.0.2.7 (no traffic goes there).
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.allowed_networks = vec!["192.0.2.0/24".parse()?];
     let forged = |server: &TestServer, chain: &'static str| {
         server.http.post(server.url("/register")).header("x-forwarded-for", chain).json(&native_app()).send()
@@ -477,7 +474,7 @@ async fn software_statements_from_trusted_publishers_vouch_for_clients() -> Test
         &jwks,
         serde_json::to_string(&portcullis_types::wire::JwkSet { keys: vec![publisher.public_jwk()] })?,
     )?;
-    let mut policy = open_policy();
+    let mut policy = open_policy()?;
     policy.confidential_without_token = "refuse".into();
     policy.software_statement_issuers = vec![portcullis::config::StatementIssuerConfig {
         issuer: "https://vendor.example.test".into(),
