@@ -236,10 +236,7 @@ async fn request_errors_go_back_to_the_client_with_state_and_iss() -> TestResult
     assert_error_page(&browser.get(&server, &dup).await?, "invalid_request");
     // The user denying consent is access_denied.
     let url = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
-    let first = browser.get(&server, &url).await?;
-    let posted = browser.login(&server, first.location.as_deref().ok_or("login")?, "alice", PASSWORD).await?;
-    let cont = browser.get(&server, posted.location.as_deref().ok_or("continue")?).await?;
-    let consent = browser.get(&server, cont.location.as_deref().ok_or("consent")?).await?;
+    let consent = sign_in_to_consent(&server, &mut browser, &url).await?;
     let denied = browser.consent(&server, &consent, &["crm.contacts.read"], "deny").await?;
     assert_error_redirect(&server, &denied, PUBLIC_REDIRECT, "access_denied");
     // Ticking nothing is a denial too, and the parked request is gone afterwards.

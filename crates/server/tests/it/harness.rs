@@ -466,6 +466,16 @@ pub fn authorize_url(
     server.url(&format!("/authorize?{query}"))
 }
 
+/// Starts an authorization in a browser with nobody signed in, signs Alice in, and returns the
+/// consent page it leads to.
+pub async fn sign_in_to_consent(server: &TestServer, browser: &mut Browser, url: &str) -> AnyResult<Page> {
+    let first = browser.get(server, url).await?;
+    let posted =
+        browser.login(server, first.location.as_deref().ok_or("no redirect to sign in")?, "alice", PASSWORD).await?;
+    let cont = browser.get(server, posted.location.as_deref().ok_or("no redirect after sign-in")?).await?;
+    browser.get(server, cont.location.as_deref().ok_or("no redirect to consent")?).await
+}
+
 /// Runs the whole browser flow (sign in if asked, consent to `grant` if asked) and returns
 /// the final redirect to the client.
 pub async fn authorize_as_alice(

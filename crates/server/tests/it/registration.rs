@@ -94,10 +94,7 @@ async fn a_public_native_client_registers_and_signs_a_user_in() -> TestResult {
     let redirect = "http://127.0.0.1:5999/callback";
     let url = authorize_url(&server, &client_id, redirect, &challenge, &[]);
     let mut browser = Browser::default();
-    let first = browser.get(&server, &url).await?;
-    let posted = browser.login(&server, first.location.as_deref().ok_or("login")?, "alice", PASSWORD).await?;
-    let cont = browser.get(&server, posted.location.as_deref().ok_or("continue")?).await?;
-    let consent = browser.get(&server, cont.location.as_deref().ok_or("consent")?).await?;
+    let consent = sign_in_to_consent(&server, &mut browser, &url).await?;
     assert!(
         consent.body.contains("dynamic client registration") && consent.body.contains("unverified"),
         "{}",
