@@ -29,7 +29,39 @@ pub enum Operation<'a> {
     GetPrompt(&'a str),
     ReadResource(&'a str),
     SubscribeResource(&'a str),
+    /// Any other JSON-RPC method. The MCP methods that carry no tool, prompt or resource name
+    /// (`initialize`, `ping`, the list methods, notifications, ...) are allowed; a method that
+    /// merely looks like a known one (`Tools/Call`) is refused; anything else is unmapped.
+    Method(&'a str),
 }
+
+/// MCP methods that name no tool, prompt or resource and so need no scope of their own. List
+/// results are filtered item by item with the operations above.
+pub const PROTOCOL_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/unsubscribe",
+    "logging/setLevel",
+    "completion/complete",
+    "server/discover",
+    "tasks/get",
+    "tasks/list",
+    "tasks/result",
+    "tasks/cancel",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "notifications/tasks/status",
+];
+
+/// Methods whose name the policy decides with its own operation; a look-alike of one of these
+/// must never reach an upstream that might be lenient about case.
+const NAMED_METHODS: &[&str] = &["tools/call", "prompts/get", "resources/read", "resources/subscribe"];
 
 /// Why an operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +215,14 @@ impl Policy {
     /// The one decision function.
     pub fn decide(&self, granted: &ScopeSet, operation: Operation<'_>) -> Decision {
         let (needed, confusable) = match operation {
+            Operation::Method(method) => {
+                if PROTOCOL_METHODS.contains(&method) {
+                    return Decision::Allow;
+                }
+                let folded = fold(method);
+                let lookalike = PROTOCOL_METHODS.iter().chain(NAMED_METHODS).find(|known| fold(known) == folded);
+                (None, lookalike.map(|known| (*known).to_owned()))
+            }
             Operation::CallTool(name) => Self::lookup(&self.tools, &self.folded_tools, name),
             Operation::GetPrompt(name) => Self::lookup(&self.prompts, &self.folded_prompts, name),
             Operation::ReadResource(uri) | Operation::SubscribeResource(uri) => {
@@ -295,6 +335,20 @@ mod tests {
         );
         check(&p, "crm.contacts.read", Operation::GetPrompt("summarize_account"), "allow");
         check(&p, "crm.contacts.read", Operation::GetPrompt("other"), "unmapped");
+    }
+
+    #[test]
+    fn protocol_methods_pass_and_their_look_alikes_do_not() {
+        let p = crm();
+        check(&p, "", Operation::Method("initialize"), "allow");
+        check(&p, "", Operation::Method("tools/list"), "allow");
+        check(&p, "", Operation::Method("Tools/Call"), "confusable with tools/call");
+        check(&p, "", Operation::Method("tools/list\u{200B}"), "confusable with tools/list");
+        check(&p, "", Operation::Method("vendor/extension"), "unmapped");
+        let lenient = Policy::compile(&PolicySource { unmapped_requires: Some(vec![]), ..PolicySource::default() })
+            .expect("compiles");
+        check(&lenient, "", Operation::Method("vendor/extension"), "allow");
+        check(&lenient, "", Operation::Method("TOOLS/CALL"), "confusable with tools/call");
     }
 
     #[test]

@@ -107,6 +107,166 @@ pub fn verify_jwt<'k, C: DeserializeOwned>(
     Ok(VerifiedJwt { kid: key.kid().to_owned(), claims: data.claims })
 }
 
+/// The signature algorithms an external issuer's tokens may use. HMAC is never accepted: a
+/// resource server holding the issuer's "secret" could mint tokens itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForeignAlgorithm {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Es256,
+    Es384,
+    EdDsa,
+}
+
+impl ForeignAlgorithm {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "RS256" => Self::Rs256,
+            "RS384" => Self::Rs384,
+            "RS512" => Self::Rs512,
+            "PS256" => Self::Ps256,
+            "PS384" => Self::Ps384,
+            "PS512" => Self::Ps512,
+            "ES256" => Self::Es256,
+            "ES384" => Self::Es384,
+            "EdDSA" | "Ed25519" => Self::EdDsa,
+            _ => return None,
+        })
+    }
+
+    fn jsonwebtoken(self) -> Algorithm {
+        match self {
+            Self::Rs256 => Algorithm::RS256,
+            Self::Rs384 => Algorithm::RS384,
+            Self::Rs512 => Algorithm::RS512,
+            Self::Ps256 => Algorithm::PS256,
+            Self::Ps384 => Algorithm::PS384,
+            Self::Ps512 => Algorithm::PS512,
+            Self::Es256 => Algorithm::ES256,
+            Self::Es384 => Algorithm::ES384,
+            Self::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// A published JWK Set of another issuer, parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct ForeignKeys {
+    keys: Vec<jsonwebtoken::jwk::Jwk>,
+}
+
+impl ForeignKeys {
+    /// Parses a JWKS document; keys this library cannot use are skipped, not fatal.
+    pub fn from_jwks_json(document: &[u8]) -> Result<Self, JwtError> {
+        #[derive(serde::Deserialize)]
+        struct Document {
+            keys: Vec<serde_json::Value>,
+        }
+        let doc: Document = serde_json::from_slice(document).map_err(|_| JwtError::Claims)?;
+        let keys = doc
+            .keys
+            .into_iter()
+            .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k).ok())
+            .filter(|k| !matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)))
+            .collect();
+        Ok(Self { keys })
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid))
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The key id a token names, read before verification to decide whether a JWKS refresh could
+/// help. Never trust it otherwise.
+pub fn unverified_kid(token: &str) -> Option<String> {
+    if token.len() > MAX_JWT_LEN {
+        return None;
+    }
+    let header = token.split('.').next()?;
+    let raw: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    raw.get("kid")?.as_str().map(str::to_owned)
+}
+
+/// Verifies a JWT of another issuer with the same rules as [`verify_jwt`]: the header `alg`
+/// must be one of `allowed`, and the key's own `alg` (when it has one) must agree; `typ` must
+/// be one of `allowed_types` (compared as media types); the key is chosen by `kid`, or is the
+/// only key when the token names none. Claims are returned undecoded for the caller to check.
+pub fn verify_foreign_jwt(
+    token: &str,
+    allowed: &[ForeignAlgorithm],
+    allowed_types: &[String],
+    keys: &ForeignKeys,
+) -> Result<serde_json::Map<String, serde_json::Value>, JwtError> {
+    if token.len() > MAX_JWT_LEN {
+        return Err(JwtError::TooLong);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed);
+    };
+    let raw_header: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or(JwtError::Malformed)?;
+    for forbidden in ["crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip"] {
+        if raw_header.contains_key(forbidden) {
+            return Err(JwtError::ForbiddenHeader(forbidden));
+        }
+    }
+    let alg_name = raw_header.get("alg").and_then(|v| v.as_str()).unwrap_or_default();
+    let alg = ForeignAlgorithm::parse(alg_name)
+        .filter(|a| allowed.contains(a))
+        .ok_or_else(|| JwtError::Algorithm(alg_name.to_owned()))?;
+    let typ = raw_header.get("typ").and_then(|v| v.as_str()).map(str::to_owned);
+    if !allowed_types.iter().any(|t| typ_matches(typ.as_deref(), t)) {
+        return Err(JwtError::Type(typ));
+    }
+    let key = match raw_header.get("kid").and_then(|v| v.as_str()) {
+        Some(kid) => keys.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)),
+        None if keys.keys.len() == 1 => keys.keys.first(),
+        None => return Err(JwtError::MissingKeyId),
+    }
+    .ok_or(JwtError::UnknownKeyId)?;
+    if let Some(key_alg) = key.common.key_algorithm
+        && key_alg.to_string() != alg_name
+    {
+        return Err(JwtError::Algorithm(alg_name.to_owned()));
+    }
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(key).map_err(|_| JwtError::UnknownKeyId)?;
+    let mut validation = Validation::new(alg.jsonwebtoken());
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &decoding, &validation)
+        .map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
+                    JwtError::Signature
+                }
+                ErrorKind::Json(_) | ErrorKind::Utf8(_) => JwtError::Claims,
+                _ => JwtError::Malformed,
+            }
+        })?;
+    Ok(data.claims)
+}
+
 /// Reads one string claim of a JWT **without verifying it**, to pick the key to verify it
 /// with (a client assertion names its client in `sub`). Never trust the result otherwise.
 pub fn unverified_string_claim(token: &str, claim: &str) -> Option<String> {

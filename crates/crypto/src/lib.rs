@@ -10,7 +10,10 @@ mod keys;
 mod password;
 mod secret;
 
-pub use jwt::{JwtError, VerifiedJwt, sign_jwt, unverified_string_claim, verify_jwt};
+pub use jwt::{
+    ForeignAlgorithm, ForeignKeys, JwtError, VerifiedJwt, sign_jwt, unverified_kid, unverified_string_claim,
+    verify_foreign_jwt, verify_jwt,
+};
 pub use keys::{MasterKey, PublicKey, SigningKey};
 pub use password::{PasswordCheckError, PasswordHasher, PasswordParams};
 pub use secret::{

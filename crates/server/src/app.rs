@@ -146,6 +146,7 @@ pub fn settings(config: &Config) -> Settings {
                     .map(|s| ScopeSettings { name: s.name.clone(), description: s.description.clone() })
                     .collect(),
             })
+            .chain(crate::gateway::route_resources(config))
             .collect(),
     }
 }
@@ -264,22 +265,25 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub issuer: String,
     pub server: AuthorizationServer,
+    pub gateway: Option<portcullis_gateway::Gateway>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, finishes in-flight requests, and closes the database.
+    /// Stops accepting, finishes in-flight requests, writes the audit trail, and closes the
+    /// database.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.context("server task panicked")??;
-        self.server.store().close().await;
-        Ok(())
+        self.wait().await
     }
 
-    /// Resolves when the server stops by itself (it should not).
+    /// Resolves when the server stops (after a shutdown signal).
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await.context("server task panicked")?;
+        if let Some(gateway) = &self.gateway {
+            gateway.shutdown().await;
+        }
         self.server.store().close().await;
         result
     }
@@ -338,8 +342,16 @@ pub async fn start_on(
         per_address_per_minute: config.login.per_address_per_minute,
         registrations_per_address_per_minute: config.registration.per_address_per_minute,
     };
-    let state = portcullis_web::AppState::new(server.clone(), master, limits)
+    let mut state = portcullis_web::AppState::new(server.clone(), master, limits)
         .with_trusted_proxies(config.server.trusted_proxies.clone());
+    let gateway = if config.upstreams.is_empty() {
+        None
+    } else {
+        let settings = crate::gateway::gateway_settings(&config)?;
+        let gateway = portcullis_gateway::Gateway::new(settings, server.clone()).context("starting the MCP gateway")?;
+        state = state.with_gateway(gateway.clone());
+        Some(gateway)
+    };
     let router = portcullis_web::router(state);
 
     let addr = listener.local_addr()?;
@@ -375,14 +387,32 @@ pub async fn start_on(
         }
     });
 
+    let draining = gateway.clone();
+    let mut deadline_rx = shutdown.subscribe();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                // Ending the sessions ends their streams, so in-flight requests can finish.
+                if let Some(gateway) = &draining {
+                    gateway.end_sessions();
+                }
             })
-            .await
-            .context("HTTP server failed")
+            .into_future();
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => return result.context("HTTP server failed"),
+            _ = deadline_rx.wait_for(|stop| *stop) => {}
+        }
+        // Streams passed through from HTTP upstreams may never end by themselves.
+        match tokio::time::timeout(Duration::from_secs(10), serve).await {
+            Ok(result) => result.context("HTTP server failed"),
+            Err(_) => {
+                tracing::warn!("open streams did not end within 10 s of the shutdown signal; closing them");
+                Ok(())
+            }
+        }
     });
     tracing::info!(%addr, issuer = %config.issuer(), backend = store.backend_name(), "Portcullis is listening");
-    Ok(RunningServer { addr, issuer: config.issuer(), server, shutdown, task })
+    Ok(RunningServer { addr, issuer: config.issuer(), server, gateway, shutdown, task })
 }

@@ -17,6 +17,8 @@ pub struct Config {
     pub cimd: CimdConfig,
     pub resources: Vec<ResourceConfig>,
     pub clients: Vec<ClientConfig>,
+    pub gateway: GatewayConfig,
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,6 +206,180 @@ impl Default for CimdConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Browser origins allowed to call `/mcp/` routes, besides the issuer's own.
+    pub allowed_origins: Vec<String>,
+    /// `Host` header values accepted besides the issuer's host (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    pub max_request_bytes: usize,
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_request_bytes: 4 * 1024 * 1024,
+            trusted_issuers: Vec::new(),
+        }
+    }
+}
+
+/// An external authorization server whose access tokens the gateway accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    pub issuer: String,
+    /// The `aud` its tokens carry, when it is not the route's resource URI.
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_token_types")]
+    pub token_types: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: i64,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_min_secs: u64,
+    #[serde(default)]
+    pub introspection_client_id: Option<String>,
+    #[serde(default)]
+    pub introspection_client_secret_env: Option<String>,
+    #[serde(default = "default_introspection_cache")]
+    pub introspection_cache_max_secs: u64,
+    /// Routes that accept this issuer's tokens; empty means all.
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_token_types() -> Vec<String> {
+    vec!["at+jwt".into()]
+}
+fn default_leeway() -> i64 {
+    30
+}
+fn default_jwks_refresh() -> u64 {
+    60
+}
+fn default_introspection_cache() -> u64 {
+    60
+}
+
+/// An MCP server behind the gateway, at `/mcp/NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// A stdio server: the program and its arguments, spawned once per MCP session.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Environment of the stdio child (it inherits only PATH, HOME and LANG otherwise).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// An HTTP server: its MCP endpoint.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `streamable-http` (default) or `sse` (the 2024-11-05 HTTP+SSE transport).
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// `required` (default) or `off` (no token is asked for; for test benches only).
+    #[serde(default = "default_authentication")]
+    pub authentication: String,
+    /// Tool → scopes it needs. Likewise prompts and resources (URI, or prefix ending in `*`).
+    #[serde(default)]
+    pub tools: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub prompts: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, Vec<String>>,
+    /// `deny` (default): what the maps do not name is refused; `allow`: it needs
+    /// `unmapped_scopes` (none: any valid token).
+    #[serde(default = "default_unmapped")]
+    pub unmapped: String,
+    #[serde(default)]
+    pub unmapped_scopes: Vec<String>,
+    /// What each scope means, in words for the consent page.
+    #[serde(default)]
+    pub scope_descriptions: std::collections::BTreeMap<String, String>,
+    /// RFC 9728 `scopes_supported`; default: every scope the maps use.
+    #[serde(default)]
+    pub scopes_supported: Option<Vec<String>>,
+    /// The gateway's own credentials for the upstream.
+    #[serde(default)]
+    pub headers: Vec<UpstreamHeaderConfig>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    #[serde(default)]
+    pub publish_at_root: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHeaderConfig {
+    pub name: String,
+    /// The value is read from this environment variable...
+    #[serde(default)]
+    pub value_env: Option<String>,
+    /// ... or from this file (trailing newline removed).
+    #[serde(default)]
+    pub value_file: Option<PathBuf>,
+}
+
+fn default_transport() -> String {
+    "streamable-http".into()
+}
+fn default_authentication() -> String {
+    "required".into()
+}
+fn default_unmapped() -> String {
+    "deny".into()
+}
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_max_sessions() -> usize {
+    32
+}
+fn default_idle_timeout() -> u64 {
+    1800
+}
+
+impl UpstreamConfig {
+    /// The tool-level policy this upstream's maps describe.
+    pub fn policy_source(&self) -> portcullis_authz::PolicySource {
+        let entries = |m: &std::collections::BTreeMap<String, Vec<String>>| {
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+        };
+        portcullis_authz::PolicySource {
+            tools: entries(&self.tools),
+            prompts: entries(&self.prompts),
+            resources: entries(&self.resources),
+            unmapped_requires: (self.unmapped == "allow").then(|| self.unmapped_scopes.clone()),
+        }
+    }
+
+    pub fn requires_authentication(&self) -> bool {
+        self.authentication != "off"
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceConfig {
     pub uri: String,
@@ -249,6 +425,107 @@ fn default_grant_types() -> Vec<String> {
 
 fn default_true() -> bool {
     true
+}
+
+impl Config {
+    /// The canonical URL of an upstream's route: the `resource` its tokens are issued for.
+    pub fn route_resource(&self, name: &str) -> String {
+        format!("{}/mcp/{name}", self.issuer().trim_end_matches('/'))
+    }
+
+    fn validate_gateway(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut names = std::collections::BTreeSet::new();
+        for u in &self.upstreams {
+            if u.name.is_empty()
+                || !u.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return invalid(format!("upstream name {:?} must be lowercase letters, digits, - and _", u.name));
+            }
+            if !names.insert(u.name.as_str()) {
+                return invalid(format!("upstream {:?} is configured twice", u.name));
+            }
+            match (u.command.is_empty(), &u.url) {
+                (false, None) => {}
+                (true, Some(url)) => {
+                    let parsed = url::Url::parse(url)
+                        .map_err(|e| ConfigError::Invalid(format!("upstream {:?}: url: {e}", u.name)))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return invalid(format!("upstream {:?}: url must be http or https", u.name));
+                    }
+                    if !["streamable-http", "sse"].contains(&u.transport.as_str()) {
+                        return invalid(format!(
+                            "upstream {:?}: transport must be \"streamable-http\" or \"sse\"",
+                            u.name
+                        ));
+                    }
+                }
+                _ => return invalid(format!("upstream {:?} needs exactly one of command and url", u.name)),
+            }
+            if !["required", "off"].contains(&u.authentication.as_str()) {
+                return invalid(format!("upstream {:?}: authentication must be \"required\" or \"off\"", u.name));
+            }
+            if !["deny", "allow"].contains(&u.unmapped.as_str()) {
+                return invalid(format!("upstream {:?}: unmapped must be \"deny\" or \"allow\"", u.name));
+            }
+            portcullis_authz::Policy::compile(&u.policy_source())
+                .map_err(|e| ConfigError::Invalid(format!("upstream {:?}: {e}", u.name)))?;
+            for h in &u.headers {
+                if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+                    return invalid(format!("upstream {:?}: {:?} is not a header name", u.name, h.name));
+                }
+                if h.name.eq_ignore_ascii_case("host") || h.name.to_ascii_lowercase().starts_with("mcp-") {
+                    return invalid(format!("upstream {:?}: header {:?} cannot be set", u.name, h.name));
+                }
+                if h.value_env.is_some() == h.value_file.is_some() {
+                    return invalid(format!(
+                        "upstream {:?}: header {:?} needs exactly one of value_env and value_file",
+                        u.name, h.name
+                    ));
+                }
+            }
+            if u.request_timeout_secs == 0 || u.connect_timeout_secs == 0 || u.max_sessions == 0 {
+                return invalid(format!("upstream {:?}: timeouts and max_sessions must be positive", u.name));
+            }
+        }
+        for u in self.upstreams.iter().filter(|u| u.requires_authentication()) {
+            let route = self.route_resource(&u.name);
+            if self.resources.iter().any(|r| r.uri == route) {
+                return invalid(format!(
+                    "resource {route:?} is also the route of upstream {:?}; describe its scopes with scope_descriptions there",
+                    u.name
+                ));
+            }
+        }
+        if self.upstreams.iter().filter(|u| u.publish_at_root).count() > 1 {
+            return invalid("only one upstream can have publish_at_root".into());
+        }
+        for t in &self.gateway.trusted_issuers {
+            url::Url::parse(&t.issuer)
+                .map_err(|e| ConfigError::Invalid(format!("trusted issuer {:?}: {e}", t.issuer)))?;
+            if t.issuer == self.issuer() {
+                return invalid("gateway.trusted_issuers must not list this server's own issuer".into());
+            }
+            for a in &t.algorithms {
+                if portcullis_crypto::ForeignAlgorithm::parse(a).is_none() {
+                    return invalid(format!(
+                        "trusted issuer {:?}: algorithm {a:?} is not accepted (HMAC never is)",
+                        t.issuer
+                    ));
+                }
+            }
+            if t.introspection_client_id.is_some() != t.introspection_client_secret_env.is_some() {
+                return invalid(format!(
+                    "trusted issuer {:?}: introspection needs both introspection_client_id and introspection_client_secret_env",
+                    t.issuer
+                ));
+            }
+        }
+        if self.gateway.max_request_bytes == 0 {
+            return invalid("gateway.max_request_bytes must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -431,6 +708,7 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("resource {:?}: {e}", r.uri)))?;
             }
         }
+        self.validate_gateway()?;
         for c in &self.clients {
             if c.redirect_uris.is_empty() && c.grant_types.iter().any(|g| g == "authorization_code") {
                 return Err(ConfigError::Invalid(format!(

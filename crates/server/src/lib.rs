@@ -3,3 +3,5 @@
 
 pub mod app;
 pub mod config;
+pub mod demo_crm;
+pub mod gateway;

@@ -47,6 +47,39 @@ enum Command {
     /// Initial access tokens for Dynamic Client Registration.
     #[command(subcommand)]
     Iat(IatCommand),
+    /// The gateway's audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Everything in one command: the authorization server, the gateway at /mcp/crm and the
+    /// demo CRM behind it, user alice, registration open to loopback clients.
+    Demo {
+        /// Where to listen (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the demo keeps its database and keys.
+        #[arg(long, default_value = "portcullis-demo")]
+        data_dir: PathBuf,
+    },
+    /// The demo CRM MCP server on stdio, or on Streamable HTTP with --listen.
+    #[command(hide = true)]
+    DemoCrm {
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Shows the newest events; with --follow, keeps printing new ones.
+    Tail {
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: i64,
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -198,10 +231,29 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::DemoCrm { listen: None } => return portcullis::demo_crm::run_stdio().await,
+        Command::DemoCrm { listen: Some(addr) } => {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            println!("demo CRM on http://{}/mcp", listener.local_addr()?);
+            axum::serve(listener, portcullis::demo_crm::http_router())
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            return Ok(());
+        }
+        Command::Demo { listen, data_dir } => {
+            init_tracing(LogFormat::Text);
+            return demo(listen, data_dir).await;
+        }
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     init_tracing(config.server.log_format);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
+        Command::Audit(cmd) => audit(config, cmd).await,
+        Command::Demo { .. } | Command::DemoCrm { .. } => Ok(()),
         Command::Serve => serve(config, clock).await,
         Command::CheckConfig => {
             println!(
@@ -234,6 +286,135 @@ async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     running.wait().await
+}
+
+/// `portcullis demo`: the quickstart of PRODUCT.md, on the embedded defaults.
+async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let program = std::env::current_exe().context("locating the portcullis binary for the demo CRM")?;
+    let mut config = Config::default();
+    config.server.listen = addr;
+    config.server.issuer = format!("http://{addr}");
+    config.server.data_dir = data_dir;
+    config.registration.enabled = true;
+    config.registration.initial_access_token = "optional".into();
+    config.registration.allowed_networks = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
+    config.upstreams = vec![portcullis::demo_crm::demo_upstream(program.to_string_lossy().into_owned())];
+    config.validate()?;
+
+    // alice: the password from PORTCULLIS_DEMO_PASSWORD, else a fresh one printed below.
+    let (password, generated) = match std::env::var("PORTCULLIS_DEMO_PASSWORD") {
+        Ok(p) if !p.is_empty() => (p, false),
+        _ => (random_token(12)?, true),
+    };
+    {
+        app::ensure_data_dir(&config.server.data_dir)?;
+        let store = app::open_store(&config).await?;
+        let hasher = app::password_hasher(&config)?;
+        let hash = hasher.hash_blocking(&password)?;
+        let now = SystemClock.now();
+        match store.find_user_by_username("alice").await? {
+            Some(_) => {
+                store.set_user_password("alice", &hash, now).await?;
+            }
+            None => {
+                store
+                    .insert_user(&UserRecord {
+                        id: random_token(12)?,
+                        username: "alice".into(),
+                        display_name: Some("Alice Example".into()),
+                        email: Some("alice@example.com".into()),
+                        password_hash: Some(hash),
+                        is_admin: true,
+                        disabled_at: None,
+                        created_at: now,
+                        updated_at: now,
+                    })
+                    .await?;
+            }
+        }
+        store.close().await;
+    }
+    let issuer = config.issuer();
+    let running = app::start_on(listener, config, Arc::new(SystemClock)).await?;
+    println!();
+    println!("  Portcullis demo is running.");
+    println!();
+    println!("  MCP server URL:  {issuer}/mcp/crm");
+    println!("  Dashboard:       {issuer}/account");
+    println!("  Sign in as:      alice");
+    if generated {
+        println!("  Password:        {password}");
+    } else {
+        println!("  Password:        (from PORTCULLIS_DEMO_PASSWORD)");
+    }
+    println!();
+    println!("  Tools: list_contacts (crm.contacts.read), update_deal (crm.deals.write),");
+    println!("         export_contacts (crm.contacts.export). Ctrl-C stops.");
+    println!();
+    let stop = running.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    running.wait().await
+}
+
+async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::Tail { lines, follow, json } = cmd;
+    let store = app::open_store(&config).await?;
+    let print = |e: &portcullis_store::AuditEventRecord| {
+        let ev = &e.event;
+        if json {
+            let value = serde_json::json!({
+                "id": e.id, "occurred_at": ev.occurred_at, "route": ev.route, "method": ev.method,
+                "target": ev.target, "decision": ev.decision, "reason": ev.reason, "user_id": ev.user_id,
+                "username": ev.username, "client_id": ev.client_id, "issuer": ev.issuer,
+                "status": ev.status, "latency_ms": ev.latency_ms,
+            });
+            println!("{value}");
+        } else {
+            let when = time::OffsetDateTime::from_unix_timestamp(ev.occurred_at)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| ev.occurred_at.to_string());
+            let who = ev.username.clone().or_else(|| ev.user_id.clone()).unwrap_or_else(|| "-".into());
+            println!(
+                "{when}  {:<7} {:>3}  {:>5}ms  {}  user={} client={}  {}{}{}",
+                ev.decision,
+                ev.status,
+                ev.latency_ms,
+                ev.route,
+                who,
+                ev.client_id.as_deref().unwrap_or("-"),
+                ev.method,
+                ev.target.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
+                ev.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default(),
+            );
+        }
+    };
+    let mut last = None;
+    for e in store.audit_events(None, lines.max(1)).await? {
+        print(&e);
+        last = Some(e.id);
+    }
+    if follow {
+        let mut stop = Box::pin(shutdown_signal());
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+            for e in store.audit_events(Some(last.unwrap_or(0)), 1000).await? {
+                print(&e);
+                last = Some(e.id);
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -7,6 +7,7 @@
 //! against both. Every state transition that must not half-happen (redeeming a code, rotating a
 //! refresh token) is one transaction.
 
+mod audit;
 mod clients;
 mod consents;
 mod grants;

@@ -268,3 +268,30 @@ pub struct ConsentRecord {
     pub created_at: i64,
     pub updated_at: i64,
 }
+
+/// One decided MCP message, as the gateway records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub occurred_at: i64,
+    /// The gateway route (upstream name).
+    pub route: String,
+    pub method: String,
+    /// The tool, prompt or resource the message named, if any.
+    pub target: Option<String>,
+    /// `allowed` or `denied`.
+    pub decision: String,
+    pub reason: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub issuer: Option<String>,
+    /// The HTTP status the client got.
+    pub status: i64,
+    pub latency_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEventRecord {
+    pub id: i64,
+    pub event: NewAuditEvent,
+}

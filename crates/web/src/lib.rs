@@ -8,6 +8,7 @@ mod browser;
 mod error;
 mod headers;
 mod limits;
+mod mcp;
 mod oauth_endpoints;
 mod pages;
 mod registration;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub origin: String,
     /// Peers whose `X-Forwarded-For` is believed (RFC 9700 §4.13: only from trusted proxies).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// The MCP gateway, when any upstream is configured.
+    pub gateway: Option<portcullis_gateway::Gateway>,
 }
 
 impl AppState {
@@ -53,7 +56,14 @@ impl AppState {
             base_path,
             origin,
             trusted_proxies: Arc::new(Vec::new()),
+            gateway: None,
         }
+    }
+
+    /// Serves the gateway's routes under `/mcp/`.
+    pub fn with_gateway(mut self, gateway: portcullis_gateway::Gateway) -> Self {
+        self.gateway = Some(gateway);
+        self
     }
 
     /// Believes `X-Forwarded-For` from these peers.
@@ -128,11 +138,21 @@ pub fn router(state: AppState) -> Router {
         well_known =
             well_known.route(&format!("{base}/.well-known/openid-configuration"), get(oauth_endpoints::metadata));
     }
+    well_known = well_known
+        .route(&format!("/.well-known/oauth-protected-resource{base}/mcp/{{route}}"), get(mcp::protected_resource))
+        .route("/.well-known/oauth-protected-resource", get(mcp::protected_resource_root));
+    // The gateway sets its own body limit (gateway.max_request_bytes); everything else is
+    // small forms and JSON.
+    let gateway = Router::new().route(
+        &format!("{base}/mcp/{{route}}"),
+        axum::routing::post(mcp::post).get(mcp::get).delete(mcp::delete).fallback(mcp::other_method),
+    );
     issuer_routes
         .merge(well_known.layer(cors))
         .fallback(pages::not_found)
-        .layer(axum::middleware::from_fn_with_state(secure, headers::security_headers))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .merge(gateway)
+        .layer(axum::middleware::from_fn_with_state(secure, headers::security_headers))
         .with_state(state)
 }
 

@@ -90,6 +90,11 @@ pub struct Options {
     pub cimd: portcullis::config::CimdConfig,
     /// Another resource (with the CRM scopes), e.g. one whose RFC 9728 metadata a test serves.
     pub extra_resource: Option<String>,
+    /// Gateway routes; a route replaces the `[[resources]]` entry of the same URL.
+    pub upstreams: Vec<portcullis::config::UpstreamConfig>,
+    pub gateway: portcullis::config::GatewayConfig,
+    /// A listener bound beforehand, when a peer must know the port first.
+    pub listener: Option<tokio::net::TcpListener>,
 }
 
 impl Default for Options {
@@ -104,6 +109,9 @@ impl Default for Options {
             trusted_proxies: Vec::new(),
             cimd: Default::default(),
             extra_resource: None,
+            upstreams: Vec::new(),
+            gateway: Default::default(),
+            listener: None,
         }
     }
 }
@@ -115,7 +123,10 @@ impl TestServer {
 
     pub async fn start_with(options: Options) -> AnyResult<Self> {
         let dir = tempfile::tempdir()?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = match options.listener {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
         let port = listener.local_addr()?.port();
         let scheme = if options.https { "https" } else { "http" };
         let issuer = format!("{scheme}://127.0.0.1:{port}{}", options.issuer_path);
@@ -205,6 +216,16 @@ impl TestServer {
                 verified: true,
             },
         ];
+        if !options.upstreams.is_empty() {
+            let routes: Vec<String> =
+                options.upstreams.iter().map(|u| format!("http://127.0.0.1:{port}/mcp/{}", u.name)).collect();
+            config.resources.retain(|r| !routes.contains(&r.uri));
+            for c in &mut config.clients {
+                c.resources.clear();
+            }
+        }
+        config.upstreams = options.upstreams;
+        config.gateway = options.gateway;
         config.validate()?;
         let clock = Arc::new(TestClock(AtomicI64::new(1_900_000_000)));
         let running = app::start_on(listener, config.clone(), clock.clone()).await?;
@@ -233,6 +254,15 @@ impl TestServer {
             alice_id: alice.id,
             _dir: dir,
         })
+    }
+
+    /// The public URL of a gateway route (also its resource URI).
+    pub fn route(&self, name: &str) -> String {
+        format!("{}/mcp/{name}", self.issuer.replacen("https://", "http://", 1))
+    }
+
+    pub fn gateway(&self) -> AnyResult<&portcullis_gateway::Gateway> {
+        Ok(self.running.as_ref().ok_or("server stopped")?.gateway.as_ref().ok_or("no gateway")?)
     }
 
     pub fn store(&self) -> AnyResult<&Store> {
@@ -531,4 +561,28 @@ pub async fn tokens_for_alice(server: &TestServer, browser: &mut Browser) -> Any
     let (status, body) = redeem(server, &location, &verifier).await?;
     assert_eq!(status, 200, "{body}");
     Ok(body)
+}
+
+/// Alice's access token for `resource` holding exactly `scopes` (she consents to just those).
+pub async fn alice_token_for(server: &TestServer, resource: &str, scopes: &[&str]) -> AnyResult<String> {
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce()?;
+    let scope = scopes.join(" ");
+    let url =
+        authorize_url(server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("resource", resource), ("scope", &scope)]);
+    let location = authorize_as_alice(server, &mut browser, &url, scopes).await?;
+    let q = query(&location)?;
+    let code = q.get("code").ok_or("no code in redirect")?;
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT),
+            ("code", code),
+            ("redirect_uri", PUBLIC_REDIRECT),
+            ("code_verifier", &verifier),
+            ("resource", resource),
+        ])
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    Ok(body["access_token"].as_str().ok_or("no access token")?.to_owned())
 }

@@ -1,0 +1,426 @@
+//! The MCP gateway: every upstream MCP server becomes an OAuth resource server at its own
+//! route, and every message is checked against tool-level policy before it reaches it.
+//!
+//! The gateway decides; the web layer speaks HTTP. [`Gateway::post`], [`Gateway::get`] and
+//! [`Gateway::delete`] take a request's headers and body and return a [`Reply`] or a
+//! [`GatewayError`]; `portcullis-web` turns both into responses and picks every status code
+//! (an upstream's own status is passed through as [`ReplyStatus::Upstream`]).
+//!
+//! Invariants:
+//! - The client's `Authorization` header (and cookies) never go upstream; an upstream that
+//!   needs credentials gets the gateway's own, from configuration.
+//! - [`portcullis_authz::Policy::decide`] decides every named operation and filters every
+//!   list, in JSON and SSE responses alike.
+//! - What is decided is what is forwarded: bodies are parsed strictly (duplicate keys
+//!   refused), mirrored headers must agree with the body, and the upstream receives the
+//!   re-serialised message that was decided.
+
+mod audit;
+mod auth;
+mod channel;
+mod filter;
+pub mod jsonrpc;
+mod proxy;
+mod sessions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use portcullis_authz::Policy;
+use portcullis_oauth::AuthorizationServer;
+use portcullis_store::NewAuditEvent;
+use portcullis_types::ScopeSet;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+pub use auth::{Principal, TokenError, TrustedIssuerSettings};
+pub use channel::StdioCommand;
+pub use filter::ListKind;
+
+/// Where a route's messages go.
+#[derive(Debug, Clone)]
+pub enum UpstreamSettings {
+    /// A local command, spawned once per MCP session.
+    Stdio(StdioCommand),
+    /// A Streamable HTTP endpoint (2025-03-26 and later).
+    StreamableHttp { url: url::Url },
+    /// A 2024-11-05 HTTP+SSE endpoint (the GET stream's URL).
+    LegacySse { url: url::Url },
+}
+
+/// One gateway route, `/mcp/NAME`.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub name: String,
+    /// The canonical public URL of the route: the `resource` of its metadata and the `aud`
+    /// its tokens must carry.
+    pub resource: String,
+    pub upstream: UpstreamSettings,
+    /// `false` only for a route deliberately left open (a test bench, a public server).
+    pub authentication: bool,
+    pub policy: Arc<Policy>,
+    /// RFC 9728 `scopes_supported` and the `scope` of a first challenge.
+    pub scopes_supported: ScopeSet,
+    /// Headers the gateway itself sends upstream (its own credentials).
+    pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Concurrent sessions (stdio children, SSE connections) at most.
+    pub max_sessions: usize,
+    pub idle_timeout: Duration,
+    /// Also publish this route's metadata at `/.well-known/oauth-protected-resource`.
+    pub publish_at_root: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Portcullis's own issuer, listed first in every route's `authorization_servers`.
+    pub issuer: String,
+    /// Browser origins allowed besides the issuer's own.
+    pub allowed_origins: Vec<String>,
+    /// `Host` values accepted besides the issuer's own.
+    pub allowed_hosts: Vec<String>,
+    pub max_request_bytes: usize,
+    pub trusted_issuers: Vec<TrustedIssuerSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+/// Why a request was not forwarded. The web layer maps each to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Unauthenticated(TokenError),
+    #[error("this request needs the scope {required}")]
+    InsufficientScope { required: ScopeSet, id: Option<Value> },
+    #[error("requests from origin {0:?} are not allowed")]
+    OriginNotAllowed(String),
+    #[error("requests for host {0:?} are not allowed")]
+    HostNotAllowed(String),
+    #[error("{message}")]
+    InvalidMessage { code: i64, message: String, id: Option<Value> },
+    #[error("{0}")]
+    HeaderMismatch(String),
+    #[error("MCP protocol version {0:?} is not supported here")]
+    UnsupportedProtocolVersion(String),
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the client must accept application/json or text/event-stream")]
+    NotAcceptable,
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the MCP session does not exist (it ended, or belongs to someone else); initialize a new one")]
+    SessionNotFound,
+    #[error("this request needs an Mcp-Session-Id; send initialize first")]
+    SessionRequired,
+    #[error("too many concurrent sessions on this route; try again later")]
+    TooManySessions,
+    #[error("the upstream MCP server is unavailable: {message}")]
+    UpstreamUnavailable { message: String, id: Option<Value> },
+    #[error("the upstream MCP server did not answer within {seconds} s")]
+    UpstreamTimeout { seconds: u64, id: Option<Value> },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The JSON-RPC error code the body carries.
+    pub fn jsonrpc_code(&self) -> i64 {
+        use jsonrpc::*;
+        match self {
+            Self::Unauthenticated(_) => UNAUTHORIZED,
+            Self::InsufficientScope { .. } | Self::OriginNotAllowed(_) | Self::HostNotAllowed(_) => FORBIDDEN,
+            Self::InvalidMessage { code, .. } => *code,
+            Self::HeaderMismatch(_) => HEADER_MISMATCH,
+            Self::UnsupportedProtocolVersion(_) => UNSUPPORTED_PROTOCOL_VERSION,
+            Self::MethodNotAllowed(_) | Self::NotAcceptable | Self::UnsupportedMediaType | Self::SessionRequired => {
+                INVALID_REQUEST
+            }
+            Self::PayloadTooLarge(_) => INVALID_REQUEST,
+            Self::SessionNotFound => SESSION_NOT_FOUND,
+            Self::TooManySessions | Self::UpstreamUnavailable { .. } => UPSTREAM_ERROR,
+            Self::UpstreamTimeout { .. } => REQUEST_TIMEOUT,
+            Self::Internal(_) => INTERNAL_ERROR,
+        }
+    }
+
+    /// The JSON-RPC id the error answers, when it answers one request.
+    pub fn request_id(&self) -> Option<&Value> {
+        match self {
+            Self::InsufficientScope { id, .. }
+            | Self::InvalidMessage { id, .. }
+            | Self::UpstreamUnavailable { id, .. }
+            | Self::UpstreamTimeout { id, .. } => id.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// A JSON-RPC error object for the body.
+    pub fn to_jsonrpc(&self) -> Value {
+        jsonrpc::error_response(self.request_id(), self.jsonrpc_code(), &self.to_string())
+    }
+}
+
+/// How the web layer should answer a forwarded request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStatus {
+    /// Notifications or responses only (202).
+    Accepted,
+    /// The gateway's own answer (200).
+    Ok,
+    /// A session ended (204).
+    Ended,
+    /// The upstream's status, passed through.
+    Upstream(StatusCode),
+}
+
+pub struct Reply {
+    pub status: ReplyStatus,
+    pub content_type: Option<HeaderValue>,
+    /// Set on the answer to `initialize`: the gateway's session id.
+    pub session_id: Option<String>,
+    pub body: Body,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").field("status", &self.status).field("session_id", &self.session_id.is_some()).finish()
+    }
+}
+
+/// One message's decision, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub method: String,
+    pub target: Option<String>,
+    pub allowed: bool,
+    pub reason: Option<String>,
+}
+
+/// A POST's outcome and what was decided on the way.
+#[derive(Debug)]
+pub struct Handled {
+    pub reply: Result<Reply, GatewayError>,
+    pub decisions: Vec<Decided>,
+}
+
+pub(crate) struct Route {
+    pub settings: RouteSettings,
+    pub slots: Arc<Semaphore>,
+    pub headers: HeaderMap,
+}
+
+struct Inner {
+    settings: GatewaySettings,
+    issuer_origin: String,
+    issuer_host: String,
+    base_path: String,
+    routes: HashMap<String, Route>,
+    validator: auth::TokenValidator,
+    sessions: sessions::Sessions,
+    audit: audit::AuditLog,
+    upstream_http: reqwest::Client,
+    reaper: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reaper.abort();
+    }
+}
+
+/// The gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayConfigError {
+    #[error("route {0:?} is configured twice")]
+    DuplicateRoute(String),
+    #[error("the issuer {0:?} is not a URL")]
+    Issuer(String),
+    #[error("cannot build an HTTP client: {0}")]
+    Client(String),
+}
+
+impl Gateway {
+    /// Builds the gateway; must be called within a Tokio runtime (it starts the audit writer
+    /// and the idle-session reaper).
+    pub fn new(settings: GatewaySettings, authorization: AuthorizationServer) -> Result<Self, GatewayConfigError> {
+        let issuer_url =
+            url::Url::parse(&settings.issuer).map_err(|_| GatewayConfigError::Issuer(settings.issuer.clone()))?;
+        let issuer_host = match (issuer_url.host_str(), issuer_url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => return Err(GatewayConfigError::Issuer(settings.issuer.clone())),
+        };
+        let mut routes = HashMap::new();
+        for r in &settings.routes {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &r.upstream_headers {
+                headers.append(k.clone(), v.clone());
+            }
+            let route = Route { settings: r.clone(), slots: Arc::new(Semaphore::new(r.max_sessions.max(1))), headers };
+            if routes.insert(r.name.clone(), route).is_some() {
+                return Err(GatewayConfigError::DuplicateRoute(r.name.clone()));
+            }
+        }
+        // Upstream requests never follow redirects: a redirect could carry the gateway's own
+        // credentials to another host.
+        let upstream_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| GatewayConfigError::Client(e.to_string()))?;
+        let issuer_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| GatewayConfigError::Client(e.to_string()))?;
+        let foreign = settings
+            .trusted_issuers
+            .iter()
+            .map(|t| Arc::new(auth::ForeignIssuer::new(t.clone(), issuer_http.clone())))
+            .collect();
+        let audit = audit::AuditLog::start(authorization.store().clone());
+        let validator = auth::TokenValidator { authorization, foreign };
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            let reaper = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let ended = inner
+                        .sessions
+                        .reap(|route| inner.routes.get(route).map_or(Duration::ZERO, |r| r.settings.idle_timeout));
+                    if ended > 0 {
+                        tracing::info!(ended, "idle MCP sessions ended");
+                    }
+                }
+            })
+            .abort_handle();
+            Inner {
+                issuer_origin: issuer_url.origin().ascii_serialization(),
+                issuer_host,
+                base_path: issuer_url.path().trim_end_matches('/').to_owned(),
+                settings,
+                routes,
+                validator,
+                sessions: sessions::Sessions::default(),
+                audit,
+                upstream_http,
+                reaper,
+            }
+        });
+        Ok(Self(inner))
+    }
+
+    pub fn has_route(&self, name: &str) -> bool {
+        self.0.routes.contains_key(name)
+    }
+
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.0.routes.keys().map(String::as_str)
+    }
+
+    pub fn requires_authentication(&self, route: &str) -> bool {
+        self.0.routes.get(route).is_none_or(|r| r.settings.authentication)
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        self.0.settings.max_request_bytes
+    }
+
+    pub fn base_path(&self) -> &str {
+        &self.0.base_path
+    }
+
+    /// The route whose metadata is also published at the root well-known URI.
+    pub fn root_route(&self) -> Option<&str> {
+        self.0.routes.values().find(|r| r.settings.publish_at_root).map(|r| r.settings.name.as_str())
+    }
+
+    /// RFC 9728 metadata of a route (`None` for unknown or open routes).
+    pub fn protected_resource_metadata(&self, route: &str) -> Option<Value> {
+        let r = self.0.routes.get(route).filter(|r| r.settings.authentication)?;
+        let mut servers = vec![self.0.settings.issuer.clone()];
+        servers.extend(self.0.validator.foreign.iter().filter(|f| f.serves(route)).map(|f| f.settings.issuer.clone()));
+        Some(serde_json::json!({
+            "resource": r.settings.resource,
+            "authorization_servers": servers,
+            "scopes_supported": r.settings.scopes_supported.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "bearer_methods_supported": ["header"],
+            "resource_name": r.settings.name,
+        }))
+    }
+
+    /// The URL of a route's metadata, for `resource_metadata` in challenges.
+    pub fn resource_metadata_url(&self, route: &str) -> String {
+        format!("{}/.well-known/oauth-protected-resource{}/mcp/{route}", self.0.issuer_origin, self.0.base_path)
+    }
+
+    /// The scopes of a first challenge on a route.
+    pub fn challenge_scopes(&self, route: &str) -> ScopeSet {
+        self.0.routes.get(route).map(|r| r.settings.scopes_supported.clone()).unwrap_or_default()
+    }
+
+    /// DNS-rebinding defence: the `Host` must be ours and an `Origin`, when sent, allowed.
+    pub fn check_host_and_origin(&self, headers: &HeaderMap, authority: Option<&str>) -> Result<(), GatewayError> {
+        let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or(authority).unwrap_or_default();
+        let host_ok = host.eq_ignore_ascii_case(&self.0.issuer_host)
+            || self.0.settings.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+        if !host_ok {
+            return Err(GatewayError::HostNotAllowed(host.to_owned()));
+        }
+        if let Some(origin) = headers.get(http::header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("(not text)");
+            let allowed = origin.eq_ignore_ascii_case(&self.0.issuer_origin)
+                || self.0.settings.allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+            if !allowed {
+                return Err(GatewayError::OriginNotAllowed(origin.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the bearer token for a route.
+    pub async fn authenticate(
+        &self,
+        route: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Principal, GatewayError> {
+        let Some(r) = self.0.routes.get(route) else { return Err(GatewayError::SessionNotFound) };
+        if !r.settings.authentication {
+            return Ok(Principal::anonymous());
+        }
+        let token = auth::TokenValidator::bearer(authorization).map_err(GatewayError::Unauthenticated)?;
+        self.0.validator.validate(token, route, &r.settings.resource).await.map_err(GatewayError::Unauthenticated)
+    }
+
+    /// Queues audit events (written off the request path).
+    pub fn record(&self, events: Vec<NewAuditEvent>) {
+        self.0.audit.record(events);
+    }
+
+    /// Ends every session (stdio children are stopped, their streams end).
+    pub fn end_sessions(&self) {
+        self.0.sessions.clear();
+    }
+
+    /// Ends every session and writes every queued audit event.
+    pub async fn shutdown(&self) {
+        self.0.sessions.clear();
+        self.0.audit.shutdown().await;
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.0.sessions.len()
+    }
+}

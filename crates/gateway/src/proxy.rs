@@ -1,0 +1,891 @@
+//! The data path: decide each message, then forward it to the route's upstream and filter
+//! what comes back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::body::Body;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use portcullis_authz::{Decision, DenyReason, Operation, Policy};
+use portcullis_types::ScopeSet;
+use serde_json::Value;
+use sse_stream::{Sse, SseBody, SseByteStream};
+
+use crate::auth::Principal;
+use crate::channel::{self, ChannelSession, Delivery};
+use crate::filter::{ListKind, filter_list_response};
+use crate::jsonrpc::{self, Kind};
+use crate::sessions::{Session, SessionUpstream};
+use crate::{Decided, Gateway, GatewayError, Handled, Reply, ReplyStatus, Route, UpstreamSettings};
+
+/// Protocol revisions the gateway speaks downstream.
+pub const SUPPORTED_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
+/// From this revision on there are no sessions and mirrored headers are required.
+const STATELESS_FROM: &str = "2026-07-28";
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const EVENT_STREAM: &str = "text/event-stream";
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn protocol_version(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
+    match headers.get("mcp-protocol-version") {
+        None => Ok(None),
+        Some(v) => {
+            let v = v.to_str().map_err(|_| GatewayError::UnsupportedProtocolVersion("(not text)".into()))?;
+            if SUPPORTED_VERSIONS.contains(&v) {
+                Ok(Some(v))
+            } else {
+                Err(GatewayError::UnsupportedProtocolVersion(v.to_owned()))
+            }
+        }
+    }
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers.get_all(http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|part| {
+            let m = part.split(';').next().unwrap_or_default().trim();
+            m.eq_ignore_ascii_case(media) || m == "*/*"
+        })
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    header(headers, "content-type")
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// RFC 2047-style sentinel MCP uses for header values that are not plain ASCII.
+fn decode_mirrored(value: &str) -> Option<String> {
+    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+        Some(encoded) => {
+            base64::engine::general_purpose::STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok())
+        }
+        None => Some(value.to_owned()),
+    }
+}
+
+/// The operation a request asks for, and the name it names.
+fn operation<'a>(method: &'a str, params: Option<&'a Value>) -> Result<(Operation<'a>, Option<&'a str>), String> {
+    let field = |name: &str| params.and_then(|p| p.get(name)).and_then(Value::as_str);
+    let need = |name: &'static str| field(name).ok_or_else(|| format!("{method} needs params.{name} as a string"));
+    Ok(match method {
+        "tools/call" => need("name").map(|n| (Operation::CallTool(n), Some(n)))?,
+        "prompts/get" => need("name").map(|n| (Operation::GetPrompt(n), Some(n)))?,
+        "resources/read" => need("uri").map(|u| (Operation::ReadResource(u), Some(u)))?,
+        "resources/subscribe" => need("uri").map(|u| (Operation::SubscribeResource(u), Some(u)))?,
+        "completion/complete" => {
+            let reference = params.and_then(|p| p.get("ref"));
+            let get = |name: &str| reference.and_then(|r| r.get(name)).and_then(Value::as_str);
+            match get("type") {
+                Some("ref/prompt") => get("name").map(|n| (Operation::GetPrompt(n), Some(n))),
+                Some("ref/resource") => get("uri").map(|u| (Operation::ReadResource(u), Some(u))),
+                _ => None,
+            }
+            .ok_or_else(|| "completion/complete needs params.ref naming a prompt or a resource".to_owned())?
+        }
+        other => (Operation::Method(other), None),
+    })
+}
+
+/// The name mirrored in `Mcp-Name` for a method, if it has one.
+fn mirrored_name<'a>(method: &str, params: Option<&'a Value>) -> Option<&'a str> {
+    let member = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" => "uri",
+        _ => return None,
+    };
+    params.and_then(|p| p.get(member)).and_then(Value::as_str)
+}
+
+/// Headers that describe the body must describe this body.
+fn check_mirrored_headers(
+    headers: &HeaderMap,
+    message: &Value,
+    kind: &Kind,
+    batch: bool,
+    stateless: bool,
+    version: Option<&str>,
+) -> Result<(), GatewayError> {
+    let method_header = header(headers, "mcp-method");
+    let name_header = header(headers, "mcp-name").map(decode_mirrored);
+    if batch {
+        if method_header.is_some() || name_header.is_some() {
+            return Err(GatewayError::HeaderMismatch("Mcp-Method and Mcp-Name cannot describe a batch".into()));
+        }
+        return Ok(());
+    }
+    let method = match kind {
+        Kind::Request { method, .. } | Kind::Notification { method } => Some(method.as_str()),
+        Kind::Response { .. } => None,
+    };
+    let params = message.get("params");
+    let name = method.and_then(|m| mirrored_name(m, params));
+    if stateless && method.is_some() && method_header.is_none() {
+        return Err(GatewayError::HeaderMismatch("the Mcp-Method header is required".into()));
+    }
+    if stateless && name.is_some() && name_header.is_none() {
+        return Err(GatewayError::HeaderMismatch("the Mcp-Name header is required".into()));
+    }
+    if let Some(h) = method_header
+        && Some(h) != method
+    {
+        return Err(GatewayError::HeaderMismatch(format!(
+            "the Mcp-Method header {h:?} does not match the body's method {:?}",
+            method.unwrap_or("(none)")
+        )));
+    }
+    if let Some(h) = name_header
+        && h.as_deref() != name
+    {
+        return Err(GatewayError::HeaderMismatch(format!(
+            "the Mcp-Name header does not match the body's {:?}",
+            name.unwrap_or("(none)")
+        )));
+    }
+    if let (true, Some(version)) = (stateless, version) {
+        let meta = params
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+            .and_then(Value::as_str);
+        if meta.is_some_and(|m| m != version) {
+            return Err(GatewayError::HeaderMismatch(
+                "the MCP-Protocol-Version header does not match params._meta".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Which request-headers of the client go upstream: the MCP ones (unknown `Mcp-Param-*`
+/// included) and content negotiation. Never `Authorization` or `Cookie`, never the client's
+/// session id (the upstream's own is substituted).
+fn forwardable(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    (n.starts_with("mcp-") && n != SESSION_HEADER) || matches!(n, "accept" | "content-type" | "last-event-id")
+}
+
+fn json_body(value: &Value) -> Body {
+    Body::from(value.to_string())
+}
+
+fn json_reply(status: ReplyStatus, value: &Value, session_id: Option<String>) -> Reply {
+    Reply {
+        status,
+        content_type: Some(HeaderValue::from_static("application/json")),
+        session_id,
+        body: json_body(value),
+    }
+}
+
+fn accepted() -> Reply {
+    Reply { status: ReplyStatus::Accepted, content_type: None, session_id: None, body: Body::empty() }
+}
+
+/// What a decided POST carries forward.
+struct Forward {
+    /// List requests by id, so their answers can be filtered.
+    lists: HashMap<String, ListKind>,
+    request_ids: Vec<Value>,
+    initialize: bool,
+}
+
+/// Removes what the policy would not allow from one message or a batch of them.
+fn filter_message(
+    message: &mut Value,
+    lists: &HashMap<String, ListKind>,
+    by_shape: bool,
+    policy: &Policy,
+    scopes: &ScopeSet,
+) -> bool {
+    if let Value::Array(items) = message {
+        let mut changed = false;
+        for item in items {
+            changed |= filter_message(item, lists, by_shape, policy, scopes);
+        }
+        return changed;
+    }
+    let Ok(Kind::Response { id }) = jsonrpc::classify(message) else { return false };
+    let kind = lists
+        .get(&jsonrpc::id_key(&id))
+        .copied()
+        .or_else(|| if by_shape { message.get("result").and_then(ListKind::from_shape) } else { None });
+    match kind {
+        Some(kind) => filter_list_response(message, kind, policy, scopes) > 0,
+        None => false,
+    }
+}
+
+/// An SSE body whose events are passed on one by one as they arrive, list results filtered.
+fn filtered_event_stream(
+    upstream: reqwest::Response,
+    lists: HashMap<String, ListKind>,
+    by_shape: bool,
+    policy: Arc<Policy>,
+    scopes: ScopeSet,
+) -> Body {
+    let events = SseByteStream::new(upstream.bytes_stream()).map(move |event| {
+        event.map(|mut event| {
+            if let Some(data) = event.data.as_deref()
+                && let Ok(mut message) = serde_json::from_str::<Value>(data)
+                && filter_message(&mut message, &lists, by_shape, &policy, &scopes)
+            {
+                event.data = Some(message.to_string());
+            }
+            event
+        })
+    });
+    Body::new(SseBody::new(events))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "the connection was refused or could not be made".to_owned()
+    } else if e.is_timeout() {
+        "the request timed out".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
+impl Gateway {
+    fn route_of(&self, name: &str) -> Result<&Route, GatewayError> {
+        self.0.routes.get(name).ok_or(GatewayError::SessionNotFound)
+    }
+
+    /// Handles a POST: one JSON-RPC message, or a 2025-03-26 batch.
+    pub async fn post(&self, route: &str, principal: &Principal, headers: &HeaderMap, body: Bytes) -> Handled {
+        let mut decisions = Vec::new();
+        let reply = self.post_inner(route, principal, headers, body, &mut decisions).await;
+        Handled { reply, decisions }
+    }
+
+    async fn post_inner(
+        &self,
+        route_name: &str,
+        principal: &Principal,
+        headers: &HeaderMap,
+        body: Bytes,
+        decisions: &mut Vec<Decided>,
+    ) -> Result<Reply, GatewayError> {
+        let route = self.route_of(route_name)?;
+        let version = protocol_version(headers)?;
+        let stateless = version.is_some_and(|v| v >= STATELESS_FROM);
+        if !accepts(headers, "application/json") && !accepts(headers, EVENT_STREAM) {
+            return Err(GatewayError::NotAcceptable);
+        }
+        if !is_json(headers) {
+            return Err(GatewayError::UnsupportedMediaType);
+        }
+        let parsed = jsonrpc::parse_strict(&body).map_err(|e| GatewayError::InvalidMessage {
+            code: jsonrpc::PARSE_ERROR,
+            message: format!("the body is not valid JSON: {e}"),
+            id: None,
+        })?;
+        let (messages, batch) = match parsed {
+            Value::Array(items) => (items, true),
+            other => (vec![other], false),
+        };
+        let invalid = |message: String, id: Option<&Value>| GatewayError::InvalidMessage {
+            code: jsonrpc::INVALID_REQUEST,
+            message,
+            id: id.cloned(),
+        };
+        if batch {
+            if messages.is_empty() {
+                return Err(invalid("an empty batch is not a request".into(), None));
+            }
+            if version.is_some_and(|v| v != "2025-03-26") {
+                return Err(invalid("JSON-RPC batches exist only in protocol revision 2025-03-26".into(), None));
+            }
+        }
+        let mut kinds = Vec::with_capacity(messages.len());
+        for m in &messages {
+            kinds.push(jsonrpc::classify(m).map_err(|e| invalid(e.to_owned(), m.get("id")))?);
+        }
+        if batch && kinds.iter().any(|k| matches!(k, Kind::Request { method, .. } if method == "initialize")) {
+            return Err(invalid("initialize must not be part of a batch".into(), None));
+        }
+        if stateless && kinds.iter().any(|k| matches!(k, Kind::Response { .. })) {
+            return Err(invalid("clients of protocol 2026-07-28 send no JSON-RPC responses".into(), None));
+        }
+        if let (false, Some(m), Some(k)) = (batch, messages.first(), kinds.first()) {
+            check_mirrored_headers(headers, m, k, false, stateless, version)?;
+        } else if batch {
+            check_mirrored_headers(
+                headers,
+                &Value::Null,
+                &Kind::Notification { method: String::new() },
+                true,
+                false,
+                None,
+            )?;
+        }
+
+        // Decide every message before anything is forwarded.
+        let mut needed = ScopeSet::new();
+        let mut refusals: Vec<(Option<Value>, i64, String)> = Vec::new();
+        let mut lists = HashMap::new();
+        let mut request_ids = Vec::new();
+        for (message, kind) in messages.iter().zip(&kinds) {
+            let (method, id) = match kind {
+                Kind::Request { id, method } => (method.as_str(), Some(id)),
+                Kind::Notification { method } => (method.as_str(), None),
+                Kind::Response { .. } => continue,
+            };
+            if let Some(id) = id {
+                request_ids.push(id.clone());
+            }
+            let (op, target) = operation(method, message.get("params")).map_err(|message| {
+                GatewayError::InvalidMessage { code: jsonrpc::INVALID_PARAMS, message, id: id.cloned() }
+            })?;
+            let decision = route.settings.policy.decide(&principal.scopes, op);
+            let (allowed, reason) = match &decision {
+                Decision::Allow => (true, None),
+                Decision::Deny { reason: DenyReason::InsufficientScope, required } => {
+                    needed = needed.union(required);
+                    (false, Some(format!("insufficient_scope: needs {required}")))
+                }
+                Decision::Deny { reason: DenyReason::Unmapped, .. } => {
+                    let what =
+                        if target.is_some() { "not mapped by the policy" } else { "method not allowed by the policy" };
+                    let code = match op {
+                        Operation::Method(_) => jsonrpc::METHOD_NOT_FOUND,
+                        Operation::ReadResource(_) | Operation::SubscribeResource(_) => jsonrpc::RESOURCE_NOT_FOUND,
+                        _ => jsonrpc::INVALID_PARAMS,
+                    };
+                    refusals.push((
+                        id.cloned(),
+                        code,
+                        format!(
+                            "{} {:?} is not available through this gateway",
+                            describe_op(op),
+                            target.unwrap_or(method)
+                        ),
+                    ));
+                    (false, Some(what.to_owned()))
+                }
+                Decision::Deny { reason: DenyReason::Confusable { mapped }, .. } => {
+                    let code = if matches!(op, Operation::Method(_)) {
+                        jsonrpc::METHOD_NOT_FOUND
+                    } else {
+                        jsonrpc::INVALID_PARAMS
+                    };
+                    refusals.push((
+                        id.cloned(),
+                        code,
+                        format!(
+                            "{} {:?} is not available through this gateway",
+                            describe_op(op),
+                            target.unwrap_or(method)
+                        ),
+                    ));
+                    (false, Some(format!("looks like {mapped:?} but is not")))
+                }
+            };
+            decisions.push(Decided { method: method.to_owned(), target: target.map(str::to_owned), allowed, reason });
+            if let (true, Some(kind), Some(id)) = (allowed, ListKind::for_method(method), id) {
+                lists.insert(jsonrpc::id_key(id), kind);
+            }
+        }
+        if !needed.is_empty() {
+            let id = if batch { None } else { request_ids.first().cloned() };
+            return Err(GatewayError::InsufficientScope { required: needed, id });
+        }
+        if !refusals.is_empty() {
+            return Ok(refusal_reply(batch, &kinds, refusals));
+        }
+        let initialize =
+            !batch && matches!(kinds.first(), Some(Kind::Request { method, .. }) if method == "initialize");
+        let session = match (stateless, header(headers, SESSION_HEADER)) {
+            (false, Some(id)) => {
+                Some(self.0.sessions.find(id, route_name, principal).ok_or(GatewayError::SessionNotFound)?)
+            }
+            _ => None,
+        };
+        if initialize && session.is_some() {
+            return Err(invalid(
+                "initialize starts a new session; send it without Mcp-Session-Id".into(),
+                request_ids.first(),
+            ));
+        }
+        let forward = Forward { lists, request_ids, initialize };
+        let outgoing = if batch { Value::Array(messages) } else { messages.into_iter().next().unwrap_or(Value::Null) };
+        match &route.settings.upstream {
+            UpstreamSettings::StreamableHttp { url } => {
+                let body = outgoing.to_string();
+                self.forward_http(route, principal, headers, url, body, session, forward).await
+            }
+            UpstreamSettings::Stdio(_) | UpstreamSettings::LegacySse { .. } => {
+                if stateless {
+                    return Err(GatewayError::UnsupportedProtocolVersion(format!(
+                        "{} (route {route_name:?} bridges a session-based upstream; use 2025-11-25 or earlier)",
+                        version.unwrap_or_default()
+                    )));
+                }
+                let outgoing = match outgoing {
+                    Value::Array(items) => items,
+                    one => vec![one],
+                };
+                self.forward_channel(route, principal, headers, outgoing, session, forward).await
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_http(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        headers: &HeaderMap,
+        url: &url::Url,
+        body: String,
+        session: Option<Arc<Session>>,
+        forward: Forward,
+    ) -> Result<Reply, GatewayError> {
+        let first_id = forward.request_ids.first().cloned();
+        let mut request = self.0.upstream_http.post(url.clone()).headers(self.upstream_headers(route, headers));
+        if let Some(SessionUpstream::Http { upstream_id: Some(id) }) = session.as_deref().map(|s| &s.upstream) {
+            request = request.header(SESSION_HEADER, id);
+        }
+        let response = self.send(route, request.body(body), first_id.clone()).await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND
+            && let Some(s) = &session
+        {
+            self.0.sessions.remove(&s.id);
+            return Err(GatewayError::SessionNotFound);
+        }
+        let mut session_id = None;
+        if forward.initialize && status.is_success() {
+            let upstream_id = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if upstream_id.is_some() {
+                let s = Session::new(&route.settings.name, principal, SessionUpstream::Http { upstream_id })
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                session_id = Some(s.id.clone());
+                self.0.sessions.insert(Arc::new(s));
+            }
+        }
+        self.relay(route, principal, response, forward.lists, false, session_id, first_id).await
+    }
+
+    fn upstream_headers(&self, route: &Route, headers: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for (name, value) in headers {
+            if forwardable(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &route.headers {
+            out.insert(name.clone(), value.clone());
+        }
+        out
+    }
+
+    async fn send(
+        &self,
+        route: &Route,
+        request: reqwest::RequestBuilder,
+        id: Option<Value>,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let seconds = route.settings.request_timeout.as_secs();
+        let response = match tokio::time::timeout(route.settings.request_timeout, request.send()).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout { seconds, id }),
+            Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout { seconds, id }),
+            Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable { message: describe(&e), id }),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            // The upstream's challenge is about the gateway's credentials, not the client's:
+            // passing it on would send the client to the wrong authorization server.
+            return Err(GatewayError::UpstreamUnavailable {
+                message: format!("it refused the gateway's own credentials ({status})"),
+                id,
+            });
+        }
+        Ok(response)
+    }
+
+    /// Passes an upstream response on: SSE event by event, JSON filtered when it answers a list.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        response: reqwest::Response,
+        lists: HashMap<String, ListKind>,
+        by_shape: bool,
+        session_id: Option<String>,
+        id: Option<Value>,
+    ) -> Result<Reply, GatewayError> {
+        let status = response.status();
+        if status == StatusCode::ACCEPTED {
+            return Ok(Reply { session_id, ..accepted() });
+        }
+        let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
+        let media = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let policy = route.settings.policy.clone();
+        if media == EVENT_STREAM {
+            let body = filtered_event_stream(response, lists, by_shape, policy, principal.scopes.clone());
+            return Ok(Reply { status: ReplyStatus::Upstream(status), content_type, session_id, body });
+        }
+        if media == "application/json" && (!lists.is_empty() || by_shape) {
+            let seconds = route.settings.request_timeout.as_secs();
+            let bytes = match tokio::time::timeout(route.settings.request_timeout, response.bytes()).await {
+                Err(_) => return Err(GatewayError::UpstreamTimeout { seconds, id }),
+                Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable { message: describe(&e), id }),
+                Ok(Ok(b)) => b,
+            };
+            let body = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(mut message) => {
+                    filter_message(&mut message, &lists, by_shape, &policy, &principal.scopes);
+                    Body::from(message.to_string())
+                }
+                // Not JSON after all: a list answer that cannot be filtered is not passed on.
+                Err(_) => {
+                    return Err(GatewayError::UpstreamUnavailable {
+                        message: "it answered with a body that is not JSON".into(),
+                        id,
+                    });
+                }
+            };
+            return Ok(Reply { status: ReplyStatus::Upstream(status), content_type, session_id, body });
+        }
+        Ok(Reply {
+            status: ReplyStatus::Upstream(status),
+            content_type,
+            session_id,
+            body: Body::from_stream(response.bytes_stream()),
+        })
+    }
+
+    async fn forward_channel(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        headers: &HeaderMap,
+        messages: Vec<Value>,
+        session: Option<Arc<Session>>,
+        forward: Forward,
+    ) -> Result<Reply, GatewayError> {
+        let first_id = forward.request_ids.first().cloned();
+        let (session, created) = match session {
+            Some(s) => (s, false),
+            None if forward.initialize => (self.open_channel_session(route, principal, first_id.clone()).await?, true),
+            None => return Err(GatewayError::SessionRequired),
+        };
+        let SessionUpstream::Channel(channel) = &session.upstream else {
+            return Err(GatewayError::Internal("a channel route holds an HTTP session".into()));
+        };
+        let wants_events = accepts(headers, EVENT_STREAM) && !forward.initialize;
+        let lines: Vec<String> = messages.iter().map(Value::to_string).collect();
+        let mut answers = match channel.send(lines, &forward.request_ids, wants_events).await {
+            Ok(a) => a,
+            Err(reason) => {
+                self.0.sessions.remove(&session.id);
+                return Err(GatewayError::UpstreamUnavailable { message: reason, id: first_id });
+            }
+        };
+        if forward.request_ids.is_empty() {
+            return Ok(accepted());
+        }
+        let session_id = created.then(|| session.id.clone());
+        let timeout = route.settings.request_timeout;
+        let policy = route.settings.policy.clone();
+        let scopes = principal.scopes.clone();
+        let mut remaining: HashSet<String> = forward.request_ids.iter().map(jsonrpc::id_key).collect();
+        if !wants_events {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut collected = Vec::new();
+            while !remaining.is_empty() {
+                match tokio::time::timeout_at(deadline, answers.next()).await {
+                    Ok(Some(Delivery::Message(mut m))) => {
+                        if let Ok(Kind::Response { id }) = jsonrpc::classify(&m)
+                            && remaining.remove(&jsonrpc::id_key(&id))
+                        {
+                            filter_message(&mut m, &forward.lists, false, &policy, &scopes);
+                            collected.push(m);
+                        }
+                    }
+                    Ok(Some(Delivery::Closed(reason))) => {
+                        self.0.sessions.remove(&session.id);
+                        return Err(GatewayError::UpstreamUnavailable { message: reason, id: first_id });
+                    }
+                    Ok(None) => {
+                        self.0.sessions.remove(&session.id);
+                        return Err(GatewayError::UpstreamUnavailable {
+                            message: "the upstream has stopped".into(),
+                            id: first_id,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(GatewayError::UpstreamTimeout { seconds: timeout.as_secs(), id: first_id });
+                    }
+                }
+            }
+            let body = if collected.len() == 1 && forward.request_ids.len() == 1 {
+                collected.remove(0)
+            } else {
+                Value::Array(collected)
+            };
+            return Ok(json_reply(ReplyStatus::Ok, &body, session_id));
+        }
+
+        // An event stream: server messages and answers as they come, then the end.
+        struct State {
+            answers: channel::PostStream,
+            remaining: HashSet<String>,
+            deadline: tokio::time::Instant,
+            lists: HashMap<String, ListKind>,
+            policy: Arc<Policy>,
+            scopes: ScopeSet,
+            seconds: u64,
+            gateway: Gateway,
+            session_id: String,
+            pending_errors: Vec<Value>,
+        }
+        let state = State {
+            answers,
+            remaining,
+            deadline: tokio::time::Instant::now() + timeout,
+            lists: forward.lists,
+            policy,
+            scopes,
+            seconds: timeout.as_secs(),
+            gateway: self.clone(),
+            session_id: session.id.clone(),
+            pending_errors: Vec::new(),
+        };
+        let events = futures_util::stream::unfold(state, |mut st| async move {
+            if let Some(e) = st.pending_errors.pop() {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Sse::default().event("message").data(e.to_string())),
+                    st,
+                ));
+            }
+            if st.remaining.is_empty() {
+                return None;
+            }
+            let fail_all = |st: &mut State, code: i64, message: &str| {
+                let ids: Vec<String> = st.remaining.drain().collect();
+                st.pending_errors = ids
+                    .iter()
+                    .filter_map(|k| serde_json::from_str::<Value>(k).ok())
+                    .map(|id| jsonrpc::error_response(Some(&id), code, message))
+                    .collect();
+            };
+            match tokio::time::timeout_at(st.deadline, st.answers.next()).await {
+                Ok(Some(Delivery::Message(mut m))) => {
+                    if let Ok(Kind::Response { id }) = jsonrpc::classify(&m) {
+                        st.remaining.remove(&jsonrpc::id_key(&id));
+                        filter_message(&mut m, &st.lists, false, &st.policy, &st.scopes);
+                    }
+                    Some((Ok(Sse::default().event("message").data(m.to_string())), st))
+                }
+                Ok(Some(Delivery::Closed(reason))) => {
+                    st.gateway.0.sessions.remove(&st.session_id);
+                    fail_all(
+                        &mut st,
+                        jsonrpc::UPSTREAM_ERROR,
+                        &format!("the upstream MCP server is unavailable: {reason}"),
+                    );
+                    let first = st.pending_errors.pop()?;
+                    Some((Ok(Sse::default().event("message").data(first.to_string())), st))
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    let message = format!("the upstream MCP server did not answer within {} s", st.seconds);
+                    fail_all(&mut st, jsonrpc::REQUEST_TIMEOUT, &message);
+                    let first = st.pending_errors.pop()?;
+                    Some((Ok(Sse::default().event("message").data(first.to_string())), st))
+                }
+            }
+        });
+        Ok(Reply {
+            status: ReplyStatus::Ok,
+            content_type: Some(HeaderValue::from_static(EVENT_STREAM)),
+            session_id,
+            body: Body::new(SseBody::new(events)),
+        })
+    }
+
+    /// Handles a GET: the session's stream of server messages.
+    pub async fn get(
+        &self,
+        route_name: &str,
+        principal: &Principal,
+        headers: &HeaderMap,
+    ) -> Result<Reply, GatewayError> {
+        let route = self.route_of(route_name)?;
+        if protocol_version(headers)?.is_some_and(|v| v >= STATELESS_FROM) {
+            return Err(GatewayError::MethodNotAllowed("protocol 2026-07-28 has no GET stream"));
+        }
+        if !accepts(headers, EVENT_STREAM) {
+            return Err(GatewayError::NotAcceptable);
+        }
+        let session = match header(headers, SESSION_HEADER) {
+            Some(id) => Some(self.0.sessions.find(id, route_name, principal).ok_or(GatewayError::SessionNotFound)?),
+            None => None,
+        };
+        match &route.settings.upstream {
+            UpstreamSettings::StreamableHttp { url } => {
+                let mut request = self.0.upstream_http.get(url.clone()).headers(self.upstream_headers(route, headers));
+                if let Some(SessionUpstream::Http { upstream_id: Some(id) }) = session.as_deref().map(|s| &s.upstream) {
+                    request = request.header(SESSION_HEADER, id);
+                }
+                let response = self.send(route, request, None).await?;
+                if response.status() == StatusCode::NOT_FOUND
+                    && let Some(s) = &session
+                {
+                    self.0.sessions.remove(&s.id);
+                    return Err(GatewayError::SessionNotFound);
+                }
+                // Answers replayed on a resumed stream are filtered by their shape.
+                self.relay(route, principal, response, HashMap::new(), true, None, None).await
+            }
+            UpstreamSettings::Stdio(_) | UpstreamSettings::LegacySse { .. } => {
+                let session = session.ok_or(GatewayError::SessionRequired)?;
+                let SessionUpstream::Channel(channel) = &session.upstream else {
+                    return Err(GatewayError::Internal("a channel route holds an HTTP session".into()));
+                };
+                let (backlog, receiver) = channel.attach_get_stream().map_err(|message| {
+                    self.0.sessions.remove(&session.id);
+                    GatewayError::UpstreamUnavailable { message, id: None }
+                })?;
+                let policy = route.settings.policy.clone();
+                let scopes = principal.scopes.clone();
+                let lists = HashMap::new();
+                let backlog = futures_util::stream::iter(backlog.into_iter().map(Delivery::Message));
+                let live = futures_util::stream::unfold(receiver, |mut rx| async move {
+                    match rx.recv().await {
+                        Some(Delivery::Message(m)) => Some((Delivery::Message(m), rx)),
+                        Some(Delivery::Closed(_)) | None => None,
+                    }
+                });
+                let events = backlog.chain(live).map(move |delivery| {
+                    let Delivery::Message(mut m) = delivery else {
+                        return Ok::<_, std::convert::Infallible>(Sse::default().event("message").data("{}"));
+                    };
+                    filter_message(&mut m, &lists, true, &policy, &scopes);
+                    Ok(Sse::default().event("message").data(m.to_string()))
+                });
+                Ok(Reply {
+                    status: ReplyStatus::Ok,
+                    content_type: Some(HeaderValue::from_static(EVENT_STREAM)),
+                    session_id: None,
+                    body: Body::new(SseBody::new(events)),
+                })
+            }
+        }
+    }
+
+    /// Handles a DELETE: ends the caller's session (and its stdio child).
+    pub async fn delete(
+        &self,
+        route_name: &str,
+        principal: &Principal,
+        headers: &HeaderMap,
+    ) -> Result<Reply, GatewayError> {
+        let route = self.route_of(route_name)?;
+        if protocol_version(headers)?.is_some_and(|v| v >= STATELESS_FROM) {
+            return Err(GatewayError::MethodNotAllowed("protocol 2026-07-28 has no sessions to end"));
+        }
+        let id = header(headers, SESSION_HEADER).ok_or(GatewayError::SessionRequired)?;
+        let session = self.0.sessions.find(id, route_name, principal).ok_or(GatewayError::SessionNotFound)?;
+        self.0.sessions.remove(&session.id);
+        if let (UpstreamSettings::StreamableHttp { url }, SessionUpstream::Http { upstream_id: Some(upstream_id) }) =
+            (&route.settings.upstream, &session.upstream)
+        {
+            let request = self
+                .0
+                .upstream_http
+                .delete(url.clone())
+                .headers(self.upstream_headers(route, headers))
+                .header(SESSION_HEADER, upstream_id);
+            if let Err(e) = self.send(route, request, None).await {
+                tracing::info!(route = route_name, error = %e, "the upstream did not confirm the end of a session");
+            }
+        }
+        Ok(Reply { status: ReplyStatus::Ended, content_type: None, session_id: None, body: Body::empty() })
+    }
+
+    async fn open_channel_session(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        id: Option<Value>,
+    ) -> Result<Arc<Session>, GatewayError> {
+        let permit = route.slots.clone().try_acquire_owned().map_err(|_| GatewayError::TooManySessions)?;
+        let channel = match &route.settings.upstream {
+            UpstreamSettings::Stdio(command) => channel::spawn_stdio(command, &route.settings.name),
+            UpstreamSettings::LegacySse { url } => {
+                channel::connect_legacy_sse(&self.0.upstream_http, url, &route.headers, route.settings.connect_timeout)
+                    .await
+            }
+            UpstreamSettings::StreamableHttp { .. } => {
+                return Err(GatewayError::Internal("an HTTP route has no channel".into()));
+            }
+        }
+        .map_err(|e| {
+            tracing::warn!(route = %route.settings.name, error = %e, "upstream could not be started");
+            GatewayError::UpstreamUnavailable { message: e.to_string(), id }
+        })?;
+        let channel = ChannelSession::start(channel, Some(permit));
+        let session = Session::new(&route.settings.name, principal, SessionUpstream::Channel(channel))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let session = Arc::new(session);
+        self.0.sessions.insert(session.clone());
+        Ok(session)
+    }
+}
+
+fn describe_op(op: Operation<'_>) -> &'static str {
+    match op {
+        Operation::CallTool(_) => "tool",
+        Operation::GetPrompt(_) => "prompt",
+        Operation::ReadResource(_) | Operation::SubscribeResource(_) => "resource",
+        Operation::Method(_) => "method",
+    }
+}
+
+/// The gateway's own answer to messages the policy refused: a JSON-RPC error for each
+/// request (in a batch, the others are refused with it: a batch is forwarded whole or not at
+/// all).
+fn refusal_reply(batch: bool, kinds: &[Kind], refusals: Vec<(Option<Value>, i64, String)>) -> Reply {
+    let requests: Vec<&Value> = kinds
+        .iter()
+        .filter_map(|k| match k {
+            Kind::Request { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    if requests.is_empty() {
+        return accepted();
+    }
+    let errors: Vec<Value> = requests
+        .iter()
+        .map(|id| match refusals.iter().find(|(rid, _, _)| rid.as_ref() == Some(*id)) {
+            Some((_, code, message)) => jsonrpc::error_response(Some(id), *code, message),
+            None => jsonrpc::error_response(
+                Some(id),
+                jsonrpc::INVALID_REQUEST,
+                "not forwarded: another message of this batch was refused",
+            ),
+        })
+        .collect();
+    let body = if batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
+    json_reply(ReplyStatus::Ok, &body, None)
+}

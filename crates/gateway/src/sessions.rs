@@ -1,0 +1,112 @@
+//! The gateway's own MCP sessions (protocol revisions up to 2025-11-25).
+//!
+//! Session ids are random and minted here, never the upstream's, and each is bound to the
+//! identity that created it (issuer, subject, client): a session id is not a credential, and a
+//! request that presents one with another identity's token is answered as if it did not exist.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::auth::Principal;
+use crate::channel::ChannelSession;
+
+pub enum SessionUpstream {
+    /// A Streamable HTTP upstream's own session id (if it issued one).
+    Http { upstream_id: Option<String> },
+    /// A channel (stdio child or legacy SSE connection) that belongs to this session alone.
+    Channel(Arc<ChannelSession>),
+}
+
+pub struct Session {
+    pub id: String,
+    pub route: String,
+    owner: (String, Option<String>, Option<String>),
+    pub upstream: SessionUpstream,
+    last_used: Mutex<Instant>,
+}
+
+impl Session {
+    pub fn new(
+        route: &str,
+        principal: &Principal,
+        upstream: SessionUpstream,
+    ) -> Result<Self, portcullis_crypto::CryptoError> {
+        Ok(Self {
+            id: portcullis_crypto::random_token(32)?,
+            route: route.to_owned(),
+            owner: principal.owner(),
+            upstream,
+            last_used: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Sessions {
+    pub fn insert(&self, session: Arc<Session>) {
+        if let Ok(mut map) = self.map.lock() {
+            map.insert(session.id.clone(), session);
+        }
+    }
+
+    /// The session, if it exists on this route, belongs to this caller and is still alive.
+    pub fn find(&self, id: &str, route: &str, principal: &Principal) -> Option<Arc<Session>> {
+        let mut map = self.map.lock().ok()?;
+        let session = map.get(id)?.clone();
+        if session.route != route {
+            return None;
+        }
+        if session.owner != principal.owner() {
+            tracing::warn!(route, "a session id was presented with another identity's token; refused");
+            return None;
+        }
+        if let SessionUpstream::Channel(channel) = &session.upstream
+            && channel.closed_reason().is_some()
+        {
+            map.remove(id);
+            return None;
+        }
+        session.touch();
+        Some(session)
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        self.map.lock().ok()?.remove(id)
+    }
+
+    /// Ends sessions idle for longer than their route allows; returns how many.
+    pub fn reap(&self, idle_limit: impl Fn(&str) -> Duration) -> usize {
+        let Ok(mut map) = self.map.lock() else { return 0 };
+        let before = map.len();
+        map.retain(|_, s| {
+            let dead = matches!(&s.upstream, SessionUpstream::Channel(c) if c.closed_reason().is_some());
+            !dead && s.idle_for() < idle_limit(&s.route)
+        });
+        before - map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
+}

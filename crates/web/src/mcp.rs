@@ -1,0 +1,271 @@
+//! The gateway's HTTP face: `/mcp/{route}` and its RFC 9728 metadata. The gateway decides;
+//! this module picks every status code and writes the challenges.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use portcullis_gateway::{Gateway, GatewayError, Principal, ReplyStatus, TokenError};
+use portcullis_store::NewAuditEvent;
+
+use crate::AppState;
+
+fn status_of(e: &GatewayError) -> StatusCode {
+    match e {
+        GatewayError::Unauthenticated(TokenError::IssuerUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        GatewayError::InsufficientScope { .. }
+        | GatewayError::OriginNotAllowed(_)
+        | GatewayError::HostNotAllowed(_) => StatusCode::FORBIDDEN,
+        GatewayError::InvalidMessage { .. }
+        | GatewayError::HeaderMismatch(_)
+        | GatewayError::UnsupportedProtocolVersion(_)
+        | GatewayError::SessionRequired => StatusCode::BAD_REQUEST,
+        GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        GatewayError::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        GatewayError::SessionNotFound => StatusCode::NOT_FOUND,
+        GatewayError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+        GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An RFC 6750 §3 quoted-string value: our messages never hold quotes or backslashes, but a
+/// token's issuer (echoed in a description) might.
+fn quoted(text: &str) -> String {
+    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+fn error_response(gateway: &Gateway, route: &str, e: &GatewayError) -> Response {
+    let status = status_of(e);
+    let mut response = (status, Json(e.to_jsonrpc())).into_response();
+    let metadata = gateway.resource_metadata_url(route);
+    let challenge = match e {
+        GatewayError::Unauthenticated(TokenError::Missing) => {
+            Some(format!("Bearer resource_metadata=\"{metadata}\", scope=\"{}\"", gateway.challenge_scopes(route)))
+        }
+        GatewayError::Unauthenticated(TokenError::IssuerUnavailable(_)) => None,
+        GatewayError::Unauthenticated(reason) => Some(format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\", resource_metadata=\"{metadata}\", scope=\"{}\"",
+            quoted(&reason.to_string()),
+            gateway.challenge_scopes(route)
+        )),
+        GatewayError::InsufficientScope { required, .. } => Some(format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{required}\", resource_metadata=\"{metadata}\", \
+             error_description=\"this request needs the scope {required}\""
+        )),
+        _ => None,
+    };
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_event(
+    route: &str,
+    principal: Option<&Principal>,
+    method: &str,
+    target: Option<String>,
+    allowed: bool,
+    reason: Option<String>,
+    status: StatusCode,
+    started: Instant,
+    now: i64,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        occurred_at: now,
+        route: route.to_owned(),
+        method: method.to_owned(),
+        target,
+        decision: if allowed { "allowed" } else { "denied" }.to_owned(),
+        reason,
+        user_id: principal.and_then(|p| p.subject.clone()),
+        username: principal.and_then(|p| p.username.clone()),
+        client_id: principal.and_then(|p| p.client_id.clone()),
+        issuer: principal.map(|p| p.issuer.clone()).filter(|i| !i.is_empty()),
+        status: i64::from(status.as_u16()),
+        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Everything before the method-specific work: the route, the Host and Origin, the token.
+async fn admit(
+    state: &AppState,
+    route: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    started: Instant,
+) -> Result<(Gateway, Principal), Response> {
+    let Some(gateway) = state.gateway.clone().filter(|g| g.has_route(route)) else {
+        return Err((StatusCode::NOT_FOUND, "no such MCP route\n").into_response());
+    };
+    let refused = |e: GatewayError| {
+        let response = error_response(&gateway, route, &e);
+        let label = headers.get("mcp-method").and_then(|v| v.to_str().ok()).unwrap_or(method.as_str()).to_owned();
+        gateway.record(vec![audit_event(
+            route,
+            None,
+            &label,
+            None,
+            false,
+            Some(e.to_string()),
+            response.status(),
+            started,
+            state.server.now(),
+        )]);
+        response
+    };
+    if let Err(e) = gateway.check_host_and_origin(headers, None) {
+        return Err(refused(e));
+    }
+    match gateway.authenticate(route, headers.get(header::AUTHORIZATION)).await {
+        Ok(principal) => Ok((gateway, principal)),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+fn render(gateway: &Gateway, route: &str, reply: Result<portcullis_gateway::Reply, GatewayError>) -> Response {
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => return error_response(gateway, route, &e),
+    };
+    let status = match reply.status {
+        ReplyStatus::Accepted => StatusCode::ACCEPTED,
+        ReplyStatus::Ok => StatusCode::OK,
+        ReplyStatus::Ended => StatusCode::NO_CONTENT,
+        ReplyStatus::Upstream(s) => s,
+    };
+    let mut response = Response::new(reply.body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Some(ct) = reply.content_type {
+        if ct.to_str().is_ok_and(|v| v.starts_with("text/event-stream")) {
+            // Reverse proxies must pass each event on as it comes.
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(id) = reply.session_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert("mcp-session-id", id);
+    }
+    response
+}
+
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (gateway, principal) = match admit(&state, &route, &Method::POST, &headers, started).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let limit = gateway.max_request_bytes();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return error_response(&gateway, &route, &GatewayError::PayloadTooLarge(limit)),
+    };
+    let handled = gateway.post(&route, &principal, &headers, bytes).await;
+    let failure = handled.reply.as_ref().err().map(ToString::to_string);
+    let response = render(&gateway, &route, handled.reply);
+    let now = state.server.now();
+    let mut events: Vec<NewAuditEvent> = handled
+        .decisions
+        .into_iter()
+        .map(|d| {
+            // A message that was allowed but not delivered (upstream down) is recorded with
+            // the error as its reason.
+            let reason = d.reason.or_else(|| failure.clone());
+            audit_event(
+                &route,
+                Some(&principal),
+                &d.method,
+                d.target,
+                d.allowed,
+                reason,
+                response.status(),
+                started,
+                now,
+            )
+        })
+        .collect();
+    if events.is_empty()
+        && let Some(reason) = failure
+    {
+        events.push(audit_event(
+            &route,
+            Some(&principal),
+            "POST",
+            None,
+            false,
+            Some(reason),
+            response.status(),
+            started,
+            now,
+        ));
+    }
+    gateway.record(events);
+    response
+}
+
+pub(crate) async fn get(State(state): State<AppState>, Path(route): Path<String>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let (gateway, principal) = match admit(&state, &route, &Method::GET, &headers, started).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let reply = gateway.get(&route, &principal, &headers).await;
+    render(&gateway, &route, reply)
+}
+
+pub(crate) async fn delete(State(state): State<AppState>, Path(route): Path<String>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let (gateway, principal) = match admit(&state, &route, &Method::DELETE, &headers, started).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let reply = gateway.delete(&route, &principal, &headers).await;
+    let response = render(&gateway, &route, reply);
+    gateway.record(vec![audit_event(
+        &route,
+        Some(&principal),
+        "DELETE",
+        None,
+        response.status().is_success(),
+        None,
+        response.status(),
+        started,
+        state.server.now(),
+    )]);
+    response
+}
+
+/// Anything but GET, POST and DELETE on a route.
+pub(crate) async fn other_method() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET, POST, DELETE")]).into_response()
+}
+
+pub(crate) async fn protected_resource(State(state): State<AppState>, Path(route): Path<String>) -> Response {
+    match state.gateway.as_ref().and_then(|g| g.protected_resource_metadata(&route)) {
+        Some(doc) => Json(doc).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such protected resource\n").into_response(),
+    }
+}
+
+pub(crate) async fn protected_resource_root(State(state): State<AppState>) -> Response {
+    let doc = state.gateway.as_ref().and_then(|g| g.root_route().and_then(|r| g.protected_resource_metadata(r)));
+    match doc {
+        Some(doc) => Json(doc).into_response(),
+        None => (StatusCode::NOT_FOUND, "no protected resource is published at the root\n").into_response(),
+    }
+}
