@@ -245,8 +245,12 @@ pub struct TrustedIssuerConfig {
     pub jwks_refresh_min_secs: u64,
     #[serde(default)]
     pub introspection_client_id: Option<String>,
+    /// The introspection secret, from this environment variable...
     #[serde(default)]
     pub introspection_client_secret_env: Option<String>,
+    /// ... or from this file.
+    #[serde(default)]
+    pub introspection_client_secret_file: Option<PathBuf>,
     #[serde(default = "default_introspection_cache")]
     pub introspection_cache_max_secs: u64,
     /// Routes that accept this issuer's tokens; empty means all.
@@ -514,9 +518,12 @@ impl Config {
                     ));
                 }
             }
-            if t.introspection_client_id.is_some() != t.introspection_client_secret_env.is_some() {
+            let secrets = usize::from(t.introspection_client_secret_env.is_some())
+                + usize::from(t.introspection_client_secret_file.is_some());
+            if t.introspection_client_id.is_some() != (secrets == 1) || secrets > 1 {
                 return invalid(format!(
-                    "trusted issuer {:?}: introspection needs both introspection_client_id and introspection_client_secret_env",
+                    "trusted issuer {:?}: introspection needs introspection_client_id and one of \
+                     introspection_client_secret_env and introspection_client_secret_file",
                     t.issuer
                 ));
             }

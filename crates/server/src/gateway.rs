@@ -112,15 +112,24 @@ pub fn gateway_settings(config: &Config) -> anyhow::Result<GatewaySettings> {
     }
     let mut trusted_issuers = Vec::new();
     for t in &config.gateway.trusted_issuers {
-        let introspection = match (&t.introspection_client_id, &t.introspection_client_secret_env) {
-            (Some(id), Some(var)) => Some((
-                id.clone(),
-                std::env::var(var).with_context(|| {
-                    format!("trusted issuer {}: introspection secret variable {var} is not set", t.issuer)
-                })?,
-            )),
-            _ => None,
-        };
+        let introspection =
+            match (&t.introspection_client_id, &t.introspection_client_secret_env, &t.introspection_client_secret_file)
+            {
+                (Some(id), Some(var), _) => Some((
+                    id.clone(),
+                    std::env::var(var).with_context(|| {
+                        format!("trusted issuer {}: introspection secret variable {var} is not set", t.issuer)
+                    })?,
+                )),
+                (Some(id), None, Some(path)) => Some((
+                    id.clone(),
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("trusted issuer {}: reading {}", t.issuer, path.display()))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                )),
+                _ => None,
+            };
         trusted_issuers.push(TrustedIssuerSettings {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),

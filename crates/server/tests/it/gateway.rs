@@ -618,3 +618,119 @@ async fn upstream_failures_are_clear_and_bounded() -> TestResult {
     gw.session("crm", Some(&crm)).await?;
     Ok(())
 }
+
+/// A real `oidc-provider` (tests/peers/oidc-provider) as an external issuer; returns the
+/// process and its issuer.
+async fn start_idp(resource_jwt: &str, resource_opaque: &str) -> AnyResult<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
+    if !dir.join("node_modules/oidc-provider").exists() {
+        return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
+    }
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("idp.mjs"))
+        .env("PORT", "0")
+        .env("RESOURCE_JWT", resource_jwt)
+        .env("RESOURCE_OPAQUE", resource_opaque)
+        .env("JWT_ALG", "RS256")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.map_err(|_| "IdP did not start")??;
+    let issuer = line.and_then(|l| l.strip_prefix("READY ").map(str::to_owned)).ok_or("IdP printed no READY line")?;
+    Ok((child, issuer))
+}
+
+async fn idp_token(http: &reqwest::Client, issuer: &str, resource: &str, scope: &str) -> AnyResult<String> {
+    let response = http
+        .post(format!("{issuer}/token"))
+        .basic_auth("agent", Some("agent-secret"))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope), ("resource", resource)])
+        .send()
+        .await?;
+    let body: Value = response.json().await?;
+    Ok(body["access_token"].as_str().ok_or_else(|| format!("no token: {body}"))?.to_owned())
+}
+
+#[tokio::test]
+async fn tokens_of_a_trusted_external_issuer_work_and_others_do_not() -> TestResult {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let (ext, opaque, crm) = (format!("{base}/mcp/ext"), format!("{base}/mcp/ext-opaque"), format!("{base}/mcp/crm"));
+    let (_trusted, issuer) = start_idp(&format!("{ext} {crm}"), &opaque).await?;
+    let (_stranger, stranger) = start_idp(&ext, &opaque).await?;
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("introspection-secret");
+    std::fs::write(&secret, "gateway-secret\n")?;
+    let trusted = portcullis::config::TrustedIssuerConfig {
+        issuer: issuer.clone(),
+        audience: None,
+        algorithms: vec!["RS256".into()],
+        token_types: vec!["at+jwt".into()],
+        leeway_secs: 30,
+        jwks_refresh_min_secs: 1,
+        introspection_client_id: Some("gateway".into()),
+        introspection_client_secret_env: None,
+        introspection_client_secret_file: Some(secret),
+        introspection_cache_max_secs: 60,
+        routes: vec!["ext".into(), "ext-opaque".into()],
+    };
+    let options = Options {
+        listener: Some(listener),
+        upstreams: vec![
+            UpstreamConfig { name: "ext".into(), ..demo_upstream() },
+            UpstreamConfig { name: "ext-opaque".into(), ..demo_upstream() },
+            demo_upstream(),
+        ],
+        gateway: portcullis::config::GatewayConfig { trusted_issuers: vec![trusted], ..Default::default() },
+        ..Options::default()
+    };
+    let server = TestServer::start_with(options).await?;
+    // The IdP runs on the real clock; so must the gateway here.
+    let real_now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())?;
+    server.clock.advance(real_now - server.clock.now());
+    let gw = Gw { server, upstream: TestUpstream::start().await?, http: reqwest::Client::new(), _dir: dir };
+
+    let prm: Value =
+        gw.http.get(gw.server.url("/.well-known/oauth-protected-resource/mcp/ext")).send().await?.json().await?;
+    assert_eq!(prm["authorization_servers"], json!([gw.server.issuer, issuer]));
+
+    // A JWT access token for this route, verified with the issuer's JWKS.
+    let jwt = idp_token(&gw.http, &issuer, &ext, "crm.contacts.read").await?;
+    let session = gw.session("ext", Some(&jwt)).await?;
+    let allowed = gw.rpc("ext", Some(&jwt), Some(&session), call(1, "list_contacts")).await?;
+    assert!(allowed.message()["result"]["content"].is_array(), "{}", allowed.text);
+    let denied = gw.rpc("ext", Some(&jwt), Some(&session), call(2, "update_deal")).await?;
+    assert_eq!(denied.status, 403, "its scopes are enforced too");
+
+    // The same issuer's token for another route, and a route that does not trust it.
+    let for_crm = idp_token(&gw.http, &issuer, &crm, "crm.contacts.read").await?;
+    let wrong = gw.rpc("ext", Some(&for_crm), None, list(3, "ping")).await?;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.challenge().contains("not issued for this resource"), "{}", wrong.challenge());
+    let untrusted_route = gw.rpc("crm", Some(&for_crm), None, list(4, "ping")).await?;
+    assert_eq!(untrusted_route.status, 401);
+    assert!(untrusted_route.challenge().contains("is not trusted here"), "{}", untrusted_route.challenge());
+
+    // An issuer nobody listed.
+    let foreign = idp_token(&gw.http, &stranger, &ext, "crm.contacts.read").await?;
+    let refused = gw.rpc("ext", Some(&foreign), None, list(5, "ping")).await?;
+    assert_eq!(refused.status, 401);
+    assert!(refused.challenge().contains("is not trusted here"), "{}", refused.challenge());
+
+    // An opaque token, introspected (RFC 7662) and bound to its own route.
+    let opaque_token = idp_token(&gw.http, &issuer, &opaque, "crm.contacts.read").await?;
+    assert_eq!(opaque_token.split('.').count(), 1, "opaque: {opaque_token}");
+    let session = gw.session("ext-opaque", Some(&opaque_token)).await?;
+    let via_introspection = gw.rpc("ext-opaque", Some(&opaque_token), Some(&session), call(6, "list_contacts")).await?;
+    assert!(via_introspection.message()["result"]["content"].is_array(), "{}", via_introspection.text);
+    let elsewhere = gw.rpc("ext", Some(&opaque_token), None, list(7, "ping")).await?;
+    assert_eq!(elsewhere.status, 401);
+    let made_up = gw.rpc("ext-opaque", Some("made-up-opaque-token"), None, list(8, "ping")).await?;
+    assert_eq!(made_up.status, 401);
+    Ok(())
+}

@@ -117,31 +117,10 @@ async fn chromium_signs_in_consents_to_less_and_refuses_framing() -> TestResult 
     Ok(())
 }
 
-/// Serves RFC 9728 protected-resource metadata for `http://127.0.0.1:PORT/mcp`, naming
-/// `issuer` (a stand-in for the gateway, which is not built yet).
-async fn protected_resource(issuer: std::sync::Arc<std::sync::Mutex<String>>) -> AnyResult<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let resource = format!("http://127.0.0.1:{}/mcp", listener.local_addr()?.port());
-    let document_resource = resource.clone();
-    let app = axum::Router::new().route(
-        "/.well-known/oauth-protected-resource/mcp",
-        axum::routing::get(move || {
-            let issuer = issuer.lock().map(|i| i.clone()).unwrap_or_default();
-            let resource = document_resource.clone();
-            async move {
-                axum::Json(serde_json::json!({
-                    "resource": resource,
-                    "authorization_servers": [issuer],
-                    "scopes_supported": ["crm.contacts.read"],
-                    "bearer_methods_supported": ["header"]
-                }))
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(resource)
+/// The demo CRM behind the gateway at `/mcp/crm`: the SDK discovers Portcullis from the
+/// route's own RFC 9728 metadata.
+fn crm_route() -> Vec<portcullis::config::UpstreamConfig> {
+    vec![portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned())]
 }
 
 /// The official MCP TypeScript SDK client discovers, registers by DCR, authorizes with PKCE
@@ -150,20 +129,14 @@ async fn protected_resource(issuer: std::sync::Arc<std::sync::Mutex<String>>) ->
 async fn mcp_typescript_sdk_registers_by_dcr_and_authorizes() -> TestResult {
     let dir = peer_dir("mcp-sdk");
     require_installed(&dir, "@modelcontextprotocol/sdk")?;
-    let issuer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let resource = protected_resource(std::sync::Arc::clone(&issuer)).await?;
     let registration = portcullis::config::RegistrationConfig {
         enabled: true,
         allowed_networks: vec!["127.0.0.0/8".parse()?],
         initial_access_token: "optional".into(),
         ..Default::default()
     };
-    let server =
-        TestServer::start_with(Options { registration, extra_resource: Some(resource.clone()), ..Options::default() })
-            .await?;
-    if let Ok(mut i) = issuer.lock() {
-        *i = server.issuer.clone();
-    }
+    let server = TestServer::start_with(Options { registration, upstreams: crm_route(), ..Options::default() }).await?;
+    let resource = server.route("crm");
     let out =
         run_node(&dir, &[("SERVER_URL", resource.as_str()), ("USERNAME", "alice"), ("PASSWORD", PASSWORD)]).await?;
     assert!(out.contains("6 passed, 0 failed"), "{out}");
@@ -225,8 +198,6 @@ async fn mcp_typescript_sdk_registers_by_cimd_and_authorizes() -> TestResult {
     require_installed(&dir, "@modelcontextprotocol/sdk")?;
     let tls = tempfile::tempdir()?;
     loopback_tls(tls.path())?;
-    let issuer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let resource = protected_resource(std::sync::Arc::clone(&issuer)).await?;
     let cimd = portcullis::config::CimdConfig {
         enabled: true,
         allow_any_https: true,
@@ -234,11 +205,8 @@ async fn mcp_typescript_sdk_registers_by_cimd_and_authorizes() -> TestResult {
         extra_ca_file: Some(tls.path().join("ca.pem")),
         ..Default::default()
     };
-    let server =
-        TestServer::start_with(Options { cimd, extra_resource: Some(resource.clone()), ..Options::default() }).await?;
-    if let Ok(mut i) = issuer.lock() {
-        *i = server.issuer.clone();
-    }
+    let server = TestServer::start_with(Options { cimd, upstreams: crm_route(), ..Options::default() }).await?;
+    let resource = server.route("crm");
     let cert = tls.path().join("leaf.pem");
     let key = tls.path().join("leaf.key");
     let out = run_node(
