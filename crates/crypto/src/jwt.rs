@@ -52,14 +52,10 @@ pub fn sign_jwt<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result
     jsonwebtoken::encode(&header, claims, key.encoding_key()).map_err(|e| CryptoError::Sign(e.to_string()))
 }
 
-/// Verifies `token` as a JWS of type `expected_typ` signed by one of `keys`. An empty
-/// `expected_typ` accepts a plain JWT: `typ` absent or `JWT` (for documents such as software
-/// statements, whose specifications name no type).
-pub fn verify_jwt<'k, C: DeserializeOwned>(
-    token: &str,
-    expected_typ: &str,
-    keys: impl IntoIterator<Item = &'k PublicKey>,
-) -> Result<VerifiedJwt<C>, JwtError> {
+/// The raw header of a compact JWS, refused when the token is too long, not three parts, or
+/// carries a header member that would change how it must be processed. jsonwebtoken's
+/// `Header` ignores members it does not model, hence the look at the raw JSON.
+fn checked_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, JwtError> {
     if token.len() > MAX_JWT_LEN {
         return Err(JwtError::TooLong);
     }
@@ -67,8 +63,6 @@ pub fn verify_jwt<'k, C: DeserializeOwned>(
     let (Some(header_b64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed);
     };
-    // jsonwebtoken's Header ignores members it does not model; look at the raw header for the
-    // ones that change how a token must be processed.
     let raw_header: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
         .decode(header_b64)
         .ok()
@@ -79,6 +73,18 @@ pub fn verify_jwt<'k, C: DeserializeOwned>(
             return Err(JwtError::ForbiddenHeader(forbidden));
         }
     }
+    Ok(raw_header)
+}
+
+/// Verifies `token` as a JWS of type `expected_typ` signed by one of `keys`. An empty
+/// `expected_typ` accepts a plain JWT: `typ` absent or `JWT` (for documents such as software
+/// statements, whose specifications name no type).
+pub fn verify_jwt<'k, C: DeserializeOwned>(
+    token: &str,
+    expected_typ: &str,
+    keys: impl IntoIterator<Item = &'k PublicKey>,
+) -> Result<VerifiedJwt<C>, JwtError> {
+    let raw_header = checked_header(token)?;
     match raw_header.get("alg").and_then(|v| v.as_str()) {
         Some("ES256") => {}
         other => return Err(JwtError::Algorithm(other.unwrap_or_default().to_owned())),
@@ -153,10 +159,16 @@ impl ForeignAlgorithm {
     }
 }
 
-/// A published JWK Set of another issuer, parsed once.
-#[derive(Debug, Clone, Default)]
+/// A published JWK Set of another issuer, parsed once, each key ready to verify with.
+#[derive(Clone, Default)]
 pub struct ForeignKeys {
-    keys: Vec<jsonwebtoken::jwk::Jwk>,
+    keys: Vec<(jsonwebtoken::jwk::Jwk, jsonwebtoken::DecodingKey)>,
+}
+
+impl std::fmt::Debug for ForeignKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.keys.iter().map(|(k, _)| k.common.key_id.as_deref())).finish()
+    }
 }
 
 impl ForeignKeys {
@@ -172,12 +184,13 @@ impl ForeignKeys {
             .into_iter()
             .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k).ok())
             .filter(|k| !matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)))
+            .filter_map(|k| jsonwebtoken::DecodingKey::from_jwk(&k).ok().map(|d| (k, d)))
             .collect();
         Ok(Self { keys })
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.common.key_id.as_deref() == Some(kid))
+        self.keys.iter().any(|(k, _)| k.common.key_id.as_deref() == Some(kid))
     }
 
     pub fn len(&self) -> usize {
@@ -211,23 +224,7 @@ pub fn verify_foreign_jwt(
     allowed_types: &[String],
     keys: &ForeignKeys,
 ) -> Result<serde_json::Map<String, serde_json::Value>, JwtError> {
-    if token.len() > MAX_JWT_LEN {
-        return Err(JwtError::TooLong);
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(JwtError::Malformed);
-    };
-    let raw_header: serde_json::Map<String, serde_json::Value> = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or(JwtError::Malformed)?;
-    for forbidden in ["crit", "b64", "jwk", "jku", "x5u", "x5c", "enc", "zip"] {
-        if raw_header.contains_key(forbidden) {
-            return Err(JwtError::ForbiddenHeader(forbidden));
-        }
-    }
+    let raw_header = checked_header(token)?;
     let alg_name = raw_header.get("alg").and_then(|v| v.as_str()).unwrap_or_default();
     let alg = ForeignAlgorithm::parse(alg_name)
         .filter(|a| allowed.contains(a))
@@ -236,8 +233,8 @@ pub fn verify_foreign_jwt(
     if !allowed_types.iter().any(|t| typ_matches(typ.as_deref(), t)) {
         return Err(JwtError::Type(typ));
     }
-    let key = match raw_header.get("kid").and_then(|v| v.as_str()) {
-        Some(kid) => keys.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)),
+    let (key, decoding) = match raw_header.get("kid").and_then(|v| v.as_str()) {
+        Some(kid) => keys.keys.iter().find(|(k, _)| k.common.key_id.as_deref() == Some(kid)),
         None if keys.keys.len() == 1 => keys.keys.first(),
         None => return Err(JwtError::MissingKeyId),
     }
@@ -247,13 +244,12 @@ pub fn verify_foreign_jwt(
     {
         return Err(JwtError::Algorithm(alg_name.to_owned()));
     }
-    let decoding = jsonwebtoken::DecodingKey::from_jwk(key).map_err(|_| JwtError::UnknownKeyId)?;
     let mut validation = Validation::new(alg.jsonwebtoken());
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &decoding, &validation)
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, decoding, &validation)
         .map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {

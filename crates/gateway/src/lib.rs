@@ -94,7 +94,15 @@ pub enum GatewayError {
     #[error("{0}")]
     Unauthenticated(TokenError),
     #[error("this request needs the scope {required}")]
-    InsufficientScope { required: ScopeSet, id: Option<Value> },
+    InsufficientScope {
+        /// What the refused operation needs.
+        required: ScopeSet,
+        /// What to ask for: `required` plus the route's scopes the token already holds, so a
+        /// client that replaces its scopes on step-up (rather than adding, as 2026-07-28 asks)
+        /// does not lose them (the 2025-11-25 recommendation).
+        challenge: ScopeSet,
+        id: Option<Value>,
+    },
     #[error("requests from origin {0:?} are not allowed")]
     OriginNotAllowed(String),
     #[error("requests for host {0:?} are not allowed")]
@@ -289,7 +297,7 @@ impl Gateway {
             .map(|t| Arc::new(auth::ForeignIssuer::new(t.clone(), issuer_http.clone())))
             .collect();
         let audit = audit::AuditLog::start(authorization.store().clone());
-        let validator = auth::TokenValidator { authorization, foreign };
+        let validator = auth::TokenValidator::new(authorization, foreign);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
             let reaper = tokio::spawn(async move {

@@ -245,6 +245,20 @@ fn filtered_event_stream(
     Body::new(SseBody::new(events))
 }
 
+/// The most an upstream's JSON answer may hold.
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+async fn read_bounded(mut response: reqwest::Response) -> Result<Bytes, String> {
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+        if buffer.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(format!("its answer is larger than {MAX_RESPONSE_BYTES} bytes"));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
+
 fn describe(e: &reqwest::Error) -> String {
     if e.is_connect() {
         "the connection was refused or could not be made".to_owned()
@@ -397,7 +411,12 @@ impl Gateway {
         }
         if !needed.is_empty() {
             let id = if batch { None } else { request_ids.first().cloned() };
-            return Err(GatewayError::InsufficientScope { required: needed, id });
+            let route_scopes = route.settings.policy.all_scopes();
+            let mut challenge = needed.clone();
+            for held in principal.scopes.iter().filter(|s| route_scopes.contains(s.as_str())) {
+                challenge.insert(held.clone());
+            }
+            return Err(GatewayError::InsufficientScope { required: needed, challenge, id });
         }
         if !refusals.is_empty() {
             return Ok(refusal_reply(batch, &kinds, refusals));
@@ -542,13 +561,23 @@ impl Gateway {
             let body = filtered_event_stream(response, lists, by_shape, policy, principal.scopes.clone());
             return Ok(Reply { status: ReplyStatus::Upstream(status), content_type, session_id, body });
         }
-        if media == "application/json" && (!lists.is_empty() || by_shape) {
+        if media == "application/json" {
+            // One JSON message: read it whole (bounded), so it goes on with a length in one
+            // write, and so a list can be filtered.
             let seconds = route.settings.request_timeout.as_secs();
-            let bytes = match tokio::time::timeout(route.settings.request_timeout, response.bytes()).await {
+            let bytes = match tokio::time::timeout(route.settings.request_timeout, read_bounded(response)).await {
                 Err(_) => return Err(GatewayError::UpstreamTimeout { seconds, id }),
-                Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable { message: describe(&e), id }),
+                Ok(Err(message)) => return Err(GatewayError::UpstreamUnavailable { message, id }),
                 Ok(Ok(b)) => b,
             };
+            if lists.is_empty() && !by_shape {
+                return Ok(Reply {
+                    status: ReplyStatus::Upstream(status),
+                    content_type,
+                    session_id,
+                    body: Body::from(bytes),
+                });
+            }
             let body = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(mut message) => {
                     filter_message(&mut message, &lists, by_shape, &policy, &principal.scopes);
@@ -888,4 +917,110 @@ fn refusal_reply(batch: bool, kinds: &[Kind], refusals: Vec<(Option<Value>, i64,
         .collect();
     let body = if batch { Value::Array(errors) } else { errors.into_iter().next().unwrap_or(Value::Null) };
     json_reply(ReplyStatus::Ok, &body, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn check(pairs: &[(&'static str, &'static str)], message: Value, stateless: bool) -> Result<(), String> {
+        let kind = jsonrpc::classify(&message).map_err(str::to_owned)?;
+        let version = if stateless { Some("2026-07-28") } else { None };
+        check_mirrored_headers(&headers(pairs), &message, &kind, false, stateless, version).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn mirrored_headers_must_describe_the_body() {
+        let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}});
+        assert!(check(&[], call.clone(), false).is_ok(), "optional before 2026-07-28");
+        assert!(check(&[("mcp-method", "tools/call"), ("mcp-name", "a")], call.clone(), true).is_ok());
+        assert!(
+            check(&[("mcp-method", "tools/call")], call.clone(), true)
+                .unwrap_err()
+                .contains("Mcp-Name header is required")
+        );
+        assert!(check(&[("mcp-name", "a")], call.clone(), true).unwrap_err().contains("Mcp-Method header is required"));
+        assert!(check(&[("mcp-method", "tools/call"), ("mcp-name", "b")], call.clone(), false).is_err());
+        assert!(check(&[("mcp-method", "Tools/Call")], call.clone(), false).is_err(), "compared exactly");
+        assert!(check(&[("mcp-name", "=?base64?YQ==?=")], call.clone(), false).is_ok(), "base64 sentinel");
+        assert!(check(&[("mcp-name", "=?base64?Yg==?=")], call, false).is_err());
+        let read = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"x://1"}});
+        assert!(check(&[("mcp-method", "resources/read"), ("mcp-name", "x://1")], read, true).is_ok());
+        let meta = json!({"jsonrpc":"2.0","id":1,"method":"tools/list",
+            "params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}});
+        assert!(check(&[("mcp-method", "tools/list")], meta, true).unwrap_err().contains("_meta"));
+        let batch = check_mirrored_headers(
+            &headers(&[("mcp-method", "tools/list")]),
+            &Value::Null,
+            &Kind::Notification { method: String::new() },
+            true,
+            false,
+            None,
+        );
+        assert!(batch.is_err(), "headers cannot describe a batch");
+    }
+
+    #[test]
+    fn each_method_maps_to_the_operation_the_policy_decides() {
+        let p = json!({"name":"t","uri":"x://1","ref":{"type":"ref/prompt","name":"p"}});
+        assert_eq!(operation("tools/call", Some(&p)), Ok((Operation::CallTool("t"), Some("t"))));
+        assert_eq!(operation("prompts/get", Some(&p)), Ok((Operation::GetPrompt("t"), Some("t"))));
+        assert_eq!(operation("resources/read", Some(&p)), Ok((Operation::ReadResource("x://1"), Some("x://1"))));
+        assert_eq!(
+            operation("resources/subscribe", Some(&p)),
+            Ok((Operation::SubscribeResource("x://1"), Some("x://1")))
+        );
+        assert_eq!(operation("completion/complete", Some(&p)), Ok((Operation::GetPrompt("p"), Some("p"))));
+        let r = json!({"ref":{"type":"ref/resource","uri":"x://{id}"}});
+        assert_eq!(
+            operation("completion/complete", Some(&r)),
+            Ok((Operation::ReadResource("x://{id}"), Some("x://{id}")))
+        );
+        assert_eq!(operation("ping", None), Ok((Operation::Method("ping"), None)));
+        assert!(operation("tools/call", None).is_err());
+        assert!(operation("tools/call", Some(&json!({"name": 7}))).is_err());
+        assert!(operation("completion/complete", Some(&json!({"ref":{"type":"ref/other"}}))).is_err());
+    }
+
+    #[test]
+    fn only_mcp_and_content_headers_are_forwarded() {
+        for (name, forwarded) in [
+            ("authorization", false),
+            ("cookie", false),
+            ("mcp-session-id", false),
+            ("x-forwarded-for", false),
+            ("host", false),
+            ("mcp-protocol-version", true),
+            ("mcp-param-region", true),
+            ("accept", true),
+            ("content-type", true),
+            ("last-event-id", true),
+        ] {
+            assert_eq!(forwardable(&http::HeaderName::from_static(name)), forwarded, "{name}");
+        }
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert!(accepts(&headers(&[("accept", "application/json, text/event-stream")]), "text/event-stream"));
+        assert!(accepts(&headers(&[("accept", "text/event-stream;q=0.9")]), "text/event-stream"));
+        assert!(accepts(&headers(&[("accept", "*/*")]), "application/json"));
+        assert!(!accepts(&headers(&[("accept", "text/html")]), "application/json"));
+        assert!(is_json(&headers(&[("content-type", "Application/JSON; charset=utf-8")])));
+        assert!(!is_json(&headers(&[("content-type", "text/plain")])));
+        assert_eq!(
+            protocol_version(&headers(&[("mcp-protocol-version", "2025-06-18")])).ok(),
+            Some(Some("2025-06-18"))
+        );
+        assert!(protocol_version(&headers(&[("mcp-protocol-version", "2025-13-01")])).is_err());
+    }
 }

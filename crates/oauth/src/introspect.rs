@@ -26,13 +26,27 @@ impl AuthorizationServer {
     /// Validates an access token this server issued: signature, type, issuer, expiry, and the
     /// live state of its grant, client and user. `None` means "not active", whatever the reason.
     pub async fn active_access_token(&self, token: &str) -> Result<Option<ActiveAccessToken>, OAuthError> {
+        match self.verify_access_token(token) {
+            Some(claims) => self.access_token_state(claims).await,
+            None => Ok(None),
+        }
+    }
+
+    /// What can be checked without the database: signature, type, issuer and time. Claims
+    /// that pass may be remembered (a resource server caches them), but only
+    /// [`Self::access_token_state`] says whether the token is still active.
+    pub fn verify_access_token(&self, token: &str) -> Option<AccessTokenClaims> {
         let keys = self.keys.published();
-        let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.public())) else {
-            return Ok(None);
-        };
+        let verified = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.public())).ok()?;
         let now = self.clock.now();
         let claims = verified.claims;
-        if claims.iss != self.settings.issuer || claims.exp <= now || claims.nbf > now + 60 {
+        (claims.iss == self.settings.issuer && claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+    }
+
+    /// The live state behind verified claims: the token, its grant, client and user.
+    pub async fn access_token_state(&self, claims: AccessTokenClaims) -> Result<Option<ActiveAccessToken>, OAuthError> {
+        let now = self.clock.now();
+        if claims.exp <= now {
             return Ok(None);
         }
         let Some(status) = self.store.access_token_status(&claims.jti).await? else { return Ok(None) };

@@ -279,6 +279,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let running = app::start(config, clock).await?;
     println!("Portcullis is serving {} on http://{}", running.issuer, running.addr);
+    run_until_signal(running).await
+}
+
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+async fn run_until_signal(running: app::RunningServer) -> anyhow::Result<()> {
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -353,13 +358,7 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     println!("  Tools: list_contacts (crm.contacts.read), update_deal (crm.deals.write),");
     println!("         export_contacts (crm.contacts.export). Ctrl-C stops.");
     println!();
-    let stop = running.shutdown_handle();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
-    });
-    running.wait().await
+    run_until_signal(running).await
 }
 
 async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {

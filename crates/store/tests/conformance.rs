@@ -393,3 +393,38 @@ async fn initial_access_tokens_are_spent_once_per_use_and_expire() -> TestResult
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn audit_events_are_written_in_batches_and_read_in_order() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let event = |n: i64| NewAuditEvent {
+            occurred_at: 1_900_000_000 + n,
+            route: "crm".into(),
+            method: "tools/call".into(),
+            target: Some(format!("tool-{n}")),
+            decision: if n % 2 == 0 { "allowed" } else { "denied" }.into(),
+            reason: (n % 2 == 1).then(|| "insufficient_scope".into()),
+            user_id: Some("u".into()),
+            username: None,
+            client_id: Some("c".into()),
+            issuer: None,
+            status: 200,
+            latency_ms: n,
+        };
+        // More rows than one statement carries, so the chunking is exercised.
+        let events: Vec<NewAuditEvent> = (0..450).map(event).collect();
+        store.append_audit_events(&events).await?;
+        store.append_audit_events(&[]).await?;
+        let newest = store.audit_events(None, 3).await?;
+        let targets: Vec<_> = newest.iter().map(|e| e.event.target.clone().unwrap_or_default()).collect();
+        assert_eq!(targets, ["tool-447", "tool-448", "tool-449"], "{}", store.backend_name());
+        assert_eq!(newest[0].event, event(447));
+        let after = store.audit_events(Some(newest[0].id), 10).await?;
+        assert_eq!(after.len(), 2);
+        let all = store.audit_events(Some(0), 1000).await?;
+        assert_eq!(all.len(), 450);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    }
+    Ok(())
+}

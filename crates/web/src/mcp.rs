@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use portcullis_gateway::{Gateway, GatewayError, Principal, ReplyStatus, TokenError};
 use portcullis_store::NewAuditEvent;
 
@@ -56,8 +56,8 @@ fn error_response(gateway: &Gateway, route: &str, e: &GatewayError) -> Response 
             quoted(&reason.to_string()),
             gateway.challenge_scopes(route)
         )),
-        GatewayError::InsufficientScope { required, .. } => Some(format!(
-            "Bearer error=\"insufficient_scope\", scope=\"{required}\", resource_metadata=\"{metadata}\", \
+        GatewayError::InsufficientScope { required, challenge, .. } => Some(format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{challenge}\", resource_metadata=\"{metadata}\", \
              error_description=\"this request needs the scope {required}\""
         )),
         _ => None,
@@ -101,6 +101,7 @@ async fn admit(
     state: &AppState,
     route: &str,
     method: &Method,
+    uri: &Uri,
     headers: &HeaderMap,
     started: Instant,
 ) -> Result<(Gateway, Principal), Response> {
@@ -123,7 +124,7 @@ async fn admit(
         )]);
         response
     };
-    if let Err(e) = gateway.check_host_and_origin(headers, None) {
+    if let Err(e) = gateway.check_host_and_origin(headers, uri.authority().map(|a| a.as_str())) {
         return Err(refused(e));
     }
     match gateway.authenticate(route, headers.get(header::AUTHORIZATION)).await {
@@ -162,11 +163,12 @@ fn render(gateway: &Gateway, route: &str, reply: Result<portcullis_gateway::Repl
 pub(crate) async fn post(
     State(state): State<AppState>,
     Path(route): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let (gateway, principal) = match admit(&state, &route, &Method::POST, &headers, started).await {
+    let (gateway, principal) = match admit(&state, &route, &Method::POST, &uri, &headers, started).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -218,9 +220,14 @@ pub(crate) async fn post(
     response
 }
 
-pub(crate) async fn get(State(state): State<AppState>, Path(route): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(route): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
-    let (gateway, principal) = match admit(&state, &route, &Method::GET, &headers, started).await {
+    let (gateway, principal) = match admit(&state, &route, &Method::GET, &uri, &headers, started).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -228,9 +235,14 @@ pub(crate) async fn get(State(state): State<AppState>, Path(route): Path<String>
     render(&gateway, &route, reply)
 }
 
-pub(crate) async fn delete(State(state): State<AppState>, Path(route): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(route): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
-    let (gateway, principal) = match admit(&state, &route, &Method::DELETE, &headers, started).await {
+    let (gateway, principal) = match admit(&state, &route, &Method::DELETE, &uri, &headers, started).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };

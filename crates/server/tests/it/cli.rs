@@ -204,6 +204,15 @@ async fn check_config_explains_what_is_wrong() -> TestResult {
     Ok(())
 }
 
+/// Sends SIGTERM and waits (bounded) for the exit status.
+async fn stop_with_sigterm(child: &mut tokio::process::Child) -> AnyResult<std::process::ExitStatus> {
+    let pid = child.id().ok_or("no pid")?.to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status()?.success());
+    Ok(tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .map_err(|_| "no exit after SIGTERM")??)
+}
+
 #[tokio::test]
 async fn serve_answers_then_stops_cleanly_on_sigterm() -> TestResult {
     let cli = Cli::new().await?;
@@ -228,11 +237,115 @@ async fn serve_answers_then_stops_cleanly_on_sigterm() -> TestResult {
         reqwest::get(format!("http://{addr}/.well-known/oauth-authorization-server")).await?.json().await?;
     assert_eq!(metadata["issuer"], "http://127.0.0.1:18080");
 
-    let pid = child.id().ok_or("no pid")?.to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status()?.success());
-    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
-        .await
-        .map_err(|_| "no exit after SIGTERM")??;
+    let status = stop_with_sigterm(&mut child).await?;
     assert!(status.success(), "serve should exit 0 on SIGTERM, got {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_tail_shows_the_newest_decisions() -> TestResult {
+    let cli = Cli::new().await?;
+    assert!(cli.run(&["migrate"], None)?.ok);
+    let store = portcullis_store::Store::connect(&database_url_of(&cli.config)?, 1).await?;
+    let event = |n: i64, tool: &str, decision: &str| portcullis_store::NewAuditEvent {
+        occurred_at: 1_900_000_000 + n,
+        route: "crm".into(),
+        method: "tools/call".into(),
+        target: Some(tool.into()),
+        decision: decision.into(),
+        reason: (decision == "denied").then(|| "insufficient_scope: needs crm.deals.write".into()),
+        user_id: Some("u1".into()),
+        username: Some("alice".into()),
+        client_id: Some("agent".into()),
+        issuer: Some("http://127.0.0.1:18080".into()),
+        status: if decision == "denied" { 403 } else { 200 },
+        latency_ms: 3,
+    };
+    store
+        .append_audit_events(&[
+            event(1, "list_contacts", "allowed"),
+            event(2, "update_deal", "denied"),
+            event(3, "export_contacts", "allowed"),
+        ])
+        .await?;
+    store.close().await;
+    let tail = cli.run(&["audit", "tail", "-n", "2"], None)?;
+    assert!(tail.ok, "{}", tail.stderr);
+    let lines: Vec<&str> = tail.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", tail.stdout);
+    assert!(
+        lines[0].contains("denied") && lines[0].contains("403") && lines[0].contains("update_deal"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("user=alice client=agent") && lines[0].contains("needs crm.deals.write"));
+    assert!(lines[1].contains("export_contacts"), "oldest first: {}", tail.stdout);
+    let json = cli.run(&["audit", "tail", "-n", "1", "--json"], None)?;
+    let value: serde_json::Value = serde_json::from_str(json.stdout.trim())?;
+    assert_eq!((value["target"].as_str(), value["status"].as_i64()), (Some("export_contacts"), Some(200)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn demo_serves_the_crm_route_and_stops_cleanly() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("demo"))
+        .env("PORTCULLIS_DEMO_PASSWORD", "a demo password")
+        .env("PORTCULLIS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut printed = String::new();
+    let mut url = None;
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| "demo printed nothing for 30 s")??
+            .ok_or("demo exited early")?;
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(u) = line.trim().strip_prefix("MCP server URL:") {
+            url = Some(u.trim().to_owned());
+        }
+        if line.contains("Ctrl-C stops") {
+            break;
+        }
+    }
+    let url = url.ok_or("no MCP server URL printed")?;
+    let base = url.strip_suffix("/mcp/crm").ok_or("route")?.to_owned();
+    let http = reqwest::Client::new();
+    let prm: serde_json::Value =
+        http.get(format!("{base}/.well-known/oauth-protected-resource/mcp/crm")).send().await?.json().await?;
+    assert_eq!(prm["resource"], url);
+    assert_eq!(prm["authorization_servers"][0], base);
+    let challenge = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await?;
+    assert_eq!(challenge.status(), 401);
+    // Registration is open to loopback clients, without an initial access token.
+    let registered = http
+        .post(format!("{base}/register"))
+        .json(&serde_json::json!({
+            "client_name": "Some MCP client", "redirect_uris": ["http://127.0.0.1:33418/callback"],
+            "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"], "scope": "crm.contacts.read"
+        }))
+        .send()
+        .await?;
+    assert_eq!(registered.status(), 201, "{}", registered.text().await?);
+    for line in ["Sign in as:      alice", "Password:        (from PORTCULLIS_DEMO_PASSWORD)", "Dashboard:"] {
+        assert!(printed.contains(line), "{printed}");
+    }
+    let status = stop_with_sigterm(&mut child).await?;
+    assert!(status.success(), "demo should exit 0 on SIGTERM, got {status}");
     Ok(())
 }

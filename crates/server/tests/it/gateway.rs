@@ -66,6 +66,36 @@ impl TestUpstream {
             .route("/json", axum::routing::post(answer(crm.clone(), seen.clone(), false)))
             .route("/sse", axum::routing::post(answer(crm.clone(), seen.clone(), true)))
             .route(
+                "/drip",
+                axum::routing::post(|body: axum::body::Bytes| async move {
+                    let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if message.get("method").and_then(Value::as_str) == Some("initialize") {
+                        let reply = portcullis::demo_crm::Crm::default().handle(&message).unwrap_or(Value::Null);
+                        return ([(http::header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response();
+                    }
+                    if message.get("id").is_none() {
+                        return http::StatusCode::ACCEPTED.into_response();
+                    }
+                    let id = message["id"].clone();
+                    let first = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}});
+                    let last = json!({"jsonrpc":"2.0","id":id,"result":{"tools":[{"name":"list_contacts"},{"name":"update_deal"}]}});
+                    let events = futures_util::stream::unfold(0, move |step| {
+                        let (first, last) = (first.clone(), last.clone());
+                        async move {
+                            match step {
+                                0 => Some((Ok::<_, std::convert::Infallible>(format!("event: message\ndata: {first}\n\n")), 1)),
+                                1 => {
+                                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                                    Some((Ok(format!("event: message\ndata: {last}\n\n")), 2))
+                                }
+                                _ => None,
+                            }
+                        }
+                    });
+                    ([(http::header::CONTENT_TYPE, "text/event-stream")], axum::body::Body::from_stream(events)).into_response()
+                }),
+            )
+            .route(
                 "/slow",
                 axum::routing::post(|| async {
                     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -110,6 +140,7 @@ async fn start() -> AnyResult<Gw> {
         vec![UpstreamHeaderConfig { name: "X-Upstream-Key".into(), value_env: None, value_file: Some(key_file) }];
     let mut slow = http_upstream("slow", &format!("{}/slow", upstream.base));
     slow.request_timeout_secs = 1;
+    let single = UpstreamConfig { name: "single".into(), max_sessions: 1, ..demo_upstream() };
     let mut hang = stdio_upstream("hang", "cat > /dev/null");
     hang.request_timeout_secs = 1;
     let init = r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"x","version":"1"}}}"#;
@@ -118,10 +149,12 @@ async fn start() -> AnyResult<Gw> {
             demo_upstream(),
             with_key,
             http_upstream("crm-sse", &format!("{}/sse", upstream.base)),
+            http_upstream("drip", &format!("{}/drip", upstream.base)),
             slow,
             http_upstream("down", "http://127.0.0.1:9/mcp"),
             hang,
             stdio_upstream("crasher", "read line; exit 3"),
+            single,
             stdio_upstream("dies-later", &format!("read line; echo '{init}'; read line; exit 1")),
         ],
         ..Options::default()
@@ -297,7 +330,13 @@ async fn stdio_route_enforces_tool_scopes_and_filters_lists() -> TestResult {
     let denied = gw.rpc("crm", t, sid, call(4, "update_deal")).await?;
     assert_eq!(denied.status, 403, "{}", denied.text);
     let challenge = denied.challenge();
-    assert!(challenge.starts_with("Bearer error=\"insufficient_scope\", scope=\"crm.deals.write\""), "{challenge}");
+    // The scope asked for keeps what the token holds, so a client that replaces its scopes on
+    // step-up does not lose them.
+    assert!(
+        challenge.starts_with("Bearer error=\"insufficient_scope\", scope=\"crm.contacts.read crm.deals.write\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("error_description=\"this request needs the scope crm.deals.write\""), "{challenge}");
     assert!(challenge.contains("resource_metadata=\""), "{challenge}");
     assert_eq!(denied.body["id"], 4);
     assert_eq!(denied.body["error"]["code"], -32003);
@@ -442,6 +481,36 @@ async fn sse_answers_are_filtered_event_by_event() -> TestResult {
 }
 
 #[tokio::test]
+async fn events_are_passed_on_as_they_arrive() -> TestResult {
+    let gw = start().await?;
+    let s = &gw.server;
+    let token = alice_token_for(s, &s.route("drip"), &["crm.contacts.read"]).await?;
+    let started = std::time::Instant::now();
+    let mut response = gw
+        .http
+        .post(s.route("drip"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(list(1, "tools/list").to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await?.ok_or("no first event")?;
+    let first_at = started.elapsed();
+    assert!(String::from_utf8_lossy(&first).contains("notifications/progress"), "{first:?}");
+    assert!(first_at < Duration::from_millis(1200), "the first event waited for the last: {first_at:?}");
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(rest.contains("list_contacts") && !rest.contains("update_deal"), "the late list is filtered: {rest}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn no_encoding_escapes_the_policy() -> TestResult {
     let gw = start().await?;
     let s = &gw.server;
@@ -514,7 +583,7 @@ async fn no_encoding_escapes_the_policy() -> TestResult {
     let batch = json!([call(7, "list_contacts"), call(8, "update_deal")]).to_string();
     let refused = gw.post_raw("crm-http", t, &[old, ("mcp-session-id", sid)], batch).await?;
     assert_eq!(refused.status, 403, "{}", refused.text);
-    assert!(refused.challenge().contains("scope=\"crm.deals.write\""));
+    assert!(refused.challenge().contains("scope=\"crm.contacts.read crm.deals.write\""), "{}", refused.challenge());
     let unknown_in_batch = json!([call(9, "list_contacts"), call(10, "drop_tables")]).to_string();
     let refused = gw.post_raw("crm-http", t, &[old, ("mcp-session-id", sid)], unknown_in_batch).await?;
     assert_eq!(refused.status, 200);
@@ -612,6 +681,15 @@ async fn upstream_failures_are_clear_and_bounded() -> TestResult {
     assert!(broken.text.contains("exit status: 1"), "{}", broken.text);
     let gone = gw.rpc("dies-later", Some(&token), Some(&session), call(3, "list_contacts")).await?;
     assert_eq!(gone.status, 404, "{}", gone.text);
+
+    // Children are limited per route; a slot frees when its session ends.
+    let single = token_for("single").await?;
+    let first = gw.session("single", Some(&single)).await?;
+    let second = gw.rpc("single", Some(&single), None, json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":VERSION,"capabilities":{},"clientInfo":{"name":"it","version":"1"}}})).await?;
+    assert_eq!(second.status, 503, "{}", second.text);
+    let end = gw.http.delete(s.route("single")).bearer_auth(&single).header("mcp-session-id", &first).send().await?;
+    assert_eq!(end.status(), 204);
+    gw.session("single", Some(&single)).await?;
 
     // The gateway is still up.
     let crm = alice_token_for(s, &s.route("crm"), &["crm.contacts.read"]).await?;
