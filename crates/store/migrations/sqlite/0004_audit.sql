@@ -11,7 +11,7 @@ CREATE TABLE audit_events (
     username TEXT,
     client_id TEXT,
     issuer TEXT,
-    status INTEGER NOT NULL,
+    status BIGINT NOT NULL,
     latency_ms BIGINT NOT NULL
 );
 CREATE INDEX audit_events_occurred_at ON audit_events (occurred_at);
