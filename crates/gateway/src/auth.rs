@@ -49,6 +49,10 @@ pub enum TokenError {
     NotBearer,
     #[error("the access token is invalid, expired or revoked")]
     Invalid,
+    /// One of our tokens, genuinely signed, whose grant, client or user no longer allows it:
+    /// the same answer to the client, but the audit trail can say whose it was.
+    #[error("the access token is invalid, expired or revoked")]
+    Inactive { client_id: String, subject: String },
     #[error("the access token was not issued for this resource")]
     WrongAudience,
     #[error("the access token's issuer {0:?} is not trusted here")]
@@ -470,9 +474,10 @@ impl TokenValidator {
         claims: portcullis_types::wire::AccessTokenClaims,
         resource: &str,
     ) -> Result<Principal, TokenError> {
+        let (client_id, subject) = (claims.client_id.clone(), claims.sub.clone());
         let active = match self.authorization.access_token_state(claims).await {
             Ok(Some(active)) => active,
-            Ok(None) => return Err(TokenError::Invalid),
+            Ok(None) => return Err(TokenError::Inactive { client_id, subject }),
             Err(e) => {
                 tracing::error!(error = %e, "token check failed");
                 return Err(TokenError::IssuerUnavailable("the token store is unavailable".into()));

@@ -111,9 +111,20 @@ async fn admit(
     let refused = |e: GatewayError| {
         let response = error_response(&gateway, route, &e);
         let label = headers.get("mcp-method").and_then(|v| v.to_str().ok()).unwrap_or(method.as_str()).to_owned();
+        // A genuine token of ours that is no longer active still says whose it was.
+        let claimed = match &e {
+            GatewayError::Unauthenticated(TokenError::Inactive { client_id, subject }) => Some(Principal {
+                issuer: state.server.settings().issuer.clone(),
+                subject: (subject != client_id).then(|| subject.clone()),
+                username: None,
+                client_id: Some(client_id.clone()),
+                scopes: Default::default(),
+            }),
+            _ => None,
+        };
         gateway.record(vec![audit_event(
             route,
-            None,
+            claimed.as_ref(),
             &label,
             None,
             false,

@@ -148,7 +148,7 @@ async fn mcp_typescript_sdk_registers_by_dcr_and_authorizes() -> TestResult {
 }
 
 /// A throwaway CA and a certificate for 127.0.0.1 signed by it, made with the openssl CLI.
-fn loopback_tls(dir: &std::path::Path) -> AnyResult<()> {
+pub fn loopback_tls(dir: &std::path::Path) -> AnyResult<()> {
     let run = |args: &[&str]| -> AnyResult<()> {
         let output = std::process::Command::new("openssl").args(args).current_dir(dir).output()?;
         if !output.status.success() {
