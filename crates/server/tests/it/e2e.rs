@@ -197,12 +197,17 @@ async fn mcp_sdk_clients_end_to_end_through_the_gateway() -> TestResult {
         dcr.as_ref().map(|o| o.clone()).map_err(|e| e.to_string()),
     ));
 
-    // CIMD instead of DCR.
+    // The same flow with a Client ID Metadata Document instead of DCR.
+    let done = dir.path().join("suspended-cimd");
     let mut env = user("cimd");
+    env.push(("ACCESS_TOKEN_TTL", "5".into()));
     env.push(("TLS_CERT", tls.path().join("leaf.pem").to_string_lossy().into_owned()));
     env.push(("TLS_KEY", tls.path().join("leaf.key").to_string_lossy().into_owned()));
-    let cimd = run_e2e(&served, &env, None).await;
-    table.push(("TS SDK, CIMD: 401 → consent → step-up", cimd.as_ref().map(|o| o.clone()).map_err(|e| e.to_string())));
+    let cimd = run_e2e(&served, &env, Some(&done)).await;
+    table.push((
+        "TS SDK, CIMD: 401 → consent → step-up → refresh → suspension",
+        cimd.as_ref().map(|o| o.clone()).map_err(|e| e.to_string()),
+    ));
 
     // A client-credentials agent registered by an administrator.
     let added = cli(
