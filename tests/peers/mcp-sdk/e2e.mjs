@@ -34,6 +34,7 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 import { UnauthorizedError, discoverOAuthServerInfo } from '@modelcontextprotocol/sdk/client/auth.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { headlessUser } from './headless.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // Reporting
@@ -168,69 +169,11 @@ async function guardedFetch(input, init = {}) {
 
 const username = mode === 'client_credentials' ? '' : env('USERNAME');
 const password = mode === 'client_credentials' ? '' : env('PASSWORD');
-const cookies = new Map();
-const cookieHeader = () => [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-const keepCookies = (response) => {
-  for (const line of response.headers.getSetCookie()) {
-    const [pair] = line.split(';');
-    const i = pair.indexOf('=');
-    cookies.set(pair.slice(0, i), pair.slice(i + 1));
-  }
-};
-const unescape = (s) => s.replace(/&#34;|&quot;/g, '"').replace(/&#39;|&#x27;/g, "'").replace(/&#60;|&lt;/g, '<')
-  .replace(/&#62;|&gt;/g, '>').replace(/&#38;|&amp;/g, '&');
-const input = (html, name) => {
-  const m = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
-  return m ? unescape(m[1]) : null;
-};
 const scopeList = (s) => (s || '').split(' ').filter(Boolean);
 
 const redirectUrl = 'http://127.0.0.1:61999/callback';
 
-/// Follows the authorization URL through the login and consent pages until the redirect back to
-/// `redirectUrl`. `choose(offered)` says which of the consent page's scopes to leave ticked.
-/// Fills `seen` with what happened: login shown, scopes offered, scopes granted.
-async function signInAndConsent(authorizationUrl, choose, seen) {
-  let url = authorizationUrl.href;
-  let method = 'GET';
-  let body;
-  for (let hop = 0; hop < 12; hop++) {
-    const headers = { cookie: cookieHeader() };
-    if (method === 'POST') {
-      headers['content-type'] = 'application/x-www-form-urlencoded';
-      headers.origin = new URL(url).origin;
-    }
-    const response = await guardedFetch(url, { method, headers, body, redirect: 'manual' });
-    keepCookies(response);
-    const location = response.headers.get('location');
-    if (location) {
-      const next = new URL(location, url);
-      if (next.href.startsWith(redirectUrl)) return next;
-      url = next.href; method = 'GET'; body = undefined;
-      continue;
-    }
-    const html = await response.text();
-    if (response.status !== 200) throw new Error(`${response.status} at ${url}: ${oneLine(html).slice(0, 300)}`);
-    const form = html.match(/<form method="post" action="([^"]+)"/);
-    if (!form) throw new Error(`no form at ${url}: ${oneLine(html).slice(0, 300)}`);
-    const action = new URL(unescape(form[1]), url).href;
-    const fields = new URLSearchParams({ request: input(html, 'request'), csrf: input(html, 'csrf') });
-    if (html.includes('name="password"')) {
-      seen.login = true;
-      fields.set('username', username);
-      fields.set('password', password);
-    } else {
-      const offered = [...html.matchAll(/name="scope" value="([^"]+)"/g)].map((m) => unescape(m[1]));
-      const granted = choose(offered);
-      seen.offered = offered;
-      seen.granted = granted;
-      for (const s of granted) fields.append('scope', s);
-      fields.set('decision', granted.length > 0 ? 'approve' : 'deny');
-    }
-    url = action; method = 'POST'; body = fields.toString();
-  }
-  throw new Error('too many redirects');
-}
+const user = headlessUser({ fetchFn: guardedFetch, username, password, redirectUrl });
 
 // ---------------------------------------------------------------------------------------------
 // Client ID Metadata Document, published by the script itself (REGISTRATION=cimd)
@@ -328,7 +271,7 @@ class HeadlessProvider {
       entry.sent = union;
       this.accumulate = null;
     }
-    const callback = await signInAndConsent(open, this.choose, entry);
+    const callback = await user.signInAndConsent(open, this.choose, entry);
     entry.callback = callback;
     const error = callback.searchParams.get('error');
     if (error) throw new Error(`the authorization ended in ${error}: ${callback.searchParams.get('error_description')}`);

@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import { headlessUser } from './headless.mjs';
 
 const env = (name) => {
   const v = process.env[name];
@@ -32,22 +33,6 @@ const guardedFetch = (input, init = {}) => {
   const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) throw new Error(`refusing to contact ${url.host}`);
   return fetch(input, { ...init, signal: AbortSignal.timeout(10_000) });
-};
-
-const cookies = new Map();
-const cookieHeader = () => [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-const keepCookies = (response) => {
-  for (const line of response.headers.getSetCookie()) {
-    const [pair] = line.split(';');
-    const i = pair.indexOf('=');
-    cookies.set(pair.slice(0, i), pair.slice(i + 1));
-  }
-};
-const unescape = (s) => s.replace(/&#34;|&quot;/g, '"').replace(/&#39;|&#x27;/g, "'").replace(/&#60;|&lt;/g, '<')
-  .replace(/&#62;|&gt;/g, '>').replace(/&#38;|&amp;/g, '&');
-const input = (html, name) => {
-  const m = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
-  return m ? unescape(m[1]) : null;
 };
 
 const redirectUrl = 'http://127.0.0.1:61999/callback';
@@ -74,41 +59,7 @@ if (mode === 'cimd') {
   clientMetadataUrl = `https://127.0.0.1:${documentServer.address().port}/oauth/client-metadata.json`;
 }
 
-// Drives the authorization URL through sign-in and consent until the redirect to us.
-async function signInAndConsent(authorizationUrl) {
-  let url = authorizationUrl.href;
-  let method = 'GET';
-  let body;
-  for (let hop = 0; hop < 12; hop++) {
-    const headers = { cookie: cookieHeader() };
-    if (method === 'POST') {
-      headers['content-type'] = 'application/x-www-form-urlencoded';
-      headers.origin = new URL(url).origin;
-    }
-    const response = await guardedFetch(url, { method, headers, body, redirect: 'manual' });
-    keepCookies(response);
-    const location = response.headers.get('location');
-    if (location) {
-      const next = new URL(location, url);
-      if (next.href.startsWith(redirectUrl)) return next;
-      url = next.href; method = 'GET'; body = undefined;
-      continue;
-    }
-    const html = await response.text();
-    if (response.status !== 200) throw new Error(`${response.status} at ${url}: ${html.slice(0, 300)}`);
-    const action = new URL(html.match(/<form method="post" action="([^"]+)"/)[1], url).href;
-    const form = new URLSearchParams({ request: input(html, 'request'), csrf: input(html, 'csrf') });
-    if (html.includes('name="password"')) {
-      form.set('username', username);
-      form.set('password', password);
-    } else {
-      for (const m of html.matchAll(/name="scope" value="([^"]+)"/g)) form.append('scope', unescape(m[1]));
-      form.set('decision', 'approve');
-    }
-    url = action; method = 'POST'; body = form.toString();
-  }
-  throw new Error('too many redirects');
-}
+const user = headlessUser({ fetchFn: guardedFetch, username, password, redirectUrl });
 
 const store = {};
 const provider = {
@@ -132,7 +83,7 @@ const provider = {
   codeVerifier: () => store.verifier,
   redirectToAuthorization: async (url) => {
     store.authorizationUrl = url;
-    captured = await signInAndConsent(url);
+    captured = await user.signInAndConsent(url);
   },
 };
 

@@ -1,0 +1,73 @@
+// Headless sign-in and consent against Portcullis's pages, as an MCP client's redirect handler
+// would do them in a browser: a cookie jar, the login form, the consent form. Shared by run.mjs
+// and e2e.mjs.
+
+const unescape = (s) => s.replace(/&#34;|&quot;/g, '"').replace(/&#39;|&#x27;/g, "'").replace(/&#60;|&lt;/g, '<')
+  .replace(/&#62;|&gt;/g, '>').replace(/&#38;|&amp;/g, '&');
+const input = (html, name) => {
+  const m = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
+  return m ? unescape(m[1]) : null;
+};
+const oneLine = (s) => String(s).replace(/\s+/g, ' ').slice(0, 300);
+
+/// A user agent for one person: `fetchFn` (loopback-guarded by the caller), their username and
+/// password, and the redirect URI at which the flow ends.
+export function headlessUser({ fetchFn, username, password, redirectUrl }) {
+  const cookies = new Map();
+  const cookieHeader = () => [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+  const keepCookies = (response) => {
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(';');
+      const i = pair.indexOf('=');
+      cookies.set(pair.slice(0, i), pair.slice(i + 1));
+    }
+  };
+
+  /// Follows the authorization URL through the login and consent pages until the redirect back
+  /// to `redirectUrl`, which it returns. `choose(offered)` says which of the consent page's
+  /// scopes to leave ticked (default: all). Fills `seen` with what happened: login shown,
+  /// scopes offered, scopes granted.
+  async function signInAndConsent(authorizationUrl, choose = (offered) => offered, seen = {}) {
+    let url = new URL(authorizationUrl).href;
+    let method = 'GET';
+    let body;
+    for (let hop = 0; hop < 12; hop++) {
+      const headers = { cookie: cookieHeader() };
+      if (method === 'POST') {
+        headers['content-type'] = 'application/x-www-form-urlencoded';
+        headers.origin = new URL(url).origin;
+      }
+      const response = await fetchFn(url, { method, headers, body, redirect: 'manual' });
+      keepCookies(response);
+      const location = response.headers.get('location');
+      if (location) {
+        const next = new URL(location, url);
+        if (next.href.startsWith(redirectUrl)) return next;
+        url = next.href; method = 'GET'; body = undefined;
+        continue;
+      }
+      const html = await response.text();
+      if (response.status !== 200) throw new Error(`${response.status} at ${url}: ${oneLine(html)}`);
+      const form = html.match(/<form method="post" action="([^"]+)"/);
+      if (!form) throw new Error(`no form at ${url}: ${oneLine(html)}`);
+      const action = new URL(unescape(form[1]), url).href;
+      const fields = new URLSearchParams({ request: input(html, 'request'), csrf: input(html, 'csrf') });
+      if (html.includes('name="password"')) {
+        seen.login = true;
+        fields.set('username', username);
+        fields.set('password', password);
+      } else {
+        const offered = [...html.matchAll(/name="scope" value="([^"]+)"/g)].map((m) => unescape(m[1]));
+        const granted = choose(offered);
+        seen.offered = offered;
+        seen.granted = granted;
+        for (const s of granted) fields.append('scope', s);
+        fields.set('decision', granted.length > 0 ? 'approve' : 'deny');
+      }
+      url = action; method = 'POST'; body = fields.toString();
+    }
+    throw new Error('too many redirects');
+  }
+
+  return { signInAndConsent };
+}
