@@ -28,13 +28,12 @@
 // `# ...` lines tracing the HTTP requests the SDK made, and a closing `N passed, M failed`.
 // Exits non-zero on any failure; gives up after 90 s. Only loopback addresses are contacted.
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:https';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, discoverOAuthServerInfo } from '@modelcontextprotocol/sdk/client/auth.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
-import { headlessUser } from './headless.mjs';
+import { headlessUser, publishClientMetadata } from './headless.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // Reporting
@@ -179,25 +178,15 @@ const user = headlessUser({ fetchFn: guardedFetch, username, password, redirectU
 // Client ID Metadata Document, published by the script itself (REGISTRATION=cimd)
 
 const registration = process.env.REGISTRATION || 'dcr';
-let documentServer = null;
-let clientMetadataUrl;
-let documentFetches = 0;
-if (mode !== 'client_credentials' && registration === 'cimd') {
-  documentServer = createServer({ cert: readFileSync(env('TLS_CERT')), key: readFileSync(env('TLS_KEY')) }, (req, res) => {
-    documentFetches += 1;
-    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' });
-    res.end(JSON.stringify({
-      client_id: clientMetadataUrl,
-      client_name: 'MCP TypeScript SDK e2e client (CIMD)',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    }));
-  });
-  await new Promise((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
-  clientMetadataUrl = `https://127.0.0.1:${documentServer.address().port}/oauth/client-metadata.json`;
-}
+const documentServer = mode !== 'client_credentials' && registration === 'cimd'
+  ? await publishClientMetadata({
+    cert: readFileSync(env('TLS_CERT')),
+    key: readFileSync(env('TLS_KEY')),
+    clientName: 'MCP TypeScript SDK e2e client (CIMD)',
+    redirectUrl,
+  })
+  : null;
+const clientMetadataUrl = documentServer?.url;
 
 // ---------------------------------------------------------------------------------------------
 // The OAuthClientProvider
@@ -331,8 +320,8 @@ async function interactiveConnect(provider, firstGrant) {
     check(since(mark, (t) => t.kind === 'as-metadata' && t.status === 200).length > 0, 'the SDK did not fetch the authorization server metadata');
     check(provider.client?.client_id, 'no client registered');
     if (registration === 'cimd') {
-      check(provider.client.client_id === clientMetadataUrl && documentFetches >= 1,
-        () => `client ${provider.client.client_id}, document fetched ${documentFetches} time(s)`);
+      check(provider.client.client_id === clientMetadataUrl && documentServer.fetches() >= 1,
+        () => `client ${provider.client.client_id}, document fetched ${documentServer?.fetches() ?? 0} time(s)`);
     } else {
       check(since(mark, (t) => t.kind === 'register' && t.status === 201).length === 1, 'no successful registration request');
     }

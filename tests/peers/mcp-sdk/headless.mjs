@@ -71,3 +71,26 @@ export function headlessUser({ fetchFn, username, password, redirectUrl }) {
 
   return { signInAndConsent };
 }
+
+/// Publishes a Client ID Metadata Document over https on a loopback port (PEM `cert` and
+/// `key`). Returns its URL (the client_id), how often it was fetched, and a way to stop it.
+export async function publishClientMetadata({ cert, key, clientName, redirectUrl }) {
+  const { createServer } = await import('node:https');
+  let url;
+  let fetches = 0;
+  const server = createServer({ cert, key }, (req, res) => {
+    fetches += 1;
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' });
+    res.end(JSON.stringify({
+      client_id: url,
+      client_name: clientName,
+      redirect_uris: [redirectUrl],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    }));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `https://127.0.0.1:${server.address().port}/oauth/client-metadata.json`;
+  return { url, fetches: () => fetches, close: () => server.close() };
+}

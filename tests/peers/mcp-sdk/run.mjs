@@ -8,9 +8,8 @@
 // ID Metadata Document over https on a loopback port (TLS_CERT / TLS_KEY, PEM) and hands the
 // SDK its URL as clientMetadataUrl. Prints one line per step and a closing `N passed, N failed`.
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:https';
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
-import { headlessUser } from './headless.mjs';
+import { headlessUser, publishClientMetadata } from './headless.mjs';
 
 const env = (name) => {
   const v = process.env[name];
@@ -39,25 +38,15 @@ const redirectUrl = 'http://127.0.0.1:61999/callback';
 let captured = null;
 
 const mode = process.env.REGISTRATION || 'dcr';
-let documentServer = null;
-let clientMetadataUrl;
-let documentFetches = 0;
-if (mode === 'cimd') {
-  documentServer = createServer({ cert: readFileSync(env('TLS_CERT')), key: readFileSync(env('TLS_KEY')) }, (req, res) => {
-    documentFetches += 1;
-    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' });
-    res.end(JSON.stringify({
-      client_id: clientMetadataUrl,
-      client_name: 'MCP TypeScript SDK test client (CIMD)',
-      redirect_uris: [redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    }));
-  });
-  await new Promise((resolve) => documentServer.listen(0, '127.0.0.1', resolve));
-  clientMetadataUrl = `https://127.0.0.1:${documentServer.address().port}/oauth/client-metadata.json`;
-}
+const documentServer = mode === 'cimd'
+  ? await publishClientMetadata({
+    cert: readFileSync(env('TLS_CERT')),
+    key: readFileSync(env('TLS_KEY')),
+    clientName: 'MCP TypeScript SDK test client (CIMD)',
+    redirectUrl,
+  })
+  : null;
+const clientMetadataUrl = documentServer?.url;
 
 const user = headlessUser({ fetchFn: guardedFetch, username, password, redirectUrl });
 
@@ -90,10 +79,10 @@ const provider = {
 try {
   const first = await auth(provider, { serverUrl, fetchFn: guardedFetch });
   const registered = mode === 'cimd'
-    ? store.client?.client_id === clientMetadataUrl && documentFetches >= 1
+    ? store.client?.client_id === clientMetadataUrl && documentServer.fetches() >= 1
     : !!store.client?.client_id && store.client.client_id !== clientMetadataUrl;
   record('discovery_and_registration', first === 'REDIRECT' && registered,
-    `auth() said ${first}, client ${JSON.stringify(store.client)}, document fetched ${documentFetches} time(s)`);
+    `auth() said ${first}, client ${JSON.stringify(store.client)}, document fetched ${documentServer?.fetches() ?? 0} time(s)`);
   const a = store.authorizationUrl;
   record('authorization_request', a.searchParams.get('code_challenge_method') === 'S256'
     && a.searchParams.get('resource') === serverUrl.href, `authorization URL ${a}`);
