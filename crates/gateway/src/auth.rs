@@ -87,12 +87,6 @@ struct IssuerEndpoints {
     introspection_endpoint: Option<String>,
 }
 
-struct CachedIntrospection {
-    principal: Principal,
-    audiences: Vec<String>,
-    until: Instant,
-}
-
 /// One trusted external issuer with its discovered endpoints and keys.
 pub struct ForeignIssuer {
     pub settings: TrustedIssuerSettings,
@@ -101,10 +95,7 @@ pub struct ForeignIssuer {
     keys: Mutex<Arc<ForeignKeys>>,
     /// When the JWKS was last fetched; refreshes wait on this lock so only one is in flight.
     last_fetch: AsyncMutex<Option<Instant>>,
-    introspected: Mutex<HashMap<[u8; 32], CachedIntrospection>>,
 }
-
-const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
 
 impl ForeignIssuer {
     pub fn new(settings: TrustedIssuerSettings, http: reqwest::Client) -> Self {
@@ -114,7 +105,6 @@ impl ForeignIssuer {
             endpoints: AsyncMutex::new(None),
             keys: Mutex::new(Arc::new(ForeignKeys::default())),
             last_fetch: AsyncMutex::new(None),
-            introspected: Mutex::new(HashMap::new()),
         }
     }
 
@@ -270,22 +260,10 @@ impl ForeignIssuer {
         }
     }
 
-    /// RFC 7662 for an opaque token; `None` when this issuer does not know it.
-    async fn introspect(&self, token: &str, resource: &str, now: i64) -> Result<Option<Principal>, TokenError> {
+    /// RFC 7662 for an opaque token: its principal, audiences and expiry, or `None` when
+    /// this issuer does not know it. The caller caches the answer.
+    async fn introspect(&self, token: &str, now: i64) -> Result<Option<(Principal, Vec<String>, i64)>, TokenError> {
         let Some((client_id, secret)) = &self.settings.introspection else { return Ok(None) };
-        let key = digest(token);
-        if let Ok(mut cache) = self.introspected.lock()
-            && let Some(hit) = cache.get(&key)
-        {
-            if hit.until > Instant::now() {
-                return if hit.audiences.iter().any(|a| a == self.expected_audience(resource)) {
-                    Ok(Some(hit.principal.clone()))
-                } else {
-                    Err(TokenError::WrongAudience)
-                };
-            }
-            cache.remove(&key);
-        }
         let endpoints = self.endpoints().await?;
         let Some(endpoint) = endpoints.introspection_endpoint else { return Ok(None) };
         let response = self
@@ -311,31 +289,7 @@ impl ForeignIssuer {
         if exp <= now {
             return Ok(None);
         }
-        let principal = self.principal(&claims);
-        let auds = audiences(&claims);
-        // Cached no longer than the token lives, and no longer than the configured bound.
-        let ttl = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0)).min(self.settings.introspection_cache_max);
-        if let Ok(mut cache) = self.introspected.lock() {
-            if cache.len() >= INTROSPECTION_CACHE_ENTRIES {
-                let instant = Instant::now();
-                cache.retain(|_, v| v.until > instant);
-            }
-            if cache.len() < INTROSPECTION_CACHE_ENTRIES {
-                cache.insert(
-                    key,
-                    CachedIntrospection {
-                        principal: principal.clone(),
-                        audiences: auds.clone(),
-                        until: Instant::now() + ttl,
-                    },
-                );
-            }
-        }
-        if auds.iter().any(|a| a == self.expected_audience(resource)) {
-            Ok(Some(principal))
-        } else {
-            Err(TokenError::WrongAudience)
-        }
+        Ok(Some((self.principal(&claims), audiences(&claims), exp)))
     }
 }
 
@@ -347,20 +301,21 @@ fn audiences(claims: &Map<String, Value>) -> Vec<String> {
     }
 }
 
-/// A token whose signature has been checked, remembered by the digest of the token so the
-/// signature (about 100 µs for ES256 on a small machine) is checked once, not per call.
+/// A validated token, remembered by the digest of the token so its signature (about 100 µs for
+/// ES256 on a small machine) or introspection is done once, not per call.
 #[derive(Clone)]
 enum Verified {
     /// Ours: the live state is still read from the database on every call.
     Own(portcullis_types::wire::AccessTokenClaims),
-    /// An external JWT: valid until it expires (its issuer cannot tell us otherwise).
+    /// An external token (a JWT, or an introspection answer): valid until the entry expires.
     Foreign { issuer: usize, principal: Principal, audiences: Vec<String>, exp: i64 },
 }
 
 struct CachedVerification {
     verified: Verified,
-    /// No entry outlives its token, nor this bound (so a key withdrawn by its issuer stops
-    /// being trusted within it).
+    /// No entry outlives its token; a checked signature is trusted for `VERIFIED_CACHE_SECS` at
+    /// most (so a key withdrawn by its issuer stops being trusted within it), an introspection
+    /// answer for the issuer's `introspection_cache_max`.
     until: i64,
 }
 
@@ -379,7 +334,9 @@ impl TokenValidator {
         Self { authorization, foreign, verified: Mutex::new(HashMap::new()) }
     }
 
-    fn remember(&self, key: [u8; 32], verified: Verified, exp: i64, now: i64) {
+    /// Remembers a validation until `until`, which the caller bounds by the token's expiry and
+    /// by how long this kind of answer may be trusted.
+    fn remember(&self, key: [u8; 32], verified: Verified, until: i64, now: i64) {
         let Ok(mut cache) = self.verified.lock() else { return };
         if cache.len() >= VERIFIED_CACHE_ENTRIES {
             cache.retain(|_, v| v.until > now);
@@ -387,7 +344,7 @@ impl TokenValidator {
                 cache.clear();
             }
         }
-        cache.insert(key, CachedVerification { verified, until: exp.min(now + VERIFIED_CACHE_SECS) });
+        cache.insert(key, CachedVerification { verified, until });
     }
 
     fn recall(&self, key: &[u8; 32], now: i64) -> Option<Verified> {
@@ -439,7 +396,7 @@ impl TokenValidator {
             let issuer = unverified_string_claim(token, "iss").ok_or(TokenError::Invalid)?;
             if issuer == self.authorization.settings().issuer {
                 let claims = self.authorization.verify_access_token(token).ok_or(TokenError::Invalid)?;
-                self.remember(key, Verified::Own(claims.clone()), claims.exp, now);
+                self.remember(key, Verified::Own(claims.clone()), claims.exp.min(now + VERIFIED_CACHE_SECS), now);
                 return self.own_state(claims, resource).await;
             }
             let Some(index) = self.foreign.iter().position(|f| f.settings.issuer == issuer) else {
@@ -453,7 +410,7 @@ impl TokenValidator {
             self.remember(
                 key,
                 Verified::Foreign { issuer: index, principal: principal.clone(), audiences: audiences.clone(), exp },
-                exp,
+                exp.min(now + VERIFIED_CACHE_SECS),
                 now,
             );
             if !audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
@@ -461,8 +418,21 @@ impl TokenValidator {
             }
             return Ok(principal);
         }
-        for foreign in self.foreign.iter().filter(|f| f.serves(route)) {
-            if let Some(principal) = foreign.introspect(token, resource, now).await? {
+        for (index, foreign) in self.foreign.iter().enumerate().filter(|(_, f)| f.serves(route)) {
+            if let Some((principal, audiences, exp)) = foreign.introspect(token, now).await? {
+                // Cached no longer than the token lives, nor than the issuer's configured bound.
+                let bound = i64::try_from(foreign.settings.introspection_cache_max.as_secs()).unwrap_or(i64::MAX);
+                let until = exp.min(now.saturating_add(bound));
+                let verified = Verified::Foreign {
+                    issuer: index,
+                    principal: principal.clone(),
+                    audiences: audiences.clone(),
+                    exp,
+                };
+                self.remember(key, verified, until, now);
+                if !audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
+                    return Err(TokenError::WrongAudience);
+                }
                 return Ok(principal);
             }
         }

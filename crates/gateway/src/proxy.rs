@@ -423,12 +423,7 @@ impl Gateway {
         }
         let initialize =
             !batch && matches!(kinds.first(), Some(Kind::Request { method, .. }) if method == "initialize");
-        let session = match (stateless, header(headers, SESSION_HEADER)) {
-            (false, Some(id)) => {
-                Some(self.0.sessions.find(id, route_name, principal).ok_or(GatewayError::SessionNotFound)?)
-            }
-            _ => None,
-        };
+        let session = if stateless { None } else { self.presented_session(headers, route_name, principal)? };
         if initialize && session.is_some() {
             return Err(invalid(
                 "initialize starts a new session; send it without Mcp-Session-Id".into(),
@@ -470,18 +465,9 @@ impl Gateway {
         forward: Forward,
     ) -> Result<Reply, GatewayError> {
         let first_id = forward.request_ids.first().cloned();
-        let mut request = self.0.upstream_http.post(url.clone()).headers(self.upstream_headers(route, headers));
-        if let Some(SessionUpstream::Http { upstream_id: Some(id) }) = session.as_deref().map(|s| &s.upstream) {
-            request = request.header(SESSION_HEADER, id);
-        }
-        let response = self.send(route, request.body(body), first_id.clone()).await?;
+        let request = self.0.upstream_http.post(url.clone()).headers(self.upstream_headers(route, headers)).body(body);
+        let response = self.send(route, request, session.as_deref(), first_id.clone()).await?;
         let status = response.status();
-        if status == StatusCode::NOT_FOUND
-            && let Some(s) = &session
-        {
-            self.0.sessions.remove(&s.id);
-            return Err(GatewayError::SessionNotFound);
-        }
         let mut session_id = None;
         if forward.initialize && status.is_success() {
             let upstream_id = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -508,12 +494,31 @@ impl Gateway {
         out
     }
 
+    /// The session the request names, if it names one (sessions exist before 2026-07-28 only).
+    fn presented_session(
+        &self,
+        headers: &HeaderMap,
+        route_name: &str,
+        principal: &Principal,
+    ) -> Result<Option<Arc<Session>>, GatewayError> {
+        match header(headers, SESSION_HEADER) {
+            Some(id) => self.0.sessions.find(id, route_name, principal).map(Some).ok_or(GatewayError::SessionNotFound),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends a request upstream within the route's timeout, with the upstream's own id of
+    /// `session`; an upstream that no longer knows that session ends ours too (404).
     async fn send(
         &self,
         route: &Route,
-        request: reqwest::RequestBuilder,
+        mut request: reqwest::RequestBuilder,
+        session: Option<&Session>,
         id: Option<Value>,
     ) -> Result<reqwest::Response, GatewayError> {
+        if let Some(SessionUpstream::Http { upstream_id: Some(upstream_id) }) = session.map(|s| &s.upstream) {
+            request = request.header(SESSION_HEADER, upstream_id);
+        }
         let seconds = route.settings.request_timeout.as_secs();
         let response = match tokio::time::timeout(route.settings.request_timeout, request.send()).await {
             Err(_) => return Err(GatewayError::UpstreamTimeout { seconds, id }),
@@ -521,6 +526,12 @@ impl Gateway {
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable { message: describe(&e), id }),
             Ok(Ok(r)) => r,
         };
+        if response.status() == StatusCode::NOT_FOUND
+            && let Some(s) = session
+        {
+            self.0.sessions.remove(&s.id);
+            return Err(GatewayError::SessionNotFound);
+        }
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             // The upstream's challenge is about the gateway's credentials, not the client's:
@@ -765,23 +776,11 @@ impl Gateway {
         if !accepts(headers, EVENT_STREAM) {
             return Err(GatewayError::NotAcceptable);
         }
-        let session = match header(headers, SESSION_HEADER) {
-            Some(id) => Some(self.0.sessions.find(id, route_name, principal).ok_or(GatewayError::SessionNotFound)?),
-            None => None,
-        };
+        let session = self.presented_session(headers, route_name, principal)?;
         match &route.settings.upstream {
             UpstreamSettings::StreamableHttp { url } => {
-                let mut request = self.0.upstream_http.get(url.clone()).headers(self.upstream_headers(route, headers));
-                if let Some(SessionUpstream::Http { upstream_id: Some(id) }) = session.as_deref().map(|s| &s.upstream) {
-                    request = request.header(SESSION_HEADER, id);
-                }
-                let response = self.send(route, request, None).await?;
-                if response.status() == StatusCode::NOT_FOUND
-                    && let Some(s) = &session
-                {
-                    self.0.sessions.remove(&s.id);
-                    return Err(GatewayError::SessionNotFound);
-                }
+                let request = self.0.upstream_http.get(url.clone()).headers(self.upstream_headers(route, headers));
+                let response = self.send(route, request, session.as_deref(), None).await?;
                 // Answers replayed on a resumed stream are filtered by their shape.
                 self.relay(route, principal, response, HashMap::new(), true, None, None).await
             }
@@ -835,16 +834,11 @@ impl Gateway {
         let id = header(headers, SESSION_HEADER).ok_or(GatewayError::SessionRequired)?;
         let session = self.0.sessions.find(id, route_name, principal).ok_or(GatewayError::SessionNotFound)?;
         self.0.sessions.remove(&session.id);
-        if let (UpstreamSettings::StreamableHttp { url }, SessionUpstream::Http { upstream_id: Some(upstream_id) }) =
+        if let (UpstreamSettings::StreamableHttp { url }, SessionUpstream::Http { upstream_id: Some(_) }) =
             (&route.settings.upstream, &session.upstream)
         {
-            let request = self
-                .0
-                .upstream_http
-                .delete(url.clone())
-                .headers(self.upstream_headers(route, headers))
-                .header(SESSION_HEADER, upstream_id);
-            if let Err(e) = self.send(route, request, None).await {
+            let request = self.0.upstream_http.delete(url.clone()).headers(self.upstream_headers(route, headers));
+            if let Err(e) = self.send(route, request, Some(&session), None).await {
                 tracing::info!(route = route_name, error = %e, "the upstream did not confirm the end of a session");
             }
         }

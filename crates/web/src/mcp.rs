@@ -68,31 +68,38 @@ fn error_response(gateway: &Gateway, route: &str, e: &GatewayError) -> Response 
     response
 }
 
-#[allow(clippy::too_many_arguments)]
-fn audit_event(
-    route: &str,
-    principal: Option<&Principal>,
-    method: &str,
-    target: Option<String>,
-    allowed: bool,
-    reason: Option<String>,
-    status: StatusCode,
+/// What every audit event of one request shares: where, who, and when it started.
+struct Audit<'a> {
+    route: &'a str,
+    principal: Option<&'a Principal>,
     started: Instant,
     now: i64,
-) -> NewAuditEvent {
-    NewAuditEvent {
-        occurred_at: now,
-        route: route.to_owned(),
-        method: method.to_owned(),
-        target,
-        decision: if allowed { "allowed" } else { "denied" }.to_owned(),
-        reason,
-        user_id: principal.and_then(|p| p.subject.clone()),
-        username: principal.and_then(|p| p.username.clone()),
-        client_id: principal.and_then(|p| p.client_id.clone()),
-        issuer: principal.map(|p| p.issuer.clone()).filter(|i| !i.is_empty()),
-        status: i64::from(status.as_u16()),
-        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+}
+
+impl Audit<'_> {
+    fn event(
+        &self,
+        method: &str,
+        target: Option<String>,
+        allowed: bool,
+        reason: Option<String>,
+        status: StatusCode,
+    ) -> NewAuditEvent {
+        let p = self.principal;
+        NewAuditEvent {
+            occurred_at: self.now,
+            route: self.route.to_owned(),
+            method: method.to_owned(),
+            target,
+            decision: if allowed { "allowed" } else { "denied" }.to_owned(),
+            reason,
+            user_id: p.and_then(|p| p.subject.clone()),
+            username: p.and_then(|p| p.username.clone()),
+            client_id: p.and_then(|p| p.client_id.clone()),
+            issuer: p.map(|p| p.issuer.clone()).filter(|i| !i.is_empty()),
+            status: i64::from(status.as_u16()),
+            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        }
     }
 }
 
@@ -122,17 +129,8 @@ async fn admit(
             }),
             _ => None,
         };
-        gateway.record(vec![audit_event(
-            route,
-            claimed.as_ref(),
-            &label,
-            None,
-            false,
-            Some(e.to_string()),
-            response.status(),
-            started,
-            state.server.now(),
-        )]);
+        let audit = Audit { route, principal: claimed.as_ref(), started, now: state.server.now() };
+        gateway.record(vec![audit.event(&label, None, false, Some(e.to_string()), response.status())]);
         response
     };
     if let Err(e) = gateway.check_host_and_origin(headers, uri.authority().map(|a| a.as_str())) {
@@ -191,7 +189,8 @@ pub(crate) async fn post(
     let handled = gateway.post(&route, &principal, &headers, bytes).await;
     let failure = handled.reply.as_ref().err().map(ToString::to_string);
     let response = render(&gateway, &route, handled.reply);
-    let now = state.server.now();
+    let audit = Audit { route: &route, principal: Some(&principal), started, now: state.server.now() };
+    let status = response.status();
     let mut events: Vec<NewAuditEvent> = handled
         .decisions
         .into_iter()
@@ -199,33 +198,13 @@ pub(crate) async fn post(
             // A message that was allowed but not delivered (upstream down) is recorded with
             // the error as its reason.
             let reason = d.reason.or_else(|| failure.clone());
-            audit_event(
-                &route,
-                Some(&principal),
-                &d.method,
-                d.target,
-                d.allowed,
-                reason,
-                response.status(),
-                started,
-                now,
-            )
+            audit.event(&d.method, d.target, d.allowed, reason, status)
         })
         .collect();
     if events.is_empty()
         && let Some(reason) = failure
     {
-        events.push(audit_event(
-            &route,
-            Some(&principal),
-            "POST",
-            None,
-            false,
-            Some(reason),
-            response.status(),
-            started,
-            now,
-        ));
+        events.push(audit.event("POST", None, false, Some(reason), status));
     }
     gateway.record(events);
     response
@@ -259,17 +238,8 @@ pub(crate) async fn delete(
     };
     let reply = gateway.delete(&route, &principal, &headers).await;
     let response = render(&gateway, &route, reply);
-    gateway.record(vec![audit_event(
-        &route,
-        Some(&principal),
-        "DELETE",
-        None,
-        response.status().is_success(),
-        None,
-        response.status(),
-        started,
-        state.server.now(),
-    )]);
+    let audit = Audit { route: &route, principal: Some(&principal), started, now: state.server.now() };
+    gateway.record(vec![audit.event("DELETE", None, response.status().is_success(), None, response.status())]);
     response
 }
 
