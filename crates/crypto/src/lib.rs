@@ -17,7 +17,8 @@ pub use jwt::{
 pub use keys::{MasterKey, PublicKey, SigningKey};
 pub use password::{PasswordCheckError, PasswordHasher, PasswordParams};
 pub use secret::{
-    SecretDigest, ct_eq, digest, is_valid_code_verifier, is_valid_s256_challenge, pkce_s256_matches, random_token,
+    SecretDigest, ct_eq, digest, is_valid_code_verifier, is_valid_s256_challenge, pkce_s256_matches, random_identifier,
+    random_token,
 };
 
 /// Failures of the cryptographic layer. None of them carries secret material.

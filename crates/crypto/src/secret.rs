@@ -22,6 +22,21 @@ pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
+/// A fresh random identifier (client ids, user ids): like [`random_token`], but it always
+/// begins with a letter or digit, so that it can never be mistaken for a command-line option
+/// (about one base64url token in 32 begins with `-`).
+pub fn random_identifier(bytes: usize) -> Result<String, CryptoError> {
+    const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut buf = vec![0u8; bytes.max(1) + 1];
+    SystemRandom::new().fill(&mut buf).map_err(|_| CryptoError::Random)?;
+    let (first, rest) = buf.split_first().ok_or(CryptoError::Random)?;
+    let lead = ALNUM.get(usize::from(*first) % ALNUM.len()).copied().ok_or(CryptoError::Random)?;
+    let mut id = String::with_capacity(bytes * 4 / 3 + 2);
+    id.push(char::from(lead));
+    id.push_str(&URL_SAFE_NO_PAD.encode(rest));
+    Ok(id)
+}
+
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut buf = [0u8; N];
     SystemRandom::new().fill(&mut buf).map_err(|_| CryptoError::Random)?;
@@ -81,6 +96,16 @@ mod tests {
         let b = random_token(32)?;
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
+        Ok(())
+    }
+
+    #[test]
+    fn identifiers_never_look_like_options() -> Result<(), CryptoError> {
+        for _ in 0..2000 {
+            let id = random_identifier(16)?;
+            assert!(id.starts_with(|c: char| c.is_ascii_alphanumeric()), "{id}");
+            assert_eq!(id.len(), 23);
+        }
         Ok(())
     }
 

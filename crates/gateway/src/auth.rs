@@ -26,12 +26,22 @@ pub struct Principal {
     pub username: Option<String>,
     pub client_id: Option<String>,
     pub scopes: ScopeSet,
+    /// The grant behind one of our own tokens: when it stops being live (revoked, its client
+    /// suspended, its user disabled), the caller's sessions and streams end.
+    pub grant_id: Option<String>,
 }
 
 impl Principal {
     /// The caller of a route that has authentication switched off.
     pub fn anonymous() -> Self {
-        Self { issuer: String::new(), subject: None, username: None, client_id: None, scopes: ScopeSet::new() }
+        Self {
+            issuer: String::new(),
+            subject: None,
+            username: None,
+            client_id: None,
+            scopes: ScopeSet::new(),
+            grant_id: None,
+        }
     }
 
     /// Who a session belongs to: a session id presented with another identity is refused.
@@ -256,7 +266,9 @@ impl ForeignIssuer {
                 .map(str::to_owned),
             subject,
             client_id,
+            // A scope claim that is not RFC 6749 syntax grants nothing (default deny).
             scopes: ScopeSet::parse(&scopes).unwrap_or_default(),
+            grant_id: None,
         }
     }
 
@@ -325,13 +337,16 @@ const VERIFIED_CACHE_SECS: i64 = 60;
 /// Validates bearer tokens for gateway routes.
 pub struct TokenValidator {
     pub(crate) authorization: AuthorizationServer,
+    /// Whether this node still follows the change log; without it our own tokens are refused
+    /// (fail closed) rather than checked against a database that may not answer.
+    pub(crate) feed: Option<portcullis_control::ChangeFeed>,
     pub(crate) foreign: Vec<Arc<ForeignIssuer>>,
     verified: Mutex<HashMap<[u8; 32], CachedVerification>>,
 }
 
 impl TokenValidator {
     pub fn new(authorization: AuthorizationServer, foreign: Vec<Arc<ForeignIssuer>>) -> Self {
-        Self { authorization, foreign, verified: Mutex::new(HashMap::new()) }
+        Self { authorization, foreign, feed: None, verified: Mutex::new(HashMap::new()) }
     }
 
     /// Remembers a validation until `until`, which the caller bounds by the token's expiry and
@@ -445,6 +460,12 @@ impl TokenValidator {
         resource: &str,
     ) -> Result<Principal, TokenError> {
         let (client_id, subject) = (claims.client_id.clone(), claims.sub.clone());
+        if self.feed.as_ref().is_some_and(|f| !f.is_current()) {
+            return Err(TokenError::IssuerUnavailable(
+                "Portcullis cannot reach its database, so it cannot tell whether the token was revoked; try again shortly"
+                    .into(),
+            ));
+        }
         let active = match self.authorization.access_token_state(claims).await {
             Ok(Some(active)) => active,
             Ok(None) => return Err(TokenError::Inactive { client_id, subject }),
@@ -461,7 +482,8 @@ impl TokenValidator {
             subject: active.status.user_id,
             username: active.status.username,
             client_id: Some(active.claims.client_id),
-            scopes: ScopeSet::parse(&active.claims.scope).unwrap_or_default(),
+            scopes: active.status.scope,
+            grant_id: Some(active.status.grant_id),
         })
     }
 }

@@ -113,9 +113,14 @@ pub fn classify(message: &Value) -> Result<Kind, &'static str> {
     }
     let id = object.get("id");
     if let Some(id) = id
-        && !(id.is_string() || id.is_i64() || id.is_u64() || (id.is_null() && !object.contains_key("method")))
+        && echoable_id(Some(id)).is_none()
+        // A response to a request whose id could not be read carries `null`.
+        && (!id.is_null() || object.contains_key("method"))
     {
-        return Err("\"id\" must be a string or an integer");
+        return Err("\"id\" must be a string or an integer of at most 64 bits");
+    }
+    if object.get("params").is_some_and(|p| !(p.is_object() || p.is_array())) {
+        return Err("\"params\" must be an object or an array");
     }
     match (object.get("method"), id) {
         (Some(Value::String(method)), Some(id)) => Ok(Kind::Request { id: id.clone(), method: method.clone() }),
@@ -125,6 +130,22 @@ pub fn classify(message: &Value) -> Result<Kind, &'static str> {
             Ok(Kind::Response { id: id.clone() })
         }
         (None, _) => Err("a message needs a \"method\", or an \"id\" with exactly one of \"result\" and \"error\""),
+    }
+}
+
+/// The id of a message, if it is one that can be echoed in an answer: a string or an integer
+/// (JSON-RPC 2.0 §5: when the id cannot be determined, the answer's id is `null`). Integers
+/// beyond 64 bits arrive as floats and are not ids.
+pub fn echoable_id(id: Option<&Value>) -> Option<&Value> {
+    id.filter(|id| id.is_string() || id.is_i64() || id.is_u64())
+}
+
+/// At most `max` characters of text the client chose, for an error message: whatever a client
+/// sends, what is echoed back stays small.
+pub fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -155,6 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn only_strings_and_64_bit_integers_are_echoed_as_ids() {
+        let ids = parse_strict(br#"["a", 9007199254740993, -5, 18446744073709551615, 1.5, {"x":1}, [1], null, 1e30]"#)
+            .unwrap_or_default();
+        let echoed: Vec<bool> =
+            ids.as_array().into_iter().flatten().map(|id| echoable_id(Some(id)).is_some()).collect();
+        assert_eq!(echoed, [true, true, true, true, false, false, false, false, false]);
+        assert_eq!(ids.get(1).map(ToString::to_string).as_deref(), Some("9007199254740993"), "2^53 + 1 stays exact");
+    }
+
+    #[test]
+    fn excerpts_are_bounded() {
+        assert_eq!(excerpt("2025-06-18", 40), "2025-06-18");
+        assert_eq!(excerpt(&"é".repeat(100), 3), "ééé…");
+    }
+
+    #[test]
     fn messages_are_classified() {
         let req = parse_strict(br#"{"jsonrpc":"2.0","id":"x","method":"ping"}"#).unwrap();
         assert_eq!(classify(&req), Ok(Kind::Request { id: Value::from("x"), method: "ping".into() }));
@@ -169,6 +206,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":7}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
             r#"[]"#,
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":100000000000000000000,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":3}"#,
         ] {
             assert!(classify(&parse_strict(bad.as_bytes()).unwrap()).is_err(), "{bad}");
         }

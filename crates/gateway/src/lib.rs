@@ -21,6 +21,7 @@ mod channel;
 mod filter;
 pub mod jsonrpc;
 mod proxy;
+mod revocation;
 mod sessions;
 
 use std::collections::HashMap;
@@ -230,6 +231,7 @@ struct Inner {
     routes: HashMap<String, Route>,
     validator: auth::TokenValidator,
     sessions: sessions::Sessions,
+    streams: Arc<revocation::LiveStreams>,
     audit: audit::AuditLog,
     upstream_http: reqwest::Client,
     reaper: tokio::task::AbortHandle,
@@ -257,8 +259,13 @@ pub enum GatewayConfigError {
 
 impl Gateway {
     /// Builds the gateway; must be called within a Tokio runtime (it starts the audit writer
-    /// and the idle-session reaper).
-    pub fn new(settings: GatewaySettings, authorization: AuthorizationServer) -> Result<Self, GatewayConfigError> {
+    /// and the idle-session reaper). With a change feed, sessions and streams end when their
+    /// grant is revoked, and our own tokens are refused while the feed cannot read the log.
+    pub fn new(
+        settings: GatewaySettings,
+        authorization: AuthorizationServer,
+        feed: Option<portcullis_control::ChangeFeed>,
+    ) -> Result<Self, GatewayConfigError> {
         let issuer_url =
             url::Url::parse(&settings.issuer).map_err(|_| GatewayConfigError::Issuer(settings.issuer.clone()))?;
         let issuer_host = match (issuer_url.host_str(), issuer_url.port()) {
@@ -297,8 +304,12 @@ impl Gateway {
             .map(|t| Arc::new(auth::ForeignIssuer::new(t.clone(), issuer_http.clone())))
             .collect();
         let audit = audit::AuditLog::start(authorization.store().clone());
-        let validator = auth::TokenValidator::new(authorization, foreign);
+        let mut validator = auth::TokenValidator::new(authorization, foreign);
+        validator.feed = feed.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            if let Some(feed) = feed {
+                tokio::spawn(revocation::follow(weak.clone(), feed));
+            }
             let weak = weak.clone();
             let reaper = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -314,6 +325,7 @@ impl Gateway {
                 }
             })
             .abort_handle();
+
             Inner {
                 issuer_origin: issuer_url.origin().ascii_serialization(),
                 issuer_host,
@@ -322,6 +334,7 @@ impl Gateway {
                 routes,
                 validator,
                 sessions: sessions::Sessions::default(),
+                streams: Arc::default(),
                 audit,
                 upstream_http,
                 reaper,
@@ -430,5 +443,29 @@ impl Gateway {
 
     pub fn session_count(&self) -> usize {
         self.0.sessions.len()
+    }
+
+    /// Event streams in flight that belong to one of our grants.
+    pub fn stream_count(&self) -> usize {
+        self.0.streams.len()
+    }
+
+    /// Ends every session and stream whose grant is no longer live (what the change feed
+    /// triggers); returns how many ended.
+    pub async fn end_revoked(&self) -> usize {
+        self.0.end_revoked().await
+    }
+
+    /// An event stream of one of our grants ends when the grant stops being live.
+    pub(crate) fn guarded(&self, principal: &Principal, mut reply: Reply) -> Reply {
+        let streaming =
+            reply.content_type.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+            });
+        if let (true, Some(grant)) = (streaming, &principal.grant_id) {
+            let body = std::mem::take(&mut reply.body);
+            reply.body = self.0.streams.guard(grant.clone(), body);
+        }
+        reply
     }
 }

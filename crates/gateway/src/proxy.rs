@@ -41,7 +41,7 @@ fn protocol_version(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
             if SUPPORTED_VERSIONS.contains(&v) {
                 Ok(Some(v))
             } else {
-                Err(GatewayError::UnsupportedProtocolVersion(v.to_owned()))
+                Err(GatewayError::UnsupportedProtocolVersion(jsonrpc::excerpt(v, 32)))
             }
         }
     }
@@ -75,7 +75,9 @@ fn decode_mirrored(value: &str) -> Option<String> {
 /// The operation a request asks for, and the name it names.
 fn operation<'a>(method: &'a str, params: Option<&'a Value>) -> Result<(Operation<'a>, Option<&'a str>), String> {
     let field = |name: &str| params.and_then(|p| p.get(name)).and_then(Value::as_str);
-    let need = |name: &'static str| field(name).ok_or_else(|| format!("{method} needs params.{name} as a string"));
+    let need = |name: &'static str| {
+        field(name).ok_or_else(|| format!("{} needs params.{name} as a string", jsonrpc::excerpt(method, 64)))
+    };
     Ok(match method {
         "tools/call" => need("name").map(|n| (Operation::CallTool(n), Some(n)))?,
         "prompts/get" => need("name").map(|n| (Operation::GetPrompt(n), Some(n)))?,
@@ -138,8 +140,9 @@ fn check_mirrored_headers(
         && Some(h) != method
     {
         return Err(GatewayError::HeaderMismatch(format!(
-            "the Mcp-Method header {h:?} does not match the body's method {:?}",
-            method.unwrap_or("(none)")
+            "the Mcp-Method header {:?} does not match the body's method {:?}",
+            jsonrpc::excerpt(h, 64),
+            jsonrpc::excerpt(method.unwrap_or("(none)"), 64)
         )));
     }
     if let Some(h) = name_header
@@ -147,7 +150,7 @@ fn check_mirrored_headers(
     {
         return Err(GatewayError::HeaderMismatch(format!(
             "the Mcp-Name header does not match the body's {:?}",
-            name.unwrap_or("(none)")
+            jsonrpc::excerpt(name.unwrap_or("(none)"), 64)
         )));
     }
     if let (true, Some(version)) = (stateless, version) {
@@ -278,7 +281,7 @@ impl Gateway {
     pub async fn post(&self, route: &str, principal: &Principal, headers: &HeaderMap, body: Bytes) -> Handled {
         let mut decisions = Vec::new();
         let reply = self.post_inner(route, principal, headers, body, &mut decisions).await;
-        Handled { reply, decisions }
+        Handled { reply: reply.map(|r| self.guarded(principal, r)), decisions }
     }
 
     async fn post_inner(
@@ -322,7 +325,7 @@ impl Gateway {
         }
         let mut kinds = Vec::with_capacity(messages.len());
         for m in &messages {
-            kinds.push(jsonrpc::classify(m).map_err(|e| invalid(e.to_owned(), m.get("id")))?);
+            kinds.push(jsonrpc::classify(m).map_err(|e| invalid(e.to_owned(), jsonrpc::echoable_id(m.get("id"))))?);
         }
         if batch && kinds.iter().any(|k| matches!(k, Kind::Request { method, .. } if method == "initialize")) {
             return Err(invalid("initialize must not be part of a batch".into(), None));
@@ -381,7 +384,7 @@ impl Gateway {
                         format!(
                             "{} {:?} is not available through this gateway",
                             describe_op(op),
-                            target.unwrap_or(method)
+                            jsonrpc::excerpt(target.unwrap_or(method), 128)
                         ),
                     ));
                     (false, Some(what.to_owned()))
@@ -398,7 +401,7 @@ impl Gateway {
                         format!(
                             "{} {:?} is not available through this gateway",
                             describe_op(op),
-                            target.unwrap_or(method)
+                            jsonrpc::excerpt(target.unwrap_or(method), 128)
                         ),
                     ));
                     (false, Some(format!("looks like {mapped:?} but is not")))
@@ -764,6 +767,16 @@ impl Gateway {
 
     /// Handles a GET: the session's stream of server messages.
     pub async fn get(
+        &self,
+        route_name: &str,
+        principal: &Principal,
+        headers: &HeaderMap,
+    ) -> Result<Reply, GatewayError> {
+        let reply = self.get_inner(route_name, principal, headers).await?;
+        Ok(self.guarded(principal, reply))
+    }
+
+    async fn get_inner(
         &self,
         route_name: &str,
         principal: &Principal,

@@ -100,6 +100,15 @@ impl Sessions {
         before - map.len()
     }
 
+    /// Who each session of `issuer` belongs to: `(session id, user, client)`.
+    pub fn owned_by_issuer(&self, issuer: &str) -> Vec<(String, Option<String>, Option<String>)> {
+        let Ok(map) = self.map.lock() else { return Vec::new() };
+        map.values()
+            .filter(|s| s.owner.0 == issuer)
+            .map(|s| (s.id.clone(), s.owner.1.clone(), s.owner.2.clone()))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }

@@ -234,7 +234,7 @@ impl AuthorizationServer {
                 )));
             }
         }
-        if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        if !client.grant_types.contains(&portcullis_store::GrantType::AuthorizationCode) {
             return Err(reject(OAuthError::unauthorized_client(
                 "this client may not use the authorization code grant",
             )));
@@ -285,7 +285,7 @@ impl AuthorizationServer {
         let record = AuthorizationRequestRecord {
             client_id: client.client_id.clone(),
             redirect_uri,
-            scope: scope.to_string(),
+            scope,
             resource,
             state: request.state.clone(),
             nonce: request.nonce.clone(),
@@ -347,8 +347,8 @@ impl AuthorizationServer {
         if include_builtin {
             offered = offered.union(&Settings::builtin_scopes());
         }
-        let client_scopes = ScopeSet::parse(&client.allowed_scopes).unwrap_or_default();
-        if client_scopes.is_empty() { offered } else { offered.intersection(&client_scopes) }
+        let client_scopes = &client.allowed_scopes;
+        if client_scopes.is_empty() { offered } else { offered.intersection(client_scopes) }
     }
 
     /// Checks requested scopes against what the resource and client allow. Authorization
@@ -467,15 +467,16 @@ impl AuthorizationServer {
             return Ok(NextStep::Login);
         }
         let Some(session) = session else { return Ok(NextStep::Login) };
-        let requested = ScopeSet::parse(&request.scope).unwrap_or_default();
+        let requested = &request.scope;
         let remembered = self
             .store
             .find_consent(&session.user.id, &client.client_id, &request.resource)
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
-            .and_then(|c| ScopeSet::parse(&c.scope).ok());
+            .map(|c| c.scope);
         let prompt_consent = request.prompt.split(' ').any(|p| p == "consent");
         let covered = remembered.is_some_and(|r| requested.is_subset(&r));
+        let requested = requested.clone();
         if prompt_consent || !covered {
             if prompt_none {
                 self.forget(handle).await?;
@@ -502,10 +503,10 @@ impl AuthorizationServer {
             .find_consent(&session.user.id, &client.client_id, &request.resource)
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
-            .and_then(|c| ScopeSet::parse(&c.scope).ok())
+            .map(|c| c.scope)
             .unwrap_or_default();
-        let requested = ScopeSet::parse(&request.scope).unwrap_or_default();
-        let scopes = requested
+        let scopes = request
+            .scope
             .iter()
             .map(|s| ScopeLine {
                 scope: s.to_string(),
@@ -550,18 +551,20 @@ impl AuthorizationServer {
         handle: &str,
         session: &BrowserSession,
         decision: ConsentDecision,
+        source: Option<std::net::IpAddr>,
     ) -> Result<String, AuthorizeRejection> {
         let (request, client) = self.parked(handle).await?;
         if self.needs_login(&request, &client, Some(session)) {
             return Err(AuthorizeRejection::fatal(OAuthErrorCode::LoginRequired, "sign in again to continue"));
         }
-        let requested = ScopeSet::parse(&request.scope).unwrap_or_default();
         let granted = match decision {
             ConsentDecision::Deny => ScopeSet::new(),
             ConsentDecision::Approve(chosen) => {
-                let chosen = ScopeSet::parse(&chosen.join(" ")).unwrap_or_default();
-                // Only what was asked can be granted, whatever the form says.
-                chosen.intersection(&requested)
+                // Only what was asked can be granted, whatever the form says; a box that names
+                // no scope grants nothing.
+                let chosen =
+                    ScopeSet::from_scopes(chosen.iter().filter_map(|s| portcullis_types::Scope::parse(s).ok()));
+                chosen.intersection(&request.scope)
             }
         };
         if granted.is_empty() {
@@ -572,9 +575,9 @@ impl AuthorizationServer {
                 OAuthError::new(OAuthErrorCode::AccessDenied, "the user denied the request"),
             ));
         }
-        let now = self.clock.now();
-        self.store
-            .save_consent(&session.user.id, &client.client_id, &request.resource, &granted.to_string(), now)
+        let actor = portcullis_control::Actor::User { user_id: session.user.id.clone(), source };
+        self.control
+            .give_consent(&actor, &session.user.id, &client.client_id, &request.resource, &granted)
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?;
         self.issue_code(handle, &request, &client, &session.user, session.auth_time, &granted).await
@@ -614,7 +617,7 @@ impl AuthorizationServer {
             user_id: user.id.clone(),
             redirect_uri: request.redirect_uri.clone(),
             resource: request.resource.clone(),
-            scope: scope.to_string(),
+            scope: scope.clone(),
             code_challenge: request.code_challenge.clone(),
             nonce: request.nonce.clone(),
             auth_time,

@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use portcullis_control::{Actor, ClientAuth, ClientSpec, ControlError, parse_grant_types};
 use portcullis_outbound::{FetchError, Fetcher};
-use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
+use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, GrantType, RegistrationOrigin};
 use portcullis_types::OAuthErrorCode;
+use portcullis_types::ScopeSet;
 use serde_json::Value;
 use url::Url;
 
@@ -55,6 +57,18 @@ impl CimdCache {
     fn get(&self, client_id: &str, now: i64) -> Option<ClientRecord> {
         let entries = self.entries.lock().ok()?;
         entries.get(client_id).filter(|(_, until)| *until > now).map(|(c, _)| c.clone())
+    }
+
+    fn forget(&self, client_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(client_id);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
     }
 
     fn put(&self, client: ClientRecord, until: i64) {
@@ -112,10 +126,16 @@ impl AuthorizationServer {
         })?;
         let document: Value = serde_json::from_slice(&fetched.body)
             .map_err(|_| invalid_client("the client metadata document is not valid JSON"))?;
-        let record = self.client_from_document(client_id, &document, verified, now)?;
-        // Keep an administrator's suspension; everything else follows the document.
-        self.store.upsert_client(&record).await?;
-        let stored = self.store.find_client(client_id).await?.ok_or_else(OAuthError::server_error)?;
+        let spec = self.client_from_document(client_id, &document, verified)?;
+        // An administrator's suspension is kept; everything else follows the document.
+        let stored = self.control.declare_client(&Actor::Registrant { source: None }, client_id, spec).await.map_err(
+            |e| match e {
+                ControlError::InvalidClient(rule) => {
+                    invalid_client(format!("the document describes no valid client: {rule}"))
+                }
+                other => other.into(),
+            },
+        )?;
         let ttl = match fetched.max_age {
             Some(0) => 0,
             Some(secs) => i64::try_from(secs).unwrap_or(i64::MAX).clamp(policy.cache_min_secs, policy.cache_max_secs),
@@ -155,13 +175,7 @@ impl AuthorizationServer {
         Ok(url)
     }
 
-    fn client_from_document(
-        &self,
-        client_id: &str,
-        doc: &Value,
-        verified: bool,
-        now: i64,
-    ) -> Result<ClientRecord, OAuthError> {
+    fn client_from_document(&self, client_id: &str, doc: &Value, verified: bool) -> Result<ClientSpec, OAuthError> {
         let doc = doc.as_object().ok_or_else(|| invalid_client("the client metadata document is not a JSON object"))?;
         match doc.get("client_id").and_then(Value::as_str) {
             Some(id) if id == client_id => {}
@@ -195,42 +209,50 @@ impl AuthorizationServer {
         if doc.contains_key("client_secret") || doc.contains_key("client_secret_expires_at") {
             return Err(invalid_client("metadata documents must not carry client secrets"));
         }
-        let grant_types: Vec<String> = match doc.get("grant_types").and_then(Value::as_array) {
-            Some(gs) => gs.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-            None => vec!["authorization_code".into()],
+        let grant_types = match doc.get("grant_types").and_then(Value::as_array) {
+            Some(gs) => {
+                let names: Vec<&str> = gs.iter().filter_map(Value::as_str).collect();
+                parse_grant_types(&names).map_err(|e| invalid_client(format!("the document's {e}")))?
+            }
+            None => vec![GrantType::AuthorizationCode],
         };
-        if let Some(bad) = grant_types.iter().find(|g| !["authorization_code", "refresh_token"].contains(&g.as_str())) {
-            return Err(invalid_client(format!("grant type {bad:?} is not available to metadata document clients")));
-        }
         let local = redirect_uris
             .iter()
             .all(|u| Url::parse(u).ok().and_then(|u| u.host().map(|h| is_loopback_host(&h))).unwrap_or(false));
-        Ok(ClientRecord {
-            client_id: client_id.to_owned(),
-            client_name,
-            client_type: if jwks.is_some() { ClientType::Confidential } else { ClientType::Public },
-            secret_digest: None,
+        Ok(ClientSpec {
+            name: client_name,
+            auth: match jwks {
+                Some(jwks) => ClientAuth::PrivateKeyJwt { jwks },
+                None => ClientAuth::None,
+            },
             redirect_uris,
             grant_types,
-            allowed_scopes: String::new(),
-            allowed_resources: Vec::new(),
+            scopes: ScopeSet::new(),
+            resources: Vec::new(),
             application_type: if local { ApplicationType::Native } else { ApplicationType::Web },
             origin: RegistrationOrigin::Cimd,
             verified,
             status: ClientStatus::Active,
             can_introspect: false,
-            registration_token_digest: None,
-            registered_from: None,
             client_uri: doc
                 .get("client_uri")
                 .and_then(Value::as_str)
                 .filter(|u| u.starts_with("https://"))
                 .map(str::to_owned),
-            jwks,
-            created_at: now,
-            updated_at: now,
-            last_used_at: None,
+            registration_token_digest: None,
+            registered_from: None,
         })
+    }
+
+    /// Forgets a cached document's client, so the next use reads the stored record (after
+    /// a change to it anywhere).
+    pub fn forget_cached_client(&self, client_id: &str) {
+        self.cimd_cache.forget(client_id);
+    }
+
+    /// Forgets every cached document's client.
+    pub fn forget_cached_clients(&self) {
+        self.cimd_cache.clear();
     }
 }
 

@@ -54,12 +54,35 @@ pub enum ServerError {
     Crypto(#[from] portcullis_crypto::CryptoError),
     #[error(transparent)]
     Keys(#[from] crate::KeyRingError),
+    #[error(transparent)]
+    Control(#[from] portcullis_control::ControlError),
 }
 
 impl From<ServerError> for OAuthError {
     fn from(e: ServerError) -> Self {
+        let unavailable = matches!(
+            &e,
+            ServerError::Store(portcullis_store::StoreError::Timeout(_))
+                | ServerError::Control(portcullis_control::ControlError::Store(portcullis_store::StoreError::Timeout(
+                    _
+                )))
+        );
+        if unavailable {
+            // Fail closed, and say so: the client may retry.
+            tracing::error!(error = %e, "the database did not answer in time");
+            return OAuthError::new(
+                portcullis_types::OAuthErrorCode::TemporarilyUnavailable,
+                "the authorization server cannot reach its database; try again shortly",
+            );
+        }
         tracing::error!(error = %e, "internal error while handling an OAuth request");
         OAuthError::server_error()
+    }
+}
+
+impl From<portcullis_control::ControlError> for OAuthError {
+    fn from(e: portcullis_control::ControlError) -> Self {
+        ServerError::from(e).into()
     }
 }
 

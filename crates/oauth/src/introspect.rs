@@ -4,7 +4,9 @@
 //! and user say so: revoking a grant, suspending a client or disabling a user takes effect at
 //! once, not at expiry.
 
+use portcullis_control::{Actor, RevocationReason};
 use portcullis_crypto::{digest, verify_jwt};
+use portcullis_store::GrantSelector;
 use portcullis_store::{AccessTokenStatus, ClientRecord};
 use portcullis_types::wire::{AccessTokenClaims, IntrospectionResponse};
 
@@ -65,10 +67,7 @@ impl AuthorizationServer {
         if caller.secret_digest.is_none() {
             return Err(OAuthError::invalid_client("introspection requires a confidential client"));
         }
-        let token = params
-            .single("token")
-            .map_err(|e| OAuthError::invalid_request(e.to_string()))?
-            .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
+        let Some(token) = presented_token(params)? else { return Ok(IntrospectionResponse::default()) };
         let may_see = |client_id: &str| caller.can_introspect || caller.client_id == client_id;
 
         if let Some(active) = self.active_access_token(token).await? {
@@ -109,7 +108,7 @@ impl AuthorizationServer {
             if live && client_ok && user.as_ref().is_some_and(|u| !u.is_disabled()) && may_see(&rt.grant.client_id) {
                 return Ok(IntrospectionResponse {
                     active: true,
-                    scope: Some(rt.scope),
+                    scope: Some(rt.scope.to_string()),
                     client_id: Some(rt.grant.client_id),
                     username: user.map(|u| u.username),
                     token_type: Some("refresh_token".into()),
@@ -130,14 +129,13 @@ impl AuthorizationServer {
     /// Revoking a refresh token revokes its whole grant, access tokens included.
     pub async fn revoke(&self, credentials: &ClientCredentials, params: &Params) -> Result<(), OAuthError> {
         let caller = self.authenticate_client(credentials).await?;
-        let token = params
-            .single("token")
-            .map_err(|e| OAuthError::invalid_request(e.to_string()))?
-            .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
-        let now = self.clock.now();
+        let Some(token) = presented_token(params)? else { return Ok(()) };
+        let actor = Actor::Client { client_id: caller.client_id.clone(), source: None };
         if let Some(rt) = self.store.find_refresh_token(&digest(token)).await? {
-            if owns(&caller, &rt.grant.client_id) {
-                self.store.revoke_grant(&rt.grant.id, "refresh token revoked by client", now).await?;
+            if owns(&caller, &rt.grant.client_id) && rt.grant.revoked_at.is_none() {
+                self.control
+                    .revoke_grants(&actor, GrantSelector::Grant(rt.grant.id), RevocationReason::ClientRequest)
+                    .await?;
             }
             return Ok(());
         }
@@ -145,9 +143,21 @@ impl AuthorizationServer {
         if let Ok(verified) = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.public()))
             && owns(&caller, &verified.claims.client_id)
         {
-            self.store.revoke_access_token(&verified.claims.jti, now).await?;
+            self.control.revoke_access_token(&actor, &caller.client_id, &verified.claims.jti).await?;
         }
         Ok(())
+    }
+}
+
+/// The `token` of an introspection or revocation request. A token longer than any this server
+/// issues cannot be one of ours: `Ok(None)`, which introspection answers as inactive and
+/// revocation as done (RFC 7662 §2.2, RFC 7009 §2.2), rather than as a malformed request.
+fn presented_token(params: &Params) -> Result<Option<&str>, OAuthError> {
+    match params.single("token") {
+        Ok(Some(token)) => Ok(Some(token)),
+        Ok(None) => Err(OAuthError::invalid_request("the token parameter is missing")),
+        Err(crate::ParamError::TooLong { .. }) => Ok(None),
+        Err(e) => Err(OAuthError::invalid_request(e.to_string())),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use portcullis_control::{Actor, Control, ControlError};
 use portcullis_crypto::{CryptoError, MasterKey, SigningKey};
 use portcullis_store::{SigningKeyRecord, Store, StoreError};
 use portcullis_types::wire::JwkSet;
@@ -12,6 +13,8 @@ use portcullis_types::wire::JwkSet;
 pub enum KeyRingError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("signing key {kid} cannot be opened: {source}. Is this the master key the keys were created with?")]
     Open { kid: String, source: CryptoError },
     #[error(transparent)]
@@ -49,16 +52,23 @@ impl KeyRing {
     }
 
     /// Makes sure there is an active key (generating the first one on first start) and loads.
-    pub async fn initialize(&self, store: &Store, now: i64) -> Result<(), KeyRingError> {
+    pub async fn initialize(&self, control: &Control, now: i64) -> Result<(), KeyRingError> {
+        let store = control.store();
         if !store.published_signing_keys(now).await?.iter().any(|k| k.retired_at.is_none()) {
-            self.rotate(store, now, now).await?;
+            self.rotate(control, &Actor::System, now, now).await?;
             tracing::info!("generated the first signing key");
         }
         self.reload(store, now).await
     }
 
     /// Adds a new signing key; the previous ones stay published until `old_publish_until`.
-    pub async fn rotate(&self, store: &Store, now: i64, old_publish_until: i64) -> Result<String, KeyRingError> {
+    pub async fn rotate(
+        &self,
+        control: &Control,
+        actor: &Actor,
+        now: i64,
+        old_publish_until: i64,
+    ) -> Result<String, KeyRingError> {
         let key = SigningKey::generate()?;
         let sealed = self.master.seal(key.pkcs8_der(), &seal_context(key.kid()))?;
         let record = SigningKeyRecord {
@@ -69,8 +79,9 @@ impl KeyRing {
             retired_at: None,
             publish_until: None,
         };
-        store.add_signing_key(&record, old_publish_until).await?;
-        Ok(record.kid)
+        let kid = record.kid.clone();
+        control.add_signing_key(actor, record, old_publish_until).await?;
+        Ok(kid)
     }
 
     /// Re-reads the published keys from the store.

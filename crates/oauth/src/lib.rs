@@ -23,6 +23,7 @@ mod token;
 
 use std::sync::Arc;
 
+use portcullis_control::Control;
 use portcullis_crypto::PasswordHasher;
 use portcullis_store::Store;
 use portcullis_types::Clock;
@@ -47,6 +48,10 @@ pub use token::{TokenRequest, TokenResponseOutcome};
 /// The authorization server. Cheap to clone.
 #[derive(Clone)]
 pub struct AuthorizationServer {
+    /// Every change to shared state goes through here.
+    pub(crate) control: Control,
+    /// For reads and for the raced token transitions (codes, refresh rotation), which are the
+    /// protocol's own and audit themselves when they revoke.
     pub(crate) store: Store,
     pub(crate) keys: KeyRing,
     pub(crate) clock: Arc<dyn Clock>,
@@ -65,7 +70,7 @@ impl std::fmt::Debug for AuthorizationServer {
 
 impl AuthorizationServer {
     pub fn new(
-        store: Store,
+        control: Control,
         keys: KeyRing,
         clock: Arc<dyn Clock>,
         settings: Settings,
@@ -73,7 +78,8 @@ impl AuthorizationServer {
     ) -> Self {
         let metadata = Arc::new(metadata::build(&settings));
         Self {
-            store,
+            store: control.store().clone(),
+            control,
             keys,
             clock,
             settings: Arc::new(settings),
@@ -101,6 +107,10 @@ impl AuthorizationServer {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
     }
 
     pub fn keys(&self) -> &KeyRing {

@@ -1,5 +1,6 @@
 //! Signing users in and keeping them signed in.
 
+use portcullis_control::Actor;
 use portcullis_crypto::{PasswordCheckError, digest, random_token};
 use portcullis_store::{BrowserSession, UserRecord};
 
@@ -24,17 +25,36 @@ pub struct NewSession {
 }
 
 impl AuthorizationServer {
-    /// Checks a username and password. Unknown and disabled users cost the same argon2 work
-    /// as real ones and fail the same way.
-    pub async fn authenticate_user(&self, username: &str, password: &str) -> Result<UserRecord, LoginError> {
+    /// Checks a username and password, and records the attempt in the audit trail. Unknown
+    /// and disabled users cost the same argon2 work as real ones and fail the same way; only
+    /// the audit record says which it was.
+    pub async fn authenticate_user(
+        &self,
+        username: &str,
+        password: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<UserRecord, LoginError> {
         let user = self.store.find_user_by_username(username).await.map_err(ServerError::from)?;
         let stored = user.as_ref().filter(|u| !u.is_disabled()).and_then(|u| u.password_hash.clone());
         let ok = self.passwords.verify(password.to_owned(), stored).await.map_err(|e| match e {
             PasswordCheckError::Busy => LoginError::Busy,
             PasswordCheckError::Crypto(c) => LoginError::Server(c.into()),
         })?;
+        let outcome = match &user {
+            Some(_) if ok => Ok(()),
+            None => Err("no such user".to_owned()),
+            Some(u) if u.is_disabled() => Err("the account is disabled".to_owned()),
+            Some(u) if u.password_hash.is_none() => Err("the account has no password".to_owned()),
+            Some(_) => Err("wrong password".to_owned()),
+        };
+        let actor = match &user {
+            Some(u) => Actor::User { user_id: u.id.clone(), source },
+            None => Actor::Anonymous { source },
+        };
+        let signed_in = outcome.is_ok();
+        self.control.record_sign_in(&actor, user.as_ref(), username, outcome).await.map_err(ServerError::from)?;
         match user {
-            Some(user) if ok => Ok(user),
+            Some(user) if signed_in => Ok(user),
             _ => Err(LoginError::InvalidCredentials),
         }
     }

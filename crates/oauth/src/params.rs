@@ -9,9 +9,22 @@ pub struct Params {
     values: HashMap<String, Vec<String>>,
 }
 
+/// Why a parameter cannot be read; each message names the parameter and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("parameter {0:?} was given more than once")]
-pub struct ParamError(pub String);
+pub enum ParamError {
+    #[error("parameter {0:?} was given more than once")]
+    Repeated(String),
+    #[error("parameter {name:?} is longer than {MAX_PARAM_LEN} characters ({len})")]
+    TooLong { name: String, len: usize },
+}
+
+impl ParamError {
+    pub fn parameter(&self) -> &str {
+        match self {
+            Self::Repeated(name) | Self::TooLong { name, .. } => name,
+        }
+    }
+}
 
 /// Longest value accepted for any single parameter; longer is a malformed request.
 pub const MAX_PARAM_LEN: usize = 4096;
@@ -30,9 +43,9 @@ impl Params {
         match self.values.get(name).map(Vec::as_slice) {
             None | Some([]) => Ok(None),
             Some([v]) if v.is_empty() => Ok(None),
-            Some([v]) if v.len() > MAX_PARAM_LEN => Err(ParamError(name.to_owned())),
+            Some([v]) if v.len() > MAX_PARAM_LEN => Err(ParamError::TooLong { name: name.to_owned(), len: v.len() }),
             Some([v]) => Ok(Some(v.as_str())),
-            Some(_) => Err(ParamError(name.to_owned())),
+            Some(_) => Err(ParamError::Repeated(name.to_owned())),
         }
     }
 
@@ -46,5 +59,27 @@ impl Params {
 
     pub fn count(&self, name: &str) -> usize {
         self.values.get(name).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(pairs: &[(&str, &str)], name: &str, expect: Result<Option<&str>, &str>) {
+        let params = Params::from_pairs(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let got = params.single(name).map_err(|e| e.to_string());
+        assert_eq!(got, expect.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn single_values_and_what_is_wrong_with_them() {
+        let long = "x".repeat(MAX_PARAM_LEN + 1);
+        check(&[("a", "1")], "a", Ok(Some("1")));
+        check(&[("a", "")], "a", Ok(None));
+        check(&[], "a", Ok(None));
+        check(&[("a", "1"), ("a", "2")], "a", Err("parameter \"a\" was given more than once"));
+        check(&[("token", &long)], "token", Err("parameter \"token\" is longer than 4096 characters (4097)"));
     }
 }

@@ -9,8 +9,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use portcullis_control::{Actor, ClientAuth, ClientSpec, ClientSpecError, ControlError, parse_grant_types};
 use portcullis_crypto::{ct_eq, digest, random_token};
-use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
+use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, GrantType, RegistrationOrigin};
 use portcullis_types::wire::{ClientInformation, ClientMetadata};
 use portcullis_types::{OAuthErrorCode, ScopeSet};
 use url::Url;
@@ -100,6 +101,22 @@ fn redirect_error(d: impl Into<String>) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidRedirectUri, d)
 }
 
+/// RFC 7591 §3.2.2: a broken client rule is `invalid_redirect_uri` when redirect URIs are what
+/// is missing, `invalid_client_metadata` otherwise.
+fn client_spec_error(e: ClientSpecError) -> OAuthError {
+    match e {
+        ClientSpecError::RedirectUriRequired => redirect_error(e.to_string()),
+        other => metadata_error(other.to_string()),
+    }
+}
+
+fn client_rules_error(e: ControlError) -> OAuthError {
+    match e {
+        ControlError::InvalidClient(spec) => client_spec_error(spec),
+        other => other.into(),
+    }
+}
+
 const MAX_NAME_LEN: usize = 100;
 const MAX_REDIRECT_URIS: usize = 10;
 
@@ -175,21 +192,21 @@ impl AuthorizationServer {
                 }
             },
         };
-        let client_id = random_token(16)?;
         let secret = match validated.client_type {
             ClientType::Confidential => Some(random_token(32)?),
             ClientType::Public => None,
         };
         let registration_token = random_token(32)?;
-        let record = ClientRecord {
-            client_id: client_id.clone(),
-            client_name: validated.client_name,
-            client_type: validated.client_type,
-            secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
+        let spec = ClientSpec {
+            name: validated.client_name,
+            auth: match &secret {
+                Some(s) => ClientAuth::Secret { digest: digest(s).to_vec() },
+                None => ClientAuth::None,
+            },
             redirect_uris: validated.redirect_uris,
             grant_types: validated.grant_types,
-            allowed_scopes: validated.scope,
-            allowed_resources: Vec::new(),
+            scopes: validated.scope,
+            resources: Vec::new(),
             application_type: validated.application_type,
             origin: if vouched { RegistrationOrigin::SoftwareStatement } else { RegistrationOrigin::Dcr },
             // An initial access token is an administrator vouching for the client; a software
@@ -197,15 +214,12 @@ impl AuthorizationServer {
             verified: with_token || vouched,
             status,
             can_introspect: false,
+            client_uri: validated.client_uri,
             registration_token_digest: Some(digest(&registration_token).to_vec()),
             registered_from: Some(ctx.source.to_string()),
-            client_uri: validated.client_uri,
-            jwks: None,
-            created_at: now,
-            updated_at: now,
-            last_used_at: None,
         };
-        self.store.insert_client(&record).await?;
+        let actor = Actor::Registrant { source: Some(ctx.source) };
+        let record = self.control.register_client(&actor, spec).await.map_err(client_rules_error)?;
         tracing::info!(client_id = %record.client_id, source = %ctx.source, status = %record.status, "client registered dynamically");
         Ok(self.client_information(&record, secret, Some(registration_token)))
     }
@@ -305,14 +319,14 @@ impl AuthorizationServer {
             registration_client_uri: self.settings.endpoint(&format!("/register/{}", c.client_id)),
             client_name: c.client_name.clone(),
             redirect_uris: c.redirect_uris.clone(),
-            grant_types: c.grant_types.clone(),
+            grant_types: c.grant_types.iter().map(|g| g.as_str().to_owned()).collect(),
             response_types: vec!["code".into()],
             token_endpoint_auth_method: match c.client_type {
                 ClientType::Public => "none".into(),
                 ClientType::Confidential => "client_secret_basic".into(),
             },
             application_type: c.application_type.to_string(),
-            scope: c.allowed_scopes.clone(),
+            scope: c.allowed_scopes.to_string(),
             client_uri: c.client_uri.clone(),
             portcullis_status: c.status.to_string(),
         }
@@ -332,6 +346,7 @@ impl AuthorizationServer {
         if validated.client_type != client.client_type {
             return Err(metadata_error("token_endpoint_auth_method cannot change; register a new client instead"));
         }
+        let actor = Actor::Client { client_id: client.client_id.clone(), source: None };
         let updated = ClientRecord {
             client_name: validated.client_name,
             redirect_uris: validated.redirect_uris,
@@ -339,28 +354,22 @@ impl AuthorizationServer {
             allowed_scopes: validated.scope,
             application_type: validated.application_type,
             client_uri: validated.client_uri,
-            updated_at: self.clock.now(),
             ..client
         };
-        self.store.update_client_metadata(&updated).await?;
+        let updated = self.control.update_client_metadata(&actor, updated).await.map_err(client_rules_error)?;
         Ok(self.client_information(&updated, None, None))
     }
 
     /// Removes self-registered clients unused for longer than the policy allows, with
     /// everything they hold. Returns how many went.
-    pub async fn sweep_unused_clients(&self) -> Result<u64, OAuthError> {
-        let cutoff = self.clock.now() - self.settings.registration.unused_client_ttl;
-        let removed =
-            self.store.delete_unused_clients(&[RegistrationOrigin::Dcr, RegistrationOrigin::Cimd], cutoff).await?;
-        if removed > 0 {
-            tracing::info!(removed, "removed unused self-registered clients");
-        }
-        Ok(removed)
+    pub async fn sweep(&self) -> Result<portcullis_control::SweepReport, OAuthError> {
+        Ok(self.control.sweep(self.settings.registration.unused_client_ttl).await?)
     }
 
     /// RFC 7592 §2.3.
     pub async fn delete_registered_client(&self, client: &ClientRecord) -> Result<(), OAuthError> {
-        self.store.delete_client(&client.client_id).await?;
+        let actor = Actor::Client { client_id: client.client_id.clone(), source: None };
+        self.control.delete_client(&actor, &client.client_id).await?;
         tracing::info!(client_id = %client.client_id, "dynamically registered client deleted itself");
         Ok(())
     }
@@ -384,23 +393,16 @@ impl AuthorizationServer {
                 "jwks and jwks_uri are not supported: this server does not accept private_key_jwt",
             ));
         }
-        let grant_types = m.grant_types.clone().unwrap_or_else(|| vec!["authorization_code".into()]);
-        for g in &grant_types {
-            match g.as_str() {
-                "authorization_code" | "refresh_token" => {}
-                "client_credentials" if client_type == ClientType::Confidential => {}
-                "client_credentials" => return Err(metadata_error("client_credentials needs a confidential client")),
-                other => return Err(metadata_error(format!("grant type {other:?} is not supported"))),
-            }
-        }
+        // RFC 7591 §2: the default is authorization_code. What each grant type requires is the
+        // control layer's rule (`ClientSpec::check`), applied when the client is written.
+        let grant_types = match &m.grant_types {
+            Some(names) => parse_grant_types(names).map_err(client_spec_error)?,
+            None => vec![GrantType::AuthorizationCode],
+        };
         if let Some(types) = &m.response_types
             && types.iter().any(|t| t != "code")
         {
             return Err(metadata_error("only the response type \"code\" is supported"));
-        }
-        let uses_code = grant_types.iter().any(|g| g == "authorization_code");
-        if uses_code && m.redirect_uris.is_empty() {
-            return Err(redirect_error("redirect_uris is required for the authorization_code grant"));
         }
         if m.redirect_uris.len() > MAX_REDIRECT_URIS {
             return Err(redirect_error(format!("at most {MAX_REDIRECT_URIS} redirect URIs")));
@@ -472,7 +474,7 @@ impl AuthorizationServer {
             grant_types,
             redirect_uris: m.redirect_uris.clone(),
             application_type,
-            scope: scope.to_string(),
+            scope,
             client_name,
             client_uri,
         })
@@ -519,10 +521,10 @@ enum RedirectKind {
 
 struct ValidatedMetadata {
     client_type: ClientType,
-    grant_types: Vec<String>,
+    grant_types: Vec<GrantType>,
     redirect_uris: Vec<String>,
     application_type: ApplicationType,
-    scope: String,
+    scope: ScopeSet,
     client_name: String,
     client_uri: Option<String>,
 }

@@ -4,7 +4,8 @@
 
 use portcullis_crypto::{digest, pkce_s256_matches, random_token, sign_jwt};
 use portcullis_store::{
-    ClientRecord, ClientType, CodeRedemption, GrantKind, GrantRecord, NewAccessToken, NewRefreshToken, RefreshRotation,
+    ClientRecord, ClientType, CodeRedemption, GrantKind, GrantRecord, GrantType, NewAccessToken, NewRefreshToken,
+    RefreshRotation,
 };
 use portcullis_types::wire::{AccessTokenClaims, IdTokenClaims, TokenResponse};
 use portcullis_types::{OAuthErrorCode, ScopeSet};
@@ -79,8 +80,8 @@ impl TokenRequest {
 /// How stale a client's `last_used_at` may get before a token request refreshes it.
 const LAST_USED_PRECISION: i64 = 60;
 
-fn allows_grant(client: &ClientRecord, grant: &str) -> bool {
-    client.grant_types.iter().any(|g| g == grant)
+fn allows_grant(client: &ClientRecord, grant: GrantType) -> bool {
+    client.grant_types.contains(&grant)
 }
 
 impl AuthorizationServer {
@@ -119,7 +120,7 @@ impl AuthorizationServer {
         code_verifier: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if !allows_grant(client, "authorization_code") {
+        if !allows_grant(client, GrantType::AuthorizationCode) {
             return Err(OAuthError::unauthorized_client("this client may not use the authorization code grant"));
         }
         let now = self.clock.now();
@@ -162,9 +163,9 @@ impl AuthorizationServer {
             CodeRedemption::NotFound => return Err(invalid()),
         };
         let user = self.store.find_user(&code.user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
-        let scope = ScopeSet::parse(&code.scope).unwrap_or_default();
+        let scope = code.scope.clone();
         let access = self.mint_access_token(client, &user.id, &code.resource, &scope, Some(code.auth_time), now)?;
-        let refresh = if allows_grant(client, "refresh_token") {
+        let refresh = if allows_grant(client, GrantType::RefreshToken) {
             let value = random_token(32)?;
             let record = NewRefreshToken {
                 digest: digest(&value).to_vec(),
@@ -202,7 +203,7 @@ impl AuthorizationServer {
             access_token: access.jwt,
             token_type: "Bearer".into(),
             expires_in: self.settings.access_token_ttl,
-            scope: code.scope,
+            scope: code.scope.to_string(),
             refresh_token: refresh.map(|(v, _)| v),
             id_token,
         })
@@ -215,7 +216,7 @@ impl AuthorizationServer {
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if !allows_grant(client, "refresh_token") {
+        if !allows_grant(client, GrantType::RefreshToken) {
             return Err(OAuthError::unauthorized_client("this client may not use refresh tokens"));
         }
         let now = self.clock.now();
@@ -225,7 +226,7 @@ impl AuthorizationServer {
         if found.grant.client_id != client.client_id {
             return Err(invalid());
         }
-        let granted = ScopeSet::parse(&found.scope).unwrap_or_default();
+        let granted = found.scope.clone();
         let scope = match scope {
             None => granted.clone(),
             Some(s) => {
@@ -283,7 +284,7 @@ impl AuthorizationServer {
         if client.client_type != ClientType::Confidential {
             return Err(OAuthError::unauthorized_client("only confidential clients may use client credentials"));
         }
-        if !allows_grant(client, "client_credentials") {
+        if !allows_grant(client, GrantType::ClientCredentials) {
             return Err(OAuthError::unauthorized_client("this client may not use the client credentials grant"));
         }
         let resource = self.resolve_resource(client, resource, resource_count)?;
@@ -296,7 +297,7 @@ impl AuthorizationServer {
             user_id: None,
             kind: GrantKind::ClientCredentials,
             resource,
-            scope: scope.to_string(),
+            scope: scope.clone(),
             auth_time: None,
             created_at: now,
             expires_at: access.record.expires_at,
@@ -349,7 +350,7 @@ impl AuthorizationServer {
         let jwt = sign_jwt(&key, "at+jwt", &claims)?;
         Ok(MintedAccessToken {
             jwt,
-            record: NewAccessToken { jti, scope: claims.scope, issued_at: now, expires_at: claims.exp },
+            record: NewAccessToken { jti, scope: scope.clone(), issued_at: now, expires_at: claims.exp },
         })
     }
 }

@@ -7,17 +7,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use portcullis_control::{Actor, ChangeFeed, ClientAuth, ClientSpec, Control, FeedSettings};
 use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
 use portcullis_oauth::{
     AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, InitialAccessTokenPolicy, KeyRing, RegistrationPolicy,
     ResourceSettings, ScopeSettings, Settings, StatementIssuer,
 };
-use portcullis_store::{ApplicationType, ClientRecord, ClientStatus, ClientType, RegistrationOrigin, Store};
+use portcullis_store::{ApplicationType, AuditKind, ClientStatus, GrantType, RegistrationOrigin, Store};
 use portcullis_types::Clock;
 use portcullis_types::ScopeSet;
 use tokio::sync::watch;
 
-use crate::config::{Config, decode_hex};
+use crate::config::{ConfidentialWithoutTokenMode, Config, InitialAccessTokenMode, decode_hex};
 
 /// Reads the master key from `PORTCULLIS_MASTER_KEY` (base64url, 32 bytes) or from
 /// `<data_dir>/master.key`, creating that file (mode 0600) on first start.
@@ -89,24 +90,23 @@ pub fn statement_issuers(config: &Config) -> anyhow::Result<Vec<StatementIssuer>
     Ok(issuers)
 }
 
-pub fn settings(config: &Config) -> Settings {
+pub fn settings(config: &Config, policies: &[Arc<portcullis_authz::Policy>]) -> anyhow::Result<Settings> {
     let issuer = config.issuer();
     let reg = &config.registration;
     let registration = RegistrationPolicy {
         enabled: reg.enabled,
         allowed_networks: reg.allowed_networks.clone(),
-        initial_access_token: if reg.initial_access_token == "optional" {
-            InitialAccessTokenPolicy::Optional
-        } else {
-            InitialAccessTokenPolicy::Required
+        initial_access_token: match reg.initial_access_token {
+            InitialAccessTokenMode::Optional => InitialAccessTokenPolicy::Optional,
+            InitialAccessTokenMode::Required => InitialAccessTokenPolicy::Required,
         },
         redirect_hosts: reg.redirect_hosts.clone(),
         allow_private_use_schemes: reg.allow_private_use_schemes,
-        public_client_scopes: ScopeSet::parse(&reg.public_client_scopes.join(" ")).unwrap_or_default(),
-        confidential_without_token: if reg.confidential_without_token == "approval" {
-            ConfidentialWithoutToken::PendingApproval
-        } else {
-            ConfidentialWithoutToken::Refuse
+        public_client_scopes: ScopeSet::parse(&reg.public_client_scopes.join(" "))
+            .context("registration.public_client_scopes")?,
+        confidential_without_token: match reg.confidential_without_token {
+            ConfidentialWithoutTokenMode::Approval => ConfidentialWithoutToken::PendingApproval,
+            ConfidentialWithoutTokenMode::Refuse => ConfidentialWithoutToken::Refuse,
         },
         max_clients: reg.max_clients,
         session_max_age: reg.session_max_age_secs,
@@ -122,7 +122,7 @@ pub fn settings(config: &Config) -> Settings {
         cache_min_secs: config.cimd.cache_min_secs,
         cache_max_secs: config.cimd.cache_max_secs,
     };
-    Settings {
+    Ok(Settings {
         registration,
         cimd,
         secure_cookies: issuer.starts_with("https://"),
@@ -146,9 +146,9 @@ pub fn settings(config: &Config) -> Settings {
                     .map(|s| ScopeSettings { name: s.name.clone(), description: s.description.clone() })
                     .collect(),
             })
-            .chain(crate::gateway::route_resources(config))
+            .chain(crate::gateway::route_resources(config, policies))
             .collect(),
-    }
+    })
 }
 
 /// Creates the data directory, readable by its owner only: it holds the master key and, by
@@ -171,7 +171,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         ensure_data_dir(&config.server.data_dir)?;
     }
     let url = config.database_url();
-    let store = Store::connect(&url, config.database.max_connections).await?;
+    let store = Store::connect(&url, config.database.max_connections)
+        .await?
+        .with_query_deadline(Duration::from_millis(config.database.query_timeout_ms));
     store.migrate().await?;
     Ok(store)
 }
@@ -186,76 +188,83 @@ pub fn password_hasher(config: &Config) -> anyhow::Result<PasswordHasher> {
 
 /// A client an operator sets up, in the configuration file or with `portcullis client add`.
 pub struct OperatorClient {
-    pub client_id: String,
     pub client_name: String,
     /// SHA-256 of the secret; `None` makes a public client.
     pub secret_digest: Option<Vec<u8>>,
     pub redirect_uris: Vec<String>,
-    pub grant_types: Vec<String>,
-    pub scopes: Vec<String>,
+    /// Empty: the defaults for the kind of client (`default_grant_types`).
+    pub grant_types: Vec<GrantType>,
+    pub scopes: ScopeSet,
     pub resources: Vec<String>,
     pub origin: RegistrationOrigin,
     pub verified: bool,
     pub can_introspect: bool,
 }
 
-/// The record of an operator's client: active from the start, with none of the artefacts of
+/// The spec of an operator's client: active from the start, with none of the artefacts of
 /// self-registration. Any non-https redirect URI (loopback or a private-use scheme) makes it a
 /// native application.
-pub fn operator_client(c: OperatorClient, now: i64) -> ClientRecord {
+pub fn operator_client(c: OperatorClient) -> ClientSpec {
     let native = c.redirect_uris.iter().any(|u| !u.starts_with("https://"));
-    ClientRecord {
-        client_id: c.client_id,
-        client_name: c.client_name,
-        client_type: if c.secret_digest.is_some() { ClientType::Confidential } else { ClientType::Public },
-        secret_digest: c.secret_digest,
+    let grant_types = if c.grant_types.is_empty() {
+        portcullis_control::default_grant_types(c.secret_digest.is_some(), !c.redirect_uris.is_empty())
+    } else {
+        c.grant_types
+    };
+    ClientSpec {
+        name: c.client_name,
+        auth: match c.secret_digest {
+            Some(digest) => ClientAuth::Secret { digest },
+            None => ClientAuth::None,
+        },
         redirect_uris: c.redirect_uris,
-        grant_types: c.grant_types,
-        allowed_scopes: c.scopes.join(" "),
-        allowed_resources: c.resources,
+        grant_types,
+        scopes: c.scopes,
+        resources: c.resources,
         application_type: if native { ApplicationType::Native } else { ApplicationType::Web },
         origin: c.origin,
         verified: c.verified,
         status: ClientStatus::Active,
         can_introspect: c.can_introspect,
+        client_uri: None,
         registration_token_digest: None,
         registered_from: None,
-        client_uri: None,
-        jwks: None,
-        created_at: now,
-        updated_at: now,
-        last_used_at: None,
     }
 }
 
-/// Makes the clients declared in the configuration exist, as declared.
-pub async fn sync_config_clients(store: &Store, config: &Config, now: i64) -> anyhow::Result<()> {
+/// Makes the clients declared in the configuration exist, as declared (through the control
+/// layer: a client that changed is audited, one that did not is left alone).
+pub async fn sync_config_clients(control: &Control, config: &Config) -> anyhow::Result<()> {
     for c in &config.clients {
         let secret_digest = match (&c.client_secret_env, &c.client_secret_sha256) {
             (Some(var), _) => {
-                let secret = std::env::var(var)
-                    .with_context(|| format!("client {:?}: environment variable {var} is not set", c.client_id))?;
+                let secret = crate::config::read_secret(
+                    &format!("client {:?}: client_secret_env", c.client_id),
+                    Some(var),
+                    None,
+                )?;
                 Some(digest(&secret).to_vec())
             }
             (None, Some(hex)) => decode_hex(hex),
             (None, None) => None,
         };
-        let record = operator_client(
-            OperatorClient {
-                client_id: c.client_id.clone(),
-                client_name: c.client_name.clone(),
-                secret_digest,
-                redirect_uris: c.redirect_uris.clone(),
-                grant_types: c.grant_types.clone(),
-                scopes: c.scopes.clone(),
-                resources: c.resources.clone(),
-                origin: RegistrationOrigin::Config,
-                verified: c.verified,
-                can_introspect: c.can_introspect,
-            },
-            now,
-        );
-        store.upsert_client(&record).await?;
+        let spec = operator_client(OperatorClient {
+            client_name: c.client_name.clone(),
+            secret_digest,
+            redirect_uris: c.redirect_uris.clone(),
+            grant_types: portcullis_control::parse_grant_types(&c.grant_types)
+                .with_context(|| format!("client {:?}: grant_types", c.client_id))?,
+            scopes: ScopeSet::parse(&c.scopes.join(" "))
+                .with_context(|| format!("client {:?}: scopes", c.client_id))?,
+            resources: c.resources.clone(),
+            origin: RegistrationOrigin::Config,
+            verified: c.verified,
+            can_introspect: c.can_introspect,
+        });
+        control
+            .declare_client(&Actor::Configuration, &c.client_id, spec)
+            .await
+            .with_context(|| format!("client {:?}", c.client_id))?;
     }
     Ok(())
 }
@@ -265,6 +274,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub issuer: String,
     pub server: AuthorizationServer,
+    pub feed: ChangeFeed,
     pub gateway: Option<portcullis_gateway::Gateway>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -284,6 +294,7 @@ impl RunningServer {
         if let Some(gateway) = &self.gateway {
             gateway.shutdown().await;
         }
+        self.feed.stop();
         self.server.store().close().await;
         result
     }
@@ -309,10 +320,18 @@ pub async fn start_on(
 ) -> anyhow::Result<RunningServer> {
     let master = Arc::new(load_master_key(&config.server.data_dir)?);
     let store = open_store(&config).await?;
+    let control = Control::new(store.clone(), Arc::clone(&clock));
     let now = clock.now();
-    sync_config_clients(&store, &config, now).await?;
+    sync_config_clients(&control, &config).await?;
     let keys = KeyRing::new(Arc::clone(&master));
-    keys.initialize(&store, now).await?;
+    keys.initialize(&control, now).await?;
+    let feed = ChangeFeed::start(
+        store.clone(),
+        control.local_commits(),
+        FeedSettings::for_store(&store, Duration::from_millis(config.database.fail_closed_after_ms)),
+    )
+    .await
+    .context("following the change log")?;
     let extra_roots_pem = match &config.cimd.extra_ca_file {
         Some(path) => {
             vec![std::fs::read(path).with_context(|| format!("reading cimd.extra_ca_file {}", path.display()))?]
@@ -327,10 +346,12 @@ pub async fn start_on(
         total_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),
         max_bytes: config.cimd.max_document_bytes,
     });
-    let mut server_settings = settings(&config);
+    config.check_secrets()?;
+    let policies = crate::gateway::compile_policies(&config)?;
+    let mut server_settings = settings(&config, &policies)?;
     server_settings.registration.statement_issuers = statement_issuers(&config)?;
     let server = AuthorizationServer::new(
-        store.clone(),
+        control.clone(),
         keys.clone(),
         Arc::clone(&clock),
         server_settings,
@@ -347,8 +368,9 @@ pub async fn start_on(
     let gateway = if config.upstreams.is_empty() {
         None
     } else {
-        let settings = crate::gateway::gateway_settings(&config)?;
-        let gateway = portcullis_gateway::Gateway::new(settings, server.clone()).context("starting the MCP gateway")?;
+        let settings = crate::gateway::gateway_settings(&config, &policies)?;
+        let gateway = portcullis_gateway::Gateway::new(settings, server.clone(), Some(feed.clone()))
+            .context("starting the MCP gateway")?;
         state = state.with_gateway(gateway.clone());
         Some(gateway)
     };
@@ -357,35 +379,8 @@ pub async fn start_on(
     let addr = listener.local_addr()?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
 
-    // Keys rotated elsewhere (the CLI, another node) are picked up; expired rows are purged.
-    let mut maintenance_rx = shutdown.subscribe();
-    let maintenance_store = store.clone();
-    let maintenance_server = server.clone();
-    let maintenance_clock = Arc::clone(&clock);
-    tokio::spawn(async move {
-        let mut reload = tokio::time::interval(Duration::from_secs(1));
-        let mut purge = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            tokio::select! {
-                _ = reload.tick() => {
-                    if let Err(e) = keys.reload(&maintenance_store, maintenance_clock.now()).await {
-                        tracing::error!(error = %e, "reloading signing keys failed");
-                    }
-                }
-                _ = purge.tick() => {
-                    match maintenance_store.purge_expired(maintenance_clock.now()).await {
-                        Ok(n) if n > 0 => tracing::debug!(removed = n, "purged expired records"),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "purging expired records failed"),
-                    }
-                    if let Err(e) = maintenance_server.sweep_unused_clients().await {
-                        tracing::error!(error = %e, "sweeping unused clients failed");
-                    }
-                }
-                _ = maintenance_rx.changed() => break,
-            }
-        }
-    });
+    tokio::spawn(apply_changes(feed.clone(), server.clone(), shutdown.subscribe()));
+    tokio::spawn(maintain(server.clone(), shutdown.subscribe()));
 
     let draining = gateway.clone();
     let mut deadline_rx = shutdown.subscribe();
@@ -414,5 +409,65 @@ pub async fn start_on(
         }
     });
     tracing::info!(%addr, issuer = %config.issuer(), backend = store.backend_name(), "Portcullis is listening");
-    Ok(RunningServer { addr, issuer: config.issuer(), server, gateway, shutdown, task })
+    Ok(RunningServer { addr, issuer: config.issuer(), server, feed, gateway, shutdown, task })
+}
+
+/// Keeps what this node holds in memory in step with the change log: a key rotated anywhere
+/// is loaded, a client changed anywhere is read afresh. (The gateway follows the feed itself,
+/// to end what a revocation takes away.)
+async fn apply_changes(feed: ChangeFeed, server: AuthorizationServer, mut stop: watch::Receiver<bool>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = feed.subscribe();
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = stop.changed() => return,
+        };
+        let (reload_keys, client) = match &change {
+            Ok(c) if c.kind == AuditKind::KeyRotated => (true, None),
+            // A document fetched here (or on another node) is cached for its own lifetime;
+            // what an administrator or the system does to the client is read afresh.
+            Ok(c)
+                if matches!(
+                    c.kind,
+                    AuditKind::ClientSuspended
+                        | AuditKind::ClientResumed
+                        | AuditKind::ClientApproved
+                        | AuditKind::ClientRejected
+                        | AuditKind::ClientDeleted
+                ) =>
+            {
+                (false, c.client_id.as_deref())
+            }
+            Ok(_) => (false, None),
+            Err(RecvError::Lagged(_)) => {
+                server.forget_cached_clients();
+                (true, None)
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if let Some(client_id) = client {
+            server.forget_cached_client(client_id);
+        }
+        if reload_keys && let Err(e) = server.keys().reload(server.store(), server.now()).await {
+            tracing::error!(error = %e, "reloading signing keys failed");
+        }
+    }
+}
+
+/// Purges what has expired and sweeps unused self-registered clients, every ten minutes.
+async fn maintain(server: AuthorizationServer, mut stop: watch::Receiver<bool>) {
+    let mut purge = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = purge.tick() => {
+                match server.sweep().await {
+                    Ok(report) if report.expired_rows > 0 => tracing::debug!(removed = report.expired_rows, "purged expired records"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "the maintenance sweep failed"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }

@@ -61,11 +61,16 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://…`; empty means `sqlite://<data_dir>/portcullis.db`.
     pub url: String,
     pub max_connections: u32,
+    /// The longest one statement (or transaction) may take, waiting for a connection included.
+    pub query_timeout_ms: u64,
+    /// How long a node may go without reading the change log before it refuses our own tokens
+    /// (503) rather than trust state it can no longer check.
+    pub fail_closed_after_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 8 }
+        Self { url: String::new(), max_connections: 8, query_timeout_ms: 5000, fail_closed_after_ms: 5000 }
     }
 }
 
@@ -122,21 +127,94 @@ pub struct RegistrationConfig {
     pub enabled: bool,
     /// CIDR ranges allowed to register (the socket peer address); empty means any.
     pub allowed_networks: Vec<ipnet::IpNet>,
-    /// "required" or "optional".
-    pub initial_access_token: String,
+    pub initial_access_token: InitialAccessTokenMode,
     /// https redirect hosts allowed: exact names, or ".example.com" for subdomains.
     pub redirect_hosts: Vec<String>,
     pub allow_private_use_schemes: bool,
     /// The most scopes a public client may hold; empty means every scope of the resources.
     pub public_client_scopes: Vec<String>,
-    /// "refuse" or "approval": what happens to confidential clients without a token.
-    pub confidential_without_token: String,
+    /// What happens to confidential clients that register without an initial access token.
+    pub confidential_without_token: ConfidentialWithoutTokenMode,
     pub max_clients: i64,
     pub per_address_per_minute: u32,
     pub session_max_age_secs: i64,
     pub refresh_token_ttl_secs: i64,
     pub unused_client_expiry_days: i64,
     pub software_statement_issuers: Vec<StatementIssuerConfig>,
+}
+
+/// When Dynamic Client Registration needs an initial access token.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialAccessTokenMode {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// What happens to a confidential client that registers without an initial access token.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfidentialWithoutTokenMode {
+    #[default]
+    Refuse,
+    /// Registered, pending an administrator's approval.
+    Approval,
+}
+
+/// How the gateway speaks to an HTTP upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTransport {
+    /// Streamable HTTP (2025-03-26 and later).
+    #[default]
+    StreamableHttp,
+    /// The 2024-11-05 HTTP+SSE transport.
+    Sse,
+}
+
+/// Whether a route asks for a token.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuthentication {
+    #[default]
+    Required,
+    /// No token is asked for: for test benches and deliberately public servers only.
+    Off,
+}
+
+/// What a route does with tools, prompts and resources its maps do not name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmappedPolicy {
+    #[default]
+    Deny,
+    /// Allowed with `unmapped_scopes` (none: any valid token).
+    Allow,
+}
+
+/// Reads a secret from exactly one of an environment variable and a file (its trailing
+/// newline removed); `key` names the configuration key in errors.
+pub fn read_secret(key: &str, env: Option<&String>, file: Option<&PathBuf>) -> Result<String, ConfigError> {
+    let missing = |reason: String| ConfigError::Invalid(format!("{key}: {reason}"));
+    match (env, file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Ok(value),
+            Ok(_) => Err(missing(format!("the environment variable {var} is empty"))),
+            Err(_) => Err(missing(format!("the environment variable {var} is not set"))),
+        },
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| missing(format!("cannot read {}: {e}", path.display())))?;
+            let value = text.trim_end_matches(['\r', '\n']).to_owned();
+            if value.is_empty() {
+                return Err(missing(format!("{} is empty", path.display())));
+            }
+            Ok(value)
+        }
+        (Some(_), Some(_)) => Err(missing("give the secret in an environment variable or a file, not both".into())),
+        (None, None) => Err(missing("no environment variable or file is given".into())),
+    }
 }
 
 /// A publisher of software statements: its `iss` and a JWKS file of its ES256 (P-256) keys.
@@ -152,11 +230,11 @@ impl Default for RegistrationConfig {
         Self {
             enabled: false,
             allowed_networks: Vec::new(),
-            initial_access_token: "required".into(),
+            initial_access_token: InitialAccessTokenMode::Required,
             redirect_hosts: Vec::new(),
             allow_private_use_schemes: false,
             public_client_scopes: Vec::new(),
-            confidential_without_token: "refuse".into(),
+            confidential_without_token: ConfidentialWithoutTokenMode::Refuse,
             max_clients: 1000,
             per_address_per_minute: 10,
             session_max_age_secs: 3600,
@@ -290,12 +368,10 @@ pub struct UpstreamConfig {
     /// An HTTP server: its MCP endpoint.
     #[serde(default)]
     pub url: Option<String>,
-    /// `streamable-http` (default) or `sse` (the 2024-11-05 HTTP+SSE transport).
-    #[serde(default = "default_transport")]
-    pub transport: String,
-    /// `required` (default) or `off` (no token is asked for; for test benches only).
-    #[serde(default = "default_authentication")]
-    pub authentication: String,
+    #[serde(default)]
+    pub transport: UpstreamTransport,
+    #[serde(default)]
+    pub authentication: RouteAuthentication,
     /// Tool → scopes it needs. Likewise prompts and resources (URI, or prefix ending in `*`).
     #[serde(default)]
     pub tools: std::collections::BTreeMap<String, Vec<String>>,
@@ -303,10 +379,8 @@ pub struct UpstreamConfig {
     pub prompts: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub resources: std::collections::BTreeMap<String, Vec<String>>,
-    /// `deny` (default): what the maps do not name is refused; `allow`: it needs
-    /// `unmapped_scopes` (none: any valid token).
-    #[serde(default = "default_unmapped")]
-    pub unmapped: String,
+    #[serde(default)]
+    pub unmapped: UnmappedPolicy,
     #[serde(default)]
     pub unmapped_scopes: Vec<String>,
     /// What each scope means, in words for the consent page.
@@ -342,15 +416,6 @@ pub struct UpstreamHeaderConfig {
     pub value_file: Option<PathBuf>,
 }
 
-fn default_transport() -> String {
-    "streamable-http".into()
-}
-fn default_authentication() -> String {
-    "required".into()
-}
-fn default_unmapped() -> String {
-    "deny".into()
-}
 fn default_connect_timeout() -> u64 {
     5
 }
@@ -374,12 +439,12 @@ impl UpstreamConfig {
             tools: entries(&self.tools),
             prompts: entries(&self.prompts),
             resources: entries(&self.resources),
-            unmapped_requires: (self.unmapped == "allow").then(|| self.unmapped_scopes.clone()),
+            unmapped_requires: (self.unmapped == UnmappedPolicy::Allow).then(|| self.unmapped_scopes.clone()),
         }
     }
 
     pub fn requires_authentication(&self) -> bool {
-        self.authentication != "off"
+        self.authentication == RouteAuthentication::Required
     }
 }
 
@@ -457,20 +522,8 @@ impl Config {
                     if !matches!(parsed.scheme(), "http" | "https") {
                         return invalid(format!("upstream {:?}: url must be http or https", u.name));
                     }
-                    if !["streamable-http", "sse"].contains(&u.transport.as_str()) {
-                        return invalid(format!(
-                            "upstream {:?}: transport must be \"streamable-http\" or \"sse\"",
-                            u.name
-                        ));
-                    }
                 }
                 _ => return invalid(format!("upstream {:?} needs exactly one of command and url", u.name)),
-            }
-            if !["required", "off"].contains(&u.authentication.as_str()) {
-                return invalid(format!("upstream {:?}: authentication must be \"required\" or \"off\"", u.name));
-            }
-            if !["deny", "allow"].contains(&u.unmapped.as_str()) {
-                return invalid(format!("upstream {:?}: unmapped must be \"deny\" or \"allow\"", u.name));
             }
             portcullis_authz::Policy::compile(&u.policy_source())
                 .map_err(|e| ConfigError::Invalid(format!("upstream {:?}: {e}", u.name)))?;
@@ -548,6 +601,36 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Reads every secret the configuration names (client secrets, the gateway's upstream
+    /// credentials, introspection secrets), so that one that is missing is refused now, by
+    /// name, rather than when it is first needed.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        for c in &self.clients {
+            if let Some(var) = &c.client_secret_env {
+                read_secret(&format!("client {:?}: client_secret_env", c.client_id), Some(var), None)?;
+            }
+        }
+        for u in &self.upstreams {
+            for h in &u.headers {
+                read_secret(
+                    &format!("upstream {:?}: header {}", u.name, h.name),
+                    h.value_env.as_ref(),
+                    h.value_file.as_ref(),
+                )?;
+            }
+        }
+        for t in &self.gateway.trusted_issuers {
+            if t.introspection_client_id.is_some() {
+                read_secret(
+                    &format!("trusted issuer {:?}: introspection secret", t.issuer),
+                    t.introspection_client_secret_env.as_ref(),
+                    t.introspection_client_secret_file.as_ref(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `path` (or starts from the defaults), then applies `PORTCULLIS_*` overrides.
     pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let mut config = match path {
@@ -677,14 +760,9 @@ impl Config {
             return Err(ConfigError::Invalid("database.url must start with sqlite:// or postgres://".into()));
         }
         let reg = &self.registration;
-        if !["required", "optional"].contains(&reg.initial_access_token.as_str()) {
+        if self.database.query_timeout_ms == 0 || self.database.fail_closed_after_ms == 0 {
             return Err(ConfigError::Invalid(
-                "registration.initial_access_token must be \"required\" or \"optional\"".into(),
-            ));
-        }
-        if !["refuse", "approval"].contains(&reg.confidential_without_token.as_str()) {
-            return Err(ConfigError::Invalid(
-                "registration.confidential_without_token must be \"refuse\" or \"approval\"".into(),
+                "database.query_timeout_ms and database.fail_closed_after_ms must be positive".into(),
             ));
         }
         for s in &reg.public_client_scopes {
@@ -717,12 +795,31 @@ impl Config {
         }
         self.validate_gateway()?;
         for c in &self.clients {
-            if c.redirect_uris.is_empty() && c.grant_types.iter().any(|g| g == "authorization_code") {
+            let grant_types = portcullis_control::parse_grant_types(&c.grant_types)
+                .map_err(|e| ConfigError::Invalid(format!("client {:?}: grant_types: {e}", c.client_id)))?;
+            let scopes = portcullis_types::ScopeSet::parse(&c.scopes.join(" "))
+                .map_err(|e| ConfigError::Invalid(format!("client {:?}: scopes: {e}", c.client_id)))?;
+            if c.client_id.is_empty() || c.client_id.starts_with('-') || c.client_id.chars().any(char::is_whitespace) {
                 return Err(ConfigError::Invalid(format!(
-                    "client {:?} uses authorization_code but has no redirect_uris",
+                    "client {:?}: client_id must not be empty, contain spaces or begin with -",
                     c.client_id
                 )));
             }
+            // The rules every client obeys are the control layer's; a placeholder digest stands
+            // for the secret, which is read at start.
+            let has_secret = c.client_secret_env.is_some() || c.client_secret_sha256.is_some();
+            let spec = crate::app::operator_client(crate::app::OperatorClient {
+                client_name: c.client_name.clone(),
+                secret_digest: has_secret.then(|| vec![0; 32]),
+                redirect_uris: c.redirect_uris.clone(),
+                grant_types,
+                scopes,
+                resources: c.resources.clone(),
+                origin: portcullis_store::RegistrationOrigin::Config,
+                verified: c.verified,
+                can_introspect: c.can_introspect,
+            });
+            spec.check().map_err(|e| ConfigError::Invalid(format!("client {:?}: {e}", c.client_id)))?;
             for uri in &c.redirect_uris {
                 portcullis_oauth::validate_redirect_uri(uri, true)
                     .map_err(|e| ConfigError::Invalid(format!("client {:?}: {e}", c.client_id)))?;

@@ -269,8 +269,8 @@ pub fn demo_upstream(program: String) -> crate::config::UpstreamConfig {
         env: BTreeMap::new(),
         cwd: None,
         url: None,
-        transport: "streamable-http".into(),
-        authentication: "required".into(),
+        transport: crate::config::UpstreamTransport::StreamableHttp,
+        authentication: crate::config::RouteAuthentication::Required,
         tools: map(&[
             ("list_contacts", "crm.contacts.read"),
             ("update_deal", "crm.deals.write"),
@@ -278,7 +278,7 @@ pub fn demo_upstream(program: String) -> crate::config::UpstreamConfig {
         ]),
         prompts: map(&[("summarize_account", "crm.contacts.read")]),
         resources: map(&[("crm://contacts/*", "crm.contacts.read")]),
-        unmapped: "deny".into(),
+        unmapped: crate::config::UnmappedPolicy::Deny,
         unmapped_scopes: Vec::new(),
         scope_descriptions: [
             ("crm.contacts.read", "Read your CRM contacts"),

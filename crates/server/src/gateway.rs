@@ -4,23 +4,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use portcullis_authz::Policy;
 use portcullis_gateway::{GatewaySettings, RouteSettings, StdioCommand, TrustedIssuerSettings, UpstreamSettings};
 use portcullis_oauth::{ResourceSettings, ScopeSettings};
 use portcullis_types::{Scope, ScopeSet};
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, UpstreamConfig, UpstreamHeaderConfig, UpstreamTransport, read_secret};
 
-/// The resources the authorization server issues tokens for on behalf of the gateway: one
-/// per authenticated route, with the scopes its policy uses.
-pub fn route_resources(config: &Config) -> Vec<ResourceSettings> {
+/// Each upstream's tool-level policy, compiled once (in the order of `config.upstreams`) for
+/// both the authorization server's resources and the gateway's routes.
+pub fn compile_policies(config: &Config) -> anyhow::Result<Vec<Arc<Policy>>> {
     config
         .upstreams
         .iter()
-        .filter(|u| u.requires_authentication())
-        .filter_map(|u| {
-            let policy = Policy::compile(&u.policy_source()).ok()?;
+        .map(|u| Ok(Arc::new(Policy::compile(&u.policy_source()).with_context(|| format!("upstream {:?}", u.name))?)))
+        .collect()
+}
+
+/// The resources the authorization server issues tokens for on behalf of the gateway: one
+/// per authenticated route, with the scopes its policy uses.
+pub fn route_resources(config: &Config, policies: &[Arc<Policy>]) -> Vec<ResourceSettings> {
+    config
+        .upstreams
+        .iter()
+        .zip(policies)
+        .filter(|(u, _)| u.requires_authentication())
+        .map(|(u, policy)| {
             let scopes = policy
                 .all_scopes()
                 .iter()
@@ -29,36 +39,23 @@ pub fn route_resources(config: &Config) -> Vec<ResourceSettings> {
                     description: u.scope_descriptions.get(s.as_str()).cloned().unwrap_or_else(|| s.as_str().to_owned()),
                 })
                 .collect();
-            Some(ResourceSettings { uri: config.route_resource(&u.name), name: u.name.clone(), scopes })
+            ResourceSettings { uri: config.route_resource(&u.name), name: u.name.clone(), scopes }
         })
         .collect()
 }
 
-fn header_value(
-    upstream: &UpstreamConfig,
-    h: &crate::config::UpstreamHeaderConfig,
-) -> anyhow::Result<http::HeaderValue> {
-    let value = match (&h.value_env, &h.value_file) {
-        (Some(var), _) => std::env::var(var).with_context(|| {
-            format!("upstream {:?}: header {} needs the environment variable {var}", upstream.name, h.name)
-        })?,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("upstream {:?}: reading {}", upstream.name, path.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        (None, None) => bail!("upstream {:?}: header {} has no value source", upstream.name, h.name),
-    };
-    let mut value = http::HeaderValue::from_str(&value).with_context(|| {
-        format!("upstream {:?}: the value of header {} is not a valid header value", upstream.name, h.name)
-    })?;
+fn header_value(upstream: &UpstreamConfig, h: &UpstreamHeaderConfig) -> anyhow::Result<http::HeaderValue> {
+    let key = format!("upstream {:?}: header {}", upstream.name, h.name);
+    let value = read_secret(&key, h.value_env.as_ref(), h.value_file.as_ref())?;
+    let mut value =
+        http::HeaderValue::from_str(&value).with_context(|| format!("{key}: the value is not a valid header value"))?;
     value.set_sensitive(true);
     Ok(value)
 }
 
-pub fn gateway_settings(config: &Config) -> anyhow::Result<GatewaySettings> {
+pub fn gateway_settings(config: &Config, policies: &[Arc<Policy>]) -> anyhow::Result<GatewaySettings> {
     let mut routes = Vec::new();
-    for u in &config.upstreams {
-        let policy = Policy::compile(&u.policy_source()).with_context(|| format!("upstream {:?}", u.name))?;
+    for (u, policy) in config.upstreams.iter().zip(policies) {
         let scopes_supported = match &u.scopes_supported {
             Some(list) => {
                 let mut set = ScopeSet::new();
@@ -71,7 +68,7 @@ pub fn gateway_settings(config: &Config) -> anyhow::Result<GatewaySettings> {
         };
         let upstream = if let Some(url) = &u.url {
             let url = url::Url::parse(url).with_context(|| format!("upstream {:?}: url", u.name))?;
-            if u.transport == "sse" {
+            if u.transport == UpstreamTransport::Sse {
                 UpstreamSettings::LegacySse { url }
             } else {
                 UpstreamSettings::StreamableHttp { url }
@@ -100,7 +97,7 @@ pub fn gateway_settings(config: &Config) -> anyhow::Result<GatewaySettings> {
             resource: config.route_resource(&u.name),
             upstream,
             authentication: u.requires_authentication(),
-            policy: Arc::new(policy),
+            policy: Arc::clone(policy),
             scopes_supported,
             upstream_headers,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs),
@@ -112,24 +109,17 @@ pub fn gateway_settings(config: &Config) -> anyhow::Result<GatewaySettings> {
     }
     let mut trusted_issuers = Vec::new();
     for t in &config.gateway.trusted_issuers {
-        let introspection =
-            match (&t.introspection_client_id, &t.introspection_client_secret_env, &t.introspection_client_secret_file)
-            {
-                (Some(id), Some(var), _) => Some((
-                    id.clone(),
-                    std::env::var(var).with_context(|| {
-                        format!("trusted issuer {}: introspection secret variable {var} is not set", t.issuer)
-                    })?,
-                )),
-                (Some(id), None, Some(path)) => Some((
-                    id.clone(),
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("trusted issuer {}: reading {}", t.issuer, path.display()))?
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned(),
-                )),
-                _ => None,
-            };
+        let introspection = match &t.introspection_client_id {
+            Some(id) => Some((
+                id.clone(),
+                read_secret(
+                    &format!("trusted issuer {:?}: introspection secret", t.issuer),
+                    t.introspection_client_secret_env.as_ref(),
+                    t.introspection_client_secret_file.as_ref(),
+                )?,
+            )),
+            None => None,
+        };
         trusted_issuers.push(TrustedIssuerSettings {
             issuer: t.issuer.clone(),
             audience: t.audience.clone(),

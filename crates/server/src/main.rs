@@ -8,10 +8,11 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portcullis::app;
 use portcullis::config::{Config, LogFormat};
+use portcullis_control::{Actor, Control, NewUser, parse_grant_types};
 use portcullis_crypto::{digest, random_token};
 use portcullis_oauth::KeyRing;
-use portcullis_store::{ClientRecord, ClientStatus, RegistrationOrigin, Store, UserRecord};
-use portcullis_types::{Clock, SystemClock};
+use portcullis_store::{AuditFilter, AuditKind, ClientRecord, ClientStatus, RegistrationOrigin};
+use portcullis_types::{Clock, ScopeSet, SystemClock};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Identity and security gateway for MCP servers")]
@@ -70,7 +71,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Shows the newest events; with --follow, keeps printing new ones.
+    /// Shows the newest records, gateway decisions and identity actions alike; with --follow,
+    /// keeps printing new ones.
     Tail {
         #[arg(long, short = 'n', default_value_t = 20)]
         lines: i64,
@@ -79,7 +81,31 @@ enum AuditCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Only records of this kind (repeat): a kind such as client.suspended, or a family
+        /// such as client, user, signin, consent, grants, key, mcp.
+        #[arg(long = "kind", value_parser = parse_audit_kinds)]
+        kinds: Vec<Vec<AuditKind>>,
+        /// Only records about this user (username or id).
+        #[arg(long, allow_hyphen_values = true)]
+        user: Option<String>,
+        /// Only records about this client.
+        #[arg(long, allow_hyphen_values = true)]
+        client: Option<String>,
     },
+}
+
+/// A kind (`client.suspended`) or a family of kinds (`client`).
+fn parse_audit_kinds(text: &str) -> Result<Vec<AuditKind>, String> {
+    if let Some(kind) = AuditKind::parse(text) {
+        return Ok(vec![kind]);
+    }
+    let family: Vec<AuditKind> =
+        AuditKind::ALL.iter().copied().filter(|k| k.as_str().split('.').next() == Some(text)).collect();
+    if family.is_empty() {
+        let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(format!("no audit record kind {text:?}; use one of {}", known.join(", ")));
+    }
+    Ok(family)
 }
 
 #[derive(Subcommand)]
@@ -110,6 +136,7 @@ enum KeysCommand {
 enum UserCommand {
     /// Create a user. The password is read from standard input (one line) or generated.
     Add {
+        #[arg(allow_hyphen_values = true)]
         username: String,
         #[arg(long)]
         display_name: Option<String>,
@@ -124,13 +151,21 @@ enum UserCommand {
     List,
     /// Disable a user: sessions end and tokens stop working at once.
     Disable {
+        #[arg(allow_hyphen_values = true)]
         username: String,
     },
     Enable {
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+    },
+    /// Remove a user with their sessions, consents and grants.
+    Remove {
+        #[arg(allow_hyphen_values = true)]
         username: String,
     },
     /// Set a new password (read from standard input, or generated and printed).
     Passwd {
+        #[arg(allow_hyphen_values = true)]
         username: String,
         #[arg(long)]
         password_stdin: bool,
@@ -163,27 +198,39 @@ enum ClientCommand {
     },
     List,
     Show {
+        /// Any client id, even one that begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Remove a client and everything it holds.
     Remove {
+        /// Any client id, even one that begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Suspend a client: refused everywhere, its grants revoked.
     Suspend {
+        /// Any client id, even one that begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     Activate {
+        /// Any client id, even one that begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Clients waiting for approval.
     Pending,
     /// Approve a pending client.
     Approve {
+        /// Any client id, even one that begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Reject a pending client (it is removed).
     Reject {
+        /// Any client id, even one that begins with `-`.
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
 }
@@ -191,12 +238,14 @@ enum ClientCommand {
 #[derive(Subcommand)]
 enum ConsentCommand {
     List {
+        #[arg(allow_hyphen_values = true)]
         username: String,
     },
     /// Forget a consent and revoke the grants it produced.
     Revoke {
+        #[arg(allow_hyphen_values = true)]
         username: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client: String,
         #[arg(long)]
         resource: String,
@@ -256,6 +305,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { .. } | Command::DemoCrm { .. } => Ok(()),
         Command::Serve => serve(config, clock).await,
         Command::CheckConfig => {
+            config.check_secrets()?;
+            portcullis::gateway::compile_policies(&config)?;
             println!(
                 "configuration is valid: issuer {}, database {}",
                 config.issuer(),
@@ -303,7 +354,7 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     config.server.issuer = format!("http://{addr}");
     config.server.data_dir = data_dir;
     config.registration.enabled = true;
-    config.registration.initial_access_token = "optional".into();
+    config.registration.initial_access_token = portcullis::config::InitialAccessTokenMode::Optional;
     config.registration.allowed_networks = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
     config.upstreams = vec![portcullis::demo_crm::demo_upstream(program.to_string_lossy().into_owned())];
     config.validate()?;
@@ -315,31 +366,24 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     };
     {
         app::ensure_data_dir(&config.server.data_dir)?;
-        let store = app::open_store(&config).await?;
-        let hasher = app::password_hasher(&config)?;
-        let hash = hasher.hash_blocking(&password)?;
-        let now = SystemClock.now();
-        match store.find_user_by_username("alice").await? {
+        let control = Control::new(app::open_store(&config).await?, Arc::new(SystemClock));
+        let hash = app::password_hasher(&config)?.hash_blocking(&password)?;
+        match control.store().find_user_by_username("alice").await? {
             Some(_) => {
-                store.set_user_password("alice", &hash, now).await?;
+                control.set_password(&Actor::Operator, "alice", hash).await?;
             }
             None => {
-                store
-                    .insert_user(&UserRecord {
-                        id: random_token(12)?,
-                        username: "alice".into(),
-                        display_name: Some("Alice Example".into()),
-                        email: Some("alice@example.com".into()),
-                        password_hash: Some(hash),
-                        is_admin: true,
-                        disabled_at: None,
-                        created_at: now,
-                        updated_at: now,
-                    })
-                    .await?;
+                let alice = NewUser {
+                    username: "alice".into(),
+                    display_name: Some("Alice Example".into()),
+                    email: Some("alice@example.com".into()),
+                    password_hash: Some(hash),
+                    is_admin: true,
+                };
+                control.add_user(&Actor::Operator, alice).await?;
             }
         }
-        store.close().await;
+        control.store().close().await;
     }
     let issuer = config.issuer();
     let running = app::start_on(listener, config, Arc::new(SystemClock)).await?;
@@ -362,40 +406,51 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
 }
 
 async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
-    let AuditCommand::Tail { lines, follow, json } = cmd;
+    let AuditCommand::Tail { lines, follow, json, kinds, user, client } = cmd;
+    let filter = AuditFilter { kinds: kinds.into_iter().flatten().collect(), user, client_id: client };
     let store = app::open_store(&config).await?;
     let print = |e: &portcullis_store::AuditEventRecord| {
         let ev = &e.event;
         if json {
             let value = serde_json::json!({
-                "id": e.id, "occurred_at": ev.occurred_at, "route": ev.route, "method": ev.method,
-                "target": ev.target, "decision": ev.decision, "reason": ev.reason, "user_id": ev.user_id,
+                "id": e.id, "occurred_at": ev.occurred_at, "kind": ev.kind.as_str(), "actor": ev.actor,
+                "source_address": ev.source_address, "route": ev.route, "method": ev.method,
+                "target": ev.target, "decision": ev.outcome.as_str(), "reason": ev.reason, "user_id": ev.user_id,
                 "username": ev.username, "client_id": ev.client_id, "issuer": ev.issuer,
                 "status": ev.status, "latency_ms": ev.latency_ms,
             });
             println!("{value}");
-        } else {
-            let when = time::OffsetDateTime::from_unix_timestamp(ev.occurred_at)
-                .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-                .unwrap_or_else(|| ev.occurred_at.to_string());
-            let who = ev.username.clone().or_else(|| ev.user_id.clone()).unwrap_or_else(|| "-".into());
+            return;
+        }
+        let when = time::OffsetDateTime::from_unix_timestamp(ev.occurred_at)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| ev.occurred_at.to_string());
+        let who = ev.username.clone().or_else(|| ev.user_id.clone()).unwrap_or_else(|| "-".into());
+        let client = ev.client_id.as_deref().unwrap_or("-");
+        let target = ev.target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
+        let reason = ev.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+        if ev.kind == AuditKind::McpMessage {
             println!(
-                "{when}  {:<7} {:>3}  {:>5}ms  {}  user={} client={}  {}{}{}",
-                ev.decision,
-                ev.status,
-                ev.latency_ms,
-                ev.route,
-                who,
-                ev.client_id.as_deref().unwrap_or("-"),
-                ev.method,
-                ev.target.as_deref().map(|t| format!(" {t}")).unwrap_or_default(),
-                ev.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default(),
+                "{when}  {:<9} {:>3}  {:>5}ms  {}  user={who} client={client}  {}{target}{reason}",
+                ev.outcome,
+                ev.status.unwrap_or(0),
+                ev.latency_ms.unwrap_or(0),
+                ev.route.as_deref().unwrap_or("-"),
+                ev.method.as_deref().unwrap_or("-"),
+            );
+        } else {
+            println!(
+                "{when}  {:<9} {}  by {}{}  user={who} client={client}{target}{reason}",
+                ev.outcome,
+                ev.kind,
+                ev.actor.as_deref().unwrap_or("-"),
+                ev.source_address.as_deref().map(|a| format!(" from {a}")).unwrap_or_default(),
             );
         }
     };
     let mut last = None;
-    for e in store.audit_events(None, lines.max(1)).await? {
+    for e in store.audit_events(None, lines.max(1), &filter).await? {
         print(&e);
         last = Some(e.id);
     }
@@ -406,7 +461,7 @@ async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
                 _ = &mut stop => break,
                 _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
             }
-            for e in store.audit_events(Some(last.unwrap_or(0)), 1000).await? {
+            for e in store.audit_events(Some(last.unwrap_or(0)), 1000, &filter).await? {
                 print(&e);
                 last = Some(e.id);
             }
@@ -439,13 +494,14 @@ async fn shutdown_signal() {
 }
 
 async fn keys(config: Config, clock: Arc<dyn Clock>, cmd: KeysCommand) -> anyhow::Result<()> {
-    let store = app::open_store(&config).await?;
+    let control = Control::new(app::open_store(&config).await?, Arc::clone(&clock));
+    let store = control.store();
     let now = clock.now();
     match cmd {
         KeysCommand::Rotate => {
             let ring = KeyRing::new(Arc::new(app::load_master_key(&config.server.data_dir)?));
             let publish_until = now + config.tokens.access_token_ttl_secs.max(config.tokens.id_token_ttl_secs) + 60;
-            let kid = ring.rotate(&store, now, publish_until).await?;
+            let kid = ring.rotate(&control, &Actor::Operator, now, publish_until).await?;
             println!("new signing key {kid}; previous keys stay published for {}s", publish_until - now);
         }
         KeysCommand::List => {
@@ -477,47 +533,47 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 }
 
 async fn users(config: Config, clock: Arc<dyn Clock>, cmd: UserCommand) -> anyhow::Result<()> {
-    let store = app::open_store(&config).await?;
-    let now = clock.now();
+    let control = Control::new(app::open_store(&config).await?, clock);
     let hasher = app::password_hasher(&config)?;
+    let operator = Actor::Operator;
     match cmd {
         UserCommand::Add { username, display_name, email, admin, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            let user = UserRecord {
-                id: random_token(12)?,
-                username: username.clone(),
+            let new = NewUser {
+                username,
                 display_name,
                 email,
                 password_hash: Some(hasher.hash_blocking(&password)?),
                 is_admin: admin,
-                disabled_at: None,
-                created_at: now,
-                updated_at: now,
             };
-            store.insert_user(&user).await?;
-            println!("created user {username} ({})", user.id);
+            let user = control.add_user(&operator, new).await?;
+            println!("created user {} ({})", user.username, user.id);
             if generated {
                 println!("password: {password}");
             }
         }
         UserCommand::List => {
-            for u in store.list_users().await? {
+            for u in control.store().list_users().await? {
                 let flags = [u.is_admin.then_some("admin"), u.is_disabled().then_some("disabled")];
                 let flags: Vec<&str> = flags.into_iter().flatten().collect();
                 println!("{}  {}  {}", u.username, u.id, flags.join(","));
             }
         }
         UserCommand::Disable { username } => {
-            store.set_user_disabled(&username, Some(now), now).await?;
+            control.disable_user(&operator, &username).await?;
             println!("disabled {username}; their sessions ended and their tokens no longer work");
         }
         UserCommand::Enable { username } => {
-            store.set_user_disabled(&username, None, now).await?;
+            control.enable_user(&operator, &username).await?;
             println!("enabled {username}");
+        }
+        UserCommand::Remove { username } => {
+            control.delete_user(&operator, &username).await?;
+            println!("removed {username} with their sessions, consents and grants");
         }
         UserCommand::Passwd { username, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
-            store.set_user_password(&username, &hasher.hash_blocking(&password)?, now).await?;
+            control.set_password(&operator, &username, hasher.hash_blocking(&password)?).await?;
             println!("password changed for {username}; their sessions ended");
             if generated {
                 println!("password: {password}");
@@ -536,10 +592,14 @@ fn print_client(c: &ClientRecord) {
     println!("verified:         {}", if c.verified { "yes" } else { "no" });
     println!("application type: {}", c.application_type);
     println!("redirect URIs:    {}", c.redirect_uris.join(" "));
-    println!("grant types:      {}", c.grant_types.join(" "));
+    println!("grant types:      {}", c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(" "));
     println!(
         "scopes:           {}",
-        if c.allowed_scopes.is_empty() { "(every scope of its resources)" } else { &c.allowed_scopes }
+        if c.allowed_scopes.is_empty() {
+            "(every scope of its resources)".to_owned()
+        } else {
+            c.allowed_scopes.to_string()
+        }
     );
     println!(
         "resources:        {}",
@@ -549,48 +609,27 @@ fn print_client(c: &ClientRecord) {
 }
 
 async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> anyhow::Result<()> {
-    let store = app::open_store(&config).await?;
-    let now = clock.now();
+    let control = Control::new(app::open_store(&config).await?, clock);
+    let store = control.store();
+    let operator = Actor::Operator;
     match cmd {
         ClientCommand::Add { name, redirect_uris, confidential, scopes, resources, grant_types, introspect_any } => {
             for uri in &redirect_uris {
                 portcullis_oauth::validate_redirect_uri(uri, true)?;
             }
-            let grant_types = if !grant_types.is_empty() {
-                grant_types
-            } else if confidential && redirect_uris.is_empty() {
-                vec!["client_credentials".to_owned()]
-            } else {
-                vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
-            };
-            for g in &grant_types {
-                if !["authorization_code", "refresh_token", "client_credentials"].contains(&g.as_str()) {
-                    bail!("grant type {g:?} is not supported");
-                }
-            }
-            if grant_types.iter().any(|g| g == "authorization_code") && redirect_uris.is_empty() {
-                bail!("a client using authorization_code needs at least one --redirect-uri");
-            }
-            if grant_types.iter().any(|g| g == "client_credentials") && !confidential {
-                bail!("client_credentials needs a confidential client (--confidential)");
-            }
             let secret = if confidential { Some(random_token(32)?) } else { None };
-            let client = app::operator_client(
-                app::OperatorClient {
-                    client_id: random_token(16)?,
-                    client_name: name,
-                    secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
-                    redirect_uris,
-                    grant_types,
-                    scopes,
-                    resources,
-                    origin: RegistrationOrigin::Admin,
-                    verified: true,
-                    can_introspect: introspect_any,
-                },
-                now,
-            );
-            store.insert_client(&client).await?;
+            let spec = app::operator_client(app::OperatorClient {
+                client_name: name,
+                secret_digest: secret.as_deref().map(|s| digest(s).to_vec()),
+                redirect_uris,
+                grant_types: parse_grant_types(&grant_types)?,
+                scopes: ScopeSet::parse(&scopes.join(" ")).context("--scope")?,
+                resources,
+                origin: RegistrationOrigin::Admin,
+                verified: true,
+                can_introspect: introspect_any,
+            });
+            let client = control.register_client(&operator, spec).await?;
             print_client(&client);
             if let Some(secret) = secret {
                 println!("client_secret:    {secret}");
@@ -607,15 +646,15 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
             print_client(&client);
         }
         ClientCommand::Remove { client_id } => {
-            store.delete_client(&client_id).await?;
+            control.delete_client(&operator, &client_id).await?;
             println!("removed {client_id} and everything it held");
         }
         ClientCommand::Suspend { client_id } => {
-            store.set_client_status(&client_id, ClientStatus::Suspended, now).await?;
+            control.suspend_client(&operator, &client_id).await?;
             println!("suspended {client_id}; its grants and tokens are revoked");
         }
         ClientCommand::Activate { client_id } => {
-            store.set_client_status(&client_id, ClientStatus::Active, now).await?;
+            control.resume_client(&operator, &client_id).await?;
             println!("activated {client_id}");
         }
         ClientCommand::Pending => {
@@ -631,19 +670,11 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
             }
         }
         ClientCommand::Approve { client_id } => {
-            let client = store.find_client(&client_id).await?.with_context(|| format!("no client {client_id}"))?;
-            if client.status != ClientStatus::Pending {
-                bail!("{client_id} is not pending approval (it is {})", client.status);
-            }
-            store.set_client_status(&client_id, ClientStatus::Active, now).await?;
+            control.approve_client(&operator, &client_id).await?;
             println!("approved {client_id}");
         }
         ClientCommand::Reject { client_id } => {
-            let client = store.find_client(&client_id).await?.with_context(|| format!("no client {client_id}"))?;
-            if client.status != ClientStatus::Pending {
-                bail!("{client_id} is not pending approval (it is {}); use client remove", client.status);
-            }
-            store.delete_client(&client_id).await?;
+            control.reject_client(&operator, &client_id).await?;
             println!("rejected and removed {client_id}");
         }
     }
@@ -651,23 +682,21 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
 }
 
 async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) -> anyhow::Result<()> {
-    let store: Store = app::open_store(&config).await?;
+    let control = Control::new(app::open_store(&config).await?, clock);
     let user_of = |name: String| {
-        let store = store.clone();
+        let store = control.store().clone();
         async move { store.find_user_by_username(&name).await?.with_context(|| format!("no user {name}")) }
     };
     match cmd {
         ConsentCommand::List { username } => {
             let user = user_of(username).await?;
-            for c in store.list_consents(&user.id).await? {
+            for c in control.store().list_consents(&user.id).await? {
                 println!("{}  {}  {}", c.client_id, c.resource, c.scope);
             }
         }
         ConsentCommand::Revoke { username, client, resource } => {
             let user = user_of(username).await?;
-            if !store.revoke_consent(&user.id, &client, &resource, clock.now()).await? {
-                bail!("no such consent");
-            }
+            control.revoke_consent(&Actor::Operator, &user.id, &client, &resource).await?;
             println!("consent revoked; the grants it produced are revoked too");
         }
     }
@@ -675,27 +704,17 @@ async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) ->
 }
 
 async fn initial_access_tokens(config: Config, clock: Arc<dyn Clock>, cmd: IatCommand) -> anyhow::Result<()> {
-    let store = app::open_store(&config).await?;
+    let control = Control::new(app::open_store(&config).await?, Arc::clone(&clock));
     let now = clock.now();
     match cmd {
         IatCommand::Create { label, uses, expires_in } => {
-            if uses < 1 || expires_in < 1 {
-                bail!("--uses and --expires-in must be positive");
-            }
-            let token = random_token(32)?;
-            let record = portcullis_store::InitialAccessTokenRecord {
-                label: label.clone(),
-                uses_left: uses,
-                created_at: now,
-                expires_at: now + expires_in,
-            };
-            store.insert_initial_access_token(&digest(&token), &record).await?;
+            let token = control.create_initial_access_token(&Actor::Operator, &label, uses, expires_in).await?;
             println!("initial access token {label:?}: {uses} use(s), expires in {expires_in}s");
             println!("token: {token}");
             println!("(shown only now; send it as `Authorization: Bearer` to the registration endpoint)");
         }
         IatCommand::List => {
-            for t in store.list_initial_access_tokens().await? {
+            for t in control.store().list_initial_access_tokens().await? {
                 let state = if t.expires_at <= now {
                     "expired"
                 } else if t.uses_left == 0 {

@@ -1,13 +1,21 @@
-//! The gateway's audit trail: written in batches, read newest first.
+//! The audit trail: gateway decisions (written in batches, off the request path) and identity
+//! actions (written by [`Store::commit`] in the transaction of the change they record), read
+//! oldest first with optional filters.
 
-use crate::{AuditEventRecord, NewAuditEvent, Result, Store, on_pool, on_reader};
+use crate::{
+    AuditEventRecord, AuditFilter, AuditKind, AuditOutcome, NewAuditEvent, Result, Store, StoreError, on_pool,
+    on_reader, stored,
+};
 
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
     occurred_at: i64,
-    route: String,
-    method: String,
+    kind: String,
+    actor: Option<String>,
+    source_address: Option<String>,
+    route: Option<String>,
+    method: Option<String>,
     target: Option<String>,
     decision: String,
     reason: Option<String>,
@@ -15,20 +23,26 @@ struct Row {
     username: Option<String>,
     client_id: Option<String>,
     issuer: Option<String>,
-    status: i64,
-    latency_ms: i64,
+    status: Option<i64>,
+    latency_ms: Option<i64>,
 }
 
-impl From<Row> for AuditEventRecord {
-    fn from(r: Row) -> Self {
-        Self {
+impl TryFrom<Row> for AuditEventRecord {
+    type Error = StoreError;
+
+    fn try_from(r: Row) -> Result<Self> {
+        let row = || format!("audit record {}", r.id);
+        Ok(Self {
             id: r.id,
             event: NewAuditEvent {
+                kind: stored(AuditKind::parse, &r.kind, "kind", row)?,
+                outcome: stored(AuditOutcome::parse, &r.decision, "decision", row)?,
                 occurred_at: r.occurred_at,
+                actor: r.actor,
+                source_address: r.source_address,
                 route: r.route,
                 method: r.method,
                 target: r.target,
-                decision: r.decision,
                 reason: r.reason,
                 user_id: r.user_id,
                 username: r.username,
@@ -37,7 +51,29 @@ impl From<Row> for AuditEventRecord {
                 status: r.status,
                 latency_ms: r.latency_ms,
             },
+        })
+    }
+}
+
+/// Appends the filter's conditions (each after `AND`) to a query whose WHERE clause is open.
+fn push_filter<DB: sqlx::Database>(query: &mut sqlx::QueryBuilder<DB>, filter: &AuditFilter)
+where
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    if !filter.kinds.is_empty() {
+        query.push(" AND kind IN (");
+        let mut kinds = query.separated(", ");
+        for kind in &filter.kinds {
+            kinds.push_bind(kind.as_str());
         }
+        query.push(")");
+    }
+    if let Some(user) = &filter.user {
+        query.push(" AND (user_id = ").push_bind(user.as_str()).push(" OR username = ").push_bind(user.as_str());
+        query.push(")");
+    }
+    if let Some(client) = &filter.client_id {
+        query.push(" AND client_id = ").push_bind(client.as_str());
     }
 }
 
@@ -49,21 +85,24 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        // 13 columns x 200 rows stays far below both backends' limits on bound parameters.
+        // 15 columns x 200 rows stays far below both backends' limits on bound parameters.
         const ROWS_PER_STATEMENT: usize = 200;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_events (occurred_at, route, method, target, decision, reason, user_id, username, \
-                     client_id, issuer, status, latency_ms) ",
+                    "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
+                     reason, user_id, username, client_id, issuer, status, latency_ms) ",
                 );
                 insert.push_values(chunk, |mut row, e| {
                     row.push_bind(e.occurred_at)
+                        .push_bind(e.kind.as_str())
+                        .push_bind(&e.actor)
+                        .push_bind(&e.source_address)
                         .push_bind(&e.route)
                         .push_bind(&e.method)
                         .push_bind(&e.target)
-                        .push_bind(&e.decision)
+                        .push_bind(e.outcome.as_str())
                         .push_bind(&e.reason)
                         .push_bind(&e.user_id)
                         .push_bind(&e.username)
@@ -74,31 +113,32 @@ impl Store {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            tx.commit().await
-        })?;
+            tx.commit().await?
+        });
         Ok(())
     }
 
     /// Events with an id above `after_id`, oldest first, at most `limit` of them; with
-    /// `after_id = None`, the newest `limit` events (still oldest first).
-    pub async fn audit_events(&self, after_id: Option<i64>, limit: i64) -> Result<Vec<AuditEventRecord>> {
-        let rows: Vec<Row> = match after_id {
-            Some(after) => on_reader!(self, pool => sqlx::query_as(
-                "SELECT * FROM audit_events WHERE id > $1 ORDER BY id LIMIT $2")
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?),
-            None => {
-                let mut rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as(
-                    "SELECT * FROM audit_events ORDER BY id DESC LIMIT $1")
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?);
-                rows.reverse();
-                rows
-            }
-        };
-        Ok(rows.into_iter().map(Into::into).collect())
+    /// `after_id = None`, the newest `limit` events (still oldest first). Only events that
+    /// match `filter`.
+    pub async fn audit_events(
+        &self,
+        after_id: Option<i64>,
+        limit: i64,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEventRecord>> {
+        let rows: Vec<Row> = on_reader!(self, pool => {
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE id > ");
+            query.push_bind(after_id.unwrap_or(0));
+            push_filter(&mut query, filter);
+            query.push(if after_id.is_some() { " ORDER BY id LIMIT " } else { " ORDER BY id DESC LIMIT " });
+            query.push_bind(limit);
+            query.build_query_as::<Row>().fetch_all(pool).await?
+        });
+        let mut records = rows.into_iter().map(TryInto::try_into).collect::<Result<Vec<AuditEventRecord>>>()?;
+        if after_id.is_none() {
+            records.reverse();
+        }
+        Ok(records)
     }
 }

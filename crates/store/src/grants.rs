@@ -2,10 +2,25 @@
 //! and records of issued access tokens. The transitions here are the ones attackers race, so
 //! each is a single conditional UPDATE inside a transaction.
 
+use crate::changes::record_in_tx;
 use crate::{
-    AccessTokenStatus, AuthorizationCodeRecord, ClientStatus, CodeRedemption, GrantKind, GrantRecord, NewAccessToken,
-    NewRefreshToken, RefreshRotation, RefreshTokenRecord, Result, Store, StoreError, on_pool, on_reader,
+    AccessTokenStatus, Actor, AuditKind, AuditOutcome, AuthorizationCodeRecord, ClientStatus, CodeRedemption,
+    GrantKind, GrantRecord, NewAccessToken, NewAuditEvent, NewRefreshToken, RefreshRotation, RefreshTokenRecord,
+    Result, Store, StoreError, on_pool, on_reader, stored, stored_scopes,
 };
+
+/// The audit record of a grant revoked because a credential was used twice: the system
+/// detected it, on behalf of nobody.
+fn replay_revocation(grant_id: &str, client_id: &str, user_id: Option<&str>, reason: &str, now: i64) -> NewAuditEvent {
+    NewAuditEvent {
+        client_id: Some(client_id.to_owned()),
+        user_id: user_id.map(str::to_owned),
+        target: Some(grant_id.to_owned()),
+        reason: Some(reason.to_owned()),
+        outcome: AuditOutcome::Succeeded,
+        ..NewAuditEvent::action(AuditKind::GrantsRevoked, &Actor::System, now)
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct CodeRow {
@@ -23,22 +38,24 @@ struct CodeRow {
     redeemed_at: Option<i64>,
 }
 
-impl From<CodeRow> for AuthorizationCodeRecord {
-    fn from(r: CodeRow) -> Self {
-        Self {
+impl TryFrom<CodeRow> for AuthorizationCodeRecord {
+    type Error = StoreError;
+
+    fn try_from(r: CodeRow) -> Result<Self> {
+        Ok(Self {
+            scope: stored_scopes(&r.scope, || format!("authorization code of grant {:?}", r.grant_id))?,
             grant_id: r.grant_id,
             client_id: r.client_id,
             user_id: r.user_id,
             redirect_uri: r.redirect_uri,
             resource: r.resource,
-            scope: r.scope,
             code_challenge: r.code_challenge,
             nonce: r.nonce,
             auth_time: r.auth_time,
             created_at: r.created_at,
             expires_at: r.expires_at,
             redeemed_at: r.redeemed_at,
-        }
+        })
     }
 }
 
@@ -61,13 +78,14 @@ impl TryFrom<GrantRow> for GrantRecord {
     type Error = StoreError;
 
     fn try_from(r: GrantRow) -> Result<Self> {
+        let row = || format!("grant {:?}", r.id);
         Ok(Self {
-            kind: GrantKind::parse(&r.kind).ok_or(StoreError::Corrupt("grant kind"))?,
+            kind: stored(GrantKind::parse, &r.kind, "grant kind", row)?,
+            scope: stored_scopes(&r.scope, row)?,
             id: r.id,
             client_id: r.client_id,
             user_id: r.user_id,
             resource: r.resource,
-            scope: r.scope,
             auth_time: r.auth_time,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -121,7 +139,7 @@ impl Store {
             .bind(&c.user_id)
             .bind(&c.redirect_uri)
             .bind(&c.resource)
-            .bind(&c.scope)
+            .bind(c.scope.to_string())
             .bind(&c.code_challenge)
             .bind(&c.nonce)
             .bind(c.auth_time)
@@ -139,7 +157,7 @@ impl Store {
             .bind(code_digest)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(Into::into))
+        row.map(TryInto::try_into).transpose()
     }
 
     /// Marks a code redeemed and creates its grant, atomically. A code that was redeemed
@@ -150,7 +168,7 @@ impl Store {
         now: i64,
         grant_expires_at: i64,
     ) -> Result<CodeRedemption> {
-        on_pool!(self, pool => {
+        let redemption = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let claimed: Option<CodeRow> = sqlx::query_as(
                 "UPDATE authorization_codes SET redeemed_at = $1 WHERE code_digest = $2 AND redeemed_at IS NULL AND expires_at > $1 \
@@ -173,29 +191,36 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                return Ok(CodeRedemption::Redeemed(Box::new(code.into())));
+                return Ok(CodeRedemption::Redeemed(Box::new(code.try_into()?)));
             }
-            let previous: Option<(String, Option<i64>)> =
-                sqlx::query_as("SELECT grant_id, redeemed_at FROM authorization_codes WHERE code_digest = $1")
-                    .bind(code_digest)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let previous: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
+                "SELECT grant_id, client_id, user_id, redeemed_at FROM authorization_codes WHERE code_digest = $1")
+                .bind(code_digest)
+                .fetch_optional(&mut *tx)
+                .await?;
             match previous {
-                Some((grant_id, Some(_))) => {
-                    sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = 'authorization code replayed' WHERE id = $2 AND revoked_at IS NULL")
+                Some((grant_id, client_id, user_id, Some(_))) => {
+                    const REASON: &str = "authorization code replayed";
+                    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
                         .bind(now)
+                        .bind(REASON)
                         .bind(&grant_id)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if n > 0 {
+                        record_in_tx!(tx, &replay_revocation(&grant_id, &client_id, Some(&user_id), REASON, now), true);
+                    }
                     tx.commit().await?;
-                    Ok(CodeRedemption::Replayed { grant_id })
+                    CodeRedemption::Replayed { grant_id }
                 }
                 _ => {
                     tx.commit().await?;
-                    Ok(CodeRedemption::NotFound)
+                    CodeRedemption::NotFound
                 }
             }
-        })
+        });
+        Ok(redemption)
     }
 
     /// Records the tokens issued for a grant (the refresh token starts its family).
@@ -211,7 +236,7 @@ impl Store {
                 sqlx::query(INSERT_REFRESH_TOKEN)
                     .bind(&rt.digest)
                     .bind(grant_id)
-                    .bind(&rt.scope)
+                    .bind(rt.scope.to_string())
                     .bind(rt.created_at)
                     .bind(rt.expires_at)
                     .execute(&mut *tx)
@@ -220,7 +245,7 @@ impl Store {
             sqlx::query(INSERT_ACCESS_TOKEN)
                 .bind(&access.jti)
                 .bind(grant_id)
-                .bind(&access.scope)
+                .bind(access.scope.to_string())
                 .bind(access.issued_at)
                 .bind(access.expires_at)
                 .execute(&mut *tx)
@@ -240,7 +265,7 @@ impl Store {
                 .bind(&grant.user_id)
                 .bind(grant.kind.as_str())
                 .bind(&grant.resource)
-                .bind(&grant.scope)
+                .bind(grant.scope.to_string())
                 .bind(grant.auth_time)
                 .bind(grant.created_at)
                 .bind(grant.expires_at)
@@ -249,7 +274,7 @@ impl Store {
             sqlx::query(INSERT_ACCESS_TOKEN)
                 .bind(&access.jti)
                 .bind(&grant.id)
-                .bind(&access.scope)
+                .bind(access.scope.to_string())
                 .bind(access.issued_at)
                 .bind(access.expires_at)
                 .execute(&mut *tx)
@@ -267,8 +292,8 @@ impl Store {
             on_reader!(self, pool => sqlx::query_as(sql).bind(token_digest).fetch_optional(pool).await?);
         row.map(|r| {
             Ok(RefreshTokenRecord {
+                scope: stored_scopes(&r.rt_scope, || format!("refresh token of grant {:?}", r.grant.id))?,
                 grant: r.grant.try_into()?,
-                scope: r.rt_scope,
                 created_at: r.rt_created_at,
                 expires_at: r.rt_expires_at,
                 rotated_at: r.rotated_at,
@@ -286,7 +311,7 @@ impl Store {
         refresh: &NewRefreshToken,
         access: &NewAccessToken,
     ) -> Result<RefreshRotation> {
-        on_pool!(self, pool => {
+        let rotation = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let spent: Option<(String,)> = sqlx::query_as(
                 "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_digest = $2 AND rotated_at IS NULL AND expires_at > $1 \
@@ -299,7 +324,7 @@ impl Store {
                 sqlx::query(INSERT_REFRESH_TOKEN)
                     .bind(&refresh.digest)
                     .bind(&grant_id)
-                    .bind(&refresh.scope)
+                    .bind(refresh.scope.to_string())
                     .bind(refresh.created_at)
                     .bind(refresh.expires_at)
                     .execute(&mut *tx)
@@ -307,7 +332,7 @@ impl Store {
                 sqlx::query(INSERT_ACCESS_TOKEN)
                     .bind(&access.jti)
                     .bind(&grant_id)
-                    .bind(&access.scope)
+                    .bind(access.scope.to_string())
                     .bind(access.issued_at)
                     .bind(access.expires_at)
                     .execute(&mut *tx)
@@ -315,70 +340,33 @@ impl Store {
                 tx.commit().await?;
                 return Ok(RefreshRotation::Rotated);
             }
-            let previous: Option<(String, Option<i64>)> =
-                sqlx::query_as("SELECT grant_id, rotated_at FROM refresh_tokens WHERE token_digest = $1")
-                    .bind(old_digest)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let previous: Option<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT r.grant_id, g.client_id, g.user_id, r.rotated_at FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
+                 WHERE r.token_digest = $1")
+                .bind(old_digest)
+                .fetch_optional(&mut *tx)
+                .await?;
             let outcome = match previous {
-                Some((grant_id, Some(_))) => {
-                    sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = 'refresh token reused' WHERE id = $2 AND revoked_at IS NULL")
+                Some((grant_id, client_id, user_id, Some(_))) => {
+                    const REASON: &str = "refresh token reused";
+                    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
                         .bind(now)
+                        .bind(REASON)
                         .bind(&grant_id)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if n > 0 {
+                        record_in_tx!(tx, &replay_revocation(&grant_id, &client_id, user_id.as_deref(), REASON, now), true);
+                    }
                     RefreshRotation::Reused { grant_id }
                 }
                 _ => RefreshRotation::Invalid,
             };
             tx.commit().await?;
-            Ok(outcome)
-        })
-    }
-
-    /// Revokes a grant and with it every token of its family. Returns whether it was live.
-    pub async fn revoke_grant(&self, grant_id: &str, reason: &str, now: i64) -> Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(reason)
-            .bind(grant_id)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(n == 1)
-    }
-
-    /// Revokes every live grant of `user_id` for `client_id` (and `resource`, when given).
-    pub async fn revoke_user_client_grants(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        resource: Option<&str>,
-        reason: &str,
-        now: i64,
-    ) -> Result<u64> {
-        let n = on_pool!(self, pool => sqlx::query(
-            "UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND client_id = $4 \
-             AND ($5 IS NULL OR resource = $5) AND revoked_at IS NULL")
-            .bind(now)
-            .bind(reason)
-            .bind(user_id)
-            .bind(client_id)
-            .bind(resource)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(n)
-    }
-
-    pub async fn revoke_access_token(&self, jti: &str, now: i64) -> Result<bool> {
-        let n = on_pool!(self, pool => sqlx::query("UPDATE access_tokens SET revoked_at = $1 WHERE jti = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(jti)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        Ok(n == 1)
+            outcome
+        });
+        Ok(rotation)
     }
 
     /// The state of everything an access token depends on.
@@ -392,14 +380,16 @@ impl Store {
             on_reader!(self, pool => sqlx::query_as(sql).bind(jti).fetch_optional(pool).await?);
         row.map(|r| {
             Ok(AccessTokenStatus {
-                client_status: ClientStatus::parse(&r.client_status).ok_or(StoreError::Corrupt("client status"))?,
+                client_status: stored(ClientStatus::parse, &r.client_status, "status", || {
+                    format!("client {:?}", r.client_id)
+                })?,
+                scope: stored_scopes(&r.scope, || format!("access token {:?}", r.jti))?,
                 jti: r.jti,
                 grant_id: r.grant_id,
                 client_id: r.client_id,
                 user_disabled: r.user_disabled_at.is_some(),
                 user_id: r.user_id,
                 username: r.username,
-                scope: r.scope,
                 resource: r.resource,
                 issued_at: r.issued_at,
                 expires_at: r.expires_at,

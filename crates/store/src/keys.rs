@@ -1,6 +1,6 @@
 //! Signing keys, sealed at rest.
 
-use crate::{Result, SigningKeyRecord, Store, on_pool, on_reader};
+use crate::{Result, SigningKeyRecord, Store, on_reader};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -26,31 +26,6 @@ impl From<Row> for SigningKeyRecord {
 }
 
 impl Store {
-    /// Adds `key` as the active signing key and retires every other active key, which stay
-    /// published until `old_publish_until` (the longest a token they signed can live).
-    pub async fn add_signing_key(&self, key: &SigningKeyRecord, old_publish_until: i64) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE signing_keys SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL")
-                .bind(key.created_at)
-                .bind(old_publish_until)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, alg, private_key_sealed, created_at, retired_at, publish_until) \
-                 VALUES ($1, $2, $3, $4, NULL, NULL)",
-            )
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.private_key_sealed)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     /// Keys still published at `now`, newest first. The first one without `retired_at` signs.
     pub async fn published_signing_keys(&self, now: i64) -> Result<Vec<SigningKeyRecord>> {
         let sql = "SELECT kid, alg, private_key_sealed, created_at, retired_at, publish_until FROM signing_keys \

@@ -6,8 +6,13 @@
 //! differ (types, locking, `RETURNING`), the conformance suite in `tests/` runs every case
 //! against both. Every state transition that must not half-happen (redeeming a code, rotating a
 //! refresh token) is one transaction.
+//!
+//! Every statement runs under a deadline ([`Store::with_query_deadline`]): a database that
+//! stops answering without closing its connections (a black hole) makes calls fail promptly
+//! with [`StoreError::Timeout`] instead of hanging on the pool.
 
 mod audit;
+mod changes;
 mod clients;
 mod consents;
 mod grants;
@@ -23,18 +28,26 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use changes::{ChangeListener, Committed, GrantSelector, Mutation};
 pub use model::*;
 
-/// Expands `$body` once per backend with `$pool` bound to the concrete pool. On SQLite this is
-/// the single writer connection: SQLite admits one writer at a time, and queueing writers in the
-/// pool (fairly, without blocking a thread) beats letting them collide and sleep in SQLite's
-/// busy handler.
+/// Expands `$body` once per backend with `$pool` bound to the concrete pool, within the store's
+/// query deadline. On SQLite this is the single writer connection: SQLite admits one writer at
+/// a time, and queueing writers in the pool (fairly, without blocking a thread) beats letting
+/// them collide and sleep in SQLite's busy handler.
+///
+/// The body runs in an async block: `?` and `return Err(..)` leave the block, and the macro
+/// then propagates the error; the block's value is the macro's value.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.backend {
-            $crate::Backend::Sqlite { writer: $pool, .. } => $body,
-            $crate::Backend::Postgres($pool) => $body,
-        }
+        $store
+            .within_deadline(async {
+                match &$store.backend {
+                    $crate::Backend::Sqlite { writer: $pool, .. } => Ok::<_, $crate::StoreError>($body),
+                    $crate::Backend::Postgres($pool) => Ok::<_, $crate::StoreError>($body),
+                }
+            })
+            .await?
     };
 }
 pub(crate) use on_pool;
@@ -43,10 +56,14 @@ pub(crate) use on_pool;
 /// WAL lets run alongside the writer.
 macro_rules! on_reader {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.backend {
-            $crate::Backend::Sqlite { reader: $pool, .. } => $body,
-            $crate::Backend::Postgres($pool) => $body,
-        }
+        $store
+            .within_deadline(async {
+                match &$store.backend {
+                    $crate::Backend::Sqlite { reader: $pool, .. } => Ok::<_, $crate::StoreError>($body),
+                    $crate::Backend::Postgres($pool) => Ok::<_, $crate::StoreError>($body),
+                }
+            })
+            .await?
     };
 }
 pub(crate) use on_reader;
@@ -63,8 +80,10 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("{0} was not found")]
     NotFound(&'static str),
-    #[error("stored {0} is malformed")]
-    Corrupt(&'static str),
+    #[error("the stored {what} of {row} is malformed ({detail}); repair or remove that row")]
+    Corrupt { what: &'static str, row: String, detail: String },
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
@@ -92,7 +111,13 @@ pub(crate) enum Backend {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
+    /// The longest any one statement (or transaction) may take, waiting for a connection
+    /// included.
+    deadline: Duration,
 }
+
+/// The default [`Store::with_query_deadline`].
+pub const DEFAULT_QUERY_DEADLINE: Duration = Duration::from_secs(10);
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -110,13 +135,13 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10));
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(DEFAULT_QUERY_DEADLINE)
                 .connect_with(options.clone())
                 .await
                 .map_err(StoreError::Connect)?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(DEFAULT_QUERY_DEADLINE)
                 .connect_with(options.create_if_missing(false))
                 .await
                 .map_err(StoreError::Connect)?;
@@ -125,7 +150,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url).map_err(StoreError::Connect)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(DEFAULT_QUERY_DEADLINE)
                 .connect_with(options)
                 .await
                 .map_err(StoreError::Connect)?;
@@ -133,7 +158,33 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        Ok(Self { backend })
+        Ok(Self { backend, deadline: DEFAULT_QUERY_DEADLINE })
+    }
+
+    /// Bounds every statement (and every transaction) by `deadline`, waiting for a connection
+    /// included.
+    pub fn with_query_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn query_deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Runs `work` (one statement or one transaction) under the query deadline. A transaction
+    /// cut short is rolled back when its connection is dropped.
+    pub(crate) async fn within_deadline<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.deadline)),
+        }
+    }
+
+    /// Whether the database answers, within the deadline.
+    pub async fn ping(&self) -> Result<()> {
+        on_reader!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?);
+        Ok(())
     }
 
     /// Applies the embedded migrations of this backend. Idempotent.
@@ -196,6 +247,25 @@ pub fn redact_url(url: &str) -> String {
 /// Splits a space-separated list column.
 pub(crate) fn split_list(value: &str) -> Vec<String> {
     value.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Parses a stored scope column; a value that is not a scope set names its row.
+pub(crate) fn stored_scopes(value: &str, row: impl FnOnce() -> String) -> Result<portcullis_types::ScopeSet> {
+    portcullis_types::ScopeSet::parse(value).map_err(|e| StoreError::Corrupt {
+        what: "scope",
+        row: row(),
+        detail: e.to_string(),
+    })
+}
+
+/// Parses a stored closed-set value (`ClientStatus`, `GrantType`, ...) with its `parse`.
+pub(crate) fn stored<T>(
+    parse: impl FnOnce(&str) -> Option<T>,
+    value: &str,
+    what: &'static str,
+    row: impl FnOnce() -> String,
+) -> Result<T> {
+    parse(value).ok_or_else(|| StoreError::Corrupt { what, row: row(), detail: format!("{value:?} is not one") })
 }
 
 impl Store {

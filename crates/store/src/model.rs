@@ -1,7 +1,11 @@
-//! Records as the store hands them out. Lists are stored space-separated: every element is a
-//! URI or a scope token, neither of which can contain a space.
+//! Records as the store hands them out, already typed: enums for every closed set of values,
+//! [`ScopeSet`] for scopes. A stored value that does not parse is a [`crate::StoreError::Corrupt`]
+//! that names the row, never a silent default. Lists are stored space-separated: every element
+//! is a URI, a grant type or a scope token, none of which can contain a space.
 
 use std::fmt;
+
+use portcullis_types::ScopeSet;
 
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -45,6 +49,72 @@ text_enum!(
 text_enum!(
     GrantKind { AuthorizationCode = "authorization_code", ClientCredentials = "client_credentials" }
 );
+text_enum!(
+    /// An OAuth grant type a client may use (RFC 7591 `grant_types`).
+    GrantType {
+        AuthorizationCode = "authorization_code",
+        RefreshToken = "refresh_token",
+        ClientCredentials = "client_credentials",
+    }
+);
+text_enum!(
+    /// What an audit record is about: a gateway decision (`mcp.message`) or an identity action.
+    /// Every identity action that changes state is also the kind of its change record.
+    AuditKind {
+        McpMessage = "mcp.message",
+        ClientRegistered = "client.registered",
+        ClientUpdated = "client.updated",
+        ClientApproved = "client.approved",
+        ClientRejected = "client.rejected",
+        ClientSuspended = "client.suspended",
+        ClientResumed = "client.resumed",
+        ClientDeleted = "client.deleted",
+        UserAdded = "user.added",
+        UserUpdated = "user.updated",
+        UserDisabled = "user.disabled",
+        UserEnabled = "user.enabled",
+        UserDeleted = "user.deleted",
+        SignInSucceeded = "signin.succeeded",
+        SignInFailed = "signin.failed",
+        ConsentGiven = "consent.given",
+        ConsentRevoked = "consent.revoked",
+        GrantsRevoked = "grants.revoked",
+        KeyRotated = "key.rotated",
+        ConfigReloaded = "config.reloaded",
+        InitialAccessTokenCreated = "iat.created",
+    }
+);
+text_enum!(
+    /// How an audited event ended: a gateway decision is allowed or denied, an identity action
+    /// succeeded or failed.
+    AuditOutcome { Allowed = "allowed", Denied = "denied", Succeeded = "succeeded", Failed = "failed" }
+);
+
+impl AuditKind {
+    pub const ALL: &[AuditKind] = &[
+        Self::McpMessage,
+        Self::ClientRegistered,
+        Self::ClientUpdated,
+        Self::ClientApproved,
+        Self::ClientRejected,
+        Self::ClientSuspended,
+        Self::ClientResumed,
+        Self::ClientDeleted,
+        Self::UserAdded,
+        Self::UserUpdated,
+        Self::UserDisabled,
+        Self::UserEnabled,
+        Self::UserDeleted,
+        Self::SignInSucceeded,
+        Self::SignInFailed,
+        Self::ConsentGiven,
+        Self::ConsentRevoked,
+        Self::GrantsRevoked,
+        Self::KeyRotated,
+        Self::ConfigReloaded,
+        Self::InitialAccessTokenCreated,
+    ];
+}
 
 /// A registered OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +125,9 @@ pub struct ClientRecord {
     /// SHA-256 of the client secret, for confidential clients.
     pub secret_digest: Option<Vec<u8>>,
     pub redirect_uris: Vec<String>,
-    pub grant_types: Vec<String>,
-    /// Space-separated scopes the client may ask for; empty means every scope of the resources
-    /// it may use.
-    pub allowed_scopes: String,
+    pub grant_types: Vec<GrantType>,
+    /// The scopes the client may ask for; empty means every scope of the resources it may use.
+    pub allowed_scopes: ScopeSet,
     /// Resources (MCP server URLs) the client may get tokens for; empty means all of them.
     pub allowed_resources: Vec<String>,
     pub application_type: ApplicationType,
@@ -132,7 +201,7 @@ pub struct BrowserSession {
 pub struct AuthorizationRequestRecord {
     pub client_id: String,
     pub redirect_uri: String,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub resource: String,
     pub state: Option<String>,
     pub nonce: Option<String>,
@@ -153,7 +222,7 @@ pub struct AuthorizationCodeRecord {
     pub user_id: String,
     pub redirect_uri: String,
     pub resource: String,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub code_challenge: String,
     pub nonce: Option<String>,
     pub auth_time: i64,
@@ -172,7 +241,7 @@ pub struct GrantRecord {
     pub user_id: Option<String>,
     pub kind: GrantKind,
     pub resource: String,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub auth_time: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
@@ -184,7 +253,7 @@ pub struct GrantRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {
     pub grant: GrantRecord,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub created_at: i64,
     pub expires_at: i64,
     pub rotated_at: Option<i64>,
@@ -193,7 +262,7 @@ pub struct RefreshTokenRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAccessToken {
     pub jti: String,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub issued_at: i64,
     pub expires_at: i64,
 }
@@ -201,7 +270,7 @@ pub struct NewAccessToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRefreshToken {
     pub digest: Vec<u8>,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -214,7 +283,7 @@ pub struct AccessTokenStatus {
     pub client_id: String,
     pub user_id: Option<String>,
     pub username: Option<String>,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub resource: String,
     pub issued_at: i64,
     pub expires_at: i64,
@@ -264,34 +333,134 @@ pub struct ConsentRecord {
     pub user_id: String,
     pub client_id: String,
     pub resource: String,
-    pub scope: String,
+    pub scope: ScopeSet,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-/// One decided MCP message, as the gateway records it.
+/// One audit record: a gateway decision or an identity action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditEvent {
     pub occurred_at: i64,
+    pub kind: AuditKind,
+    /// Who did it, as [`crate::Actor`] renders it (`operator`, `admin:ID`, `user:ID`,
+    /// `client:ID`, `system`); `None` for gateway decisions, whose caller is the user and client.
+    pub actor: Option<String>,
+    /// The network address the action came from, when it came over the network.
+    pub source_address: Option<String>,
     /// The gateway route (upstream name).
-    pub route: String,
-    pub method: String,
+    pub route: Option<String>,
+    pub method: Option<String>,
     /// The tool, prompt or resource the message named, if any.
     pub target: Option<String>,
-    /// `allowed` or `denied`.
-    pub decision: String,
+    pub outcome: AuditOutcome,
+    /// Why: the policy's reason for a denial, the cause of a revocation, what failed.
     pub reason: Option<String>,
+    /// The user the event is about (the caller of a gateway decision, the subject of an action).
     pub user_id: Option<String>,
     pub username: Option<String>,
+    /// The client the event is about.
     pub client_id: Option<String>,
     pub issuer: Option<String>,
-    /// The HTTP status the client got.
-    pub status: i64,
-    pub latency_ms: i64,
+    /// The HTTP status the client got (gateway decisions).
+    pub status: Option<i64>,
+    pub latency_ms: Option<i64>,
+}
+
+impl NewAuditEvent {
+    /// An identity action at `occurred_at` by `actor`, successful, about nobody yet.
+    pub fn action(kind: AuditKind, actor: &crate::Actor, occurred_at: i64) -> Self {
+        Self {
+            occurred_at,
+            kind,
+            actor: Some(actor.to_string()),
+            source_address: actor.source_address().map(|a| a.to_string()),
+            route: None,
+            method: None,
+            target: None,
+            outcome: AuditOutcome::Succeeded,
+            reason: None,
+            user_id: None,
+            username: None,
+            client_id: None,
+            issuer: None,
+            status: None,
+            latency_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEventRecord {
     pub id: i64,
     pub event: NewAuditEvent,
+}
+
+/// Which audit records to read; empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub kinds: Vec<AuditKind>,
+    /// A user id or username.
+    pub user: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// A committed change, as every node reads it from the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// One more than the revision before it, in commit order.
+    pub revision: i64,
+    pub kind: AuditKind,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub occurred_at: i64,
+}
+
+/// Who performs an identity action; every audit record of one names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An operator at the command line.
+    Operator,
+    /// The configuration file, applied at start or on reload.
+    Configuration,
+    /// A signed-in administrator.
+    Administrator { user_id: String, source: Option<std::net::IpAddr> },
+    /// A user acting for themselves: signing in, consenting, on the account page.
+    User { user_id: String, source: Option<std::net::IpAddr> },
+    /// A client registering itself (DCR) or publishing a metadata document; it has no id yet.
+    Registrant { source: Option<std::net::IpAddr> },
+    /// Someone not (yet) known: a sign-in with a username that does not exist.
+    Anonymous { source: Option<std::net::IpAddr> },
+    /// A client managing its own registration (RFC 7592) or using its tokens.
+    Client { client_id: String, source: Option<std::net::IpAddr> },
+    /// Portcullis itself: sweeps, replay and reuse detection.
+    System,
+}
+
+impl Actor {
+    pub fn source_address(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Self::Administrator { source, .. }
+            | Self::User { source, .. }
+            | Self::Registrant { source }
+            | Self::Anonymous { source }
+            | Self::Client { source, .. } => *source,
+            Self::Operator | Self::Configuration | Self::System => None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Operator => f.write_str("operator"),
+            Self::Configuration => f.write_str("configuration"),
+            Self::Administrator { user_id, .. } => write!(f, "admin:{user_id}"),
+            Self::User { user_id, .. } => write!(f, "user:{user_id}"),
+            Self::Registrant { .. } => f.write_str("registrant"),
+            Self::Anonymous { .. } => f.write_str("anonymous"),
+            Self::Client { client_id, .. } => write!(f, "client:{client_id}"),
+            Self::System => f.write_str("system"),
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! random handle the browser holds.
 
 use crate::users::UserRow;
-use crate::{AuthorizationRequestRecord, BrowserSession, Result, Store, on_pool, on_reader};
+use crate::{AuthorizationRequestRecord, BrowserSession, Result, Store, on_pool, on_reader, stored_scopes};
 
 #[derive(sqlx::FromRow)]
 struct SessionRow {
@@ -70,7 +70,7 @@ impl Store {
             .bind(id_digest)
             .bind(&r.client_id)
             .bind(&r.redirect_uri)
-            .bind(&r.scope)
+            .bind(r.scope.to_string())
             .bind(&r.resource)
             .bind(&r.state)
             .bind(&r.nonce)
@@ -94,20 +94,23 @@ impl Store {
                    FROM authorization_requests WHERE id_digest = $1 AND expires_at > $2";
         let row: Option<RequestRow> =
             on_reader!(self, pool => sqlx::query_as(sql).bind(id_digest).bind(now).fetch_optional(pool).await?);
-        Ok(row.map(|r| AuthorizationRequestRecord {
-            client_id: r.client_id,
-            redirect_uri: r.redirect_uri,
-            scope: r.scope,
-            resource: r.resource,
-            state: r.state,
-            nonce: r.nonce,
-            code_challenge: r.code_challenge,
-            prompt: r.prompt,
-            max_age: r.max_age,
-            login_user_id: r.login_user_id,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-        }))
+        row.map(|r| {
+            Ok(AuthorizationRequestRecord {
+                scope: stored_scopes(&r.scope, || format!("authorization request of client {:?}", r.client_id))?,
+                client_id: r.client_id,
+                redirect_uri: r.redirect_uri,
+                resource: r.resource,
+                state: r.state,
+                nonce: r.nonce,
+                code_challenge: r.code_challenge,
+                prompt: r.prompt,
+                max_age: r.max_age,
+                login_user_id: r.login_user_id,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            })
+        })
+        .transpose()
     }
 
     /// Records who signed in for a parked request.

@@ -3,6 +3,7 @@
 //! elsewhere than the local server); a missing server fails the suite rather than skipping it.
 
 use portcullis_store::*;
+use portcullis_types::ScopeSet;
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -25,6 +26,19 @@ async fn stores() -> std::result::Result<(Vec<Store>, tempfile::TempDir), Box<dy
     let pg = Store::connect(&format!("{}{sep}options=-c%20search_path%3D{schema}", postgres_url()), 4).await?;
     pg.migrate().await?;
     Ok((vec![sqlite, pg], dir))
+}
+
+fn scopes(text: &str) -> ScopeSet {
+    ScopeSet::parse(text).unwrap_or_default()
+}
+
+/// Applies a mutation as the system would, recording it as `kind`.
+async fn apply_as(store: &Store, kind: AuditKind, mutation: Mutation, now: i64) -> Result<Committed, StoreError> {
+    store.commit(&mutation, &NewAuditEvent::action(kind, &Actor::System, now)).await
+}
+
+async fn apply(store: &Store, mutation: Mutation, now: i64) -> Result<Committed, StoreError> {
+    apply_as(store, AuditKind::ClientUpdated, mutation, now).await
 }
 
 fn unique_suffix() -> String {
@@ -54,8 +68,8 @@ fn client(id: &str) -> ClientRecord {
         client_type: ClientType::Public,
         secret_digest: None,
         redirect_uris: vec!["http://127.0.0.1/cb".into(), "https://app.test/cb".into()],
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        allowed_scopes: "a b".into(),
+        grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+        allowed_scopes: scopes("a b"),
         allowed_resources: vec!["https://mcp.test/mcp".into()],
         application_type: ApplicationType::Native,
         origin: RegistrationOrigin::Admin,
@@ -79,7 +93,7 @@ fn code(grant_id: &str) -> AuthorizationCodeRecord {
         user_id: "u1".into(),
         redirect_uri: "http://127.0.0.1/cb".into(),
         resource: "https://mcp.test/mcp".into(),
-        scope: "a".into(),
+        scope: scopes("a"),
         code_challenge: "x".repeat(43),
         nonce: None,
         auth_time: 100,
@@ -90,16 +104,16 @@ fn code(grant_id: &str) -> AuthorizationCodeRecord {
 }
 
 fn access(jti: &str, now: i64) -> NewAccessToken {
-    NewAccessToken { jti: jti.into(), scope: "a".into(), issued_at: now, expires_at: now + 300 }
+    NewAccessToken { jti: jti.into(), scope: scopes("a"), issued_at: now, expires_at: now + 300 }
 }
 
 fn refresh(digest: &[u8], now: i64) -> NewRefreshToken {
-    NewRefreshToken { digest: digest.to_vec(), scope: "a".into(), created_at: now, expires_at: now + 1000 }
+    NewRefreshToken { digest: digest.to_vec(), scope: scopes("a"), created_at: now, expires_at: now + 1000 }
 }
 
 async fn seed(store: &Store) -> TestResult {
-    store.insert_user(&user("u1")).await?;
-    store.insert_client(&client("c1")).await?;
+    apply(store, Mutation::InsertUser(Box::new(user("u1"))), 100).await?;
+    apply(store, Mutation::InsertClient(Box::new(client("c1"))), 100).await?;
     Ok(())
 }
 
@@ -110,30 +124,33 @@ async fn users_and_clients_round_trip() -> TestResult {
         seed(store).await?;
         let name = store.backend_name();
         assert_eq!(store.find_user_by_username("u1-name").await?, Some(user("u1")), "{name}");
-        assert!(matches!(store.insert_user(&user("u1")).await, Err(StoreError::Conflict(_))), "{name}");
+        let again = apply(store, Mutation::InsertUser(Box::new(user("u1"))), 100).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{name}");
         assert_eq!(store.find_client("c1").await?, Some(client("c1")), "{name}");
-        assert!(matches!(store.insert_client(&client("c1")).await, Err(StoreError::Conflict(_))), "{name}");
+        let again = apply(store, Mutation::InsertClient(Box::new(client("c1"))), 100).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{name}");
         assert_eq!(store.list_clients().await?.len(), 1, "{name}");
 
-        store.set_user_disabled("u1-name", Some(200), 200).await?;
+        apply(store, Mutation::SetUserDisabled { user_id: "u1".into(), disabled: true }, 200).await?;
         assert!(store.find_user("u1").await?.is_some_and(|u| u.is_disabled()), "{name}");
-        assert!(
-            matches!(store.set_user_disabled("nobody", None, 200).await, Err(StoreError::NotFound("user"))),
-            "{name}"
-        );
-        store.set_user_password("u1-name", "$argon2id$new", 201).await?;
+        let nobody = apply(store, Mutation::SetUserDisabled { user_id: "nobody".into(), disabled: false }, 200).await;
+        assert!(matches!(nobody, Err(StoreError::NotFound("user"))), "{name}");
+        let password = Mutation::SetUserPassword { user_id: "u1".into(), password_hash: "$argon2id$new".into() };
+        apply(store, password, 201).await?;
         assert_eq!(store.find_user("u1").await?.and_then(|u| u.password_hash), Some("$argon2id$new".into()), "{name}");
 
         // A config upsert keeps the status an administrator set.
-        store.set_client_status("c1", ClientStatus::Suspended, 300).await?;
+        apply(store, Mutation::SetClientStatus { client_id: "c1".into(), status: ClientStatus::Suspended }, 300)
+            .await?;
         let mut changed = client("c1");
         changed.client_name = "Renamed".into();
-        store.upsert_client(&changed).await?;
+        apply(store, Mutation::UpsertClient(Box::new(changed)), 301).await?;
         let found = store.find_client("c1").await?.ok_or("client vanished")?;
         assert_eq!((found.client_name.as_str(), found.status), ("Renamed", ClientStatus::Suspended), "{name}");
 
-        store.delete_client("c1").await?;
-        assert!(matches!(store.delete_client("c1").await, Err(StoreError::NotFound("client"))), "{name}");
+        apply(store, Mutation::DeleteClient { client_id: "c1".into() }, 302).await?;
+        let gone = apply(store, Mutation::DeleteClient { client_id: "c1".into() }, 303).await;
+        assert!(matches!(gone, Err(StoreError::NotFound("client"))), "{name}");
     }
     Ok(())
 }
@@ -255,15 +272,28 @@ async fn suspension_disabling_and_consent_revocation_kill_tokens() -> TestResult
             store.redeem_authorization_code(digest.as_bytes(), 110, 5000).await?;
             store.insert_grant_tokens(grant, None, &access(&format!("jti-{grant}"), 110)).await?;
         }
-        assert!(store.revoke_access_token("jti-g1", 120).await?, "{name}");
-        assert!(!store.revoke_access_token("jti-g1", 120).await?, "{name}: second revoke is a no-op");
+        let revoke = || Mutation::RevokeAccessToken { jti: "jti-g1".into() };
+        assert_eq!(apply(store, revoke(), 120).await?.affected, 1, "{name}");
+        assert_eq!(apply(store, revoke(), 120).await?.affected, 0, "{name}: second revoke is a no-op");
         assert!(store.access_token_status("jti-g1").await?.is_some_and(|s| s.token_revoked), "{name}");
 
-        store.save_consent("u1", "c1", "https://mcp.test/mcp", "a", 120).await?;
-        store.save_consent("u1", "c1", "https://mcp.test/mcp", "a b", 121).await?;
-        let consent = store.find_consent("u1", "c1", "https://mcp.test/mcp").await?.ok_or("consent missing")?;
-        assert_eq!((consent.scope.as_str(), consent.created_at, consent.updated_at), ("a b", 120, 121), "{name}");
-        assert!(store.revoke_consent("u1", "c1", "https://mcp.test/mcp", 130).await?, "{name}");
+        let consent = |scope: &str| Mutation::SaveConsent {
+            user_id: "u1".into(),
+            client_id: "c1".into(),
+            resource: "https://mcp.test/mcp".into(),
+            scope: scopes(scope),
+        };
+        apply(store, consent("a"), 120).await?;
+        apply(store, consent("a b"), 121).await?;
+        let found = store.find_consent("u1", "c1", "https://mcp.test/mcp").await?.ok_or("consent missing")?;
+        assert_eq!((found.scope.to_string().as_str(), found.created_at, found.updated_at), ("a b", 120, 121), "{name}");
+        let revoke = || Mutation::RevokeConsent {
+            user_id: "u1".into(),
+            client_id: "c1".into(),
+            resource: "https://mcp.test/mcp".into(),
+        };
+        assert_eq!(apply(store, revoke(), 130).await?.affected, 1, "{name}");
+        assert!(matches!(apply(store, revoke(), 131).await, Err(StoreError::NotFound("consent"))), "{name}");
         assert!(store.find_consent("u1", "c1", "https://mcp.test/mcp").await?.is_none(), "{name}");
         assert!(store.access_token_status("jti-g2").await?.is_some_and(|s| s.grant_revoked), "{name}");
 
@@ -272,13 +302,20 @@ async fn suspension_disabling_and_consent_revocation_kill_tokens() -> TestResult
         store.redeem_authorization_code(b"code-4", 140, 5000).await?;
         store.insert_grant_tokens("g4", None, &access("jti-g4", 140)).await?;
         assert!(store.access_token_status("jti-g4").await?.is_some_and(|s| s.is_active(141)), "{name}");
-        store.set_user_disabled("u1-name", Some(150), 150).await?;
+        assert_eq!(store.live_grants(&["g4".into(), "g2".into(), "nope".into()], 141).await?.len(), 1, "{name}");
+        apply(store, Mutation::SetUserDisabled { user_id: "u1".into(), disabled: true }, 150).await?;
         assert!(
             store.access_token_status("jti-g4").await?.is_some_and(|s| s.user_disabled && !s.is_active(151)),
             "{name}"
         );
-        store.set_user_disabled("u1-name", None, 151).await?;
-        store.set_client_status("c1", ClientStatus::Suspended, 160).await?;
+        assert!(
+            store.live_grants(&["g4".into()], 151).await?.is_empty(),
+            "{name}: a disabled user's grant is not live"
+        );
+        apply(store, Mutation::SetUserDisabled { user_id: "u1".into(), disabled: false }, 151).await?;
+        assert_eq!(store.live_grants(&["g4".into()], 152).await?.len(), 1, "{name}");
+        apply(store, Mutation::SetClientStatus { client_id: "c1".into(), status: ClientStatus::Suspended }, 160)
+            .await?;
         let status = store.access_token_status("jti-g4").await?.ok_or("missing")?;
         assert!(status.grant_revoked && status.client_status == ClientStatus::Suspended, "{name}");
     }
@@ -297,13 +334,13 @@ async fn sessions_requests_and_keys() -> TestResult {
             "{name}"
         );
         assert!(store.find_session(b"sess", 200).await?.is_none(), "{name}: expired");
-        store.set_user_disabled("u1-name", Some(160), 160).await?;
+        apply(store, Mutation::SetUserDisabled { user_id: "u1".into(), disabled: true }, 160).await?;
         assert!(store.find_session(b"sess", 150).await?.is_none(), "{name}: disabled user's session is gone");
 
         let request = AuthorizationRequestRecord {
             client_id: "c1".into(),
             redirect_uri: "http://127.0.0.1/cb".into(),
-            scope: "a".into(),
+            scope: scopes("a"),
             resource: "https://mcp.test/mcp".into(),
             state: Some("s".into()),
             nonce: None,
@@ -330,8 +367,8 @@ async fn sessions_requests_and_keys() -> TestResult {
             retired_at: None,
             publish_until: None,
         };
-        store.add_signing_key(&key("k1", 100), 100).await?;
-        store.add_signing_key(&key("k2", 200), 500).await?;
+        apply(store, Mutation::AddSigningKey { key: key("k1", 100), old_publish_until: 100 }, 100).await?;
+        apply(store, Mutation::AddSigningKey { key: key("k2", 200), old_publish_until: 500 }, 100).await?;
         let published = store.published_signing_keys(300).await?;
         assert_eq!(published.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k1"], "{name}");
         assert_eq!(published.first().and_then(|k| k.retired_at), None, "{name}");
@@ -353,7 +390,7 @@ async fn initial_access_tokens_are_spent_once_per_use_and_expire() -> TestResult
     for store in &stores {
         let name = store.backend_name();
         let token = InitialAccessTokenRecord { label: "ci".into(), uses_left: 2, created_at: 100, expires_at: 200 };
-        store.insert_initial_access_token(b"iat", &token).await?;
+        apply(store, Mutation::InsertInitialAccessToken { token_digest: b"iat".to_vec(), token }, 100).await?;
         assert!(store.consume_initial_access_token(b"iat", 150).await?, "{name}");
         assert!(!store.consume_initial_access_token(b"iat", 200).await?, "{name}: expired");
         assert!(store.consume_initial_access_token(b"iat", 199).await?, "{name}");
@@ -365,31 +402,35 @@ async fn initial_access_tokens_are_spent_once_per_use_and_expire() -> TestResult
         dcr.origin = RegistrationOrigin::Dcr;
         dcr.registration_token_digest = Some(vec![7; 32]);
         dcr.registered_from = Some("127.0.0.1".into());
-        store.insert_client(&dcr).await?;
-        store.insert_client(&client("admin")).await?;
+        apply(store, Mutation::InsertClient(Box::new(dcr.clone())), 100).await?;
+        apply(store, Mutation::InsertClient(Box::new(client("admin"))), 100).await?;
         assert_eq!(store.count_clients(RegistrationOrigin::Dcr).await?, 1, "{name}");
         dcr.client_name = "Renamed".into();
         dcr.redirect_uris = vec!["http://127.0.0.1/new".into()];
         dcr.client_uri = Some("https://dyn.example.test".into());
         dcr.updated_at = 300;
-        store.update_client_metadata(&dcr).await?;
+        apply(store, Mutation::UpdateClientMetadata(Box::new(dcr.clone())), 300).await?;
         assert_eq!(store.find_client("dyn").await?, Some(dcr.clone()), "{name}");
         store.touch_client("dyn", 5000).await?;
         let mut idle = client("idle");
         idle.origin = RegistrationOrigin::Cimd;
-        store.insert_client(&idle).await?;
-        assert_eq!(
-            store.delete_unused_clients(&[RegistrationOrigin::Dcr, RegistrationOrigin::Cimd], 4000).await?,
-            1,
-            "{name}"
-        );
+        apply(store, Mutation::InsertClient(Box::new(idle)), 100).await?;
+        let template = NewAuditEvent::action(AuditKind::ClientDeleted, &Actor::System, 4000);
+        let swept =
+            store.delete_unused_clients(&[RegistrationOrigin::Dcr, RegistrationOrigin::Cimd], 4000, &template).await?;
+        assert_eq!(swept, ["idle"], "{name}");
+        let deleted = store
+            .audit_events(None, 10, &AuditFilter { kinds: vec![AuditKind::ClientDeleted], ..Default::default() })
+            .await?;
+        assert_eq!(deleted.iter().map(|e| e.event.client_id.as_deref()).collect::<Vec<_>>(), [Some("idle")], "{name}");
         assert!(store.find_client("idle").await?.is_none() && store.find_client("dyn").await?.is_some(), "{name}");
         assert!(store.find_client("admin").await?.is_some(), "{name}: admin clients are never swept");
         assert!(store.record_assertion_jti("dyn", "j1", 500).await?, "{name}");
         assert!(!store.record_assertion_jti("dyn", "j1", 500).await?, "{name}: a replayed jti");
         assert!(store.record_assertion_jti("admin", "j1", 500).await?, "{name}: jtis are per client");
         dcr.client_id = "missing".into();
-        assert!(matches!(store.update_client_metadata(&dcr).await, Err(StoreError::NotFound("client"))), "{name}");
+        let missing = apply(store, Mutation::UpdateClientMetadata(Box::new(dcr.clone())), 301).await;
+        assert!(matches!(missing, Err(StoreError::NotFound("client"))), "{name}");
     }
     Ok(())
 }
@@ -400,31 +441,171 @@ async fn audit_events_are_written_in_batches_and_read_in_order() -> TestResult {
     for store in &stores {
         let event = |n: i64| NewAuditEvent {
             occurred_at: 1_900_000_000 + n,
-            route: "crm".into(),
-            method: "tools/call".into(),
+            kind: AuditKind::McpMessage,
+            actor: None,
+            source_address: None,
+            route: Some("crm".into()),
+            method: Some("tools/call".into()),
             target: Some(format!("tool-{n}")),
-            decision: if n % 2 == 0 { "allowed" } else { "denied" }.into(),
+            outcome: if n % 2 == 0 { AuditOutcome::Allowed } else { AuditOutcome::Denied },
             reason: (n % 2 == 1).then(|| "insufficient_scope".into()),
             user_id: Some("u".into()),
             username: None,
-            client_id: Some("c".into()),
+            client_id: Some(if n % 3 == 0 { "c3" } else { "c" }.into()),
             issuer: None,
-            status: 200,
-            latency_ms: n,
+            status: Some(200),
+            latency_ms: Some(n),
         };
         // More rows than one statement carries, so the chunking is exercised.
         let events: Vec<NewAuditEvent> = (0..450).map(event).collect();
         store.append_audit_events(&events).await?;
         store.append_audit_events(&[]).await?;
-        let newest = store.audit_events(None, 3).await?;
+        let newest = store.audit_events(None, 3, &AuditFilter::default()).await?;
         let targets: Vec<_> = newest.iter().map(|e| e.event.target.clone().unwrap_or_default()).collect();
         assert_eq!(targets, ["tool-447", "tool-448", "tool-449"], "{}", store.backend_name());
         assert_eq!(newest[0].event, event(447));
-        let after = store.audit_events(Some(newest[0].id), 10).await?;
+        let after = store.audit_events(Some(newest[0].id), 10, &AuditFilter::default()).await?;
         assert_eq!(after.len(), 2);
-        let all = store.audit_events(Some(0), 1000).await?;
+        let all = store.audit_events(Some(0), 1000, &AuditFilter::default()).await?;
         assert_eq!(all.len(), 450);
         assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+        // Identity actions share the trail; filters pick by kind, user and client.
+        let actor = Actor::Client { client_id: "c".into(), source: Some([127, 0, 0, 1].into()) };
+        let action = NewAuditEvent {
+            client_id: Some("c".into()),
+            user_id: Some("u".into()),
+            username: Some("ursula".into()),
+            ..NewAuditEvent::action(AuditKind::ClientSuspended, &actor, 1_900_001_000)
+        };
+        store.commit(&Mutation::RecordOnly, &action).await?;
+        let only = |kinds: Vec<AuditKind>, user: Option<&str>, client: Option<&str>| AuditFilter {
+            kinds,
+            user: user.map(str::to_owned),
+            client_id: client.map(str::to_owned),
+        };
+        let suspended = store.audit_events(None, 10, &only(vec![AuditKind::ClientSuspended], None, None)).await?;
+        assert_eq!(suspended.len(), 1);
+        assert_eq!(suspended[0].event, action);
+        assert_eq!(suspended[0].event.actor.as_deref(), Some("client:c"));
+        assert_eq!(suspended[0].event.source_address.as_deref(), Some("127.0.0.1"));
+        assert_eq!(store.audit_events(None, 1000, &only(vec![], Some("ursula"), None)).await?.len(), 1);
+        assert_eq!(store.audit_events(None, 1000, &only(vec![], Some("u"), Some("c3"))).await?.len(), 150);
+        let mcp = store.audit_events(None, 1000, &only(vec![AuditKind::McpMessage], None, Some("c"))).await?;
+        assert_eq!(mcp.len(), 300);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn changes_are_logged_in_commit_order_with_their_audit_record() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let name = store.backend_name();
+        assert_eq!(store.latest_revision().await?, 0, "{name}");
+        seed(store).await?;
+        // A new user is nobody's cached state: audited, not announced.
+        let after_seed = store.latest_revision().await?;
+        let suspend = Mutation::SetClientStatus { client_id: "c1".into(), status: ClientStatus::Suspended };
+        let committed = store
+            .commit(
+                &suspend,
+                &NewAuditEvent {
+                    client_id: Some("c1".into()),
+                    ..NewAuditEvent::action(AuditKind::ClientSuspended, &Actor::Operator, 500)
+                },
+            )
+            .await?;
+        assert_eq!(committed.revision, Some(after_seed + 1), "{name}");
+        let record_only = store
+            .commit(&Mutation::RecordOnly, &NewAuditEvent::action(AuditKind::SignInFailed, &Actor::System, 501))
+            .await?;
+        assert_eq!(record_only.revision, None, "{name}: a record changes nothing");
+        let changes = store.changes_after(after_seed, 100).await?;
+        assert_eq!(changes.len(), 1, "{name}");
+        assert_eq!(
+            (changes[0].kind, changes[0].client_id.as_deref(), changes[0].occurred_at),
+            (AuditKind::ClientSuspended, Some("c1"), 500),
+            "{name}"
+        );
+        // A failed mutation writes neither its change nor its audit record.
+        let before = store.audit_events(None, 1000, &AuditFilter::default()).await?.len();
+        let missing = Mutation::SetClientStatus { client_id: "nope".into(), status: ClientStatus::Suspended };
+        assert!(matches!(apply(store, missing, 502).await, Err(StoreError::NotFound("client"))), "{name}");
+        assert_eq!(store.latest_revision().await?, after_seed + 1, "{name}");
+        assert_eq!(store.audit_events(None, 1000, &AuditFilter::default()).await?.len(), before, "{name}");
+
+        // Concurrent commits get distinct, gap-free revisions.
+        let mut tasks = Vec::new();
+        for n in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let revoke =
+                    Mutation::RevokeGrants { selector: GrantSelector::Grant(format!("g{n}")), reason: "test".into() };
+                apply_as(&store, AuditKind::GrantsRevoked, revoke, 600).await
+            }));
+        }
+        let mut revisions = Vec::new();
+        for task in tasks {
+            revisions.extend(task.await??.revision);
+        }
+        revisions.sort_unstable();
+        let expected: Vec<i64> = (after_seed + 2..after_seed + 22).collect();
+        assert_eq!(revisions, expected, "{name}");
+        let logged: Vec<i64> = store.changes_after(after_seed + 1, 100).await?.iter().map(|c| c.revision).collect();
+        assert_eq!(logged, expected, "{name}");
+        assert_eq!(store.changes_after(after_seed + 1, 5).await?.len(), 5, "{name}: bounded reads");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn replayed_codes_and_reused_refresh_tokens_are_audited_and_announced() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let name = store.backend_name();
+        seed(store).await?;
+        store.insert_authorization_code(b"code-r", &code("gr")).await?;
+        assert!(matches!(store.redeem_authorization_code(b"code-r", 110, 5000).await?, CodeRedemption::Redeemed(_)));
+        let before = store.latest_revision().await?;
+        assert!(matches!(
+            store.redeem_authorization_code(b"code-r", 111, 5000).await?,
+            CodeRedemption::Replayed { .. }
+        ));
+        let changes = store.changes_after(before, 10).await?;
+        assert_eq!(changes.len(), 1, "{name}");
+        assert_eq!((changes[0].kind, changes[0].user_id.as_deref()), (AuditKind::GrantsRevoked, Some("u1")), "{name}");
+        let audit = store
+            .audit_events(None, 10, &AuditFilter { kinds: vec![AuditKind::GrantsRevoked], ..Default::default() })
+            .await?;
+        let last = audit.last().ok_or("no audit record")?;
+        assert_eq!(
+            (last.event.reason.as_deref(), last.event.actor.as_deref(), last.event.target.as_deref()),
+            (Some("authorization code replayed"), Some("system"), Some("gr")),
+            "{name}"
+        );
+        // A third try finds the grant revoked already: nothing more is recorded.
+        store.redeem_authorization_code(b"code-r", 112, 5000).await?;
+        assert_eq!(store.changes_after(before, 10).await?.len(), 1, "{name}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_an_error_that_names_it() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let name = store.backend_name();
+        seed(store).await?;
+        store.execute_admin_sql("UPDATE clients SET allowed_scopes = 'a \"b' WHERE client_id = 'c1'").await?;
+        let err = store.find_client("c1").await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.starts_with("the stored scope of client \"c1\" is malformed"), "{name}: {err}");
+        store
+            .execute_admin_sql(
+                "UPDATE clients SET allowed_scopes = '', grant_types = 'implicit' WHERE client_id = 'c1'",
+            )
+            .await?;
+        let err = store.find_client("c1").await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("grant type of client \"c1\" is malformed (\"implicit\" is not one)"), "{name}: {err}");
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! straight back by the handler, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use portcullis_control::{Actor, ControlError};
 use std::collections::HashMap;
 
 use axum::body::Bytes;
@@ -256,7 +257,7 @@ pub(crate) async fn login_submit(
         tracing::warn!(peer = %address, "sign-in rate limit reached");
         return back("limited");
     }
-    let user = match state.server.authenticate_user(&username, &password).await {
+    let user = match state.server.authenticate_user(&username, &password, Some(address)).await {
         Ok(user) => user,
         Err(LoginError::InvalidCredentials) => {
             tracing::info!(peer = %address, "failed sign-in");
@@ -363,6 +364,7 @@ pub(crate) async fn consent_page(
 
 pub(crate) async fn consent_submit(
     State(state): State<AppState>,
+    peer: crate::Peer,
     jar: CookieJar,
     headers: HeaderMap,
     body: Bytes,
@@ -381,7 +383,8 @@ pub(crate) async fn consent_submit(
         Some("approve") => ConsentDecision::Approve(params.all("scope").into_iter().map(str::to_owned).collect()),
         _ => ConsentDecision::Deny,
     };
-    match state.server.decide_consent(&handle, &session, decision).await {
+    let source = Some(state.client_address(peer.0, &headers));
+    match state.server.decide_consent(&handle, &session, decision, source).await {
         Ok(location) => Redirect::to(&location).into_response(),
         Err(rejection) => state.rejection(rejection),
     }
@@ -446,12 +449,7 @@ pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Re
                 return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
             }
         };
-        let scopes = c
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(|s| state.server.settings().describe_scope(&c.resource, s))
-            .collect();
+        let scopes = c.scope.iter().map(|s| state.server.settings().describe_scope(&c.resource, s.as_str())).collect();
         let granted_on = time::OffsetDateTime::from_unix_timestamp(c.updated_at)
             .map(|t| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
             .unwrap_or_default();
@@ -475,6 +473,7 @@ pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Re
 
 pub(crate) async fn revoke_consent(
     State(state): State<AppState>,
+    peer: crate::Peer,
     jar: CookieJar,
     headers: HeaderMap,
     body: Bytes,
@@ -490,11 +489,10 @@ pub(crate) async fn revoke_consent(
     };
     let client_id = params.single("client_id").ok().flatten().unwrap_or_default();
     let resource = params.single("resource").ok().flatten().unwrap_or_default();
-    match state.server.store().revoke_consent(&session.user.id, client_id, resource, state.server.now()).await {
-        Ok(_) => {
-            tracing::info!(user = %session.user.username, client_id, resource, "consent revoked by the user");
-            Redirect::to(&state.path("/account")).into_response()
-        }
+    let actor = Actor::User { user_id: session.user.id.clone(), source: Some(state.client_address(peer.0, &headers)) };
+    match state.server.control().revoke_consent(&actor, &session.user.id, client_id, resource).await {
+        // Already gone (a second click): the page shows what is left either way.
+        Ok(()) | Err(ControlError::ConsentNotFound) => Redirect::to(&state.path("/account")).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "revoking consent failed");
             state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())

@@ -152,6 +152,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(pages::not_found)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         .merge(gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::<str>::from(format!("{base}/mcp/")),
+            headers::refuse_repeated_headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(secure, headers::security_headers))
         .with_state(state)
 }

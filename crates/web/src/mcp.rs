@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use portcullis_gateway::{Gateway, GatewayError, Principal, ReplyStatus, TokenError};
-use portcullis_store::NewAuditEvent;
+use portcullis_store::{AuditKind, AuditOutcome, NewAuditEvent};
 
 use crate::AppState;
 
@@ -88,17 +88,20 @@ impl Audit<'_> {
         let p = self.principal;
         NewAuditEvent {
             occurred_at: self.now,
-            route: self.route.to_owned(),
-            method: method.to_owned(),
+            kind: AuditKind::McpMessage,
+            actor: None,
+            source_address: None,
+            route: Some(self.route.to_owned()),
+            method: Some(method.to_owned()),
             target,
-            decision: if allowed { "allowed" } else { "denied" }.to_owned(),
+            outcome: if allowed { AuditOutcome::Allowed } else { AuditOutcome::Denied },
             reason,
             user_id: p.and_then(|p| p.subject.clone()),
             username: p.and_then(|p| p.username.clone()),
             client_id: p.and_then(|p| p.client_id.clone()),
             issuer: p.map(|p| p.issuer.clone()).filter(|i| !i.is_empty()),
-            status: i64::from(status.as_u16()),
-            latency_ms: i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            status: Some(i64::from(status.as_u16())),
+            latency_ms: Some(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -126,6 +129,7 @@ async fn admit(
                 username: None,
                 client_id: Some(client_id.clone()),
                 scopes: Default::default(),
+                grant_id: None,
             }),
             _ => None,
         };

@@ -137,7 +137,7 @@ async fn remembered_consent_prompt_values_and_max_age() -> TestResult {
     assert_error_redirect(&server, &stranger.get(&server, &bad_combo).await?, PUBLIC_REDIRECT, "invalid_request");
 
     // Revoked consent asks again.
-    server.store()?.revoke_consent(&server.alice_id, PUBLIC_CLIENT, &server.resource, server.clock.now()).await?;
+    server.control()?.revoke_consent(&Actor::Operator, &server.alice_id, PUBLIC_CLIENT, &server.resource).await?;
     assert!(browser.get(&server, &url).await?.location.is_some_and(|l| l.contains("/consent?")));
     Ok(())
 }
@@ -177,10 +177,7 @@ async fn untrusted_client_or_redirect_uri_gets_an_error_page_never_a_redirect() 
         assert_error_page(&browser.get(&server, &url).await?, "invalid_request");
     }
     // A suspended client is refused with a page too.
-    server
-        .store()?
-        .set_client_status(PUBLIC_CLIENT, portcullis_store::ClientStatus::Suspended, server.clock.now())
-        .await?;
+    server.control()?.suspend_client(&Actor::Operator, PUBLIC_CLIENT).await?;
     let suspended = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
     assert_error_page(&browser.get(&server, &suspended).await?, "unauthorized_client");
     Ok(())
@@ -277,9 +274,9 @@ async fn sign_in_failures_look_the_same_and_are_rate_limited() -> TestResult {
     assert_eq!(error_of(&other).as_deref(), Some("invalid"));
 
     // A disabled user cannot sign in, and it looks like a wrong password.
-    server.store()?.set_user_disabled("alice", Some(server.clock.now()), server.clock.now()).await?;
+    server.control()?.disable_user(&Actor::Operator, "alice").await?;
     let fresh = TestServer::start().await?;
-    fresh.store()?.set_user_disabled("alice", Some(fresh.clock.now()), fresh.clock.now()).await?;
+    fresh.control()?.disable_user(&Actor::Operator, "alice").await?;
     let mut b = Browser::default();
     let login_url = b
         .get(&fresh, &authorize_url(&fresh, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]))

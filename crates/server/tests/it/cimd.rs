@@ -212,7 +212,7 @@ async fn documents_are_validated_before_anything_is_shown() -> TestResult {
             json!({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "RSA", "crv": "", "x": "", "y": "", "kid": "r", "use": "sig", "alg": "RS256"}]}}),
             "EC P-256",
         ),
-        ("cc.json", json!({"grant_types": ["client_credentials"]}), "not available to metadata document clients"),
+        ("cc.json", json!({"grant_types": ["client_credentials"]}), "not available to clients registered by cimd"),
     ];
     for (name, changes, words) in cases {
         docs.publish_json(name, with(name, changes), None);

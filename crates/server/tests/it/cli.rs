@@ -79,7 +79,7 @@ async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
     assert!(list.stdout.lines().any(|l| l.starts_with("alice") && l.contains("admin,disabled")), "{}", list.stdout);
     assert!(cli.run(&["user", "passwd", "carol", "--password-stdin"], Some("a new long password\n"))?.ok);
     let missing = cli.run(&["user", "disable", "nobody"], None)?;
-    assert!(!missing.ok && missing.stderr.contains("user was not found"));
+    assert!(!missing.ok && missing.stderr.contains("there is no user \"nobody\""), "{}", missing.stderr);
 
     // Clients: http redirect URIs only on loopback; secrets shown once.
     let insecure =
@@ -129,10 +129,10 @@ async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
     pending.client_id = "pending-one".into();
     pending.status = portcullis_store::ClientStatus::Pending;
     pending.origin = portcullis_store::RegistrationOrigin::Dcr;
-    store.insert_client(&pending).await?;
+    insert_client(&store, &pending).await?;
     let mut second = pending.clone();
     second.client_id = "pending-two".into();
-    store.insert_client(&second).await?;
+    insert_client(&store, &second).await?;
     let queue = cli.run(&["client", "pending"], None)?;
     assert!(queue.stdout.contains("pending-one") && queue.stdout.contains("pending-two"), "{}", queue.stdout);
     assert!(cli.run(&["client", "approve", "pending-one"], None)?.ok);
@@ -141,6 +141,17 @@ async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
     assert!(!again.ok && again.stderr.contains("not pending approval"), "{}", again.stderr);
     assert_eq!(store.find_client("pending-one").await?.map(|c| c.status), Some(portcullis_store::ClientStatus::Active));
     assert!(store.find_client("pending-two").await?.is_none());
+
+    // The kill switch works on any client id, even one that looks like an option (ids made
+    // before ids began with a letter or digit, or chosen in the configuration).
+    let mut dashed = pending.clone();
+    dashed.client_id = "-Xk3".into();
+    dashed.status = portcullis_store::ClientStatus::Active;
+    insert_client(&store, &dashed).await?;
+    let suspended = cli.run(&["client", "suspend", "-Xk3"], None)?;
+    assert!(suspended.ok, "{}", suspended.stderr);
+    assert_eq!(store.find_client("-Xk3").await?.map(|c| c.status), Some(portcullis_store::ClientStatus::Suspended));
+    assert!(cli.run(&["client", "show", "-Xk3"], None)?.stdout.contains("suspended"));
     store.close().await;
 
     // Keys: the first start (any command that needs keys) creates one; rotation adds another.
@@ -161,6 +172,17 @@ async fn users_clients_keys_and_config_from_the_command_line() -> TestResult {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::metadata(&data)?.permissions().mode() & 0o777, 0o700);
     }
+    Ok(())
+}
+
+/// A client made as a self-registering one would be (the CLI cannot make pending clients).
+async fn insert_client(store: &portcullis_store::Store, client: &portcullis_store::ClientRecord) -> TestResult {
+    let audit = portcullis_store::NewAuditEvent::action(
+        portcullis_store::AuditKind::ClientRegistered,
+        &Actor::Registrant { source: None },
+        client.created_at,
+    );
+    store.commit(&portcullis_store::Mutation::InsertClient(Box::new(client.clone())), &audit).await?;
     Ok(())
 }
 
@@ -249,17 +271,20 @@ async fn audit_tail_shows_the_newest_decisions() -> TestResult {
     let store = portcullis_store::Store::connect(&database_url_of(&cli.config)?, 1).await?;
     let event = |n: i64, tool: &str, decision: &str| portcullis_store::NewAuditEvent {
         occurred_at: 1_900_000_000 + n,
-        route: "crm".into(),
-        method: "tools/call".into(),
+        kind: portcullis_store::AuditKind::McpMessage,
+        actor: None,
+        source_address: None,
+        route: Some("crm".into()),
+        method: Some("tools/call".into()),
         target: Some(tool.into()),
-        decision: decision.into(),
+        outcome: portcullis_store::AuditOutcome::parse(decision).unwrap_or(portcullis_store::AuditOutcome::Denied),
         reason: (decision == "denied").then(|| "insufficient_scope: needs crm.deals.write".into()),
         user_id: Some("u1".into()),
         username: Some("alice".into()),
         client_id: Some("agent".into()),
         issuer: Some("http://127.0.0.1:18080".into()),
-        status: if decision == "denied" { 403 } else { 200 },
-        latency_ms: 3,
+        status: Some(if decision == "denied" { 403 } else { 200 }),
+        latency_ms: Some(3),
     };
     store
         .append_audit_events(&[

@@ -267,8 +267,17 @@ async fn mcp_sdk_clients_end_to_end_through_the_gateway() -> TestResult {
         };
         let alice = events
             .iter()
-            .filter(|e| e["client_id"] == dcr_client.as_str() && e["status"] != 401)
+            .filter(|e| e["kind"] == "mcp.message" && e["client_id"] == dcr_client.as_str() && e["status"] != 401)
             .all(|e| e["username"] == "alice");
+        // Identity actions share the trail, each with who did it.
+        let action = |kind: &str, actor_prefix: &str, reason: Option<&str>| {
+            events.iter().any(|e| {
+                e["kind"] == kind
+                    && e["client_id"] == dcr_client.as_str()
+                    && e["actor"].as_str().is_some_and(|a| a.starts_with(actor_prefix))
+                    && reason.is_none_or(|r| e["reason"].as_str().is_some_and(|x| x.contains(r)))
+            })
+        };
         let checks = [
             ("alice's list_contacts allowed", has(&dcr_client, "list_contacts", "allowed", 200)),
             ("alice's update_deal refused before step-up", has(&dcr_client, "update_deal", "denied", 403)),
@@ -287,6 +296,14 @@ async fn mcp_sdk_clients_end_to_end_through_the_gateway() -> TestResult {
                 events
                     .iter()
                     .any(|e| e["route"] == "everything" && e["target"] == "get-env" && e["decision"] == "denied"),
+            ),
+            ("the client registered itself by DCR", action("client.registered", "registrant", Some("dcr"))),
+            ("alice consented, as alice", action("consent.given", "user:", Some("crm.contacts.read"))),
+            ("the reused refresh token revoked the grant", action("grants.revoked", "system", Some("reused"))),
+            ("the operator suspended the client", action("client.suspended", "operator", None)),
+            (
+                "alice's sign-in succeeded",
+                events.iter().any(|e| e["kind"] == "signin.succeeded" && e["username"] == "alice"),
             ),
             (
                 "the suspended client's call refused with 401",

@@ -386,16 +386,16 @@ async fn stdio_route_enforces_tool_scopes_and_filters_lists() -> TestResult {
 
     // Every decision is in the audit trail, with who and what.
     s.gateway()?.shutdown().await;
-    let events = s.store()?.audit_events(None, 200).await?;
+    let events = s.store()?.audit_events(None, 200, &Default::default()).await?;
     let update = events.iter().find(|e| e.event.target.as_deref() == Some("update_deal")).ok_or("no audit row")?;
-    assert_eq!(update.event.decision, "denied");
-    assert_eq!(update.event.status, 403);
+    assert_eq!(update.event.outcome, portcullis_store::AuditOutcome::Denied);
+    assert_eq!(update.event.status, Some(403));
     assert_eq!(update.event.username.as_deref(), Some("alice"));
     assert_eq!(update.event.client_id.as_deref(), Some(PUBLIC_CLIENT));
-    assert_eq!(update.event.route, "crm");
+    assert_eq!(update.event.route.as_deref(), Some("crm"));
     assert!(update.event.reason.as_deref().unwrap_or_default().contains("crm.deals.write"));
     let ok = events.iter().find(|e| e.event.target.as_deref() == Some("list_contacts")).ok_or("no audit row")?;
-    assert_eq!((ok.event.decision.as_str(), ok.event.status), ("allowed", 200));
+    assert_eq!((ok.event.outcome.as_str(), ok.event.status), ("allowed", Some(200)));
     Ok(())
 }
 
@@ -428,7 +428,7 @@ async fn tokens_for_another_route_or_identity_are_refused() -> TestResult {
     assert_eq!(owner.status, 200, "the owner's session still works");
 
     // Suspending the client stops its tokens at once, not at expiry.
-    s.store()?.set_client_status(PUBLIC_CLIENT, portcullis_store::ClientStatus::Suspended, s.clock.now()).await?;
+    s.control()?.suspend_client(&Actor::Operator, PUBLIC_CLIENT).await?;
     let suspended = gw.rpc("crm", Some(&crm_token), Some(&session), call(4, "list_contacts")).await?;
     assert_eq!(suspended.status, 401);
     assert!(suspended.challenge().contains("invalid_token"));
@@ -810,5 +810,74 @@ async fn tokens_of_a_trusted_external_issuer_work_and_others_do_not() -> TestRes
     assert_eq!(elsewhere.status, 401);
     let made_up = gw.rpc("ext-opaque", Some("made-up-opaque-token"), None, list(8, "ping")).await?;
     assert_eq!(made_up.status, 401);
+    Ok(())
+}
+
+/// Requests a proxy in front could read differently from us, and malformed JSON-RPC: each gets
+/// its exact error, and nothing reaches the upstream.
+#[tokio::test]
+async fn ambiguous_and_malformed_requests_get_exact_errors() -> TestResult {
+    let gw = start().await?;
+    let s = &gw.server;
+    let token = alice_token_for(s, &s.route("crm-http"), &["crm.contacts.read"]).await?;
+    let t = Some(token.as_str());
+    let session = gw.session("crm-http", t).await?;
+    let sid = session.as_str();
+    let v = ("mcp-protocol-version", VERSION);
+    let before = gw.upstream.seen.lock().map_err(|_| "poisoned")?.len();
+
+    // A repeated singleton header is refused whatever the order of the copies.
+    let bearer = format!("Bearer {token}");
+    for pair in [[bearer.as_str(), "Bearer not.a.token"], ["Bearer not.a.token", bearer.as_str()]] {
+        let headers = [("authorization", pair[0]), ("authorization", pair[1]), v, ("mcp-session-id", sid)];
+        let answer = gw.post_raw("crm-http", None, &headers, call(1, "list_contacts").to_string()).await?;
+        assert_eq!((answer.status, answer.body["error"]["code"].as_i64()), (400, Some(-32600)), "{}", answer.text);
+        assert_eq!(answer.body["id"], Value::Null);
+        assert!(answer.text.contains("the authorization header was sent more than once"), "{}", answer.text);
+    }
+    for (name, value) in [("mcp-session-id", sid), ("mcp-protocol-version", VERSION)] {
+        let headers = [v, ("mcp-session-id", sid), (name, value)];
+        let answer = gw.post_raw("crm-http", t, &headers, list(2, "tools/list").to_string()).await?;
+        assert_eq!(answer.status, 400, "{name}: {}", answer.text);
+        assert!(answer.text.contains(&format!("the {name} header was sent more than once")), "{}", answer.text);
+    }
+    assert_eq!(gw.upstream.seen.lock().map_err(|_| "poisoned")?.len(), before, "nothing reached the upstream");
+
+    // JSON-RPC 2.0 §5: an id that cannot be determined is answered as null; params must be
+    // structured.
+    let h = [v, ("mcp-session-id", sid)];
+    for (body, code) in [
+        (r#"{"jsonrpc":"2.0","id":{"evil":true},"method":"ping"}"#, -32600),
+        (r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, -32600),
+        (r#"{"jsonrpc":"2.0","id":100000000000000000000,"method":"ping"}"#, -32600),
+        (r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":"all"}"#, -32600),
+        (r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":42}"#, -32600),
+    ] {
+        let answer = gw.post_raw("crm-http", t, &h, body.into()).await?;
+        assert_eq!(
+            (answer.status, answer.body["error"]["code"].as_i64()),
+            (400, Some(code)),
+            "{body}: {}",
+            answer.text
+        );
+        let expected_id = if body.contains("\"id\":7") { json!(7) } else { Value::Null };
+        assert_eq!(answer.body["id"], expected_id, "{body}");
+    }
+    // An integer id beyond 2^53 comes back exactly as it was sent, not as a float.
+    let big = r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}"#;
+    let answer = gw.post_raw("crm-http", t, &h, big.into()).await?;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(answer.text.contains("\"id\":9007199254740993"), "{}", answer.text);
+
+    // What the client chose is echoed in bounded form only.
+    let huge = "2025-".repeat(2000);
+    let answer =
+        gw.post_raw("crm-http", t, &[("mcp-protocol-version", &huge)], list(3, "tools/list").to_string()).await?;
+    assert_eq!((answer.status, answer.body["error"]["code"].as_i64()), (400, Some(-32022)), "{}", answer.text);
+    assert!(answer.text.len() < 300, "{} bytes echoed", answer.text.len());
+    let long_method = format!(r#"{{"jsonrpc":"2.0","id":4,"method":"{}","params":{{}}}}"#, "x".repeat(100_000));
+    let answer = gw.post_raw("crm-http", t, &h, long_method).await?;
+    assert_eq!(answer.body["error"]["code"].as_i64(), Some(-32601), "{}", &answer.text[..answer.text.len().min(300)]);
+    assert!(answer.text.len() < 400, "{} bytes echoed", answer.text.len());
     Ok(())
 }

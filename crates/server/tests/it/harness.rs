@@ -9,8 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::app::{self, RunningServer};
 use portcullis::config::{ClientConfig, Config, ResourceConfig, ScopeConfig};
+pub use portcullis_control::{Actor, Control, NewUser};
 use portcullis_crypto::{digest, random_token};
-use portcullis_store::{Store, UserRecord};
+use portcullis_store::Store;
 
 pub use portcullis_types::Clock;
 
@@ -230,19 +231,14 @@ impl TestServer {
         let clock = Arc::new(TestClock(AtomicI64::new(1_900_000_000)));
         let running = app::start_on(listener, config.clone(), clock.clone()).await?;
         let hasher = app::password_hasher(&config)?;
-        let store = running.server.store().clone();
-        let alice = UserRecord {
-            id: "user-alice".into(),
+        let alice = NewUser {
             username: "alice".into(),
             display_name: Some("Alice Example".into()),
             email: Some("alice@example.test".into()),
             password_hash: Some(hasher.hash_blocking(PASSWORD)?),
             is_admin: true,
-            disabled_at: None,
-            created_at: clock.now(),
-            updated_at: clock.now(),
         };
-        store.insert_user(&alice).await?;
+        let alice = running.server.control().add_user(&Actor::Operator, alice).await?;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         Ok(Self {
             running: Some(running),
@@ -267,6 +263,11 @@ impl TestServer {
 
     pub fn store(&self) -> AnyResult<&Store> {
         Ok(self.running.as_ref().ok_or("server stopped")?.server.store())
+    }
+
+    /// The control layer, for changes made as an operator would make them.
+    pub fn control(&self) -> AnyResult<&Control> {
+        Ok(self.running.as_ref().ok_or("server stopped")?.server.control())
     }
 
     /// The URL to reach `path` on (plain http even for an https issuer).

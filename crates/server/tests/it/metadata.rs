@@ -72,7 +72,7 @@ async fn jwks_publishes_the_signing_key_and_rotation_keeps_the_old_one() -> Test
 
     let running = server.running.as_ref().ok_or("stopped")?;
     let now = server.clock.now();
-    running.server.keys().rotate(server.store()?, now, now + 600).await?;
+    running.server.keys().rotate(server.control()?, &Actor::Operator, now, now + 600).await?;
     running.server.keys().reload(server.store()?, now).await?;
     let jwks: serde_json::Value = server.http.get(server.url("/jwks.json")).send().await?.json().await?;
     assert_eq!(jwks["keys"].as_array().ok_or("keys")?.len(), 2, "old key still published");

@@ -132,7 +132,7 @@ async fn mcp_typescript_sdk_registers_by_dcr_and_authorizes() -> TestResult {
     let registration = portcullis::config::RegistrationConfig {
         enabled: true,
         allowed_networks: vec!["127.0.0.0/8".parse()?],
-        initial_access_token: "optional".into(),
+        initial_access_token: portcullis::config::InitialAccessTokenMode::Optional,
         ..Default::default()
     };
     let server = TestServer::start_with(Options { registration, upstreams: crm_route(), ..Options::default() }).await?;

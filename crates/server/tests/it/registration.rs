@@ -9,9 +9,9 @@ fn open_policy() -> AnyResult<RegistrationConfig> {
     Ok(RegistrationConfig {
         enabled: true,
         allowed_networks: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
-        initial_access_token: "optional".into(),
+        initial_access_token: portcullis::config::InitialAccessTokenMode::Optional,
         redirect_hosts: vec!["app.example.test".into(), ".partner.example.test".into()],
-        confidential_without_token: "approval".into(),
+        confidential_without_token: portcullis::config::ConfidentialWithoutTokenMode::Approval,
         per_address_per_minute: 1000,
         ..RegistrationConfig::default()
     })
@@ -185,27 +185,15 @@ async fn redirect_uris_and_metadata_are_validated() -> TestResult {
 #[tokio::test]
 async fn initial_access_tokens_gate_registration_and_vouch_for_clients() -> TestResult {
     let mut policy = open_policy()?;
-    policy.initial_access_token = "required".into();
+    policy.initial_access_token = portcullis::config::InitialAccessTokenMode::Required;
     let server = start(policy).await?;
     let denied = register(&server, &native_app(), None).await?;
     assert_error(&denied, 401, "invalid_token");
     assert_eq!(denied.2.get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer error=\"invalid_token\""));
     assert_error(&register(&server, &native_app(), Some("made-up")).await?, 401, "invalid_token");
 
-    let token = "iat-with-plenty-of-entropy-0123456789abcdef";
-    let now = server.clock.now();
-    server
-        .store()?
-        .insert_initial_access_token(
-            &portcullis_crypto::digest(token),
-            &portcullis_store::InitialAccessTokenRecord {
-                label: "ci".into(),
-                uses_left: 1,
-                created_at: now,
-                expires_at: now + 60,
-            },
-        )
-        .await?;
+    let token = server.control()?.create_initial_access_token(&Actor::Operator, "ci", 1, 60).await?;
+    let token = token.as_str();
     let (status, info, _) = register(&server, &native_app(), Some(token)).await?;
     assert_eq!(status, 201, "{info}");
     let client = server.store()?.find_client(info["client_id"].as_str().ok_or("id")?).await?.ok_or("client")?;
@@ -222,16 +210,8 @@ async fn source_networks_caps_and_rate_limits() -> TestResult {
     let server = start(policy).await?;
     assert_error(&register(&server, &native_app(), None).await?, 403, "access_denied");
     // An administrator's initial access token admits the registration from anywhere.
-    let now = server.clock.now();
-    let iat = "iat-for-a-partner-0123456789abcdefghijkl";
-    let record = portcullis_store::InitialAccessTokenRecord {
-        label: "partner".into(),
-        uses_left: 1,
-        created_at: now,
-        expires_at: now + 60,
-    };
-    server.store()?.insert_initial_access_token(&portcullis_crypto::digest(iat), &record).await?;
-    assert_eq!(register(&server, &native_app(), Some(iat)).await?.0, 201);
+    let iat = server.control()?.create_initial_access_token(&Actor::Operator, "partner", 1, 60).await?;
+    assert_eq!(register(&server, &native_app(), Some(&iat)).await?.0, 201);
 
     let mut policy = open_policy()?;
     policy.max_clients = 2;
@@ -281,13 +261,13 @@ async fn confidential_clients_without_a_token_wait_for_approval() -> TestResult 
     ];
     let pending = server.token(&form).await?;
     assert_eq!((pending.0, pending.1["error"].as_str()), (401, Some("invalid_client")), "{}", pending.1);
-    server.store()?.set_client_status(&client_id, portcullis_store::ClientStatus::Active, server.clock.now()).await?;
+    server.control()?.approve_client(&Actor::Operator, &client_id).await?;
     let approved = server.token(&form).await?;
     assert_eq!(approved.0, 200, "{}", approved.1);
 
     // With "refuse", the same registration is turned away.
     let mut policy = open_policy()?;
-    policy.confidential_without_token = "refuse".into();
+    policy.confidential_without_token = portcullis::config::ConfidentialWithoutTokenMode::Refuse;
     let strict = start(policy).await?;
     assert_error(&register(&strict, &body, None).await?, 400, "invalid_client_metadata");
     Ok(())
@@ -414,7 +394,7 @@ async fn self_registered_clients_get_short_sessions_short_refresh_and_expire_unu
     let fresh_id = fresh["client_id"].as_str().ok_or("id")?.to_owned();
     server.clock.advance(24 * 24 * 3600);
     let running = server.running.as_ref().ok_or("stopped")?;
-    assert_eq!(running.server.sweep_unused_clients().await?, 1);
+    assert_eq!(running.server.sweep().await?.unused_clients, std::slice::from_ref(&client_id));
     assert!(server.store()?.find_client(&client_id).await?.is_none());
     assert!(server.store()?.list_grants(Some(&client_id), None).await?.is_empty(), "its grants went with it");
     assert!(server.store()?.find_client(&fresh_id).await?.is_some(), "a client registered 24 days ago stays");
@@ -472,7 +452,7 @@ async fn software_statements_from_trusted_publishers_vouch_for_clients() -> Test
         serde_json::to_string(&portcullis_types::wire::JwkSet { keys: vec![publisher.public_jwk()] })?,
     )?;
     let mut policy = open_policy()?;
-    policy.confidential_without_token = "refuse".into();
+    policy.confidential_without_token = portcullis::config::ConfidentialWithoutTokenMode::Refuse;
     policy.software_statement_issuers = vec![portcullis::config::StatementIssuerConfig {
         issuer: "https://vendor.example.test".into(),
         jwks_file: jwks,

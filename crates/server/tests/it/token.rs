@@ -329,10 +329,7 @@ async fn client_authentication_and_grant_errors() -> TestResult {
     assert_eq!(body["error"], "invalid_request");
     // A suspended client is refused, and its tokens stop working at once.
     let live = post.1["access_token"].as_str().ok_or("at")?.to_owned();
-    server
-        .store()?
-        .set_client_status(MACHINE_CLIENT, portcullis_store::ClientStatus::Suspended, server.clock.now())
-        .await?;
+    server.control()?.suspend_client(&Actor::Operator, MACHINE_CLIENT).await?;
     assert_oauth_error(&cc(m(&[])).await?, 401, "invalid_client");
     let after: serde_json::Value = server
         .http
@@ -385,11 +382,10 @@ async fn introspection_and_revocation() -> TestResult {
     }
 
     // Disabling the user makes the token inactive at once; enabling restores it.
-    let now = server.clock.now();
-    server.store()?.set_user_disabled("alice", Some(now), now).await?;
+    server.control()?.disable_user(&Actor::Operator, "alice").await?;
     assert_eq!(server.introspect(&at).await?["active"], false);
     assert_eq!(server.introspect(&rt).await?["active"], false);
-    server.store()?.set_user_disabled("alice", None, now).await?;
+    server.control()?.enable_user(&Actor::Operator, "alice").await?;
     assert_eq!(server.introspect(&at).await?["active"], true);
     // Expiry by the clock.
     server.clock.advance(301);
@@ -463,5 +459,44 @@ async fn openid_scope_yields_an_id_token_for_the_client() -> TestResult {
     assert!(claims.get("email").is_none(), "email only with the email scope");
     // An ID token is not an access token: introspection and revocation do not take it as one.
     assert_eq!(server.introspect(id_token).await?, serde_json::json!({"active": false}));
+    Ok(())
+}
+
+/// Bad input at the AS endpoints: each gets an error that says what is wrong, and RFC 7009 /
+/// RFC 7662 answers for tokens that cannot be ours.
+#[tokio::test]
+async fn oversized_and_repeated_input_is_named() -> TestResult {
+    let server = TestServer::start().await?;
+    let long = "A".repeat(20_000);
+
+    let (status, body) = server.token(&[("grant_type", "authorization_code"), ("code", &long)]).await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(body["error_description"], "parameter \"code\" is longer than 4096 characters (20000)");
+
+    // RFC 7009 §2.2: a token the server does not know is revoked "successfully".
+    let revoke = server.post_form("/revoke", &[("token", &long), ("client_id", PUBLIC_CLIENT)]).await?;
+    assert_eq!(revoke.status(), 200);
+    assert_eq!(server.introspect(&long).await?, serde_json::json!({"active": false}));
+
+    // Two Authorization headers: refused before either is read.
+    let basic = |id: &str, secret: &str| {
+        use base64::Engine as _;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
+    };
+    for path in ["/token", "/revoke", "/introspect"] {
+        let response = server
+            .http
+            .post(server.url(path))
+            .header("authorization", basic(MACHINE_CLIENT, MACHINE_SECRET))
+            .header("authorization", basic(MACHINE_CLIENT, "wrong"))
+            .form(&[("grant_type", "client_credentials"), ("token", "x")])
+            .send()
+            .await?;
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+        let body: serde_json::Value = response.json().await?;
+        assert_eq!(body["error"], "invalid_request", "{path}");
+        assert_eq!(body["error_description"], "the authorization header was sent more than once; send it once");
+    }
     Ok(())
 }
