@@ -71,6 +71,10 @@ pub enum TokenError {
     IssuerUnavailable(String),
 }
 
+/// Why one of our own tokens cannot be checked: the node fails closed.
+const UNREACHABLE_DATABASE: &str =
+    "Portcullis cannot reach its database, so it cannot tell whether the token was revoked; try again shortly";
+
 /// How far an external issuer is trusted.
 #[derive(Debug, Clone)]
 pub struct TrustedIssuerSettings {
@@ -461,17 +465,14 @@ impl TokenValidator {
     ) -> Result<Principal, TokenError> {
         let (client_id, subject) = (claims.client_id.clone(), claims.sub.clone());
         if self.feed.as_ref().is_some_and(|f| !f.is_current()) {
-            return Err(TokenError::IssuerUnavailable(
-                "Portcullis cannot reach its database, so it cannot tell whether the token was revoked; try again shortly"
-                    .into(),
-            ));
+            return Err(TokenError::IssuerUnavailable(UNREACHABLE_DATABASE.into()));
         }
         let active = match self.authorization.access_token_state(claims).await {
             Ok(Some(active)) => active,
             Ok(None) => return Err(TokenError::Inactive { client_id, subject }),
             Err(e) => {
                 tracing::error!(error = %e, "token check failed");
-                return Err(TokenError::IssuerUnavailable("the token store is unavailable".into()));
+                return Err(TokenError::IssuerUnavailable(UNREACHABLE_DATABASE.into()));
             }
         };
         if active.claims.aud != resource {

@@ -63,19 +63,120 @@ fn backend() -> String {
 pub async fn database_url(dir: &std::path::Path) -> AnyResult<String> {
     match backend().as_str() {
         "sqlite" => Ok(format!("sqlite://{}", dir.join("it.db").display())),
-        "postgres" => {
-            let base = std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let schema = format!("it_{}", random_token(9)?.to_lowercase().replace(['-', '_'], "x"));
-            let admin = Store::connect(&base, 1)
-                .await
-                .map_err(|e| format!("PostgreSQL is required for PORTCULLIS_TEST_DATABASE=postgres: {e}"))?;
-            admin.execute_admin_sql(&format!("CREATE SCHEMA {schema}")).await?;
-            admin.close().await;
-            let sep = if base.contains('?') { '&' } else { '?' };
-            Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
-        }
+        "postgres" => Ok(fresh_postgres_schema().await?.0),
         other => Err(format!("PORTCULLIS_TEST_DATABASE={other:?}: use sqlite or postgres").into()),
+    }
+}
+
+fn postgres_base() -> String {
+    std::env::var("PORTCULLIS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema on the test PostgreSQL: its URL, and the server's address.
+pub async fn fresh_postgres_schema() -> AnyResult<(String, std::net::SocketAddr)> {
+    let base = postgres_base();
+    let schema = format!("it_{}", random_token(9)?.to_lowercase().replace(['-', '_'], "x"));
+    let admin = Store::connect(&base, 1)
+        .await
+        .map_err(|e| format!("PostgreSQL is required (PORTCULLIS_TEST_POSTGRES_URL or 127.0.0.1:5432): {e}"))?;
+    admin.execute_admin_sql(&format!("CREATE SCHEMA {schema}")).await?;
+    admin.close().await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let parsed = url::Url::parse(&base)?;
+    let host = parsed.host_str().ok_or("no host in the PostgreSQL URL")?;
+    let port = parsed.port().unwrap_or(5432);
+    let addr = tokio::net::lookup_host((host, port)).await?.next().ok_or("the PostgreSQL host does not resolve")?;
+    Ok((format!("{base}{sep}options=-c%20search_path%3D{schema}"), addr))
+}
+
+/// `url` with its host and port replaced by `addr` (to go through a [`Relay`]).
+pub fn via(url: &str, addr: std::net::SocketAddr) -> AnyResult<String> {
+    let mut parsed = url::Url::parse(url)?;
+    parsed.set_host(Some(&addr.ip().to_string()))?;
+    parsed.set_port(Some(addr.port())).map_err(|_| "cannot set the port")?;
+    Ok(parsed.to_string())
+}
+
+/// What a [`Relay`] does with the bytes it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    Forward,
+    /// Connections stay open but nothing passes, as when a database host vanishes without
+    /// closing anything; new connections are accepted and left hanging.
+    BlackHole,
+}
+
+/// A TCP relay on loopback that the test owns, in front of a real server: it can cut every
+/// connection or turn into a black hole, so a test can take the database away from a node
+/// without touching the shared server.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    mode: tokio::sync::watch::Sender<RelayMode>,
+    cut: tokio::sync::broadcast::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = self.cut.send(());
+    }
+}
+
+impl Relay {
+    pub async fn start(target: std::net::SocketAddr) -> AnyResult<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (mode, _) = tokio::sync::watch::channel(RelayMode::Forward);
+        let (cut, _) = tokio::sync::broadcast::channel(4);
+        let (mode_tx, cut_tx) = (mode.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut mode = mode_tx.subscribe();
+                let mut cut = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    // A connection made in black-hole mode hangs until the relay forwards again,
+                    // then is closed (the client reconnects).
+                    if *mode.borrow() == RelayMode::BlackHole {
+                        let _ = mode.wait_for(|m| *m == RelayMode::Forward).await;
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else { return };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let forward = async {
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                        }
+                    };
+                    let black_hole = tokio::select! {
+                        _ = forward => false,
+                        _ = cut.recv() => false,
+                        _ = mode.wait_for(|m| *m == RelayMode::BlackHole) => true,
+                    };
+                    if black_hole {
+                        // The sockets stay open, passing nothing, until forwarding resumes or
+                        // the relay cuts; then they are closed.
+                        tokio::select! {
+                            _ = mode.wait_for(|m| *m == RelayMode::Forward) => {}
+                            _ = cut.recv() => {}
+                        }
+                    }
+                    drop((client_read, client_write, server_read, server_write));
+                });
+            }
+        });
+        Ok(Self { addr, mode, cut, task })
+    }
+
+    /// Closes every open connection at once (new ones are accepted as before).
+    pub fn cut(&self) {
+        let _ = self.cut.send(());
+    }
+
+    pub fn set_mode(&self, mode: RelayMode) {
+        let _ = self.mode.send(mode);
     }
 }
 
@@ -96,6 +197,9 @@ pub struct Options {
     pub gateway: portcullis::config::GatewayConfig,
     /// A listener bound beforehand, when a peer must know the port first.
     pub listener: Option<tokio::net::TcpListener>,
+    /// A database of the test's own (say, reached through a [`Relay`]) instead of a fresh one.
+    pub database_url: Option<String>,
+    pub database: Option<portcullis::config::DatabaseConfig>,
 }
 
 impl Default for Options {
@@ -113,6 +217,8 @@ impl Default for Options {
             upstreams: Vec::new(),
             gateway: Default::default(),
             listener: None,
+            database_url: None,
+            database: None,
         }
     }
 }
@@ -137,7 +243,13 @@ impl TestServer {
         let mut config = Config::default();
         config.server.issuer = issuer.clone();
         config.server.data_dir = dir.path().join("data");
-        config.database.url = database_url(dir.path()).await?;
+        if let Some(database) = options.database {
+            config.database = database;
+        }
+        config.database.url = match options.database_url {
+            Some(url) => url,
+            None => database_url(dir.path()).await?,
+        };
         config.tokens.access_token_ttl_secs = options.access_token_ttl;
         config.login.per_account_per_minute = options.per_account_per_minute;
         config.login.per_address_per_minute = options.per_address_per_minute;

@@ -5,6 +5,7 @@
 mod authorize;
 mod cimd;
 mod cli;
+mod cluster;
 mod e2e;
 mod gateway;
 mod harness;

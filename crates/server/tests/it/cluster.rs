@@ -1,0 +1,376 @@
+//! Several nodes on one database: the kill switch reaches every node, the change feed loses
+//! nothing when its connection is cut, and a node whose database stops answering fails
+//! closed, then recovers by itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt as _;
+
+use crate::harness::*;
+
+const VERSION: &str = "2025-11-25";
+
+/// `portcullis` with the shared master key, as an operator on one of the nodes would run it.
+fn portcullis(config: &Path, master_key: &str, args: &[&str]) -> AnyResult<String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("PORTCULLIS_MASTER_KEY", master_key)
+        .env("PORTCULLIS_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("portcullis {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// One `portcullis serve` process.
+struct Node {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl Node {
+    async fn start(config: &Path, master_key: &str, port: u16) -> AnyResult<Self> {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS_MASTER_KEY", master_key)
+            .env("PORTCULLIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .map_err(|_| "serve did not start in 30 s")??
+            .ok_or("serve exited early")?;
+        Ok(Self { child, base: format!("http://127.0.0.1:{port}") })
+    }
+
+    async fn stop(mut self) -> TestResult {
+        let pid = self.child.id().ok_or("no pid")?.to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .map_err(|_| "no exit after SIGTERM")??;
+        Ok(())
+    }
+}
+
+fn free_port() -> AnyResult<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// An MCP conversation on one node's `/mcp/crm`.
+struct Conversation {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    session: String,
+}
+
+impl Conversation {
+    async fn open(http: &reqwest::Client, node: &str, token: &str) -> AnyResult<Self> {
+        let url = format!("{node}/mcp/crm");
+        let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+            "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name":"cluster","version":"1"}}});
+        let response = http
+            .post(&url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200, "initialize on {url}");
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no Mcp-Session-Id")?
+            .to_owned();
+        let conversation = Self { http: http.clone(), url, token: token.to_owned(), session };
+        let (status, _) = conversation.send(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await?;
+        assert_eq!(status, 202);
+        Ok(conversation)
+    }
+
+    async fn send(&self, message: Value) -> AnyResult<(u16, String)> {
+        let response = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", VERSION)
+            .json(&message)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// Opens the session's GET stream and returns when it ends.
+    async fn stream(&self) -> AnyResult<tokio::task::JoinHandle<Instant>> {
+        let response = self
+            .http
+            .get(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", VERSION)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200, "GET stream");
+        Ok(tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            while let Some(Ok(_)) = body.next().await {}
+            Instant::now()
+        }))
+    }
+}
+
+/// Two nodes and the CLI on one database (SQLite file or PostgreSQL schema, as the suite
+/// runs), sharing a master key.
+struct Cluster {
+    config: PathBuf,
+    master_key: String,
+    a: Node,
+    b: Node,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> AnyResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let (port_a, port_b) = (free_port()?, free_port()?);
+        let database = database_url(dir.path()).await?;
+        // 32 random bytes, base64url: what PORTCULLIS_MASTER_KEY takes.
+        let master_key = portcullis_crypto::random_token(32)?;
+        let bin = env!("CARGO_BIN_EXE_portcullis");
+        let config = dir.path().join("portcullis.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[server]
+issuer = "http://127.0.0.1:{port_a}"
+data_dir = {data:?}
+
+[database]
+url = {database:?}
+
+[gateway]
+allowed_hosts = ["127.0.0.1:{port_b}"]
+
+[[upstreams]]
+name = "crm"
+command = [{bin:?}, "demo-crm"]
+tools = {{ list_contacts = ["crm.contacts.read"], update_deal = ["crm.deals.write"] }}
+"#,
+                data = dir.path().join("data"),
+            ),
+        )?;
+        portcullis(&config, &master_key, &["migrate"])?;
+        let a = Node::start(&config, &master_key, port_a).await?;
+        let b = Node::start(&config, &master_key, port_b).await?;
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(Self { config, master_key, a, b, http, _dir: dir })
+    }
+
+    fn cli(&self, args: &[&str]) -> AnyResult<String> {
+        portcullis(&self.config, &self.master_key, args)
+    }
+
+    /// A machine client allowed to read contacts, and a token of its from node A.
+    async fn agent(&self, name: &str) -> AnyResult<(String, String)> {
+        let out = self.cli(&["client", "add", "--name", name, "--confidential", "--scope", "crm.contacts.read"])?;
+        let field = |key: &str| {
+            out.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned())).ok_or(format!("no {key}"))
+        };
+        let (client_id, secret) = (field("client_id:")?, field("client_secret:")?);
+        let response = self
+            .http
+            .post(format!("{}/token", self.a.base))
+            .basic_auth(&client_id, Some(&secret))
+            .form(&[("grant_type", "client_credentials"), ("resource", &format!("{}/mcp/crm", self.a.base))])
+            .send()
+            .await?;
+        let body: Value = response.json().await?;
+        Ok((client_id, body["access_token"].as_str().ok_or(format!("no token: {body}"))?.to_owned()))
+    }
+
+    async fn stop(self) -> TestResult {
+        self.a.stop().await?;
+        self.b.stop().await
+    }
+}
+
+fn list_contacts(id: i64) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"list_contacts","arguments":{}}})
+}
+
+/// The kill switch: a client suspended from the CLI is refused on every node within a second,
+/// on fresh requests and on sessions and streams that are already open.
+#[tokio::test]
+async fn a_suspension_reaches_every_node_within_a_second() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let (client_id, token) = cluster.agent("Nightly report").await?;
+
+    // The token node A issued works on node B; both hold a session and a stream.
+    let on_b = Conversation::open(&cluster.http, &cluster.b.base, &token).await?;
+    let (status, body) = on_b.send(list_contacts(1)).await?;
+    assert!(status == 200 && body.contains("Ada Lovelace"), "{status}: {body}");
+    let on_a = Conversation::open(&cluster.http, &cluster.a.base, &token).await?;
+    let stream_b = on_b.stream().await?;
+    let stream_a = on_a.stream().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stream_b.is_finished() && !stream_a.is_finished(), "the streams are open before the suspension");
+
+    cluster.cli(&["client", "suspend", &client_id])?;
+    let suspended = Instant::now();
+
+    for (node, stream) in [("B", stream_b), ("A", stream_a)] {
+        let ended = tokio::time::timeout(Duration::from_secs(3), stream).await.map_err(|_| "stream still open")??;
+        let late = ended.saturating_duration_since(suspended);
+        assert!(late <= Duration::from_secs(1), "node {node} ended the stream {late:?} after the suspension");
+    }
+    let (status, body) = on_b.send(list_contacts(2)).await?;
+    assert_eq!(status, 401, "an open session on node B: {body}");
+    let fresh = cluster
+        .http
+        .post(format!("{}/mcp/crm", cluster.b.base))
+        .bearer_auth(&token)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+            "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name":"again","version":"1"}}}))
+        .send()
+        .await?;
+    assert_eq!(fresh.status(), 401, "a fresh request on node B");
+
+    // The suspension is in the audit trail, by the operator, once.
+    let audit = cluster.cli(&["audit", "tail", "--json", "--kind", "client.suspended", "--client", &client_id])?;
+    let rows: Vec<Value> = audit.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(rows.len(), 1, "{audit}");
+    assert_eq!((rows[0]["actor"].as_str(), rows[0]["decision"].as_str()), (Some("operator"), Some("succeeded")));
+    cluster.stop().await
+}
+
+/// A node that loses its LISTEN connection while changes happen applies every one of them
+/// once it is back, in order.
+#[tokio::test]
+async fn the_change_feed_loses_nothing_when_its_connection_is_cut() -> TestResult {
+    let (direct_url, postgres) = fresh_postgres_schema().await?;
+    let relay = Relay::start(postgres).await?;
+    let server =
+        TestServer::start_with(Options { database_url: Some(via(&direct_url, relay.addr)?), ..Options::default() })
+            .await?;
+    let feed = server.running.as_ref().ok_or("stopped")?.feed.clone();
+    let mut changes = feed.subscribe();
+    // Another node's control layer, on a connection of its own.
+    let other = Control::new(portcullis_store::Store::connect(&direct_url, 2).await?, server.clock.clone());
+
+    for round in 0..3 {
+        relay.cut();
+        for n in 0..5 {
+            let grant = portcullis_store::GrantSelector::Grant(format!("round-{round}-grant-{n}"));
+            other
+                .revoke_grants(&Actor::Operator, grant, portcullis_control::RevocationReason::AdministratorRequest)
+                .await?;
+        }
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 15 {
+        let change = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .map_err(|_| format!("only {} of 15 changes arrived", seen.len()))??;
+        seen.push(change.revision);
+    }
+    let first = seen.first().copied().ok_or("none")?;
+    assert_eq!(seen, (first..first + 15).collect::<Vec<_>>(), "every change, in order, once");
+    assert!(feed.is_current());
+    // And the node took part throughout: its own commits still reach the log.
+    server.control()?.suspend_client(&Actor::Operator, PUBLIC_CLIENT).await?;
+    let own = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await.map_err(|_| "own change lost")??;
+    assert_eq!(
+        (own.kind, own.client_id.as_deref()),
+        (portcullis_store::AuditKind::ClientSuspended, Some(PUBLIC_CLIENT))
+    );
+    Ok(())
+}
+
+/// A database that stops answering without closing anything (a black hole): calls get a
+/// prompt 503 instead of hanging, our tokens are refused within the bound, and the node
+/// recovers by itself when the database is back.
+#[tokio::test]
+async fn a_node_fails_closed_when_its_database_stops_answering_and_recovers() -> TestResult {
+    let (direct_url, postgres) = fresh_postgres_schema().await?;
+    let relay = Relay::start(postgres).await?;
+    let database =
+        portcullis::config::DatabaseConfig { query_timeout_ms: 800, fail_closed_after_ms: 1500, ..Default::default() };
+    let server = TestServer::start_with(Options {
+        database_url: Some(via(&direct_url, relay.addr)?),
+        database: Some(database),
+        upstreams: vec![portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned())],
+        ..Options::default()
+    })
+    .await?;
+    let token = alice_token_for(&server, &server.route("crm"), &["crm.contacts.read"]).await?;
+    let http = reqwest::Client::new();
+    let initialize = || {
+        http.post(server.route("crm"))
+            .bearer_auth(&token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name":"it","version":"1"}}}))
+            .send()
+    };
+    assert_eq!(initialize().await?.status(), 200);
+
+    relay.set_mode(RelayMode::BlackHole);
+    let asked = Instant::now();
+    let response =
+        tokio::time::timeout(Duration::from_secs(5), initialize()).await.map_err(|_| "the gateway hung")??;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await?;
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("cannot reach its database")), "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(3), "answered after {:?}", asked.elapsed());
+    let feed = server.running.as_ref().ok_or("stopped")?.feed.clone();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!feed.is_current(), "past the bound the node knows it is cut off");
+    let asked = Instant::now();
+    assert_eq!(initialize().await?.status(), 503);
+    assert!(asked.elapsed() < Duration::from_millis(500), "failing closed is immediate: {:?}", asked.elapsed());
+    // The token endpoint says so too, with the OAuth error a client can retry on.
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", MACHINE_CLIENT),
+            ("client_secret", MACHINE_SECRET),
+        ])
+        .await?;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+
+    relay.set_mode(RelayMode::Forward);
+    let back = Instant::now();
+    loop {
+        if initialize().await?.status() == 200 {
+            break;
+        }
+        if back.elapsed() > Duration::from_secs(15) {
+            return Err("the node did not recover within 15 s of the database coming back".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(feed.is_current());
+    Ok(())
+}
