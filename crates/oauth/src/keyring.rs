@@ -52,10 +52,13 @@ impl KeyRing {
     }
 
     /// Makes sure there is an active key (generating the first one on first start) and loads.
-    pub async fn initialize(&self, control: &Control, now: i64) -> Result<(), KeyRingError> {
+    /// Nodes that start together on an empty database may each generate one: the keys they
+    /// retire stay published for `token_lifetime`, so every node's first tokens verify
+    /// everywhere until the nodes agree on the newest key (the change feed tells them).
+    pub async fn initialize(&self, control: &Control, now: i64, token_lifetime: i64) -> Result<(), KeyRingError> {
         let store = control.store();
         if !store.published_signing_keys(now).await?.iter().any(|k| k.retired_at.is_none()) {
-            self.rotate(control, &Actor::System, now, now).await?;
+            self.rotate(control, &Actor::System, now, now.saturating_add(token_lifetime)).await?;
             tracing::info!("generated the first signing key");
         }
         self.reload(store, now).await

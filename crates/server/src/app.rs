@@ -324,7 +324,7 @@ pub async fn start_on(
     let now = clock.now();
     sync_config_clients(&control, &config).await?;
     let keys = KeyRing::new(Arc::clone(&master));
-    keys.initialize(&control, now).await?;
+    keys.initialize(&control, now, config.longest_token_lifetime()).await?;
     let feed = ChangeFeed::start(
         store.clone(),
         control.local_commits(),

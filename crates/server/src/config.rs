@@ -710,6 +710,12 @@ impl Config {
         }
     }
 
+    /// The longest a token signed now can stay valid (with a minute of clock skew): how long a
+    /// retired signing key stays published.
+    pub fn longest_token_lifetime(&self) -> i64 {
+        self.tokens.access_token_ttl_secs.max(self.tokens.id_token_ttl_secs) + 60
+    }
+
     /// The issuer with no trailing slash.
     pub fn issuer(&self) -> String {
         self.server.issuer.trim_end_matches('/').to_owned()

@@ -500,7 +500,7 @@ async fn keys(config: Config, clock: Arc<dyn Clock>, cmd: KeysCommand) -> anyhow
     match cmd {
         KeysCommand::Rotate => {
             let ring = KeyRing::new(Arc::new(app::load_master_key(&config.server.data_dir)?));
-            let publish_until = now + config.tokens.access_token_ttl_secs.max(config.tokens.id_token_ttl_secs) + 60;
+            let publish_until = now + config.longest_token_lifetime();
             let kid = ring.rotate(&control, &Actor::Operator, now, publish_until).await?;
             println!("new signing key {kid}; previous keys stay published for {}s", publish_until - now);
         }

@@ -234,6 +234,11 @@ impl GrantSelector {
     }
 }
 
+/// `NotFound(what)` when a statement that names one row changed none.
+fn found(rows: u64, what: &'static str) -> Result<()> {
+    if rows == 0 { Err(StoreError::NotFound(what)) } else { Ok(()) }
+}
+
 /// Whether other nodes must learn of a mutation. Records that change nothing, and new things
 /// no node holds yet (a user, an initial access token, a consent), are not announced.
 fn announced(mutation: &Mutation) -> bool {
@@ -271,9 +276,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("client"));
-                    }
+                    found(n, "client")?;
                     n
                 }
                 Mutation::SetClientStatus { client_id, status } => {
@@ -284,9 +287,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("client"));
-                    }
+                    found(n, "client")?;
                     if *status == ClientStatus::Suspended {
                         sqlx::query(REVOKE_GRANTS)
                             .bind(now)
@@ -308,9 +309,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("client"));
-                    }
+                    found(n, "client")?;
                     n
                 }
                 Mutation::InsertUser(u) => match sqlx::query(
@@ -341,9 +340,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("user"));
-                    }
+                    found(n, "user")?;
                     if *disabled {
                         sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
                     }
@@ -357,17 +354,13 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("user"));
-                    }
+                    found(n, "user")?;
                     sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
                     n
                 }
                 Mutation::DeleteUser { user_id } => {
                     let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?.rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("user"));
-                    }
+                    found(n, "user")?;
                     n
                 }
                 Mutation::SaveConsent { user_id, client_id, resource, scope } => sqlx::query(
@@ -389,9 +382,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
-                    if n == 0 {
-                        return Err(StoreError::NotFound("consent"));
-                    }
+                    found(n, "consent")?;
                     sqlx::query(REVOKE_GRANTS)
                         .bind(now)
                         .bind("consent revoked")

@@ -374,3 +374,68 @@ async fn demo_serves_the_crm_route_and_stops_cleanly() -> TestResult {
     assert!(status.success(), "demo should exit 0 on SIGTERM, got {status}");
     Ok(())
 }
+
+/// Every identity action an operator takes is in the audit trail, in order, with the operator
+/// as its actor, and `audit tail` filters by kind, user and client.
+#[tokio::test]
+async fn every_operator_action_is_audited() -> TestResult {
+    let cli = Cli::new().await?;
+    let ok = |args: &[&str], stdin: Option<&str>| -> AnyResult<String> {
+        let out = cli.run(args, stdin)?;
+        if !out.ok {
+            return Err(format!("{}: {}", args.join(" "), out.stderr).into());
+        }
+        Ok(out.stdout)
+    };
+    ok(&["user", "add", "bob", "--password-stdin"], Some("bob's long password\n"))?;
+    ok(&["user", "disable", "bob"], None)?;
+    ok(&["user", "enable", "bob"], None)?;
+    ok(&["user", "passwd", "bob", "--password-stdin"], Some("bob's new long password\n"))?;
+    let added = ok(&["client", "add", "--name", "Agent", "--redirect-uri", "http://127.0.0.1/cb"], None)?;
+    let client_id = added
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id:").map(|v| v.trim().to_owned()))
+        .ok_or("no client_id printed")?;
+    ok(&["client", "suspend", &client_id], None)?;
+    ok(&["client", "activate", &client_id], None)?;
+    ok(&["client", "remove", &client_id], None)?;
+    ok(&["keys", "rotate"], None)?;
+    ok(&["iat", "create", "--label", "onboarding"], None)?;
+    ok(&["user", "remove", "bob"], None)?;
+
+    let rows = |args: &[&str]| -> AnyResult<Vec<serde_json::Value>> {
+        let mut all = vec!["audit", "tail", "--json", "-n", "100"];
+        all.extend_from_slice(args);
+        Ok(ok(&all, None)?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    };
+    let trail = rows(&[])?;
+    let kinds: Vec<&str> = trail.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user.added",
+            "user.disabled",
+            "user.enabled",
+            "user.updated",
+            "client.registered",
+            "client.suspended",
+            "client.resumed",
+            "client.deleted",
+            "key.rotated",
+            "iat.created",
+            "user.deleted"
+        ]
+    );
+    assert!(trail.iter().all(|r| r["actor"] == "operator" && r["decision"] == "succeeded"), "{trail:?}");
+    assert!(trail.iter().all(|r| r["route"].is_null() && r["status"].is_null()), "no gateway fields on actions");
+    let bob: Vec<_> = rows(&["--user", "bob"])?;
+    assert_eq!(bob.len(), 5, "{bob:?}");
+    assert_eq!(rows(&["--client", &client_id])?.len(), 4);
+    assert_eq!(rows(&["--kind", "client"])?.len(), 4);
+    assert_eq!(rows(&["--kind", "user.disabled", "--kind", "key"])?.len(), 2);
+    let text = ok(&["audit", "tail", "--kind", "client.suspended"], None)?;
+    assert!(text.contains("client.suspended  by operator") && text.contains(&client_id), "{text}");
+    let unknown = cli.run(&["audit", "tail", "--kind", "nonsense"], None)?;
+    assert!(!unknown.ok && unknown.stderr.contains("no audit record kind \"nonsense\""), "{}", unknown.stderr);
+    Ok(())
+}
