@@ -506,6 +506,13 @@ impl Control {
         Ok(())
     }
 
+    /// Asks every node to re-read its configuration file (as SIGHUP asks one).
+    pub async fn request_config_reload(&self, actor: &Actor) -> Result<i64> {
+        let audit = self.event(AuditKind::ConfigReloadRequested, actor);
+        let committed = self.commit(Mutation::Announce, audit).await?;
+        committed.revision.ok_or_else(|| ControlError::Invalid("the request was not announced".into()))
+    }
+
     /// The configuration file was re-read: applied, or refused and why.
     pub async fn record_config_reload(&self, actor: &Actor, outcome: Result<(), String>) -> Result<()> {
         let (outcome, reason) = match outcome {

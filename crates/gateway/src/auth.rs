@@ -76,7 +76,7 @@ const UNREACHABLE_DATABASE: &str =
     "Portcullis cannot reach its database, so it cannot tell whether the token was revoked; try again shortly";
 
 /// How far an external issuer is trusted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedIssuerSettings {
     pub issuer: String,
     /// The `aud` its tokens carry for a route, when it is not the route's resource URI (some
@@ -323,8 +323,9 @@ fn audiences(claims: &Map<String, Value>) -> Vec<String> {
 enum Verified {
     /// Ours: the live state is still read from the database on every call.
     Own(portcullis_types::wire::AccessTokenClaims),
-    /// An external token (a JWT, or an introspection answer): valid until the entry expires.
-    Foreign { issuer: usize, principal: Principal, audiences: Vec<String>, exp: i64 },
+    /// An external token (a JWT, or an introspection answer): valid until the entry expires,
+    /// and while its issuer is still trusted (the configuration may have been reloaded).
+    Foreign { issuer: String, principal: Principal, audiences: Vec<String>, exp: i64 },
 }
 
 struct CachedVerification {
@@ -344,13 +345,12 @@ pub struct TokenValidator {
     /// Whether this node still follows the change log; without it our own tokens are refused
     /// (fail closed) rather than checked against a database that may not answer.
     pub(crate) feed: Option<portcullis_control::ChangeFeed>,
-    pub(crate) foreign: Vec<Arc<ForeignIssuer>>,
     verified: Mutex<HashMap<[u8; 32], CachedVerification>>,
 }
 
 impl TokenValidator {
-    pub fn new(authorization: AuthorizationServer, foreign: Vec<Arc<ForeignIssuer>>) -> Self {
-        Self { authorization, foreign, feed: None, verified: Mutex::new(HashMap::new()) }
+    pub fn new(authorization: AuthorizationServer) -> Self {
+        Self { authorization, feed: None, verified: Mutex::new(HashMap::new()) }
     }
 
     /// Remembers a validation until `until`, which the caller bounds by the token's expiry and
@@ -390,13 +390,23 @@ impl TokenValidator {
         Ok(token)
     }
 
-    pub async fn validate(&self, token: &str, route: &str, resource: &str) -> Result<Principal, TokenError> {
+    /// Validates `token` for `route` (whose canonical URL is `resource`), trusting the
+    /// external issuers `foreign` of the current configuration.
+    pub async fn validate(
+        &self,
+        token: &str,
+        route: &str,
+        resource: &str,
+        foreign: &[Arc<ForeignIssuer>],
+    ) -> Result<Principal, TokenError> {
         let now = self.authorization.now();
         let key = digest(token);
         match self.recall(&key, now) {
             Some(Verified::Own(claims)) => return self.own_state(claims, resource).await,
             Some(Verified::Foreign { issuer, principal, audiences, exp }) => {
-                let foreign = self.foreign.get(issuer).ok_or(TokenError::Invalid)?;
+                let Some(foreign) = foreign.iter().find(|f| f.settings.issuer == issuer) else {
+                    return Err(TokenError::UntrustedIssuer(issuer));
+                };
                 if !foreign.serves(route) {
                     return Err(TokenError::UntrustedIssuer(foreign.settings.issuer.clone()));
                 }
@@ -418,17 +428,21 @@ impl TokenValidator {
                 self.remember(key, Verified::Own(claims.clone()), claims.exp.min(now + VERIFIED_CACHE_SECS), now);
                 return self.own_state(claims, resource).await;
             }
-            let Some(index) = self.foreign.iter().position(|f| f.settings.issuer == issuer) else {
+            let Some(foreign) = foreign.iter().find(|f| f.settings.issuer == issuer) else {
                 return Err(TokenError::UntrustedIssuer(issuer));
             };
-            let foreign = &self.foreign[index];
             if !foreign.serves(route) {
                 return Err(TokenError::UntrustedIssuer(issuer));
             }
             let (principal, audiences, exp) = foreign.verify_jwt(token, now).await?;
             self.remember(
                 key,
-                Verified::Foreign { issuer: index, principal: principal.clone(), audiences: audiences.clone(), exp },
+                Verified::Foreign {
+                    issuer: foreign.settings.issuer.clone(),
+                    principal: principal.clone(),
+                    audiences: audiences.clone(),
+                    exp,
+                },
                 exp.min(now + VERIFIED_CACHE_SECS),
                 now,
             );
@@ -437,13 +451,13 @@ impl TokenValidator {
             }
             return Ok(principal);
         }
-        for (index, foreign) in self.foreign.iter().enumerate().filter(|(_, f)| f.serves(route)) {
+        for foreign in foreign.iter().filter(|f| f.serves(route)) {
             if let Some((principal, audiences, exp)) = foreign.introspect(token, now).await? {
                 // Cached no longer than the token lives, nor than the issuer's configured bound.
                 let bound = i64::try_from(foreign.settings.introspection_cache_max.as_secs()).unwrap_or(i64::MAX);
                 let until = exp.min(now.saturating_add(bound));
                 let verified = Verified::Foreign {
-                    issuer: index,
+                    issuer: foreign.settings.issuer.clone(),
                     principal: principal.clone(),
                     audiences: audiences.clone(),
                     exp,

@@ -223,18 +223,74 @@ pub(crate) struct Route {
     pub headers: HeaderMap,
 }
 
+/// What the configuration says about routes and issuers, compiled: immutable, and replaced
+/// whole on a reload. A request reads one snapshot from start to end.
+pub(crate) struct Routing {
+    pub settings: GatewaySettings,
+    pub routes: HashMap<String, Arc<Route>>,
+    pub foreign: Vec<Arc<auth::ForeignIssuer>>,
+}
+
+impl Routing {
+    /// Compiles `settings`; routes and issuers that did not change keep their state (a
+    /// route's session slots, an issuer's fetched keys).
+    fn compile(
+        settings: GatewaySettings,
+        previous: Option<&Routing>,
+        issuer_http: &reqwest::Client,
+    ) -> Result<Self, GatewayConfigError> {
+        let mut routes = HashMap::new();
+        for r in &settings.routes {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &r.upstream_headers {
+                headers.append(k.clone(), v.clone());
+            }
+            let slots = previous
+                .and_then(|p| p.routes.get(&r.name))
+                .filter(|old| old.settings.max_sessions == r.max_sessions)
+                .map(|old| Arc::clone(&old.slots))
+                .unwrap_or_else(|| Arc::new(Semaphore::new(r.max_sessions.max(1))));
+            let route = Arc::new(Route { settings: r.clone(), slots, headers });
+            if routes.insert(r.name.clone(), route).is_some() {
+                return Err(GatewayConfigError::DuplicateRoute(r.name.clone()));
+            }
+        }
+        let foreign = settings
+            .trusted_issuers
+            .iter()
+            .map(|t| {
+                previous
+                    .and_then(|p| p.foreign.iter().find(|f| f.settings == *t))
+                    .map(Arc::clone)
+                    .unwrap_or_else(|| Arc::new(auth::ForeignIssuer::new(t.clone(), issuer_http.clone())))
+            })
+            .collect();
+        Ok(Self { settings, routes, foreign })
+    }
+}
+
 struct Inner {
-    settings: GatewaySettings,
     issuer_origin: String,
     issuer_host: String,
     base_path: String,
-    routes: HashMap<String, Route>,
+    routing: std::sync::RwLock<Arc<Routing>>,
+    issuer_http: reqwest::Client,
     validator: auth::TokenValidator,
     sessions: sessions::Sessions,
     streams: Arc<revocation::LiveStreams>,
     audit: audit::AuditLog,
     upstream_http: reqwest::Client,
     reaper: tokio::task::AbortHandle,
+}
+
+impl Inner {
+    /// The current routing snapshot.
+    fn routing(&self) -> Arc<Routing> {
+        match self.routing.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -273,17 +329,6 @@ impl Gateway {
             (Some(h), None) => h.to_owned(),
             _ => return Err(GatewayConfigError::Issuer(settings.issuer.clone())),
         };
-        let mut routes = HashMap::new();
-        for r in &settings.routes {
-            let mut headers = HeaderMap::new();
-            for (k, v) in &r.upstream_headers {
-                headers.append(k.clone(), v.clone());
-            }
-            let route = Route { settings: r.clone(), slots: Arc::new(Semaphore::new(r.max_sessions.max(1))), headers };
-            if routes.insert(r.name.clone(), route).is_some() {
-                return Err(GatewayConfigError::DuplicateRoute(r.name.clone()));
-            }
-        }
         // Upstream requests never follow redirects: a redirect could carry the gateway's own
         // credentials to another host.
         let upstream_http = reqwest::Client::builder()
@@ -298,13 +343,9 @@ impl Gateway {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| GatewayConfigError::Client(e.to_string()))?;
-        let foreign = settings
-            .trusted_issuers
-            .iter()
-            .map(|t| Arc::new(auth::ForeignIssuer::new(t.clone(), issuer_http.clone())))
-            .collect();
+        let routing = Routing::compile(settings, None, &issuer_http)?;
         let audit = audit::AuditLog::start(authorization.store().clone());
-        let mut validator = auth::TokenValidator::new(authorization, foreign);
+        let mut validator = auth::TokenValidator::new(authorization);
         validator.feed = feed.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             if let Some(feed) = feed {
@@ -316,9 +357,10 @@ impl Gateway {
                 loop {
                     tick.tick().await;
                     let Some(inner) = weak.upgrade() else { return };
+                    let routing = inner.routing();
                     let ended = inner
                         .sessions
-                        .reap(|route| inner.routes.get(route).map_or(Duration::ZERO, |r| r.settings.idle_timeout));
+                        .reap(|route| routing.routes.get(route).map_or(Duration::ZERO, |r| r.settings.idle_timeout));
                     if ended > 0 {
                         tracing::info!(ended, "idle MCP sessions ended");
                     }
@@ -330,8 +372,8 @@ impl Gateway {
                 issuer_origin: issuer_url.origin().ascii_serialization(),
                 issuer_host,
                 base_path: issuer_url.path().trim_end_matches('/').to_owned(),
-                settings,
-                routes,
+                routing: std::sync::RwLock::new(Arc::new(routing)),
+                issuer_http,
                 validator,
                 sessions: sessions::Sessions::default(),
                 streams: Arc::default(),
@@ -343,20 +385,39 @@ impl Gateway {
         Ok(Self(inner))
     }
 
-    pub fn has_route(&self, name: &str) -> bool {
-        self.0.routes.contains_key(name)
+    /// Replaces routes, policies and trusted issuers with those of `settings`, atomically:
+    /// requests already running finish with what they started with. Sessions of routes that
+    /// are gone end; the others, and their streams, go on.
+    pub fn reload(&self, settings: GatewaySettings) -> Result<(), GatewayConfigError> {
+        if settings.issuer != self.0.routing().settings.issuer {
+            return Err(GatewayConfigError::Issuer(settings.issuer));
+        }
+        let previous = self.0.routing();
+        let routing = Arc::new(Routing::compile(settings, Some(&previous), &self.0.issuer_http)?);
+        let removed: Vec<String> =
+            previous.routes.keys().filter(|r| !routing.routes.contains_key(*r)).cloned().collect();
+        if let Ok(mut current) = self.0.routing.write() {
+            *current = Arc::clone(&routing);
+        }
+        let ended = self.0.sessions.remove_routes(&removed);
+        tracing::info!(routes = routing.routes.len(), removed = removed.len(), ended, "gateway configuration reloaded");
+        Ok(())
     }
 
-    pub fn route_names(&self) -> impl Iterator<Item = &str> {
-        self.0.routes.keys().map(String::as_str)
+    pub fn has_route(&self, name: &str) -> bool {
+        self.0.routing().routes.contains_key(name)
+    }
+
+    pub fn route_names(&self) -> Vec<String> {
+        self.0.routing().routes.keys().cloned().collect()
     }
 
     pub fn requires_authentication(&self, route: &str) -> bool {
-        self.0.routes.get(route).is_none_or(|r| r.settings.authentication)
+        self.0.routing().routes.get(route).is_none_or(|r| r.settings.authentication)
     }
 
     pub fn max_request_bytes(&self) -> usize {
-        self.0.settings.max_request_bytes
+        self.0.routing().settings.max_request_bytes
     }
 
     pub fn base_path(&self) -> &str {
@@ -364,15 +425,16 @@ impl Gateway {
     }
 
     /// The route whose metadata is also published at the root well-known URI.
-    pub fn root_route(&self) -> Option<&str> {
-        self.0.routes.values().find(|r| r.settings.publish_at_root).map(|r| r.settings.name.as_str())
+    pub fn root_route(&self) -> Option<String> {
+        self.0.routing().routes.values().find(|r| r.settings.publish_at_root).map(|r| r.settings.name.clone())
     }
 
     /// RFC 9728 metadata of a route (`None` for unknown or open routes).
     pub fn protected_resource_metadata(&self, route: &str) -> Option<Value> {
-        let r = self.0.routes.get(route).filter(|r| r.settings.authentication)?;
-        let mut servers = vec![self.0.settings.issuer.clone()];
-        servers.extend(self.0.validator.foreign.iter().filter(|f| f.serves(route)).map(|f| f.settings.issuer.clone()));
+        let routing = self.0.routing();
+        let r = routing.routes.get(route).filter(|r| r.settings.authentication)?;
+        let mut servers = vec![routing.settings.issuer.clone()];
+        servers.extend(routing.foreign.iter().filter(|f| f.serves(route)).map(|f| f.settings.issuer.clone()));
         Some(serde_json::json!({
             "resource": r.settings.resource,
             "authorization_servers": servers,
@@ -389,21 +451,27 @@ impl Gateway {
 
     /// The scopes of a first challenge on a route.
     pub fn challenge_scopes(&self, route: &str) -> ScopeSet {
-        self.0.routes.get(route).map(|r| r.settings.scopes_supported.clone()).unwrap_or_default()
+        self.0.routing().routes.get(route).map(|r| r.settings.scopes_supported.clone()).unwrap_or_default()
     }
 
     /// DNS-rebinding defence: the `Host` must be ours and an `Origin`, when sent, allowed.
     pub fn check_host_and_origin(&self, headers: &HeaderMap, authority: Option<&str>) -> Result<(), GatewayError> {
         let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or(authority).unwrap_or_default();
         let host_ok = host.eq_ignore_ascii_case(&self.0.issuer_host)
-            || self.0.settings.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+            || self.0.routing().settings.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
         if !host_ok {
             return Err(GatewayError::HostNotAllowed(host.to_owned()));
         }
         if let Some(origin) = headers.get(http::header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("(not text)");
             let allowed = origin.eq_ignore_ascii_case(&self.0.issuer_origin)
-                || self.0.settings.allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+                || self
+                    .0
+                    .routing()
+                    .settings
+                    .allowed_origins
+                    .iter()
+                    .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
             if !allowed {
                 return Err(GatewayError::OriginNotAllowed(origin.to_owned()));
             }
@@ -417,12 +485,17 @@ impl Gateway {
         route: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Principal, GatewayError> {
-        let Some(r) = self.0.routes.get(route) else { return Err(GatewayError::SessionNotFound) };
+        let routing = self.0.routing();
+        let Some(r) = routing.routes.get(route) else { return Err(GatewayError::SessionNotFound) };
         if !r.settings.authentication {
             return Ok(Principal::anonymous());
         }
         let token = auth::TokenValidator::bearer(authorization).map_err(GatewayError::Unauthenticated)?;
-        self.0.validator.validate(token, route, &r.settings.resource).await.map_err(GatewayError::Unauthenticated)
+        self.0
+            .validator
+            .validate(token, route, &r.settings.resource, &routing.foreign)
+            .await
+            .map_err(GatewayError::Unauthenticated)
     }
 
     /// Queues audit events (written off the request path).

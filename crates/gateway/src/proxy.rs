@@ -273,8 +273,8 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 impl Gateway {
-    fn route_of(&self, name: &str) -> Result<&Route, GatewayError> {
-        self.0.routes.get(name).ok_or(GatewayError::SessionNotFound)
+    fn route_of(&self, name: &str) -> Result<Arc<Route>, GatewayError> {
+        self.0.routing().routes.get(name).cloned().ok_or(GatewayError::SessionNotFound)
     }
 
     /// Handles a POST: one JSON-RPC message, or a 2025-03-26 batch.
@@ -292,7 +292,7 @@ impl Gateway {
         body: Bytes,
         decisions: &mut Vec<Decided>,
     ) -> Result<Reply, GatewayError> {
-        let route = self.route_of(route_name)?;
+        let route = &*self.route_of(route_name)?;
         let version = protocol_version(headers)?;
         let stateless = version.is_some_and(|v| v >= STATELESS_FROM);
         if !accepts(headers, "application/json") && !accepts(headers, EVENT_STREAM) {
@@ -782,7 +782,7 @@ impl Gateway {
         principal: &Principal,
         headers: &HeaderMap,
     ) -> Result<Reply, GatewayError> {
-        let route = self.route_of(route_name)?;
+        let route = &*self.route_of(route_name)?;
         if protocol_version(headers)?.is_some_and(|v| v >= STATELESS_FROM) {
             return Err(GatewayError::MethodNotAllowed("protocol 2026-07-28 has no GET stream"));
         }
@@ -840,7 +840,7 @@ impl Gateway {
         principal: &Principal,
         headers: &HeaderMap,
     ) -> Result<Reply, GatewayError> {
-        let route = self.route_of(route_name)?;
+        let route = &*self.route_of(route_name)?;
         if protocol_version(headers)?.is_some_and(|v| v >= STATELESS_FROM) {
             return Err(GatewayError::MethodNotAllowed("protocol 2026-07-28 has no sessions to end"));
         }

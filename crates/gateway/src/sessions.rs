@@ -109,6 +109,17 @@ impl Sessions {
             .collect()
     }
 
+    /// Ends every session of these routes; returns how many.
+    pub fn remove_routes(&self, routes: &[String]) -> usize {
+        if routes.is_empty() {
+            return 0;
+        }
+        let Ok(mut map) = self.map.lock() else { return 0 };
+        let before = map.len();
+        map.retain(|_, s| !routes.contains(&s.route));
+        before - map.len()
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }

@@ -148,7 +148,8 @@ impl AuthorizationServer {
         if let Some(state) = state {
             pairs.push(("state", state));
         }
-        pairs.push(("iss", self.settings.issuer.as_str()));
+        let settings = self.settings();
+        pairs.push(("iss", settings.issuer.as_str()));
         AuthorizeRejection::Redirect { location: redirect_with(redirect_uri, &pairs), error }
     }
 
@@ -294,7 +295,7 @@ impl AuthorizationServer {
             max_age,
             login_user_id: None,
             created_at: now,
-            expires_at: now + self.settings.authorization_request_ttl,
+            expires_at: now + self.settings().authorization_request_ttl,
         };
         self.store
             .insert_authorization_request(&digest(&handle), &record)
@@ -318,7 +319,7 @@ impl AuthorizationServer {
             |uri: &str| client.allowed_resources.is_empty() || client.allowed_resources.iter().any(|r| r == uri);
         match requested {
             Some(uri) => {
-                if self.settings.resource(uri).is_none() {
+                if self.settings().resource(uri).is_none() {
                     return Err(OAuthError::invalid_target(format!(
                         "{uri} is not a resource this authorization server issues tokens for"
                     )));
@@ -329,8 +330,9 @@ impl AuthorizationServer {
                 Ok(uri.to_owned())
             }
             None => {
+                let settings = self.settings();
                 let candidates: Vec<&str> =
-                    self.settings.resources.iter().map(|r| r.uri.as_str()).filter(|u| allowed(u)).collect();
+                    settings.resources.iter().map(|r| r.uri.as_str()).filter(|u| allowed(u)).collect();
                 match candidates.as_slice() {
                     [only] => Ok((*only).to_owned()),
                     _ => Err(OAuthError::invalid_target(
@@ -343,7 +345,7 @@ impl AuthorizationServer {
 
     /// The scopes this client may have for this resource.
     pub(crate) fn allowed_scopes(&self, client: &ClientRecord, resource: &str, include_builtin: bool) -> ScopeSet {
-        let mut offered = self.settings.resource_scopes(resource);
+        let mut offered = self.settings().resource_scopes(resource);
         if include_builtin {
             offered = offered.union(&Settings::builtin_scopes());
         }
@@ -432,7 +434,7 @@ impl AuthorizationServer {
             return true;
         }
         // Clients nobody vetted get users who signed in recently, whatever the session allows.
-        let policy_max_age = self.is_dynamic(client).then_some(self.settings.registration.session_max_age);
+        let policy_max_age = self.is_dynamic(client).then_some(self.settings().registration.session_max_age);
         let max_age = match (request.max_age, policy_max_age) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -510,7 +512,7 @@ impl AuthorizationServer {
             .iter()
             .map(|s| ScopeLine {
                 scope: s.to_string(),
-                description: self.settings.describe_scope(&request.resource, s.as_str()),
+                description: self.settings().describe_scope(&request.resource, s.as_str()),
                 previously_granted: remembered.contains(s.as_str()),
             })
             .collect();
@@ -522,7 +524,7 @@ impl AuthorizationServer {
                 (None, _) => u.scheme().to_owned(),
             })
             .unwrap_or_default();
-        let resource_name = self.settings.resource(&request.resource).map(|r| r.name.clone()).unwrap_or_default();
+        let resource_name = self.settings().resource(&request.resource).map(|r| r.name.clone()).unwrap_or_default();
         Ok(ConsentPrompt {
             client_id: client.client_id.clone(),
             client_name: client.client_name.clone(),
@@ -622,7 +624,7 @@ impl AuthorizationServer {
             nonce: request.nonce.clone(),
             auth_time,
             created_at: now,
-            expires_at: now + self.settings.authorization_code_ttl,
+            expires_at: now + self.settings().authorization_code_ttl,
             redeemed_at: None,
         };
         self.store.insert_authorization_code(&digest(&code), &record).await.map_err(|e| fatal(e.into()))?;
@@ -630,7 +632,8 @@ impl AuthorizationServer {
         if let Some(state) = request.state.as_deref() {
             pairs.push(("state", state));
         }
-        pairs.push(("iss", self.settings.issuer.as_str()));
+        let settings = self.settings();
+        pairs.push(("iss", settings.issuer.as_str()));
         Ok(redirect_with(&request.redirect_uri, &pairs))
     }
 }

@@ -98,13 +98,13 @@ fn domain_matches(host: &str, patterns: &[String]) -> bool {
 impl AuthorizationServer {
     /// Whether `client_id` is to be treated as a metadata document URL.
     pub fn is_metadata_document_client_id(&self, client_id: &str) -> bool {
-        self.settings.cimd.enabled && (client_id.starts_with("https://") || client_id.starts_with("http://"))
+        self.settings().cimd.enabled && (client_id.starts_with("https://") || client_id.starts_with("http://"))
     }
 
     /// Fetches (or takes from the cache), validates and records the client a metadata
     /// document describes. Every failure is `invalid_client` with the reason.
     pub async fn metadata_document_client(&self, client_id: &str) -> Result<ClientRecord, OAuthError> {
-        let policy = &self.settings.cimd;
+        let policy = &self.settings().cimd;
         let now = self.clock.now();
         let url = self.check_client_id_url(client_id)?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();

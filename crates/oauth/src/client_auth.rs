@@ -127,9 +127,9 @@ impl AuthorizationServer {
         if text("iss") != Some(client.client_id.as_str()) || text("sub") != Some(client.client_id.as_str()) {
             return Err(OAuthError::invalid_client("the client assertion's iss and sub must both be the client_id"));
         }
-        let token_endpoint = self.settings.endpoint("/token");
+        let token_endpoint = self.settings().endpoint("/token");
         let audience_ok =
-            |v: &serde_json::Value| v.as_str().is_some_and(|a| a == token_endpoint || a == self.settings.issuer);
+            |v: &serde_json::Value| v.as_str().is_some_and(|a| a == token_endpoint || a == self.settings().issuer);
         let aud_ok = match claims.get("aud") {
             Some(serde_json::Value::Array(values)) => values.iter().any(audience_ok),
             Some(value) => audience_ok(value),

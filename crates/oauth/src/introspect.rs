@@ -42,7 +42,7 @@ impl AuthorizationServer {
         let verified = verify_jwt::<AccessTokenClaims>(token, "at+jwt", keys.iter().map(|k| k.public())).ok()?;
         let now = self.clock.now();
         let claims = verified.claims;
-        (claims.iss == self.settings.issuer && claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+        (claims.iss == self.settings().issuer && claims.exp > now && claims.nbf <= now + 60).then_some(claims)
     }
 
     /// The live state behind verified claims: the token, its grant, client and user.
@@ -116,7 +116,7 @@ impl AuthorizationServer {
                     iat: Some(rt.created_at),
                     sub: rt.grant.user_id,
                     aud: Some(rt.grant.resource),
-                    iss: Some(self.settings.issuer.clone()),
+                    iss: Some(self.settings().issuer.clone()),
                     ..Default::default()
                 });
             }

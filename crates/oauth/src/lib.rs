@@ -55,16 +55,17 @@ pub struct AuthorizationServer {
     pub(crate) store: Store,
     pub(crate) keys: KeyRing,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) settings: Arc<Settings>,
+    /// Replaced whole when the configuration is reloaded; each use reads one snapshot.
+    settings: Arc<arc_swap::ArcSwap<Settings>>,
     pub(crate) passwords: PasswordHasher,
     pub(crate) fetcher: Option<portcullis_outbound::Fetcher>,
     pub(crate) cimd_cache: cimd::CimdCache,
-    metadata: Arc<portcullis_types::wire::AuthorizationServerMetadata>,
+    metadata: Arc<arc_swap::ArcSwap<portcullis_types::wire::AuthorizationServerMetadata>>,
 }
 
 impl std::fmt::Debug for AuthorizationServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthorizationServer").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+        f.debug_struct("AuthorizationServer").field("issuer", &self.settings().issuer).finish_non_exhaustive()
     }
 }
 
@@ -76,13 +77,13 @@ impl AuthorizationServer {
         settings: Settings,
         passwords: PasswordHasher,
     ) -> Self {
-        let metadata = Arc::new(metadata::build(&settings));
+        let metadata = Arc::new(arc_swap::ArcSwap::from_pointee(metadata::build(&settings)));
         Self {
             store: control.store().clone(),
             control,
             keys,
             clock,
-            settings: Arc::new(settings),
+            settings: Arc::new(arc_swap::ArcSwap::from_pointee(settings)),
             passwords,
             fetcher: None,
             cimd_cache: Default::default(),
@@ -96,13 +97,25 @@ impl AuthorizationServer {
         self
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Takes new settings (a reloaded configuration) for every request from now on. The
+    /// issuer cannot change: it is in every token and every client's configuration.
+    pub fn replace_settings(&self, settings: Settings) -> Result<(), OAuthError> {
+        if settings.issuer != self.settings().issuer {
+            return Err(OAuthError::invalid_request("the issuer cannot change without a restart"));
+        }
+        self.metadata.store(Arc::new(metadata::build(&settings)));
+        self.settings.store(Arc::new(settings));
+        Ok(())
     }
 
     /// RFC 8414 metadata (also served as OpenID Connect discovery).
-    pub fn metadata(&self) -> &portcullis_types::wire::AuthorizationServerMetadata {
-        &self.metadata
+    pub fn metadata(&self) -> Arc<portcullis_types::wire::AuthorizationServerMetadata> {
+        self.metadata.load_full()
     }
 
     pub fn store(&self) -> &Store {

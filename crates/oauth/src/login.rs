@@ -62,7 +62,7 @@ impl AuthorizationServer {
     pub async fn start_session(&self, user: &UserRecord) -> Result<NewSession, ServerError> {
         let now = self.clock.now();
         let cookie_value = random_token(32)?;
-        let expires_at = now + self.settings.session_ttl;
+        let expires_at = now + self.settings().session_ttl;
         self.store.insert_session(&digest(&cookie_value), &user.id, now, expires_at).await?;
         Ok(NewSession { cookie_value, expires_at })
     }

@@ -121,10 +121,6 @@ const MAX_NAME_LEN: usize = 100;
 const MAX_REDIRECT_URIS: usize = 10;
 
 impl AuthorizationServer {
-    pub fn registration_policy(&self) -> &RegistrationPolicy {
-        &self.settings.registration
-    }
-
     /// RFC 7591 §3: registers a client. Errors carry RFC 7591 codes, `access_denied` for a
     /// source or policy refusal, and `invalid_token` for a bad initial access token.
     pub async fn register_client(
@@ -132,7 +128,7 @@ impl AuthorizationServer {
         ctx: &RegistrationContext,
         metadata: ClientMetadata,
     ) -> Result<ClientInformation, OAuthError> {
-        let policy = &self.settings.registration;
+        let policy = &self.settings().registration;
         if !policy.enabled {
             return Err(OAuthError::new(
                 OAuthErrorCode::AccessDenied,
@@ -232,7 +228,7 @@ impl AuthorizationServer {
         metadata: ClientMetadata,
         now: i64,
     ) -> Result<ClientMetadata, OAuthError> {
-        let issuers = &self.settings.registration.statement_issuers;
+        let issuers = &self.settings().registration.statement_issuers;
         let invalid = |d: &str| OAuthError::new(OAuthErrorCode::InvalidSoftwareStatement, d);
         let unapproved = |d: &str| OAuthError::new(OAuthErrorCode::UnapprovedSoftwareStatement, d);
         let keys = issuers.iter().flat_map(|i| i.keys.iter().map(|k| k.as_ref()));
@@ -316,7 +312,7 @@ impl AuthorizationServer {
             client_secret: secret,
             client_id_issued_at: c.created_at,
             registration_access_token: registration_token,
-            registration_client_uri: self.settings.endpoint(&format!("/register/{}", c.client_id)),
+            registration_client_uri: self.settings().endpoint(&format!("/register/{}", c.client_id)),
             client_name: c.client_name.clone(),
             redirect_uris: c.redirect_uris.clone(),
             grant_types: c.grant_types.iter().map(|g| g.as_str().to_owned()).collect(),
@@ -363,7 +359,7 @@ impl AuthorizationServer {
     /// Removes self-registered clients unused for longer than the policy allows, with
     /// everything they hold. Returns how many went.
     pub async fn sweep(&self) -> Result<portcullis_control::SweepReport, OAuthError> {
-        Ok(self.control.sweep(self.settings.registration.unused_client_ttl).await?)
+        Ok(self.control.sweep(self.settings().registration.unused_client_ttl).await?)
     }
 
     /// RFC 7592 §2.3.
@@ -375,7 +371,7 @@ impl AuthorizationServer {
     }
 
     fn validate_metadata(&self, m: &ClientMetadata) -> Result<ValidatedMetadata, OAuthError> {
-        let policy = &self.settings.registration;
+        let policy = &self.settings().registration;
         let client_type = match m.token_endpoint_auth_method.as_deref() {
             None | Some("client_secret_basic") | Some("client_secret_post") => {
                 // RFC 7591 §2: the default is client_secret_basic.
@@ -432,7 +428,7 @@ impl AuthorizationServer {
             Some(s) => ScopeSet::parse(s).map_err(|e| metadata_error(e.to_string()))?,
             None => ScopeSet::new(),
         };
-        let known = self.settings.known_scopes();
+        let known = self.settings().known_scopes();
         let unknown = requested_scope.difference(&known);
         if !unknown.is_empty() {
             return Err(metadata_error(format!("scope {unknown} is not offered by this server")));
@@ -481,7 +477,7 @@ impl AuthorizationServer {
     }
 
     fn classify_redirect_uri(&self, uri: &str) -> Result<RedirectKind, OAuthError> {
-        let policy = &self.settings.registration;
+        let policy = &self.settings().registration;
         crate::validate_redirect_uri(uri, policy.allow_private_use_schemes)
             .map_err(|e| redirect_error(e.to_string()))?;
         let parsed = Url::parse(uri).map_err(|_| redirect_error(format!("{uri:?} is not a URL")))?;

@@ -151,7 +151,7 @@ impl AuthorizationServer {
             }
         }
         // Redeeming is the atomic step; a second redemption revokes the first one's grant.
-        let grant_expires_at = now + self.settings.grant_max_lifetime;
+        let grant_expires_at = now + self.settings().grant_max_lifetime;
         let code = match self.store.redeem_authorization_code(&code_digest, now, grant_expires_at).await? {
             CodeRedemption::Redeemed(code) => code,
             CodeRedemption::Replayed { grant_id } => {
@@ -180,11 +180,11 @@ impl AuthorizationServer {
         self.store.insert_grant_tokens(&code.grant_id, refresh.as_ref().map(|(_, r)| r), &access.record).await?;
         let id_token = if scope.contains("openid") {
             let claims = IdTokenClaims {
-                iss: self.settings.issuer.clone(),
+                iss: self.settings().issuer.clone(),
                 sub: user.id.clone(),
                 aud: client.client_id.clone(),
                 azp: client.client_id.clone(),
-                exp: now + self.settings.id_token_ttl,
+                exp: now + self.settings().id_token_ttl,
                 iat: now,
                 auth_time: code.auth_time,
                 nonce: code.nonce.clone(),
@@ -202,7 +202,7 @@ impl AuthorizationServer {
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer".into(),
-            expires_in: self.settings.access_token_ttl,
+            expires_in: self.settings().access_token_ttl,
             scope: code.scope.to_string(),
             refresh_token: refresh.map(|(v, _)| v),
             id_token,
@@ -259,7 +259,7 @@ impl AuthorizationServer {
             RefreshRotation::Rotated => Ok(TokenResponse {
                 access_token: access.jwt,
                 token_type: "Bearer".into(),
-                expires_in: self.settings.access_token_ttl,
+                expires_in: self.settings().access_token_ttl,
                 scope: scope.to_string(),
                 refresh_token: Some(new_value),
                 id_token: None,
@@ -308,7 +308,7 @@ impl AuthorizationServer {
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer".into(),
-            expires_in: self.settings.access_token_ttl,
+            expires_in: self.settings().access_token_ttl,
             scope: scope.to_string(),
             refresh_token: None,
             id_token: None,
@@ -318,9 +318,9 @@ impl AuthorizationServer {
     /// Self-registered clients get shorter-lived refresh tokens.
     fn refresh_token_ttl(&self, client: &ClientRecord) -> i64 {
         if self.is_dynamic(client) {
-            self.settings.refresh_token_ttl.min(self.settings.registration.refresh_token_ttl)
+            self.settings().refresh_token_ttl.min(self.settings().registration.refresh_token_ttl)
         } else {
-            self.settings.refresh_token_ttl
+            self.settings().refresh_token_ttl
         }
     }
 
@@ -335,12 +335,12 @@ impl AuthorizationServer {
     ) -> Result<MintedAccessToken, OAuthError> {
         let jti = random_token(18)?;
         let claims = AccessTokenClaims {
-            iss: self.settings.issuer.clone(),
+            iss: self.settings().issuer.clone(),
             sub: subject.to_owned(),
             aud: resource.to_owned(),
             client_id: client.client_id.clone(),
             scope: scope.to_string(),
-            exp: now + self.settings.access_token_ttl,
+            exp: now + self.settings().access_token_ttl,
             iat: now,
             nbf: now,
             jti: jti.clone(),

@@ -275,6 +275,7 @@ pub struct RunningServer {
     pub issuer: String,
     pub server: AuthorizationServer,
     pub feed: ChangeFeed,
+    pub reloader: Reloader,
     pub gateway: Option<portcullis_gateway::Gateway>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -365,9 +366,8 @@ pub async fn start_on(
     };
     let mut state = portcullis_web::AppState::new(server.clone(), master, limits)
         .with_trusted_proxies(config.server.trusted_proxies.clone());
-    let gateway = if config.upstreams.is_empty() {
-        None
-    } else {
+    // The gateway exists even without routes, so that a reload can add some.
+    let gateway = {
         let settings = crate::gateway::gateway_settings(&config, &policies)?;
         let gateway = portcullis_gateway::Gateway::new(settings, server.clone(), Some(feed.clone()))
             .context("starting the MCP gateway")?;
@@ -379,7 +379,15 @@ pub async fn start_on(
     let addr = listener.local_addr()?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
 
-    tokio::spawn(apply_changes(feed.clone(), server.clone(), shutdown.subscribe()));
+    let reloader = Reloader {
+        started: Arc::new(config.clone()),
+        path: Arc::default(),
+        control: control.clone(),
+        server: server.clone(),
+        gateway: gateway.clone(),
+        one_at_a_time: Arc::default(),
+    };
+    tokio::spawn(apply_changes(feed.clone(), server.clone(), reloader.clone(), shutdown.subscribe()));
     tokio::spawn(maintain(server.clone(), shutdown.subscribe()));
 
     let draining = gateway.clone();
@@ -409,13 +417,84 @@ pub async fn start_on(
         }
     });
     tracing::info!(%addr, issuer = %config.issuer(), backend = store.backend_name(), "Portcullis is listening");
-    Ok(RunningServer { addr, issuer: config.issuer(), server, feed, gateway, shutdown, task })
+    Ok(RunningServer { addr, issuer: config.issuer(), server, feed, gateway, reloader, shutdown, task })
+}
+
+/// Takes a changed configuration file without a restart: routes and their policies, trusted
+/// issuers, resources and scopes, registration and metadata-document policy, the clients it
+/// declares. Each is compiled into a new snapshot and swapped in whole; a file that does not
+/// validate, or that changes what only a restart can (issuer, listen address, data directory,
+/// database), is refused and the running configuration stays. Every attempt is audited.
+#[derive(Clone)]
+pub struct Reloader {
+    started: Arc<Config>,
+    path: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
+    control: Control,
+    server: AuthorizationServer,
+    gateway: Option<portcullis_gateway::Gateway>,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Reloader {
+    /// The file a reload reads (none: defaults and environment only, as at start).
+    pub fn set_path(&self, path: Option<std::path::PathBuf>) {
+        if let Ok(mut current) = self.path.lock() {
+            *current = path;
+        }
+    }
+
+    /// Re-reads the configuration and applies it, or refuses it; records the outcome.
+    pub async fn reload(&self, actor: &Actor) -> anyhow::Result<()> {
+        let _one = self.one_at_a_time.lock().await;
+        let outcome = self.apply().await;
+        match &outcome {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "configuration reload refused; the running configuration stays")
+            }
+        }
+        let recorded = outcome.as_ref().map(|_| ()).map_err(|e| format!("{e:#}"));
+        self.control.record_config_reload(actor, recorded).await?;
+        outcome
+    }
+
+    async fn apply(&self) -> anyhow::Result<()> {
+        let path = self.path.lock().ok().and_then(|p| p.clone());
+        let config = Config::load(path.as_deref())?;
+        let started = &self.started;
+        for (key, same) in [
+            ("server.issuer", config.issuer() == started.issuer()),
+            ("server.listen", config.server.listen == started.server.listen),
+            ("server.data_dir", config.server.data_dir == started.server.data_dir),
+            ("database.url", config.database_url() == started.database_url()),
+        ] {
+            if !same {
+                anyhow::bail!("{key} changed; that takes a restart");
+            }
+        }
+        config.check_secrets()?;
+        let policies = crate::gateway::compile_policies(&config)?;
+        let mut settings = settings(&config, &policies)?;
+        settings.registration.statement_issuers = statement_issuers(&config)?;
+        let gateway_settings = crate::gateway::gateway_settings(&config, &policies)?;
+        sync_config_clients(&self.control, &config).await?;
+        self.server.replace_settings(settings)?;
+        if let Some(gateway) = &self.gateway {
+            gateway.reload(gateway_settings).context("the gateway refused the new routes")?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps what this node holds in memory in step with the change log: a key rotated anywhere
 /// is loaded, a client changed anywhere is read afresh. (The gateway follows the feed itself,
 /// to end what a revocation takes away.)
-async fn apply_changes(feed: ChangeFeed, server: AuthorizationServer, mut stop: watch::Receiver<bool>) {
+async fn apply_changes(
+    feed: ChangeFeed,
+    server: AuthorizationServer,
+    reloader: Reloader,
+    mut stop: watch::Receiver<bool>,
+) {
     use tokio::sync::broadcast::error::RecvError;
     let mut changes = feed.subscribe();
     loop {
@@ -425,6 +504,12 @@ async fn apply_changes(feed: ChangeFeed, server: AuthorizationServer, mut stop: 
         };
         let (reload_keys, client) = match &change {
             Ok(c) if c.kind == AuditKind::KeyRotated => (true, None),
+            Ok(c) if c.kind == AuditKind::ConfigReloadRequested => {
+                let reloader = reloader.clone();
+                // Off this loop: a reload waits for its audit write, and changes keep coming.
+                tokio::spawn(async move { reloader.reload(&Actor::Operator).await });
+                (false, None)
+            }
             // A document fetched here (or on another node) is cached for its own lifetime;
             // what an administrator or the system does to the client is read afresh.
             Ok(c)

@@ -33,6 +33,9 @@ enum Command {
     Migrate,
     /// Validate the configuration file and exit.
     CheckConfig,
+    /// Ask every running node to re-read its configuration file (as SIGHUP asks one); the
+    /// outcome on each is in the audit trail (`audit tail --kind config`).
+    Reload,
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -303,7 +306,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Audit(cmd) => audit(config, cmd).await,
         Command::Demo { .. } | Command::DemoCrm { .. } => Ok(()),
-        Command::Serve => serve(config, clock).await,
+        Command::Serve => serve(config, clock, cli.config.clone()).await,
+        Command::Reload => {
+            let control = Control::new(app::open_store(&config).await?, clock);
+            let revision = control.request_config_reload(&Actor::Operator).await?;
+            println!("asked every node to re-read its configuration (change {revision});");
+            println!("each records the outcome: portcullis audit tail --kind config");
+            Ok(())
+        }
         Command::CheckConfig => {
             config.check_secrets()?;
             portcullis::gateway::compile_policies(&config)?;
@@ -327,10 +337,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+async fn serve(config: Config, clock: Arc<dyn Clock>, path: Option<PathBuf>) -> anyhow::Result<()> {
     let running = app::start(config, clock).await?;
+    running.reloader.set_path(path);
     println!("Portcullis is serving {} on http://{}", running.issuer, running.addr);
+    reload_on_hangup(running.reloader.clone());
     run_until_signal(running).await
+}
+
+/// SIGHUP re-reads the configuration file (a file that does not validate is refused, and the
+/// running configuration stays).
+fn reload_on_hangup(reloader: app::Reloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; use `portcullis reload`");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            // The outcome is logged and audited by the reloader.
+            let _ = reloader.reload(&Actor::Operator).await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

@@ -104,6 +104,8 @@ pub enum Mutation {
     },
     /// Nothing changes but the record: configuration reloaded, a sign-in.
     RecordOnly,
+    /// Nothing changes, but every node is told (a request to re-read the configuration).
+    Announce,
 }
 
 /// What a commit did.
@@ -441,7 +443,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
-                Mutation::RecordOnly => 0,
+                Mutation::RecordOnly | Mutation::Announce => 0,
             };
             let revision = record_in_tx!(tx, audit, announce);
             tx.commit().await?;

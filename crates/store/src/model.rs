@@ -81,6 +81,7 @@ text_enum!(
         GrantsRevoked = "grants.revoked",
         KeyRotated = "key.rotated",
         ConfigReloaded = "config.reloaded",
+        ConfigReloadRequested = "config.reload_requested",
         InitialAccessTokenCreated = "iat.created",
     }
 );
@@ -112,6 +113,7 @@ impl AuditKind {
         Self::GrantsRevoked,
         Self::KeyRotated,
         Self::ConfigReloaded,
+        Self::ConfigReloadRequested,
         Self::InitialAccessTokenCreated,
     ];
 }

@@ -260,7 +260,7 @@ pub(crate) async fn protected_resource(State(state): State<AppState>, Path(route
 }
 
 pub(crate) async fn protected_resource_root(State(state): State<AppState>) -> Response {
-    let doc = state.gateway.as_ref().and_then(|g| g.root_route().and_then(|r| g.protected_resource_metadata(r)));
+    let doc = state.gateway.as_ref().and_then(|g| g.root_route().and_then(|r| g.protected_resource_metadata(&r)));
     match doc {
         Some(doc) => Json(doc).into_response(),
         None => (StatusCode::NOT_FOUND, "no protected resource is published at the root\n").into_response(),

@@ -374,3 +374,152 @@ async fn a_node_fails_closed_when_its_database_stops_answering_and_recovers() ->
     assert!(feed.is_current());
     Ok(())
 }
+
+/// A running node takes a changed configuration file on SIGHUP or `portcullis reload`:
+/// policies and routes change for the next request while open sessions go on; a file that
+/// does not validate, or that changes what only a restart can, is refused and the running
+/// configuration stays. Every attempt is in the audit trail.
+#[tokio::test]
+async fn a_changed_configuration_is_taken_without_a_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let database = database_url(dir.path()).await?;
+    let master_key = portcullis_crypto::random_token(32)?;
+    let bin = env!("CARGO_BIN_EXE_portcullis");
+    let config = dir.path().join("portcullis.toml");
+    let write = |tools: &str, extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nissuer = \"{base}\"\ndata_dir = {data:?}\n[database]\nurl = {database:?}\n\
+                 [[upstreams]]\nname = \"crm\"\ncommand = [{bin:?}, \"demo-crm\"]\ntools = {{ {tools} }}\n{extra}",
+                data = dir.path().join("data"),
+            ),
+        )
+    };
+    write(r#"list_contacts = ["crm.contacts.read"]"#, "")?;
+    portcullis(&config, &master_key, &["migrate"])?;
+    let node = Node::start(&config, &master_key, port).await?;
+    let out = portcullis(
+        &config,
+        &master_key,
+        &["client", "add", "--name", "agent", "--confidential", "--scope", "crm.contacts.read"],
+    )?;
+    let field =
+        |key: &str| out.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned())).ok_or(key.to_owned());
+    let (client_id, secret) = (field("client_id:")?, field("client_secret:")?);
+    let http = reqwest::Client::new();
+    let token_for = |resource: String| {
+        let (http, client_id, secret, base) = (http.clone(), client_id.clone(), secret.clone(), base.clone());
+        async move {
+            let response = http
+                .post(format!("{base}/token"))
+                .basic_auth(&client_id, Some(&secret))
+                .form(&[("grant_type", "client_credentials"), ("resource", &resource)])
+                .send()
+                .await?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await?;
+            Ok::<_, Box<dyn std::error::Error>>((status, body))
+        }
+    };
+    let (_, body) = token_for(format!("{base}/mcp/crm")).await?;
+    let token = body["access_token"].as_str().ok_or(format!("no token: {body}"))?.to_owned();
+    let conversation = Conversation::open(&http, &base, &token).await?;
+    let tools = || async {
+        let (status, text) = conversation.send(json!({"jsonrpc":"2.0","id":5,"method":"tools/list"})).await?;
+        // A JSON body, or the last event of an event stream.
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str(d.trim()).ok())
+                .next_back()
+                .unwrap_or(Value::Null)
+        });
+        let mut names: Vec<String> = body["result"]["tools"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        names.sort();
+        Ok::<_, Box<dyn std::error::Error>>((status, names))
+    };
+    assert_eq!(tools().await?, (200, vec!["list_contacts".to_owned()]));
+    let until = |want: &'static [&'static str]| async move {
+        let started = Instant::now();
+        loop {
+            let (status, names) = tools().await?;
+            assert_eq!(status, 200, "the open session goes on");
+            if names == want {
+                return Ok::<_, Box<dyn std::error::Error>>(());
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                return Err(format!("tools/list still shows {names:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let hangup = || -> TestResult {
+        let pid = node.child.id().ok_or("no pid")?.to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status()?.success());
+        Ok(())
+    };
+
+    // A new mapping and a new route, on SIGHUP.
+    write(
+        r#"list_contacts = ["crm.contacts.read"], export_contacts = ["crm.contacts.read"]"#,
+        &format!(
+            "[[upstreams]]\nname = \"crm2\"\ncommand = [{bin:?}, \"demo-crm\"]\ntools = {{ list_contacts = [\"crm.contacts.read\"] }}\n"
+        ),
+    )?;
+    hangup()?;
+    until(&["export_contacts", "list_contacts"]).await?;
+    let metadata = http.get(format!("{base}/.well-known/oauth-protected-resource/mcp/crm2")).send().await?;
+    assert_eq!(metadata.status(), 200, "the new route is published");
+    let (status, body) = token_for(format!("{base}/mcp/crm2")).await?;
+    assert_eq!(status, 200, "the authorization server issues tokens for the new route: {body}");
+
+    // A file that does not validate is refused; what runs stays.
+    write(r#"list_contacts = ["crm.contacts.read"]"#, "unmapped = \"maybe\"\n")?;
+    hangup()?;
+    // A file that changes what only a restart can is refused too.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)?.replace("unmapped = \"maybe\"\n", "").replace(&base, "http://127.0.0.1:1"),
+    )?;
+    portcullis(&config, &master_key, &["reload"])?;
+    let audit = || -> AnyResult<Vec<Value>> {
+        let out = portcullis(&config, &master_key, &["audit", "tail", "--json", "--kind", "config"])?;
+        Ok(out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    };
+    let started = Instant::now();
+    let reloads = loop {
+        let rows = audit()?;
+        if rows.iter().filter(|r| r["kind"] == "config.reloaded").count() >= 3
+            || started.elapsed() > Duration::from_secs(5)
+        {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let outcomes: Vec<(String, String)> = reloads
+        .iter()
+        .filter(|r| r["kind"] == "config.reloaded")
+        .map(|r| (r["decision"].as_str().unwrap_or("").to_owned(), r["reason"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(outcomes.len(), 3, "{reloads:?}");
+    assert_eq!(outcomes[0], ("succeeded".to_owned(), String::new()));
+    assert!(outcomes[1].0 == "failed" && outcomes[1].1.contains("unmapped"), "{outcomes:?}");
+    assert!(
+        outcomes[2].0 == "failed" && outcomes[2].1.contains("server.issuer changed; that takes a restart"),
+        "{outcomes:?}"
+    );
+    assert!(reloads.iter().any(|r| r["kind"] == "config.reload_requested" && r["actor"] == "operator"));
+    assert_eq!(tools().await?, (200, vec!["export_contacts".to_owned(), "list_contacts".to_owned()]), "unchanged");
+
+    // `portcullis reload` with a valid file takes effect.
+    write(r#"list_contacts = ["crm.contacts.read"]"#, "")?;
+    portcullis(&config, &master_key, &["reload"])?;
+    until(&["list_contacts"]).await?;
+    node.stop().await
+}
