@@ -156,6 +156,14 @@ impl Control {
         Ok(committed)
     }
 
+    /// The username of a user id, so that a record names the user as people know them.
+    async fn username_of(&self, user_id: Option<&str>) -> Result<Option<String>> {
+        Ok(match user_id {
+            Some(id) => self.store.find_user(id).await?.map(|u| u.username),
+            None => None,
+        })
+    }
+
     fn event(&self, kind: AuditKind, actor: &Actor) -> NewAuditEvent {
         NewAuditEvent::action(kind, actor, self.clock.now())
     }
@@ -370,6 +378,7 @@ impl Control {
     ) -> Result<()> {
         let audit = NewAuditEvent {
             user_id: Some(user_id.to_owned()),
+            username: self.username_of(Some(user_id)).await?,
             client_id: Some(client_id.to_owned()),
             target: Some(resource.to_owned()),
             reason: Some(format!("granted: {scope}")),
@@ -389,6 +398,7 @@ impl Control {
     pub async fn revoke_consent(&self, actor: &Actor, user_id: &str, client_id: &str, resource: &str) -> Result<()> {
         let audit = NewAuditEvent {
             user_id: Some(user_id.to_owned()),
+            username: self.username_of(Some(user_id)).await?,
             client_id: Some(client_id.to_owned()),
             target: Some(resource.to_owned()),
             ..self.event(AuditKind::ConsentRevoked, actor)
@@ -417,6 +427,7 @@ impl Control {
             GrantSelector::Resource(uri) => (None, None, Some(uri.clone())),
         };
         let audit = NewAuditEvent {
+            username: self.username_of(user_id.as_deref()).await?,
             user_id,
             client_id,
             target,

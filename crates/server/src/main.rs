@@ -8,10 +8,10 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portcullis::app;
 use portcullis::config::{Config, LogFormat};
-use portcullis_control::{Actor, Control, NewUser, parse_grant_types};
+use portcullis_control::{Actor, Control, NewUser, RevocationReason, parse_grant_types};
 use portcullis_crypto::{digest, random_token};
 use portcullis_oauth::KeyRing;
-use portcullis_store::{AuditFilter, AuditKind, ClientRecord, ClientStatus, RegistrationOrigin};
+use portcullis_store::{AuditFilter, AuditKind, ClientRecord, ClientStatus, GrantSelector, RegistrationOrigin};
 use portcullis_types::{Clock, ScopeSet, SystemClock};
 
 #[derive(Parser)]
@@ -48,6 +48,9 @@ enum Command {
     /// Users' remembered consents.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// Grants (and every token hanging off them).
+    #[command(subcommand)]
+    Grant(GrantCommand),
     /// Initial access tokens for Dynamic Client Registration.
     #[command(subcommand)]
     Iat(IatCommand),
@@ -255,6 +258,32 @@ enum ConsentCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum GrantCommand {
+    /// Grants, newest first, optionally of one client or one user.
+    List {
+        #[arg(long, allow_hyphen_values = true)]
+        client: Option<String>,
+        /// Username.
+        #[arg(long, allow_hyphen_values = true)]
+        user: Option<String>,
+    },
+    /// Revoke grants and their tokens: one grant, or all of a user, of a client, or for a
+    /// route's resource (give exactly one).
+    Revoke {
+        #[arg(long, allow_hyphen_values = true)]
+        grant: Option<String>,
+        /// Username.
+        #[arg(long, allow_hyphen_values = true)]
+        user: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        client: Option<String>,
+        /// A resource URI (a gateway route's URL).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -333,6 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => users(config, clock, cmd).await,
         Command::Client(cmd) => clients(config, clock, cmd).await,
         Command::Consent(cmd) => consents(config, clock, cmd).await,
+        Command::Grant(cmd) => grants(config, clock, cmd).await,
         Command::Iat(cmd) => initial_access_tokens(config, clock, cmd).await,
     }
 }
@@ -728,6 +758,59 @@ async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) ->
             let user = user_of(username).await?;
             control.revoke_consent(&Actor::Operator, &user.id, &client, &resource).await?;
             println!("consent revoked; the grants it produced are revoked too");
+        }
+    }
+    Ok(())
+}
+
+async fn grants(config: Config, clock: Arc<dyn Clock>, cmd: GrantCommand) -> anyhow::Result<()> {
+    let control = Control::new(app::open_store(&config).await?, clock);
+    let store = control.store();
+    let user_id = |name: Option<String>| {
+        let store = store.clone();
+        async move {
+            match name {
+                Some(name) => Ok::<_, anyhow::Error>(Some(
+                    store.find_user_by_username(&name).await?.with_context(|| format!("no user {name}"))?.id,
+                )),
+                None => Ok(None),
+            }
+        }
+    };
+    match cmd {
+        GrantCommand::List { client, user } => {
+            let user = user_id(user).await?;
+            for g in store.list_grants(client.as_deref(), user.as_deref()).await? {
+                let state = match (&g.revoked_at, &g.revoked_reason) {
+                    (Some(_), Some(reason)) => format!("revoked ({reason})"),
+                    (Some(_), None) => "revoked".to_owned(),
+                    (None, _) => "live".to_owned(),
+                };
+                println!(
+                    "{}  {}  client={}  user={}  {}  {}  {state}",
+                    g.id,
+                    g.kind,
+                    g.client_id,
+                    g.user_id.as_deref().unwrap_or("-"),
+                    g.resource,
+                    g.scope
+                );
+            }
+        }
+        GrantCommand::Revoke { grant, user, client, resource } => {
+            let selector = match (grant, user_id(user).await?, client, resource) {
+                (Some(id), None, None, None) => GrantSelector::Grant(id),
+                (None, Some(user), None, None) => GrantSelector::User(user),
+                (None, None, Some(client), None) => GrantSelector::Client(client),
+                (None, Some(user_id), Some(client_id), resource) => {
+                    GrantSelector::UserClient { user_id, client_id, resource }
+                }
+                (None, None, None, Some(resource)) => GrantSelector::Resource(resource),
+                _ => bail!("give --grant, --user, --client (with --user, optionally --resource) or --resource"),
+            };
+            let revoked =
+                control.revoke_grants(&Actor::Operator, selector, RevocationReason::AdministratorRequest).await?;
+            println!("revoked {revoked} grant(s) and every token they held");
         }
     }
     Ok(())

@@ -401,6 +401,10 @@ async fn every_operator_action_is_audited() -> TestResult {
     ok(&["client", "remove", &client_id], None)?;
     ok(&["keys", "rotate"], None)?;
     ok(&["iat", "create", "--label", "onboarding"], None)?;
+    assert!(ok(&["grant", "revoke", "--user", "bob"], None)?.contains("revoked 0 grant(s)"));
+    ok(&["grant", "revoke", "--resource", "http://127.0.0.1:18080/mcp/crm"], None)?;
+    let neither = cli.run(&["grant", "revoke"], None)?;
+    assert!(!neither.ok && neither.stderr.contains("give --grant, --user"), "{}", neither.stderr);
     ok(&["user", "remove", "bob"], None)?;
 
     let rows = |args: &[&str]| -> AnyResult<Vec<serde_json::Value>> {
@@ -423,13 +427,15 @@ async fn every_operator_action_is_audited() -> TestResult {
             "client.deleted",
             "key.rotated",
             "iat.created",
+            "grants.revoked",
+            "grants.revoked",
             "user.deleted"
         ]
     );
     assert!(trail.iter().all(|r| r["actor"] == "operator" && r["decision"] == "succeeded"), "{trail:?}");
     assert!(trail.iter().all(|r| r["route"].is_null() && r["status"].is_null()), "no gateway fields on actions");
     let bob: Vec<_> = rows(&["--user", "bob"])?;
-    assert_eq!(bob.len(), 5, "{bob:?}");
+    assert_eq!(bob.len(), 6, "{bob:?}");
     assert_eq!(rows(&["--client", &client_id])?.len(), 4);
     assert_eq!(rows(&["--kind", "client"])?.len(), 4);
     assert_eq!(rows(&["--kind", "user.disabled", "--kind", "key"])?.len(), 2);
