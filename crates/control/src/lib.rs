@@ -100,13 +100,19 @@ pub struct SweepReport {
     pub unused_clients: Vec<String>,
 }
 
+/// Told of each change this node commits, before the command returns.
+pub type CommitObserver = Arc<dyn Fn(AuditKind, Option<&str>) + Send + Sync>;
+
 /// The control layer; cheap to clone.
 #[derive(Clone)]
 pub struct Control {
     store: Store,
     clock: Arc<dyn Clock>,
-    /// Woken after every local commit, so this node applies its own changes at once.
+    /// Woken after every local commit, so this node's feed reads the log at once.
     local_commit: Arc<tokio::sync::Notify>,
+    /// Called with the kind and client of every local commit, so that what this node caches
+    /// is dropped before the command returns (other nodes learn through the change feed).
+    observers: Arc<std::sync::RwLock<Vec<CommitObserver>>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -125,7 +131,7 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
 
 impl Control {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock, local_commit: Arc::default() }
+        Self { store, clock, local_commit: Arc::default(), observers: Arc::default() }
     }
 
     pub fn store(&self) -> &Store {
@@ -136,6 +142,13 @@ impl Control {
         self.clock.now()
     }
 
+    /// Calls `observer` after every commit made through this value (and its clones).
+    pub fn observe(&self, observer: CommitObserver) {
+        if let Ok(mut observers) = self.observers.write() {
+            observers.push(observer);
+        }
+    }
+
     /// Woken after every commit made through this value (and its clones).
     pub fn local_commits(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.local_commit)
@@ -144,6 +157,11 @@ impl Control {
     /// Commits one mutation with its record; every command ends here.
     async fn commit(&self, mutation: Mutation, audit: NewAuditEvent) -> Result<portcullis_store::Committed> {
         let committed = self.store.commit(&mutation, &audit).await?;
+        if let Ok(observers) = self.observers.read() {
+            for observe in observers.iter() {
+                observe(audit.kind, audit.client_id.as_deref());
+            }
+        }
         self.local_commit.notify_one();
         tracing::info!(
             kind = %audit.kind,

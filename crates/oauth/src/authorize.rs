@@ -168,14 +168,9 @@ impl AuthorizationServer {
         let client = if self.is_metadata_document_client_id(client_id) {
             self.metadata_document_client(client_id).await.map_err(AuthorizeRejection::Fatal)?
         } else {
-            self.store.find_client(client_id).await.map_err(|e| AuthorizeRejection::Fatal(e.into()))?.ok_or_else(
-                || {
-                    AuthorizeRejection::fatal(
-                        OAuthErrorCode::InvalidClient,
-                        "no client is registered with this client_id",
-                    )
-                },
-            )?
+            self.client(client_id).await.map_err(|e| AuthorizeRejection::Fatal(e.into()))?.ok_or_else(|| {
+                AuthorizeRejection::fatal(OAuthErrorCode::InvalidClient, "no client is registered with this client_id")
+            })?
         };
         let redirect_uri = match request.redirect_uri.as_deref() {
             Some(presented) => redirect_uri_matches(&client.redirect_uris, presented)
@@ -396,8 +391,7 @@ impl AuthorizationServer {
                 )
             })?;
         let client = self
-            .store
-            .find_client(&request.client_id)
+            .client(&request.client_id)
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
             .filter(|c| c.status == ClientStatus::Active)

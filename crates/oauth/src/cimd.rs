@@ -59,7 +59,7 @@ impl CimdCache {
         entries.get(client_id).filter(|(_, until)| *until > now).map(|(c, _)| c.clone())
     }
 
-    fn forget(&self, client_id: &str) {
+    pub(crate) fn forget(&self, client_id: &str) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(client_id);
         }
@@ -244,14 +244,7 @@ impl AuthorizationServer {
         })
     }
 
-    /// Forgets a cached document's client, so the next use reads the stored record (after
-    /// a change to it anywhere).
-    pub fn forget_cached_client(&self, client_id: &str) {
-        self.cimd_cache.forget(client_id);
-    }
-
-    /// Forgets every cached document's client.
-    pub fn forget_cached_clients(&self) {
+    pub(crate) fn forget_cached_documents(&self) {
         self.cimd_cache.clear();
     }
 }

@@ -51,7 +51,7 @@ impl AuthorizationServer {
                     ));
                 }
             };
-        let found = self.store.find_client(client_id).await?;
+        let found = self.client(client_id).await?;
         // Hash even when the client is unknown, so the timing does not say which ids exist.
         let presented_digest = secret.map(digest);
         let Some(client) = found else {
@@ -104,7 +104,7 @@ impl AuthorizationServer {
                 (None, Some(sub)) => sub,
                 (None, None) => return Err(failed()),
             };
-        let client = self.store.find_client(&client_id).await?.ok_or_else(failed)?;
+        let client = self.client(&client_id).await?.ok_or_else(failed)?;
         let jwks: portcullis_types::wire::JwkSet = client
             .jwks
             .as_deref()

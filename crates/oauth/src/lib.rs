@@ -10,6 +10,7 @@
 mod authorize;
 mod cimd;
 mod client_auth;
+mod clients;
 mod error;
 mod introspect;
 mod keyring;
@@ -60,6 +61,9 @@ pub struct AuthorizationServer {
     pub(crate) passwords: PasswordHasher,
     pub(crate) fetcher: Option<portcullis_outbound::Fetcher>,
     pub(crate) cimd_cache: cimd::CimdCache,
+    pub(crate) client_cache: Arc<clients::ClientCache>,
+    /// While it is current, client records are served from `client_cache`.
+    pub(crate) feed: Option<portcullis_control::ChangeFeed>,
     metadata: Arc<arc_swap::ArcSwap<portcullis_types::wire::AuthorizationServerMetadata>>,
 }
 
@@ -78,6 +82,15 @@ impl AuthorizationServer {
         passwords: PasswordHasher,
     ) -> Self {
         let metadata = Arc::new(arc_swap::ArcSwap::from_pointee(metadata::build(&settings)));
+        let client_cache: Arc<clients::ClientCache> = Arc::default();
+        let cimd_cache = cimd::CimdCache::default();
+        // This node's own changes reach its caches before the command that made them returns.
+        let (cache, documents) = (Arc::downgrade(&client_cache), cimd_cache.clone());
+        control.observe(Arc::new(move |kind, client_id| {
+            if let (Some(cache), Some(client_id)) = (cache.upgrade(), client_id) {
+                clients::forget_changed(&cache, &documents, kind, client_id);
+            }
+        }));
         Self {
             store: control.store().clone(),
             control,
@@ -86,9 +99,18 @@ impl AuthorizationServer {
             settings: Arc::new(arc_swap::ArcSwap::from_pointee(settings)),
             passwords,
             fetcher: None,
-            cimd_cache: Default::default(),
+            cimd_cache,
+            client_cache,
+            feed: None,
             metadata,
         }
+    }
+
+    /// Follows `feed`: client records are cached while it is current (the node applies
+    /// `client_changed` for every change it reports).
+    pub fn with_change_feed(mut self, feed: portcullis_control::ChangeFeed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Enables outbound fetches (client metadata documents) through `fetcher`.

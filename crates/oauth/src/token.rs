@@ -107,7 +107,7 @@ impl AuthorizationServer {
         // it on every request would make each token cost an extra write.
         let now = self.clock.now();
         if client.last_used_at.is_none_or(|t| now - t >= LAST_USED_PRECISION) {
-            self.store.touch_client(&client.client_id, now).await?;
+            self.touch_client(&client.client_id, now).await?;
         }
         Ok(TokenResponseOutcome { response, client_id: client.client_id })
     }

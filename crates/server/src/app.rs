@@ -358,7 +358,8 @@ pub async fn start_on(
         server_settings,
         password_hasher(&config)?,
     )
-    .with_fetcher(fetcher);
+    .with_fetcher(fetcher)
+    .with_change_feed(feed.clone());
     let limits = portcullis_web::LoginLimits {
         per_account_per_minute: config.login.per_account_per_minute,
         per_address_per_minute: config.login.per_address_per_minute,
@@ -502,38 +503,26 @@ async fn apply_changes(
             change = changes.recv() => change,
             _ = stop.changed() => return,
         };
-        let (reload_keys, client) = match &change {
-            Ok(c) if c.kind == AuditKind::KeyRotated => (true, None),
+        let reload_keys = match &change {
+            Ok(c) if c.kind == AuditKind::KeyRotated => true,
             Ok(c) if c.kind == AuditKind::ConfigReloadRequested => {
                 let reloader = reloader.clone();
                 // Off this loop: a reload waits for its audit write, and changes keep coming.
                 tokio::spawn(async move { reloader.reload(&Actor::Operator).await });
-                (false, None)
+                false
             }
-            // A document fetched here (or on another node) is cached for its own lifetime;
-            // what an administrator or the system does to the client is read afresh.
-            Ok(c)
-                if matches!(
-                    c.kind,
-                    AuditKind::ClientSuspended
-                        | AuditKind::ClientResumed
-                        | AuditKind::ClientApproved
-                        | AuditKind::ClientRejected
-                        | AuditKind::ClientDeleted
-                ) =>
-            {
-                (false, c.client_id.as_deref())
+            Ok(c) => {
+                if let Some(client_id) = &c.client_id {
+                    server.client_changed(c.kind, client_id);
+                }
+                false
             }
-            Ok(_) => (false, None),
             Err(RecvError::Lagged(_)) => {
                 server.forget_cached_clients();
-                (true, None)
+                true
             }
             Err(RecvError::Closed) => return,
         };
-        if let Some(client_id) = client {
-            server.forget_cached_client(client_id);
-        }
         if reload_keys && let Err(e) = server.keys().reload(server.store(), server.now()).await {
             tracing::error!(error = %e, "reloading signing keys failed");
         }

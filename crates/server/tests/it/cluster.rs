@@ -191,22 +191,28 @@ tools = {{ list_contacts = ["crm.contacts.read"], update_deal = ["crm.deals.writ
         portcullis(&self.config, &self.master_key, args)
     }
 
-    /// A machine client allowed to read contacts, and a token of its from node A.
-    async fn agent(&self, name: &str) -> AnyResult<(String, String)> {
+    /// A client-credentials grant from `node`: the status and the answer.
+    async fn token_from(&self, node: &str, client_id: &str, secret: &str) -> AnyResult<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{node}/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(&[("grant_type", "client_credentials"), ("resource", &format!("{}/mcp/crm", self.a.base))])
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
+    /// A machine client allowed to read contacts, its secret, and a token of its from node A.
+    async fn agent(&self, name: &str) -> AnyResult<(String, String, String)> {
         let out = self.cli(&["client", "add", "--name", name, "--confidential", "--scope", "crm.contacts.read"])?;
         let field = |key: &str| {
             out.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned())).ok_or(format!("no {key}"))
         };
         let (client_id, secret) = (field("client_id:")?, field("client_secret:")?);
-        let response = self
-            .http
-            .post(format!("{}/token", self.a.base))
-            .basic_auth(&client_id, Some(&secret))
-            .form(&[("grant_type", "client_credentials"), ("resource", &format!("{}/mcp/crm", self.a.base))])
-            .send()
-            .await?;
-        let body: Value = response.json().await?;
-        Ok((client_id, body["access_token"].as_str().ok_or(format!("no token: {body}"))?.to_owned()))
+        let (_, body) = self.token_from(&self.a.base, &client_id, &secret).await?;
+        let token = body["access_token"].as_str().ok_or(format!("no token: {body}"))?.to_owned();
+        Ok((client_id, secret, token))
     }
 
     async fn stop(self) -> TestResult {
@@ -224,7 +230,9 @@ fn list_contacts(id: i64) -> Value {
 #[tokio::test]
 async fn a_suspension_reaches_every_node_within_a_second() -> TestResult {
     let cluster = Cluster::start().await?;
-    let (client_id, token) = cluster.agent("Nightly report").await?;
+    let (client_id, secret, token) = cluster.agent("Nightly report").await?;
+    // Node B's token endpoint has read (and cached) the client too.
+    assert_eq!(cluster.token_from(&cluster.b.base, &client_id, &secret).await?.0, 200);
 
     // The token node A issued works on node B; both hold a session and a stream.
     let on_b = Conversation::open(&cluster.http, &cluster.b.base, &token).await?;
@@ -256,6 +264,10 @@ async fn a_suspension_reaches_every_node_within_a_second() -> TestResult {
         .send()
         .await?;
     assert_eq!(fresh.status(), 401, "a fresh request on node B");
+    // Node B's token endpoint refuses the client too: its cached record went with the change.
+    let (status, body) = cluster.token_from(&cluster.b.base, &client_id, &secret).await?;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    assert!(suspended.elapsed() < Duration::from_secs(3));
 
     // The suspension is in the audit trail, by the operator, once.
     let audit = cluster.cli(&["audit", "tail", "--json", "--kind", "client.suspended", "--client", &client_id])?;
