@@ -285,6 +285,33 @@ async fn sign_in_failures_look_the_same_and_are_rate_limited() -> TestResult {
         .ok_or("login")?;
     let disabled = b.login(&fresh, &login_url, "alice", PASSWORD).await?;
     assert_eq!(error_of(&disabled).as_deref(), Some("invalid"));
+
+    // The user sees one message; the audit trail says what it was, and from where.
+    let failures = |server: &TestServer| {
+        let filter = portcullis_store::AuditFilter {
+            kinds: vec![portcullis_store::AuditKind::SignInFailed],
+            ..Default::default()
+        };
+        let store = server.store().cloned();
+        async move { Ok::<_, Box<dyn std::error::Error>>(store?.audit_events(None, 100, &filter).await?) }
+    };
+    let reasons: Vec<(Option<String>, Option<String>, Option<String>)> = failures(&server)
+        .await?
+        .into_iter()
+        .map(|r| (r.event.username, r.event.reason, r.event.source_address))
+        .collect();
+    let local = Some("127.0.0.1".to_owned());
+    assert_eq!(
+        reasons[..2],
+        [
+            (Some("alice".into()), Some("wrong password".into()), local.clone()),
+            (Some("mallory".into()), Some("no such user".into()), local.clone())
+        ]
+    );
+    assert_eq!(reasons.len(), 5, "rate-limited attempts are not checked, so not recorded: {reasons:?}");
+    let disabled = failures(&fresh).await?;
+    assert_eq!(disabled.first().and_then(|r| r.event.reason.clone()).as_deref(), Some("the account is disabled"));
+    assert_eq!(disabled.first().and_then(|r| r.event.actor.clone()).map(|a| a.starts_with("user:")), Some(true));
     Ok(())
 }
 

@@ -881,3 +881,41 @@ async fn ambiguous_and_malformed_requests_get_exact_errors() -> TestResult {
     assert!(answer.text.len() < 400, "{} bytes echoed", answer.text.len());
     Ok(())
 }
+
+/// Disabling a user ends what they have open on the gateway, at once: their MCP sessions (and
+/// stdio children) and the event streams they are reading.
+#[tokio::test]
+async fn disabling_a_user_ends_their_open_sessions_and_streams() -> TestResult {
+    let gw = start().await?;
+    let s = &gw.server;
+    let token = alice_token_for(s, &s.route("crm"), &["crm.contacts.read"]).await?;
+    let session = gw.session("crm", Some(&token)).await?;
+    let stream = gw
+        .http
+        .get(s.route("crm"))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", VERSION)
+        .send()
+        .await?;
+    assert_eq!(stream.status(), 200);
+    let reading = tokio::spawn(async move {
+        use futures_util::StreamExt as _;
+        let mut body = stream.bytes_stream();
+        while let Some(Ok(_)) = body.next().await {}
+        std::time::Instant::now()
+    });
+    let gateway = s.gateway()?;
+    assert_eq!((gateway.session_count(), gateway.stream_count()), (1, 1));
+
+    s.control()?.disable_user(&Actor::Operator, "alice").await?;
+    let disabled = std::time::Instant::now();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(3), reading).await.map_err(|_| "the stream is still open")??;
+    assert!(ended.saturating_duration_since(disabled) < Duration::from_secs(1));
+    assert_eq!((gateway.session_count(), gateway.stream_count()), (0, 0), "the session and its child are gone");
+    let after = gw.rpc("crm", Some(&token), Some(&session), call(1, "list_contacts")).await?;
+    assert_eq!(after.status, 401, "{}", after.text);
+    Ok(())
+}
