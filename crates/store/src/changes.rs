@@ -6,7 +6,7 @@
 //! single row of `change_log_head`, whose row lock is held until commit, so revisions are
 //! handed out in commit order and a node that has read revision N will never later find a
 //! smaller one appear. On PostgreSQL a trigger on `changes` announces each one with
-//! `NOTIFY portcullis_changes`; every node reads the log by revision ([`Store::changes_after`]),
+//! `NOTIFY portcullis_changes_<schema>`; every node reads the log by revision ([`Store::changes_after`]),
 //! so a lost notification delays a change but never loses it.
 
 use portcullis_types::ScopeSet;
@@ -548,7 +548,7 @@ impl Store {
     }
 }
 
-/// A connection that waits for announced changes (PostgreSQL `LISTEN portcullis_changes`).
+/// A connection that waits for announced changes (PostgreSQL `LISTEN portcullis_changes_<schema>`).
 pub struct ChangeListener(sqlx::postgres::PgListener);
 
 impl std::fmt::Debug for ChangeListener {
@@ -572,8 +572,9 @@ impl Store {
         let crate::Backend::Postgres(pool) = &self.backend else { return Ok(None) };
         let listener = self
             .within_deadline(async {
+                let (schema,): (String,) = sqlx::query_as("SELECT current_schema()").fetch_one(pool).await?;
                 let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-                listener.listen("portcullis_changes").await?;
+                listener.listen(&format!("portcullis_changes_{schema}")).await?;
                 Ok(listener)
             })
             .await?;

@@ -609,3 +609,37 @@ async fn a_corrupt_row_is_an_error_that_names_it() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn postgres_announces_each_change_to_its_own_schema_only() -> TestResult {
+    let (mine, _dir) = stores().await?;
+    let (others, _other_dir) = stores().await?;
+    for (store, other) in mine.iter().zip(&others) {
+        let listener = store.change_listener().await?;
+        let Some(mut listener) = listener else {
+            assert_eq!(store.backend_name(), "sqlite", "only SQLite has nothing to listen to");
+            continue;
+        };
+        // A change in another schema of the same database does not wake this one.
+        apply_as(
+            other,
+            AuditKind::GrantsRevoked,
+            Mutation::RevokeGrants { selector: GrantSelector::Grant("x".into()), reason: "test".into() },
+            1,
+        )
+        .await?;
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(300), listener.notified()).await;
+        assert!(woken.is_err(), "woken by another schema's change");
+        apply_as(
+            store,
+            AuditKind::GrantsRevoked,
+            Mutation::RevokeGrants { selector: GrantSelector::Grant("y".into()), reason: "test".into() },
+            2,
+        )
+        .await?;
+        tokio::time::timeout(std::time::Duration::from_secs(2), listener.notified())
+            .await
+            .map_err(|_| "no notification")??;
+    }
+    Ok(())
+}

@@ -31,9 +31,10 @@ CREATE TABLE changes (
 
 -- Announce each change to every node that LISTENs; the payload is the revision. Nodes read the
 -- log itself by revision, so a notification that is lost (a node reconnecting) loses nothing.
+-- The channel is named after the schema, so deployments sharing a database do not wake each other.
 CREATE FUNCTION portcullis_announce_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('portcullis_changes', NEW.revision::text);
+    PERFORM pg_notify('portcullis_changes_' || current_schema(), NEW.revision::text);
     RETURN NEW;
 END
 $$;
