@@ -55,6 +55,36 @@ impl TryFrom<Row> for AuditEventRecord {
     }
 }
 
+/// A multi-row INSERT of audit records: the one place their columns are listed, for the
+/// batched gateway decisions and for the record each commit writes.
+macro_rules! audit_insert {
+    ($events:expr) => {{
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
+             reason, user_id, username, client_id, issuer, status, latency_ms) ",
+        );
+        insert.push_values($events, |mut row, e: &$crate::NewAuditEvent| {
+            row.push_bind(e.occurred_at)
+                .push_bind(e.kind.as_str())
+                .push_bind(&e.actor)
+                .push_bind(&e.source_address)
+                .push_bind(&e.route)
+                .push_bind(&e.method)
+                .push_bind(&e.target)
+                .push_bind(e.outcome.as_str())
+                .push_bind(&e.reason)
+                .push_bind(&e.user_id)
+                .push_bind(&e.username)
+                .push_bind(&e.client_id)
+                .push_bind(&e.issuer)
+                .push_bind(e.status)
+                .push_bind(e.latency_ms);
+        });
+        insert
+    }};
+}
+pub(crate) use audit_insert;
+
 /// Appends the filter's conditions (each after `AND`) to a query whose WHERE clause is open.
 fn push_filter<DB: sqlx::Database>(query: &mut sqlx::QueryBuilder<DB>, filter: &AuditFilter)
 where
@@ -90,28 +120,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
-                     reason, user_id, username, client_id, issuer, status, latency_ms) ",
-                );
-                insert.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.occurred_at)
-                        .push_bind(e.kind.as_str())
-                        .push_bind(&e.actor)
-                        .push_bind(&e.source_address)
-                        .push_bind(&e.route)
-                        .push_bind(&e.method)
-                        .push_bind(&e.target)
-                        .push_bind(e.outcome.as_str())
-                        .push_bind(&e.reason)
-                        .push_bind(&e.user_id)
-                        .push_bind(&e.username)
-                        .push_bind(&e.client_id)
-                        .push_bind(&e.issuer)
-                        .push_bind(e.status)
-                        .push_bind(e.latency_ms);
-                });
-                insert.build().execute(&mut *tx).await?;
+                audit_insert!(chunk).build().execute(&mut *tx).await?;
             }
             tx.commit().await?
         });

@@ -117,34 +117,13 @@ pub struct Committed {
     pub revision: Option<i64>,
 }
 
-pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, \
-     target, decision, reason, user_id, username, client_id, issuer, status, latency_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
-
 /// Inside a transaction of either backend (`$tx`): writes the audit record and, when `$change`
 /// is true, appends a change record of the same kind about the same client and user.
 /// Evaluates to the change's revision, if any.
 macro_rules! record_in_tx {
     ($tx:ident, $audit:expr, $change:expr) => {{
         let e: &$crate::NewAuditEvent = $audit;
-        sqlx::query($crate::changes::INSERT_AUDIT)
-            .bind(e.occurred_at)
-            .bind(e.kind.as_str())
-            .bind(&e.actor)
-            .bind(&e.source_address)
-            .bind(&e.route)
-            .bind(&e.method)
-            .bind(&e.target)
-            .bind(e.outcome.as_str())
-            .bind(&e.reason)
-            .bind(&e.user_id)
-            .bind(&e.username)
-            .bind(&e.client_id)
-            .bind(&e.issuer)
-            .bind(e.status)
-            .bind(e.latency_ms)
-            .execute(&mut *$tx)
-            .await?;
+        $crate::audit::audit_insert!(std::slice::from_ref(e)).build().execute(&mut *$tx).await?;
         if $change {
             let (revision,): (i64,) =
                 sqlx::query_as("UPDATE change_log_head SET revision = revision + 1 WHERE id = 1 RETURNING revision")
