@@ -194,6 +194,9 @@ macro_rules! write_client {
     }};
 }
 
+/// A disabled user, or one whose password changed, is signed out everywhere.
+const END_BROWSER_SESSIONS: &str = "DELETE FROM browser_sessions WHERE user_id = $1";
+
 const REVOKE_GRANTS: &str = "UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE revoked_at IS NULL AND (\
      ($3 = 'grant' AND id = $4) OR ($3 = 'user' AND user_id = $4) OR ($3 = 'client' AND client_id = $4) OR \
      ($3 = 'user_client' AND user_id = $4 AND client_id = $5 AND ($6 = '' OR resource = $6)) OR \
@@ -323,7 +326,7 @@ impl Store {
                         .rows_affected();
                     found(n, "user")?;
                     if *disabled {
-                        sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+                        sqlx::query(END_BROWSER_SESSIONS).bind(user_id).execute(&mut *tx).await?;
                     }
                     n
                 }
@@ -336,7 +339,7 @@ impl Store {
                         .await?
                         .rows_affected();
                     found(n, "user")?;
-                    sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+                    sqlx::query(END_BROWSER_SESSIONS).bind(user_id).execute(&mut *tx).await?;
                     n
                 }
                 Mutation::DeleteUser { user_id } => {
