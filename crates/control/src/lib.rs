@@ -12,6 +12,7 @@
 //! change to whatever keeps state in memory.
 
 mod clients;
+mod federation;
 mod feed;
 
 use std::sync::Arc;
@@ -24,6 +25,10 @@ use portcullis_store::{
 use portcullis_types::{Clock, ScopeSet};
 
 pub use clients::{ClientAuth, ClientSpec, ClientSpecError, default_grant_types, parse_grant_types};
+pub use federation::{
+    AssertedIdentity, EmailMatch, FederatedSignIn, LinkDecision, LinkPolicy, SignInRefusal, UnlinkableEmail,
+    decide_link,
+};
 pub use feed::{ChangeFeed, FeedSettings};
 pub use portcullis_store::Actor;
 

@@ -93,6 +93,7 @@ fn can_revoke(kind: AuditKind) -> bool {
             | AuditKind::UserDeleted
             | AuditKind::GrantsRevoked
             | AuditKind::ConsentRevoked
+            | AuditKind::SignedOutByIdp
     )
 }
 

@@ -348,8 +348,8 @@ impl AuthorizationServer {
         if client_scopes.is_empty() { offered } else { offered.intersection(client_scopes) }
     }
 
-    /// Checks requested scopes against what the resource and client allow. Authorization
-    /// requests must name their scopes; client credentials default to everything allowed.
+    /// Checks requested scopes against what the resource and client allow. A request that
+    /// names none gets the resource's default scopes (client credentials: everything allowed).
     pub(crate) fn resolve_scope(
         &self,
         client: &ClientRecord,
@@ -363,10 +363,16 @@ impl AuthorizationServer {
             None => ScopeSet::new(),
         };
         if requested.is_empty() {
-            if machine && !allowed.is_empty() {
-                return Ok(allowed);
+            // Machines get everything they are allowed; a user is offered the resource's
+            // default scopes on the consent page, where each can be unticked.
+            let defaults =
+                if machine { allowed } else { self.settings().default_scopes(resource).intersection(&allowed) };
+            if defaults.is_empty() {
+                return Err(OAuthError::invalid_scope(format!(
+                    "no scope was named and {resource} has no default scope this client may have; name the scopes the token needs"
+                )));
             }
-            return Err(OAuthError::invalid_scope("the scope parameter is required: name the scopes the token needs"));
+            return Ok(defaults);
         }
         let refused = requested.difference(&allowed);
         if !refused.is_empty() {
@@ -463,7 +469,15 @@ impl AuthorizationServer {
             return Ok(NextStep::Login);
         }
         let Some(session) = session else { return Ok(NextStep::Login) };
-        let requested = &request.scope;
+        // A federated user may grant only what their groups allow; the rest is never offered.
+        let requested = &self.settings().grantable(session, &request.scope);
+        if requested.is_empty() {
+            self.forget(handle).await?;
+            return Err(reject(
+                OAuthErrorCode::AccessDenied,
+                "the user's groups at their identity provider allow none of the requested scopes",
+            ));
+        }
         let remembered = self
             .store
             .find_consent(&session.user.id, &client.client_id, &request.resource)
@@ -483,7 +497,7 @@ impl AuthorizationServer {
             }
             return Ok(NextStep::Consent);
         }
-        let location = self.issue_code(handle, &request, &client, &session.user, session.auth_time, &requested).await?;
+        let location = self.issue_code(handle, &request, &client, session, &requested).await?;
         Ok(NextStep::Redirect(location))
     }
 
@@ -501,8 +515,9 @@ impl AuthorizationServer {
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
             .map(|c| c.scope)
             .unwrap_or_default();
-        let scopes = request
-            .scope
+        let scopes = self
+            .settings()
+            .grantable(session, &request.scope)
             .iter()
             .map(|s| ScopeLine {
                 scope: s.to_string(),
@@ -560,7 +575,7 @@ impl AuthorizationServer {
                 // no scope grants nothing.
                 let chosen =
                     ScopeSet::from_scopes(chosen.iter().filter_map(|s| portcullis_types::Scope::parse(s).ok()));
-                chosen.intersection(&request.scope)
+                self.settings().grantable(session, &chosen.intersection(&request.scope))
             }
         };
         if granted.is_empty() {
@@ -576,7 +591,7 @@ impl AuthorizationServer {
             .give_consent(&actor, &session.user.id, &client.client_id, &request.resource, &granted)
             .await
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?;
-        self.issue_code(handle, &request, &client, &session.user, session.auth_time, &granted).await
+        self.issue_code(handle, &request, &client, session, &granted).await
     }
 
     async fn forget(&self, handle: &str) -> Result<(), AuthorizeRejection> {
@@ -593,10 +608,10 @@ impl AuthorizationServer {
         handle: &str,
         request: &AuthorizationRequestRecord,
         client: &ClientRecord,
-        user: &UserRecord,
-        auth_time: i64,
+        session: &BrowserSession,
         scope: &ScopeSet,
     ) -> Result<String, AuthorizeRejection> {
+        let (user, auth_time) = (&session.user, session.auth_time);
         let fatal = |e: OAuthError| AuthorizeRejection::Fatal(e);
         // Taking the request first makes a double-submitted consent form yield one code.
         if !self.store.take_authorization_request(&digest(handle)).await.map_err(|e| fatal(e.into()))? {
@@ -620,6 +635,7 @@ impl AuthorizationServer {
             created_at: now,
             expires_at: now + self.settings().authorization_code_ttl,
             redeemed_at: None,
+            grant_not_after: self.settings().grant_not_after(session),
         };
         self.store.insert_authorization_code(&digest(&code), &record).await.map_err(|e| fatal(e.into()))?;
         let mut pairs = vec![("code", code.as_str())];

@@ -12,6 +12,7 @@ mod cimd;
 mod client_auth;
 mod clients;
 mod error;
+mod federation;
 mod introspect;
 mod keyring;
 mod login;
@@ -35,6 +36,7 @@ pub use authorize::{
 pub use cimd::CimdPolicy;
 pub use client_auth::ClientCredentials;
 pub use error::{OAuthError, ServerError};
+pub use federation::{FederatedProvider, FederatedSession, FederatedSignInError};
 pub use introspect::{ActiveAccessToken, RevocationRequest};
 pub use keyring::{KeyRing, KeyRingError};
 pub use login::{LoginError, NewSession};
@@ -158,5 +160,9 @@ impl AuthorizationServer {
 
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
     }
 }

@@ -1,7 +1,7 @@
 //! Signing users in and keeping them signed in.
 
 use portcullis_control::Actor;
-use portcullis_crypto::{PasswordCheckError, digest, random_token};
+use portcullis_crypto::{PasswordCheckError, digest};
 use portcullis_store::{BrowserSession, UserRecord};
 
 use crate::{AuthorizationServer, ServerError};
@@ -13,6 +13,8 @@ pub enum LoginError {
     InvalidCredentials,
     #[error("too many sign-ins are being checked right now; try again in a moment")]
     Busy,
+    #[error("this server does not accept passwords; sign in with your organisation's identity provider")]
+    PasswordsDisabled,
     #[error(transparent)]
     Server(#[from] ServerError),
 }
@@ -34,6 +36,9 @@ impl AuthorizationServer {
         password: &str,
         source: Option<std::net::IpAddr>,
     ) -> Result<UserRecord, LoginError> {
+        if !self.settings().local_passwords {
+            return Err(LoginError::PasswordsDisabled);
+        }
         let user = self.store.find_user_by_username(username).await.map_err(ServerError::from)?;
         let stored = user.as_ref().filter(|u| !u.is_disabled()).and_then(|u| u.password_hash.clone());
         let ok = self.passwords.verify(password.to_owned(), stored).await.map_err(|e| match e {
@@ -59,12 +64,9 @@ impl AuthorizationServer {
         }
     }
 
+    /// A browser session for a user who signed in with their password.
     pub async fn start_session(&self, user: &UserRecord) -> Result<NewSession, ServerError> {
-        let now = self.clock.now();
-        let cookie_value = random_token(32)?;
-        let expires_at = now + self.settings().session_ttl;
-        self.store.insert_session(&digest(&cookie_value), &user.id, now, expires_at).await?;
-        Ok(NewSession { cookie_value, expires_at })
+        self.start_session_bounded(user, None, None).await
     }
 
     pub async fn find_session(&self, cookie_value: &str) -> Result<Option<BrowserSession>, ServerError> {

@@ -30,6 +30,10 @@ pub struct ResourceSettings {
     pub uri: String,
     pub name: String,
     pub scopes: Vec<ScopeSettings>,
+    /// What an authorization request that names no scope asks for (the MCP specification
+    /// lets a client that found no `scopes_supported` leave `scope` out); `None`: every scope
+    /// of the resource. The user can still untick any of them on the consent page.
+    pub default_scopes: Option<ScopeSet>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +54,10 @@ pub struct Settings {
     pub secure_cookies: bool,
     pub registration: crate::RegistrationPolicy,
     pub cimd: crate::CimdPolicy,
+    /// The organisation's identity providers users may sign in with.
+    pub identity_providers: Vec<crate::FederatedProvider>,
+    /// Whether users may sign in with a local password (off: single sign-on only).
+    pub local_passwords: bool,
 }
 
 impl Settings {
@@ -69,6 +77,15 @@ impl Settings {
     /// The scopes a resource defines (none for an unknown resource).
     pub fn resource_scopes(&self, uri: &str) -> ScopeSet {
         self.resource(uri).map(|r| scope_set(r.scopes.iter().map(|s| s.name.as_str()))).unwrap_or_default()
+    }
+
+    /// The scopes a request for `uri` that names none gets (none for an unknown resource).
+    pub fn default_scopes(&self, uri: &str) -> ScopeSet {
+        match self.resource(uri) {
+            Some(ResourceSettings { default_scopes: Some(defaults), .. }) => defaults.clone(),
+            Some(_) => self.resource_scopes(uri),
+            None => ScopeSet::new(),
+        }
     }
 
     /// Every scope this server knows: the built-in ones and those of every resource.
@@ -91,5 +108,54 @@ impl Settings {
     /// least this long.
     pub fn longest_signed_token_lifetime(&self) -> i64 {
         self.access_token_ttl.max(self.id_token_ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(uri: &str, scopes: &[&str], defaults: Option<&[&str]>) -> ResourceSettings {
+        ResourceSettings {
+            uri: uri.into(),
+            name: uri.into(),
+            scopes: scopes.iter().map(|s| ScopeSettings { name: (*s).into(), description: String::new() }).collect(),
+            default_scopes: defaults.map(|d| scope_set(d.iter().copied())),
+        }
+    }
+
+    #[test]
+    fn default_scopes_are_the_configured_ones_or_all() {
+        let resources = vec![
+            resource("https://a.test/mcp", &["a.read", "a.write"], Some(&["a.read"])),
+            resource("https://b.test/mcp", &["b.read", "b.write"], None),
+        ];
+        let check = |uri: &str, expected: &str| {
+            let got = default_scopes_of(&resources, uri).to_string();
+            assert_eq!(got, expected, "{uri}");
+        };
+        check("https://a.test/mcp", "a.read");
+        check("https://b.test/mcp", "b.read b.write");
+        check("https://unknown.test/mcp", "");
+    }
+
+    fn default_scopes_of(resources: &[ResourceSettings], uri: &str) -> ScopeSet {
+        let settings = Settings {
+            issuer: "https://as.test".into(),
+            access_token_ttl: 1,
+            refresh_token_ttl: 1,
+            grant_max_lifetime: 1,
+            authorization_code_ttl: 1,
+            authorization_request_ttl: 1,
+            session_ttl: 1,
+            id_token_ttl: 1,
+            resources: resources.to_vec(),
+            secure_cookies: true,
+            registration: crate::RegistrationPolicy::default(),
+            cimd: crate::CimdPolicy::default(),
+            identity_providers: Vec::new(),
+            local_passwords: true,
+        };
+        settings.default_scopes(uri)
     }
 }

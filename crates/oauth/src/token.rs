@@ -163,6 +163,8 @@ impl AuthorizationServer {
             CodeRedemption::NotFound => return Err(invalid()),
         };
         let user = self.store.find_user(&code.user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
+        // The grant ends with a federated sign-in's bound (the store applied it to the grant).
+        let grant_expires_at = code.grant_not_after.map_or(grant_expires_at, |bound| bound.min(grant_expires_at));
         let scope = code.scope.clone();
         let access = self.mint_access_token(client, &user.id, &code.resource, &scope, Some(code.auth_time), now)?;
         let refresh = if allows_grant(client, GrantType::RefreshToken) {

@@ -1,5 +1,6 @@
-//! Outbound HTTP that a stranger can point at (Client ID Metadata Documents today; JWKS and
-//! IdP discovery later), made safe against server-side request forgery.
+//! Outbound HTTP that a stranger can point at (Client ID Metadata Documents, identity
+//! providers' discovery, keys and token endpoints), made safe against server-side request
+//! forgery.
 //!
 //! A fetch (1) accepts only https, or http to loopback when the operator turned on the
 //! development flag, (2) resolves the host itself and refuses unless *every* address is
@@ -101,7 +102,63 @@ impl Fetcher {
         Err(FetchError::ForbiddenAddress { address, class })
     }
 
+    /// GETs a JSON document, which must answer 200.
     pub async fn get(&self, url: &Url) -> Result<Fetched, FetchError> {
+        let request = http::Request::get(url.as_str())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|_| FetchError::BadUrl(url.to_string()))?;
+        let response = self.send(request).await?;
+        if response.status() != http::StatusCode::OK {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        let content_type =
+            response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let max_age = cache_max_age(response.headers());
+        Ok(Fetched { body: response.into_body(), content_type, max_age })
+    }
+
+    /// Sends any request under the same rules (the address checked and pinned, no redirects,
+    /// bounded time and size) and returns the answer whatever its status: a token endpoint's
+    /// 400 carries the OAuth error its caller must read.
+    pub async fn send(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, FetchError> {
+        let url = Url::parse(&request.uri().to_string()).map_err(|_| FetchError::BadUrl(request.uri().to_string()))?;
+        let client = self.client_for(&url).await?;
+        let (parts, body) = request.into_parts();
+        let work = async {
+            let mut response = client
+                .request(parts.method, url.clone())
+                .headers(parts.headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Connect })?;
+            if response.content_length().is_some_and(|n| n > self.policy.max_bytes as u64) {
+                return Err(FetchError::TooLarge(self.policy.max_bytes));
+            }
+            let status = response.status();
+            let headers = std::mem::take(response.headers_mut());
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Connect })?
+            {
+                if body.len() + chunk.len() > self.policy.max_bytes {
+                    return Err(FetchError::TooLarge(self.policy.max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut answer = http::Response::new(body);
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            Ok(answer)
+        };
+        tokio::time::timeout(self.policy.total_timeout, work).await.map_err(|_| FetchError::Timeout)?
+    }
+
+    /// A client that connects only to the checked address of `url`'s host.
+    async fn client_for(&self, url: &Url) -> Result<reqwest::Client, FetchError> {
         let host = url.host_str().ok_or_else(|| FetchError::BadUrl(url.to_string()))?.to_owned();
         if !url.username().is_empty() || url.password().is_some() {
             return Err(FetchError::UserInfo);
@@ -134,7 +191,7 @@ impl Fetcher {
         for pem in &self.policy.extra_roots_pem {
             roots.push(reqwest::Certificate::from_pem(pem).map_err(|_| FetchError::BadRoot)?);
         }
-        let client = reqwest::Client::builder()
+        reqwest::Client::builder()
             .tls_certs_merge(roots)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -143,44 +200,14 @@ impl Fetcher {
             .resolve(&bare_host, pinned)
             .user_agent(concat!("Portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|_| FetchError::Connect)?;
-        let work = async {
-            let mut response = client
-                .get(url.clone())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .send()
-                .await
-                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Connect })?;
-            if response.status() != reqwest::StatusCode::OK {
-                return Err(FetchError::Status(response.status().as_u16()));
-            }
-            if response.content_length().is_some_and(|n| n > self.policy.max_bytes as u64) {
-                return Err(FetchError::TooLarge(self.policy.max_bytes));
-            }
-            let content_type =
-                response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let max_age = cache_max_age(response.headers());
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| if e.is_timeout() { FetchError::Timeout } else { FetchError::Connect })?
-            {
-                if body.len() + chunk.len() > self.policy.max_bytes {
-                    return Err(FetchError::TooLarge(self.policy.max_bytes));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(Fetched { body, content_type, max_age })
-        };
-        tokio::time::timeout(self.policy.total_timeout, work).await.map_err(|_| FetchError::Timeout)?
+            .map_err(|_| FetchError::Connect)
     }
 }
 
 /// `Cache-Control` as a cache of client metadata reads it: `no-store`/`no-cache` mean do not
 /// reuse; otherwise `max-age`, or nothing said.
-fn cache_max_age(headers: &reqwest::header::HeaderMap) -> Option<u64> {
-    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?.to_ascii_lowercase();
+fn cache_max_age(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(http::header::CACHE_CONTROL)?.to_str().ok()?.to_ascii_lowercase();
     let mut max_age = None;
     for directive in value.split(',').map(str::trim) {
         if directive == "no-store" || directive == "no-cache" {

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use portcullis_control::UnlinkableEmail;
 use portcullis_control::{Actor, ChangeFeed, ClientAuth, ClientSpec, Control, FeedSettings};
 use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
 use portcullis_oauth::{
-    AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, InitialAccessTokenPolicy, KeyRing, RegistrationPolicy,
-    ResourceSettings, ScopeSettings, Settings, StatementIssuer,
+    AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, FederatedProvider, InitialAccessTokenPolicy, KeyRing,
+    RegistrationPolicy, ResourceSettings, ScopeSettings, Settings, StatementIssuer,
 };
+use portcullis_sso::{ClientCredential, IdentityProvider, ProviderSettings};
 use portcullis_store::{ApplicationType, AuditKind, ClientStatus, GrantType, RegistrationOrigin, Store};
 use portcullis_types::Clock;
 use portcullis_types::ScopeSet;
@@ -90,7 +92,62 @@ pub fn statement_issuers(config: &Config) -> anyhow::Result<Vec<StatementIssuer>
     Ok(issuers)
 }
 
-pub fn settings(config: &Config, policies: &[Arc<portcullis_authz::Policy>]) -> anyhow::Result<Settings> {
+/// The configured identity providers, each ready to discover its provider on first use.
+pub fn identity_providers(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<Vec<FederatedProvider>> {
+    let issuer = config.issuer();
+    let mut providers = Vec::new();
+    for p in &config.identity_providers {
+        let key = format!("identity provider {:?}", p.name);
+        let secret = crate::config::read_secret(
+            &format!("{key}: client secret"),
+            p.client_secret_env.as_ref(),
+            p.client_secret_file.as_ref(),
+        )?;
+        let extra_roots_pem = match &p.extra_ca_file {
+            Some(path) => vec![std::fs::read(path).with_context(|| format!("{key}: reading {}", path.display()))?],
+            None => Vec::new(),
+        };
+        let group_scopes = p.group_scopes.iter().map(|(group, scopes)| (group.clone(), scope_names(scopes))).collect();
+        let settings = ProviderSettings {
+            name: p.name.clone(),
+            display_name: if p.display_name.is_empty() { p.name.clone() } else { p.display_name.clone() },
+            issuer: p.issuer.trim_end_matches('/').to_owned(),
+            client_id: p.client_id.clone(),
+            credential: ClientCredential::Secret(secret),
+            scopes: p.scopes.clone(),
+            email_domains: p.email_domains.clone(),
+            groups_claim: p.groups_claim.clone(),
+            group_scopes,
+            max_session_secs: p.max_session_secs,
+            accept_id_jag: p.accept_id_jag,
+            fetch: portcullis_outbound::FetchPolicy {
+                allow_http_loopback: p.allow_http_loopback,
+                allowed_ranges: p.allowed_ranges.clone(),
+                connect_timeout: Duration::from_secs(p.timeout_secs),
+                total_timeout: Duration::from_secs(p.timeout_secs),
+                // Discovery documents and key sets of the big providers are a few kilobytes.
+                max_bytes: 256 * 1024,
+                extra_roots_pem,
+            },
+        };
+        let provider = IdentityProvider::new(settings, &issuer, Arc::clone(clock)).with_context(|| key.clone())?;
+        providers.push(FederatedProvider {
+            provider: Arc::new(provider),
+            jit: p.jit,
+            unlinkable_email: match p.unlinkable_email {
+                crate::config::UnlinkableEmailMode::Refuse => UnlinkableEmail::Refuse,
+                crate::config::UnlinkableEmailMode::NewUser => UnlinkableEmail::NewUser,
+            },
+        });
+    }
+    Ok(providers)
+}
+
+pub fn settings(
+    config: &Config,
+    policies: &[Arc<portcullis_authz::Policy>],
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<Settings> {
     let issuer = config.issuer();
     let reg = &config.registration;
     let registration = RegistrationPolicy {
@@ -123,6 +180,8 @@ pub fn settings(config: &Config, policies: &[Arc<portcullis_authz::Policy>]) -> 
         cache_max_secs: config.cimd.cache_max_secs,
     };
     Ok(Settings {
+        identity_providers: identity_providers(config, clock)?,
+        local_passwords: config.login.local_passwords,
         registration,
         cimd,
         secure_cookies: issuer.starts_with("https://"),
@@ -145,10 +204,16 @@ pub fn settings(config: &Config, policies: &[Arc<portcullis_authz::Policy>]) -> 
                     .iter()
                     .map(|s| ScopeSettings { name: s.name.clone(), description: s.description.clone() })
                     .collect(),
+                default_scopes: r.default_scopes.as_ref().map(|d| scope_names(d)),
             })
             .chain(crate::gateway::route_resources(config, policies))
             .collect(),
     })
+}
+
+/// Scope names that `Config::validate` already checked; one that does not parse is left out.
+pub(crate) fn scope_names(names: &[String]) -> ScopeSet {
+    ScopeSet::from_scopes(names.iter().filter_map(|n| portcullis_types::Scope::parse(n).ok()))
 }
 
 /// Creates the data directory, readable by its owner only: it holds the master key and, by
@@ -349,7 +414,7 @@ pub async fn start_on(
     });
     config.check_secrets()?;
     let policies = crate::gateway::compile_policies(&config)?;
-    let mut server_settings = settings(&config, &policies)?;
+    let mut server_settings = settings(&config, &policies, &clock)?;
     server_settings.registration.statement_issuers = statement_issuers(&config)?;
     let server = AuthorizationServer::new(
         control.clone(),
@@ -475,7 +540,7 @@ impl Reloader {
         }
         config.check_secrets()?;
         let policies = crate::gateway::compile_policies(&config)?;
-        let mut settings = settings(&config, &policies)?;
+        let mut settings = settings(&config, &policies, &self.server.clock())?;
         settings.registration.statement_issuers = statement_issuers(&config)?;
         let gateway_settings = crate::gateway::gateway_settings(&config, &policies)?;
         sync_config_clients(&self.control, &config).await?;

@@ -19,6 +19,7 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     pub gateway: GatewayConfig,
     pub upstreams: Vec<UpstreamConfig>,
+    pub identity_providers: Vec<IdentityProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +106,9 @@ pub struct LoginConfig {
     pub per_address_per_minute: u32,
     pub password_hashing_concurrency: usize,
     pub password_queue_timeout_secs: u64,
+    /// Whether users may sign in with a local password; off makes the deployment
+    /// single-sign-on only.
+    pub local_passwords: bool,
 }
 
 impl Default for LoginConfig {
@@ -116,6 +120,7 @@ impl Default for LoginConfig {
             per_address_per_minute: 30,
             password_hashing_concurrency: 2,
             password_queue_timeout_secs: 5,
+            local_passwords: true,
         }
     }
 }
@@ -214,6 +219,137 @@ pub fn read_secret(key: &str, env: Option<&String>, file: Option<&PathBuf>) -> R
         }
         (Some(_), Some(_)) => Err(missing("give the secret in an environment variable or a file, not both".into())),
         (None, None) => Err(missing("no environment variable or file is given".into())),
+    }
+}
+
+/// An organisation's OpenID Connect identity provider that users sign in with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfig {
+    /// `[a-z0-9-]`; the callback is `<issuer>/sso/<name>/callback`.
+    pub name: String,
+    /// What the sign-in button and the consent page say; default: the name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Discovered at `<issuer>/.well-known/openid-configuration`; ID tokens' `iss` must equal it
+    /// (Entra ID's multi-tenant endpoints: the tenant's issuer).
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_idp_scopes")]
+    pub scopes: Vec<String>,
+    /// The email domains this provider is authoritative for: sign-in routes these addresses
+    /// here, and only a verified address in one of them can reach an existing account.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// The ID token claim listing the user's groups.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Create users at their first sign-in.
+    #[serde(default)]
+    pub jit: bool,
+    /// A new identity whose email matches an account it may not be linked to: refuse the
+    /// sign-in, or make a new user.
+    #[serde(default)]
+    pub unlinkable_email: UnlinkableEmailMode,
+    /// Private networks this provider may be reached on (as in `[cimd]`).
+    #[serde(default)]
+    pub allowed_ranges: Vec<ipnet::IpNet>,
+    /// http, only to loopback, for development (as in `[cimd]`).
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// PEM trust anchor for a provider with a private CA.
+    #[serde(default)]
+    pub extra_ca_file: Option<PathBuf>,
+    /// SEP-990: accept this provider's identity assertion grants.
+    #[serde(default)]
+    pub accept_id_jag: bool,
+    /// Group → the most a member may grant. No group: nothing.
+    #[serde(default)]
+    pub group_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// A federated sign-in (its browser session and the grants made in it) lasts at most this
+    /// long; then the user signs in at the provider again, and group changes take effect.
+    #[serde(default = "default_max_session_secs")]
+    pub max_session_secs: i64,
+    /// Each request to the provider (discovery, keys, token) gives up after this long.
+    #[serde(default = "default_idp_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_idp_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_max_session_secs() -> i64 {
+    8 * 3600
+}
+
+fn default_idp_timeout_secs() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlinkableEmailMode {
+    #[default]
+    Refuse,
+    NewUser,
+}
+
+impl IdentityProviderConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("identity provider {:?}: {m}", self.name)));
+        if self.name.is_empty()
+            || self.name.len() > 40
+            || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return invalid("name must be 1 to 40 of a-z, 0-9 and -".into());
+        }
+        let issuer = match url::Url::parse(&self.issuer) {
+            Ok(u) => u,
+            Err(e) => return invalid(format!("issuer is not a URL: {e}")),
+        };
+        let loopback = issuer.host().as_ref().is_some_and(portcullis_oauth::is_loopback_host);
+        match issuer.scheme() {
+            "https" => {}
+            "http" if loopback && self.allow_http_loopback => {}
+            _ => return invalid("issuer must be https (http only to loopback, with allow_http_loopback)".into()),
+        }
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return invalid("issuer must not have a query or fragment".into());
+        }
+        if self.client_id.is_empty() {
+            return invalid("client_id is required".into());
+        }
+        if self.client_secret_env.is_some() == self.client_secret_file.is_some() {
+            return invalid("give exactly one of client_secret_env and client_secret_file".into());
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return invalid("scopes must include openid".into());
+        }
+        for d in &self.email_domains {
+            if d.is_empty()
+                || d.starts_with('.')
+                || d.contains('@')
+                || d.chars().any(|c| c.is_whitespace() || c.is_ascii_uppercase())
+            {
+                return invalid(format!("email domain {d:?} must be a lower-case domain name such as corp.example"));
+            }
+        }
+        for (group, scopes) in &self.group_scopes {
+            for s in scopes {
+                if let Err(e) = portcullis_types::Scope::parse(s) {
+                    return invalid(format!("group_scopes.{group}: {e}"));
+                }
+            }
+        }
+        if self.max_session_secs <= 0 || self.timeout_secs == 0 {
+            return invalid("max_session_secs and timeout_secs must be positive".into());
+        }
+        Ok(())
     }
 }
 
@@ -389,6 +525,10 @@ pub struct UpstreamConfig {
     /// RFC 9728 `scopes_supported`; default: every scope the maps use.
     #[serde(default)]
     pub scopes_supported: Option<Vec<String>>,
+    /// What a user is asked to grant when an authorization request names no scope; default:
+    /// every scope the maps use.
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
     /// The gateway's own credentials for the upstream.
     #[serde(default)]
     pub headers: Vec<UpstreamHeaderConfig>,
@@ -456,6 +596,10 @@ pub struct ResourceConfig {
     pub name: String,
     #[serde(default)]
     pub scopes: Vec<ScopeConfig>,
+    /// What a user is asked to grant when an authorization request names no scope; default:
+    /// all of `scopes`.
+    #[serde(default)]
+    pub default_scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -502,6 +646,33 @@ impl Config {
         format!("{}/mcp/{name}", self.issuer().trim_end_matches('/'))
     }
 
+    fn validate_identity_providers(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        // One provider is authoritative for a domain, or home-realm discovery would guess.
+        let mut domains = std::collections::BTreeMap::new();
+        for p in &self.identity_providers {
+            p.validate()?;
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("identity provider {:?} is configured twice", p.name)));
+            }
+            for d in &p.email_domains {
+                if let Some(other) = domains.insert(d.as_str(), p.name.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "email domain {d:?} is claimed by identity providers {other:?} and {:?}; each domain has one",
+                        p.name
+                    )));
+                }
+            }
+        }
+        if !self.login.local_passwords && self.identity_providers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "login.local_passwords = false needs at least one [[identity_providers]], or nobody could sign in"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_gateway(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = std::collections::BTreeSet::new();
@@ -525,8 +696,11 @@ impl Config {
                 }
                 _ => return invalid(format!("upstream {:?} needs exactly one of command and url", u.name)),
             }
-            portcullis_authz::Policy::compile(&u.policy_source())
+            let policy = portcullis_authz::Policy::compile(&u.policy_source())
                 .map_err(|e| ConfigError::Invalid(format!("upstream {:?}: {e}", u.name)))?;
+            let scopes = policy.all_scopes();
+            let scope_names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            check_default_scopes(&format!("upstream {:?}", u.name), u.default_scopes.as_deref(), &scope_names)?;
             for h in &u.headers {
                 if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
                     return invalid(format!("upstream {:?}: {:?} is not a header name", u.name, h.name));
@@ -618,6 +792,13 @@ impl Config {
                     h.value_file.as_ref(),
                 )?;
             }
+        }
+        for p in &self.identity_providers {
+            read_secret(
+                &format!("identity provider {:?}: client secret", p.name),
+                p.client_secret_env.as_ref(),
+                p.client_secret_file.as_ref(),
+            )?;
         }
         for t in &self.gateway.trusted_issuers {
             if t.introspection_client_id.is_some() {
@@ -798,8 +979,11 @@ impl Config {
                 portcullis_types::Scope::parse(&s.name)
                     .map_err(|e| ConfigError::Invalid(format!("resource {:?}: {e}", r.uri)))?;
             }
+            let names: Vec<&str> = r.scopes.iter().map(|s| s.name.as_str()).collect();
+            check_default_scopes(&format!("resource {:?}", r.uri), r.default_scopes.as_deref(), &names)?;
         }
         self.validate_gateway()?;
+        self.validate_identity_providers()?;
         for c in &self.clients {
             let grant_types = portcullis_control::parse_grant_types(&c.grant_types)
                 .map_err(|e| ConfigError::Invalid(format!("client {:?}: grant_types: {e}", c.client_id)))?;
@@ -847,6 +1031,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `default_scopes` must name scopes the resource has: a default nobody can be granted would
+/// turn every request without `scope` into an error.
+pub(crate) fn check_default_scopes(what: &str, defaults: Option<&[String]>, known: &[&str]) -> Result<(), ConfigError> {
+    let Some(defaults) = defaults else { return Ok(()) };
+    if defaults.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: default_scopes is empty; leave it out to offer every scope of the resource"
+        )));
+    }
+    for d in defaults {
+        portcullis_types::Scope::parse(d).map_err(|e| ConfigError::Invalid(format!("{what}: default_scopes: {e}")))?;
+        if !known.contains(&d.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: default_scopes names {d:?}, which is not one of its scopes"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {

@@ -289,6 +289,7 @@ pub fn demo_upstream(program: String) -> crate::config::UpstreamConfig {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect(),
         scopes_supported: None,
+        default_scopes: None,
         headers: Vec::new(),
         connect_timeout_secs: 5,
         request_timeout_secs: 30,

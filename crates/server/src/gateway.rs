@@ -39,7 +39,12 @@ pub fn route_resources(config: &Config, policies: &[Arc<Policy>]) -> Vec<Resourc
                     description: u.scope_descriptions.get(s.as_str()).cloned().unwrap_or_else(|| s.as_str().to_owned()),
                 })
                 .collect();
-            ResourceSettings { uri: config.route_resource(&u.name), name: u.name.clone(), scopes }
+            ResourceSettings {
+                uri: config.route_resource(&u.name),
+                name: u.name.clone(),
+                scopes,
+                default_scopes: u.default_scopes.as_ref().map(|d| crate::app::scope_names(d)),
+            }
         })
         .collect()
 }

@@ -23,6 +23,7 @@ struct Row {
     username: Option<String>,
     client_id: Option<String>,
     issuer: Option<String>,
+    subject: Option<String>,
     status: Option<i64>,
     latency_ms: Option<i64>,
 }
@@ -48,6 +49,7 @@ impl TryFrom<Row> for AuditEventRecord {
                 username: r.username,
                 client_id: r.client_id,
                 issuer: r.issuer,
+                subject: r.subject,
                 status: r.status,
                 latency_ms: r.latency_ms,
             },
@@ -61,7 +63,7 @@ macro_rules! audit_insert {
     ($events:expr) => {{
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
-             reason, user_id, username, client_id, issuer, status, latency_ms) ",
+             reason, user_id, username, client_id, issuer, subject, status, latency_ms) ",
         );
         insert.push_values($events, |mut row, e: &$crate::NewAuditEvent| {
             row.push_bind(e.occurred_at)
@@ -77,6 +79,7 @@ macro_rules! audit_insert {
                 .push_bind(&e.username)
                 .push_bind(&e.client_id)
                 .push_bind(&e.issuer)
+                .push_bind(&e.subject)
                 .push_bind(e.status)
                 .push_bind(e.latency_ms);
         });

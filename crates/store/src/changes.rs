@@ -13,8 +13,9 @@ use portcullis_types::ScopeSet;
 
 use crate::clients::grant_types_column;
 use crate::{
-    AuditKind, ChangeRecord, ClientRecord, ClientStatus, InitialAccessTokenRecord, NewAuditEvent, RegistrationOrigin,
-    Result, SigningKeyRecord, Store, StoreError, UserRecord, on_pool, on_reader, stored,
+    AuditKind, ChangeRecord, ClientRecord, ClientStatus, FederatedIdentityRecord, InitialAccessTokenRecord,
+    NewAuditEvent, RegistrationOrigin, Result, SigningKeyRecord, Store, StoreError, UserRecord, on_pool, on_reader,
+    stored,
 };
 
 /// Which grants a revocation reaches.
@@ -101,6 +102,27 @@ pub enum Mutation {
     InsertInitialAccessToken {
         token_digest: Vec<u8>,
         token: InitialAccessTokenRecord,
+    },
+    /// A user created at their first federated sign-in, with the identity that is theirs.
+    InsertFederatedUser {
+        user: Box<UserRecord>,
+        identity: Box<FederatedIdentityRecord>,
+    },
+    /// An existing user becomes the owner of a federated identity; `Conflict` if the identity
+    /// is taken or the user already has one at that identity provider.
+    LinkIdentity(Box<FederatedIdentityRecord>),
+    /// A federated sign-in: the identity's last sign-in and the email it last asserted.
+    RecordFederatedSignIn {
+        idp: String,
+        issuer: String,
+        subject: String,
+        email: Option<String>,
+    },
+    /// Ends every browser session of a user and revokes every grant they gave (the identity
+    /// provider logged them out).
+    SignOutEverywhere {
+        user_id: String,
+        reason: String,
     },
     /// Nothing changes but the record: configuration reloaded, a sign-in.
     RecordOnly,
@@ -194,6 +216,58 @@ macro_rules! write_client {
     }};
 }
 
+/// Evaluates to the rows written, or the error (so that a taken username can be named).
+macro_rules! insert_user {
+    ($tx:ident, $u:expr) => {{
+        let u: &UserRecord = $u;
+        sqlx::query(
+            "INSERT INTO users (id, username, display_name, email, password_hash, is_admin, disabled_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&u.id)
+        .bind(&u.username)
+        .bind(&u.display_name)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(u.is_admin)
+        .bind(u.disabled_at)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .execute(&mut *$tx)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(StoreError::from)
+    }};
+}
+
+/// Evaluates to the rows written; a taken identity, or a second identity of one user at one
+/// identity provider, is `Conflict`.
+macro_rules! insert_identity {
+    ($tx:ident, $i:expr) => {{
+        let i: &FederatedIdentityRecord = $i;
+        sqlx::query(
+            "INSERT INTO federated_identities (idp, issuer, subject, user_id, email, created_at, last_sign_in_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&i.idp)
+        .bind(&i.issuer)
+        .bind(&i.subject)
+        .bind(&i.user_id)
+        .bind(&i.email)
+        .bind(i.created_at)
+        .bind(i.last_sign_in_at)
+        .execute(&mut *$tx)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict("this identity, or another identity of this user at this identity provider")
+            }
+            other => other,
+        })
+    }};
+}
+
 /// A disabled user, or one whose password changed, is signed out everywhere.
 const END_BROWSER_SESSIONS: &str = "DELETE FROM browser_sessions WHERE user_id = $1";
 
@@ -226,7 +300,15 @@ fn found(rows: u64, what: &'static str) -> Result<()> {
 /// Whether other nodes must learn of a mutation. Records that change nothing, and new things
 /// no node holds yet (a user, an initial access token, a consent), are not announced.
 fn announced(mutation: &Mutation) -> bool {
-    !matches!(mutation, Mutation::RecordOnly | Mutation::InsertUser(_) | Mutation::InsertInitialAccessToken { .. })
+    !matches!(
+        mutation,
+        Mutation::RecordOnly
+            | Mutation::InsertUser(_)
+            | Mutation::InsertInitialAccessToken { .. }
+            | Mutation::InsertFederatedUser { .. }
+            | Mutation::LinkIdentity(_)
+            | Mutation::RecordFederatedSignIn { .. }
+    )
 }
 
 impl Store {
@@ -296,23 +378,8 @@ impl Store {
                     found(n, "client")?;
                     n
                 }
-                Mutation::InsertUser(u) => match sqlx::query(
-                    "INSERT INTO users (id, username, display_name, email, password_hash, is_admin, disabled_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-                    .bind(&u.id)
-                    .bind(&u.username)
-                    .bind(&u.display_name)
-                    .bind(&u.email)
-                    .bind(&u.password_hash)
-                    .bind(u.is_admin)
-                    .bind(u.disabled_at)
-                    .bind(u.created_at)
-                    .bind(u.updated_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)
-                {
-                    Ok(done) => done.rows_affected(),
+                Mutation::InsertUser(u) => match insert_user!(tx, u) {
+                    Ok(n) => n,
                     Err(StoreError::Conflict(_)) => return Err(StoreError::Conflict("a user with this username")),
                     Err(e) => return Err(e),
                 },
@@ -425,6 +492,44 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected(),
+                Mutation::InsertFederatedUser { user, identity } => {
+                    let n = match insert_user!(tx, user) {
+                        Ok(n) => n,
+                        Err(StoreError::Conflict(_)) => return Err(StoreError::Conflict("a user with this username")),
+                        Err(e) => return Err(e),
+                    };
+                    insert_identity!(tx, identity)?;
+                    n
+                }
+                Mutation::LinkIdentity(identity) => insert_identity!(tx, identity)?,
+                Mutation::RecordFederatedSignIn { idp, issuer, subject, email } => {
+                    let n = sqlx::query(
+                        "UPDATE federated_identities SET last_sign_in_at = $1, email = $2 \
+                         WHERE idp = $3 AND issuer = $4 AND subject = $5")
+                        .bind(now)
+                        .bind(email)
+                        .bind(idp)
+                        .bind(issuer)
+                        .bind(subject)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    found(n, "federated identity")?;
+                    n
+                }
+                Mutation::SignOutEverywhere { user_id, reason } => {
+                    sqlx::query(END_BROWSER_SESSIONS).bind(user_id).execute(&mut *tx).await?;
+                    sqlx::query(REVOKE_GRANTS)
+                        .bind(now)
+                        .bind(reason)
+                        .bind("user")
+                        .bind(user_id)
+                        .bind("")
+                        .bind("")
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                }
                 Mutation::RecordOnly | Mutation::Announce => 0,
             };
             let revision = record_in_tx!(tx, audit, announce);

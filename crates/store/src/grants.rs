@@ -36,6 +36,7 @@ struct CodeRow {
     created_at: i64,
     expires_at: i64,
     redeemed_at: Option<i64>,
+    grant_not_after: Option<i64>,
 }
 
 impl TryFrom<CodeRow> for AuthorizationCodeRecord {
@@ -55,6 +56,7 @@ impl TryFrom<CodeRow> for AuthorizationCodeRecord {
             created_at: r.created_at,
             expires_at: r.expires_at,
             redeemed_at: r.redeemed_at,
+            grant_not_after: r.grant_not_after,
         })
     }
 }
@@ -130,8 +132,8 @@ const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_digest, gr
 impl Store {
     pub async fn insert_authorization_code(&self, code_digest: &[u8], c: &AuthorizationCodeRecord) -> Result<()> {
         let sql = "INSERT INTO authorization_codes (code_digest, grant_id, client_id, user_id, redirect_uri, resource, scope, \
-                   code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)";
+                   code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at, grant_not_after) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13)";
         on_pool!(self, pool => sqlx::query(sql)
             .bind(code_digest)
             .bind(&c.grant_id)
@@ -145,6 +147,7 @@ impl Store {
             .bind(c.auth_time)
             .bind(c.created_at)
             .bind(c.expires_at)
+            .bind(c.grant_not_after)
             .execute(pool)
             .await.map(|_| ()))?;
         Ok(())
@@ -152,7 +155,7 @@ impl Store {
 
     pub async fn find_authorization_code(&self, code_digest: &[u8]) -> Result<Option<AuthorizationCodeRecord>> {
         let row: Option<CodeRow> = on_reader!(self, pool => sqlx::query_as(
-            "SELECT grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at \
+            "SELECT grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at, grant_not_after \
              FROM authorization_codes WHERE code_digest = $1")
             .bind(code_digest)
             .fetch_optional(pool)
@@ -172,7 +175,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             let claimed: Option<CodeRow> = sqlx::query_as(
                 "UPDATE authorization_codes SET redeemed_at = $1 WHERE code_digest = $2 AND redeemed_at IS NULL AND expires_at > $1 \
-                 RETURNING grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at")
+                 RETURNING grant_id, client_id, user_id, redirect_uri, resource, scope, code_challenge, nonce, auth_time, created_at, expires_at, redeemed_at, grant_not_after")
                 .bind(now)
                 .bind(code_digest)
                 .fetch_optional(&mut *tx)
@@ -187,7 +190,7 @@ impl Store {
                     .bind(&code.scope)
                     .bind(code.auth_time)
                     .bind(now)
-                    .bind(grant_expires_at)
+                    .bind(code.grant_not_after.map_or(grant_expires_at, |bound| bound.min(grant_expires_at)))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

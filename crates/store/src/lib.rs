@@ -15,6 +15,7 @@ mod audit;
 mod changes;
 mod clients;
 mod consents;
+mod federation;
 mod grants;
 mod keys;
 mod model;

@@ -74,8 +74,10 @@ text_enum!(
         UserDisabled = "user.disabled",
         UserEnabled = "user.enabled",
         UserDeleted = "user.deleted",
+        UserLinked = "user.linked",
         SignInSucceeded = "signin.succeeded",
         SignInFailed = "signin.failed",
+        SignedOutByIdp = "signin.logged_out",
         ConsentGiven = "consent.given",
         ConsentRevoked = "consent.revoked",
         GrantsRevoked = "grants.revoked",
@@ -106,8 +108,10 @@ impl AuditKind {
         Self::UserDisabled,
         Self::UserEnabled,
         Self::UserDeleted,
+        Self::UserLinked,
         Self::SignInSucceeded,
         Self::SignInFailed,
+        Self::SignedOutByIdp,
         Self::ConsentGiven,
         Self::ConsentRevoked,
         Self::GrantsRevoked,
@@ -196,6 +200,33 @@ pub struct BrowserSession {
     pub auth_time: i64,
     pub created_at: i64,
     pub expires_at: i64,
+    /// `None` when the user signed in with a local password.
+    pub federation: Option<SessionFederation>,
+}
+
+/// How a federated sign-in made a browser session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFederation {
+    /// The identity provider's configured name.
+    pub idp: String,
+    /// The provider's own session id (`sid`), which back-channel logout may name.
+    pub idp_session_id: Option<String>,
+    /// The groups the provider asserted at this sign-in.
+    pub groups: Vec<String>,
+}
+
+/// A user as an identity provider knows them. The key is (idp, issuer, subject), never the
+/// email address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedIdentityRecord {
+    pub idp: String,
+    pub issuer: String,
+    pub subject: String,
+    pub user_id: String,
+    /// As last asserted, verified or not: for display, never for finding a user.
+    pub email: Option<String>,
+    pub created_at: i64,
+    pub last_sign_in_at: i64,
 }
 
 /// An authorization request parked while the user signs in and consents.
@@ -231,6 +262,9 @@ pub struct AuthorizationCodeRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub redeemed_at: Option<i64>,
+    /// The latest the grant this code makes may live (a federated sign-in's bound); `None`:
+    /// the server's grant lifetime alone.
+    pub grant_not_after: Option<i64>,
 }
 
 /// A grant: one user's (or, for client credentials, one client's) authorization of one client
@@ -364,6 +398,8 @@ pub struct NewAuditEvent {
     /// The client the event is about.
     pub client_id: Option<String>,
     pub issuer: Option<String>,
+    /// The subject an identity provider asserted (federated sign-ins and logouts).
+    pub subject: Option<String>,
     /// The HTTP status the client got (gateway decisions).
     pub status: Option<i64>,
     pub latency_ms: Option<i64>,
@@ -386,6 +422,7 @@ impl NewAuditEvent {
             username: None,
             client_id: None,
             issuer: None,
+            subject: None,
             status: None,
             latency_ms: None,
         }
@@ -437,6 +474,8 @@ pub enum Actor {
     Client { client_id: String, source: Option<std::net::IpAddr> },
     /// Portcullis itself: sweeps, replay and reuse detection.
     System,
+    /// An identity provider speaking for its users (back-channel logout).
+    IdentityProvider { name: String, source: Option<std::net::IpAddr> },
 }
 
 impl Actor {
@@ -446,7 +485,8 @@ impl Actor {
             | Self::User { source, .. }
             | Self::Registrant { source }
             | Self::Anonymous { source }
-            | Self::Client { source, .. } => *source,
+            | Self::Client { source, .. }
+            | Self::IdentityProvider { source, .. } => *source,
             Self::Operator | Self::Configuration | Self::System => None,
         }
     }
@@ -463,6 +503,7 @@ impl fmt::Display for Actor {
             Self::Anonymous { .. } => f.write_str("anonymous"),
             Self::Client { client_id, .. } => write!(f, "client:{client_id}"),
             Self::System => f.write_str("system"),
+            Self::IdentityProvider { name, .. } => write!(f, "idp:{name}"),
         }
     }
 }

@@ -2,13 +2,18 @@
 //! random handle the browser holds.
 
 use crate::users::UserRow;
-use crate::{AuthorizationRequestRecord, BrowserSession, Result, Store, on_pool, on_reader, stored_scopes};
+use crate::{
+    AuthorizationRequestRecord, BrowserSession, Result, SessionFederation, Store, on_pool, on_reader, stored_scopes,
+};
 
 #[derive(sqlx::FromRow)]
 struct SessionRow {
     auth_time: i64,
     session_created_at: i64,
     expires_at: i64,
+    idp: Option<String>,
+    idp_session_id: Option<String>,
+    idp_groups: Option<String>,
     #[sqlx(flatten)]
     user: UserRow,
 }
@@ -30,13 +35,27 @@ struct RequestRow {
 }
 
 impl Store {
-    pub async fn insert_session(&self, id_digest: &[u8], user_id: &str, auth_time: i64, expires_at: i64) -> Result<()> {
+    /// A new browser session; `federation` says which identity provider signed the user in.
+    pub async fn insert_session(
+        &self,
+        id_digest: &[u8],
+        user_id: &str,
+        auth_time: i64,
+        expires_at: i64,
+        federation: Option<&SessionFederation>,
+    ) -> Result<()> {
+        // One group per line: group names are single lines (the sign-in drops any that are not).
+        let groups = federation.map(|f| f.groups.join("\n"));
         on_pool!(self, pool => sqlx::query(
-            "INSERT INTO browser_sessions (id_digest, user_id, auth_time, created_at, expires_at) VALUES ($1, $2, $3, $3, $4)")
+            "INSERT INTO browser_sessions (id_digest, user_id, auth_time, created_at, expires_at, idp, idp_session_id, idp_groups) \
+             VALUES ($1, $2, $3, $3, $4, $5, $6, $7)")
             .bind(id_digest)
             .bind(user_id)
             .bind(auth_time)
             .bind(expires_at)
+            .bind(federation.map(|f| f.idp.as_str()))
+            .bind(federation.and_then(|f| f.idp_session_id.as_deref()))
+            .bind(&groups)
             .execute(pool)
             .await.map(|_| ()))?;
         Ok(())
@@ -44,7 +63,7 @@ impl Store {
 
     /// The live session with this digest, if its user is not disabled.
     pub async fn find_session(&self, id_digest: &[u8], now: i64) -> Result<Option<BrowserSession>> {
-        let sql = "SELECT s.auth_time, s.created_at AS session_created_at, s.expires_at, \
+        let sql = "SELECT s.auth_time, s.created_at AS session_created_at, s.expires_at, s.idp, s.idp_session_id, s.idp_groups, \
                    u.id, u.username, u.display_name, u.email, u.password_hash, u.is_admin, u.disabled_at, u.created_at, u.updated_at \
                    FROM browser_sessions s JOIN users u ON u.id = s.user_id \
                    WHERE s.id_digest = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL";
@@ -55,6 +74,11 @@ impl Store {
             auth_time: r.auth_time,
             created_at: r.session_created_at,
             expires_at: r.expires_at,
+            federation: r.idp.map(|idp| SessionFederation {
+                idp,
+                idp_session_id: r.idp_session_id,
+                groups: r.idp_groups.unwrap_or_default().lines().filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+            }),
         }))
     }
 

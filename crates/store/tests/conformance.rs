@@ -100,6 +100,7 @@ fn code(grant_id: &str) -> AuthorizationCodeRecord {
         created_at: 100,
         expires_at: 160,
         redeemed_at: None,
+        grant_not_after: None,
     }
 }
 
@@ -322,13 +323,99 @@ async fn suspension_disabling_and_consent_revocation_kill_tokens() -> TestResult
     Ok(())
 }
 
+fn identity(user_id: &str, subject: &str) -> FederatedIdentityRecord {
+    FederatedIdentityRecord {
+        idp: "corp".into(),
+        issuer: "https://corp.test".into(),
+        subject: subject.into(),
+        user_id: user_id.into(),
+        email: Some("alice@corp.test".into()),
+        created_at: 100,
+        last_sign_in_at: 100,
+    }
+}
+
+#[tokio::test]
+async fn federated_identities_sessions_and_logout() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        seed(store).await?;
+        let name = store.backend_name();
+        // A user made at first sign-in comes with their identity, in one commit.
+        let mut carol = user("u-carol");
+        carol.email = Some("Carol@Corp.test".into());
+        carol.password_hash = None;
+        let created = Mutation::InsertFederatedUser {
+            user: Box::new(carol),
+            identity: Box::new(identity("u-carol", "sub-carol")),
+        };
+        assert_eq!(apply_as(store, AuditKind::UserAdded, created, 100).await?.revision, None, "{name}: not announced");
+        let found = store.find_federated_identity("corp", "https://corp.test", "sub-carol").await?.ok_or("identity")?;
+        assert_eq!(found.user_id, "u-carol", "{name}");
+        assert!(store.find_federated_identity("other", "https://corp.test", "sub-carol").await?.is_none(), "{name}");
+        assert_eq!(store.find_users_by_email("carol@corp.TEST").await?.len(), 1, "{name}: case-insensitive");
+        // One identity per user per provider, and an identity has one user.
+        let again = apply(store, Mutation::LinkIdentity(Box::new(identity("u-carol", "sub-other"))), 110).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{name}: {again:?}");
+        let taken = apply(store, Mutation::LinkIdentity(Box::new(identity("u1", "sub-carol"))), 110).await;
+        assert!(matches!(taken, Err(StoreError::Conflict(_))), "{name}: {taken:?}");
+        apply(store, Mutation::LinkIdentity(Box::new(identity("u1", "sub-alice"))), 110).await?;
+        assert_eq!(store.federated_identities_of("u1").await?.len(), 1, "{name}");
+        apply(
+            store,
+            Mutation::RecordFederatedSignIn {
+                idp: "corp".into(),
+                issuer: "https://corp.test".into(),
+                subject: "sub-alice".into(),
+                email: Some("new@corp.test".into()),
+            },
+            120,
+        )
+        .await?;
+        let alice = store.find_federated_identity("corp", "https://corp.test", "sub-alice").await?.ok_or("alice")?;
+        assert_eq!((alice.last_sign_in_at, alice.email.as_deref()), (120, Some("new@corp.test")), "{name}");
+
+        // A federated session says how it was made.
+        let federation = SessionFederation {
+            idp: "corp".into(),
+            idp_session_id: Some("sid-1".into()),
+            groups: vec!["eng".into(), "Domain Users".into()],
+        };
+        store.insert_session(b"fed", "u1", 100, 900, Some(&federation)).await?;
+        let session = store.find_session(b"fed", 150).await?.ok_or("session")?;
+        assert_eq!(session.federation, Some(federation), "{name}");
+        assert_eq!(store.users_of_idp_session("corp", "sid-1").await?, vec!["u1".to_owned()], "{name}");
+
+        // A grant made in that session ends with the sign-in's bound.
+        let bounded = AuthorizationCodeRecord { grant_not_after: Some(400), ..code("g-fed") };
+        store.insert_authorization_code(b"code-fed", &bounded).await?;
+        store.redeem_authorization_code(b"code-fed", 140, 5000).await?;
+        store.insert_grant_tokens("g-fed", None, &access("jti-fed", 140)).await?;
+        assert_eq!(store.live_grants(&["g-fed".into()], 399).await?.len(), 1, "{name}");
+        assert!(store.live_grants(&["g-fed".into()], 401).await?.is_empty(), "{name}: past the bound");
+
+        // Back-channel logout: sessions end, grants are revoked, every node is told.
+        let out = apply_as(
+            store,
+            AuditKind::SignedOutByIdp,
+            Mutation::SignOutEverywhere { user_id: "u1".into(), reason: "logged out".into() },
+            200,
+        )
+        .await?;
+        assert!(out.revision.is_some() && out.affected >= 1, "{name}: {out:?}");
+        assert!(store.find_session(b"fed", 201).await?.is_none(), "{name}");
+        assert!(store.live_grants(&["g-fed".into()], 201).await?.is_empty(), "{name}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn sessions_requests_and_keys() -> TestResult {
     let (stores, _dir) = stores().await?;
     for store in &stores {
         seed(store).await?;
         let name = store.backend_name();
-        store.insert_session(b"sess", "u1", 100, 200).await?;
+        store.insert_session(b"sess", "u1", 100, 200, None).await?;
         assert!(
             store.find_session(b"sess", 150).await?.is_some_and(|s| s.user.id == "u1" && s.auth_time == 100),
             "{name}"
@@ -453,6 +540,7 @@ async fn audit_events_are_written_in_batches_and_read_in_order() -> TestResult {
             username: None,
             client_id: Some(if n % 3 == 0 { "c3" } else { "c" }.into()),
             issuer: None,
+            subject: None,
             status: Some(200),
             latency_ms: Some(n),
         };

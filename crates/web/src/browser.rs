@@ -20,17 +20,19 @@ use portcullis_store::BrowserSession;
 use portcullis_types::OAuthErrorCode;
 
 use crate::oauth_endpoints::form_params;
-use crate::pages::{self, AccountPage, ConsentPage, ConsentView, HomePage, LoginPage, ScopeLineView, render};
+use crate::pages::{
+    self, AccountPage, ConsentPage, ConsentView, HomePage, LoginPage, ProviderButton, ScopeLineView, render,
+};
 use crate::{AppState, Peer};
 
 const CSRF_PURPOSE: &str = "form";
 
 impl AppState {
-    fn cookie_name(&self, base: &str) -> String {
+    pub(crate) fn cookie_name(&self, base: &str) -> String {
         if self.server.settings().secure_cookies { format!("__Host-{base}") } else { base.to_owned() }
     }
 
-    fn cookie(&self, base: &str, value: String, max_age_secs: Option<i64>) -> Cookie<'static> {
+    pub(crate) fn cookie(&self, base: &str, value: String, max_age_secs: Option<i64>) -> Cookie<'static> {
         let mut cookie = Cookie::new(self.cookie_name(base), value);
         cookie.set_http_only(true);
         cookie.set_same_site(SameSite::Lax);
@@ -42,11 +44,11 @@ impl AppState {
         cookie
     }
 
-    fn page_error(&self, status: StatusCode, error: &OAuthError) -> Response {
+    pub(crate) fn page_error(&self, status: StatusCode, error: &OAuthError) -> Response {
         pages::error_page(&self.server.settings().issuer, &self.base_path, status, error)
     }
 
-    fn rejection(&self, rejection: AuthorizeRejection) -> Response {
+    pub(crate) fn rejection(&self, rejection: AuthorizeRejection) -> Response {
         match rejection {
             AuthorizeRejection::Redirect { location, .. } => Redirect::to(&location).into_response(),
             AuthorizeRejection::Fatal(error) => {
@@ -59,12 +61,12 @@ impl AppState {
         }
     }
 
-    fn path(&self, path: &str) -> String {
+    pub(crate) fn path(&self, path: &str) -> String {
         format!("{}{}", self.base_path, path)
     }
 
     /// The browser's CSRF binding: a random cookie, created on first sight.
-    fn browser_id(&self, jar: CookieJar) -> Result<(CookieJar, String), Response> {
+    pub(crate) fn browser_id(&self, jar: CookieJar) -> Result<(CookieJar, String), Response> {
         let name = self.cookie_name("portcullis_browser");
         if let Some(existing) = jar.get(&name).map(|c| c.value().to_owned()).filter(|v| v.len() >= 32) {
             return Ok((jar, existing));
@@ -108,13 +110,13 @@ impl AppState {
     }
 
     /// The parameters of a form POST that passed the CSRF checks.
-    fn checked_form(&self, headers: &HeaderMap, jar: &CookieJar, body: &Bytes) -> Result<Params, Response> {
+    pub(crate) fn checked_form(&self, headers: &HeaderMap, jar: &CookieJar, body: &Bytes) -> Result<Params, Response> {
         let params = form_params(headers, body).map_err(|e| self.page_error(StatusCode::BAD_REQUEST, &e))?;
         self.check_csrf(headers, jar, &params)?;
         Ok(params)
     }
 
-    async fn session(&self, jar: &CookieJar) -> Result<Option<BrowserSession>, Response> {
+    pub(crate) async fn session(&self, jar: &CookieJar) -> Result<Option<BrowserSession>, Response> {
         let Some(value) = jar.get(&self.cookie_name("portcullis_session")).map(|c| c.value().to_owned()) else {
             return Ok(None);
         };
@@ -125,15 +127,34 @@ impl AppState {
     }
 
     async fn continue_authorization(&self, handle: &str, session: Option<&BrowserSession>) -> Response {
+        self.continue_with_hints(handle, session, &[]).await
+    }
+
+    /// As `continue_authorization`; the sign-in page, if needed, gets the request's
+    /// `login_hint` and `idp_hint`.
+    async fn continue_with_hints(
+        &self,
+        handle: &str,
+        session: Option<&BrowserSession>,
+        hints: &[(&str, &str)],
+    ) -> Response {
         match self.server.next_step(handle, session).await {
-            Ok(NextStep::Login) => Redirect::to(&self.with_request("/login", handle)).into_response(),
+            Ok(NextStep::Login) => {
+                let mut login = self.with_request("/login", handle);
+                for (name, value) in hints {
+                    let pair: String =
+                        form_urlencoded::Serializer::new(String::new()).append_pair(name, value).finish();
+                    login = format!("{login}&{pair}");
+                }
+                Redirect::to(&login).into_response()
+            }
             Ok(NextStep::Consent) => Redirect::to(&self.with_request("/consent", handle)).into_response(),
             Ok(NextStep::Redirect(location)) => Redirect::to(&location).into_response(),
             Err(rejection) => self.rejection(rejection),
         }
     }
 
-    fn with_request(&self, path: &str, handle: &str) -> String {
+    pub(crate) fn with_request(&self, path: &str, handle: &str) -> String {
         let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("request", handle).finish();
         format!("{}?{query}", self.path(path))
     }
@@ -148,7 +169,11 @@ async fn authorize(state: AppState, jar: CookieJar, params: Params) -> Response 
         Ok(s) => s,
         Err(r) => return r,
     };
-    state.continue_authorization(&pending.handle, session.as_ref()).await
+    let hints: Vec<(&str, &str)> = ["login_hint", "idp_hint"]
+        .into_iter()
+        .filter_map(|name| params.single(name).ok().flatten().filter(|v| !v.is_empty()).map(|v| (name, v)))
+        .collect();
+    state.continue_with_hints(&pending.handle, session.as_ref(), &hints).await
 }
 
 pub(crate) async fn authorize_get(
@@ -203,29 +228,71 @@ pub(crate) async fn login_page(
             Err(rejection) => return state.rejection(rejection),
         }
     };
+    let settings = state.server.settings();
+    // `idp_hint` (a provider's name) and `login_hint` (an email in a provider's domain) skip
+    // the question; an error coming back from a provider must not loop into it again.
+    let login_hint = q.get("login_hint").map(String::as_str).filter(|h| !h.is_empty() && h.len() <= 254);
+    if !q.contains_key("error") {
+        let hinted = q
+            .get("idp_hint")
+            .and_then(|name| settings.identity_provider(name))
+            .or_else(|| login_hint.and_then(|email| settings.identity_provider_for_email(email)));
+        if let Some(provider) = hinted {
+            return Redirect::to(&state.sso_start_url(&provider.provider.settings().name, handle, login_hint))
+                .into_response();
+        }
+    }
     let (jar, browser) = match state.browser_id(jar) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let error = match q.get("error").map(String::as_str) {
-        Some("invalid") => Some("The username or password is incorrect."),
-        Some("limited") => Some("Too many sign-in attempts. Wait a minute and try again."),
-        Some("busy") => Some("The server is busy checking other sign-ins. Try again in a moment."),
-        _ => None,
+    let (error, status) = match q.get("error").map(String::as_str) {
+        Some("invalid") => (Some("The username or password is incorrect."), StatusCode::UNAUTHORIZED),
+        Some("limited") => {
+            (Some("Too many sign-in attempts. Wait a minute and try again."), StatusCode::TOO_MANY_REQUESTS)
+        }
+        Some("busy") => (
+            Some("The server is busy checking other sign-ins. Try again in a moment."),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        Some("unknown_domain") if settings.local_passwords => (
+            Some("No single sign-on is set up for that email address. Sign in with your password instead."),
+            StatusCode::OK,
+        ),
+        Some("unknown_domain") => (
+            Some(
+                "No single sign-on is set up for that email address. Check the address, or ask your administrator which sign-in to use.",
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        Some("passwords_off") => (
+            Some("This server does not accept passwords. Sign in with your organisation's account."),
+            StatusCode::FORBIDDEN,
+        ),
+        _ => (None, StatusCode::OK),
     };
-    let issuer = state.server.settings().issuer.clone();
     let csrf = state.csrf_token(&browser);
+    let email = login_hint.filter(|h| h.contains('@')).unwrap_or_default();
     let page = LoginPage {
-        issuer: &issuer,
+        issuer: &settings.issuer,
         base_path: &state.base_path,
         client_name: client.as_ref().map(|c| c.client_name.as_str()).unwrap_or_default(),
         client_verified: client.as_ref().is_none_or(|c| c.verified),
         request: handle,
         csrf: &csrf,
-        username: "",
+        username: login_hint.unwrap_or_default(),
         error,
+        email,
+        providers: settings
+            .identity_providers
+            .iter()
+            .map(|p| ProviderButton {
+                name: p.provider.settings().name.clone(),
+                display_name: p.provider.settings().display_name.clone(),
+            })
+            .collect(),
+        local_passwords: settings.local_passwords,
     };
-    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     (jar, render(status, &page)).into_response()
 }
 
@@ -264,6 +331,7 @@ pub(crate) async fn login_submit(
             return back("invalid");
         }
         Err(LoginError::Busy) => return back("busy"),
+        Err(LoginError::PasswordsDisabled) => return back("passwords_off"),
         Err(LoginError::Server(e)) => {
             tracing::error!(error = %e, "sign-in failed internally");
             return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
@@ -276,24 +344,7 @@ pub(crate) async fn login_submit(
             return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
         }
     };
-    tracing::info!(user = %user.username, "signed in");
-    // A new sign-in gets a new session; whatever session this browser had before ends.
-    if let Some(previous) = jar.get(&state.cookie_name("portcullis_session")).map(|c| c.value().to_owned())
-        && let Err(e) = state.server.end_session(&previous).await
-    {
-        tracing::error!(error = %e, "could not end the previous session");
-    }
-    if !handle.is_empty()
-        && let Err(e) = state.server.record_login(&handle, &user).await
-    {
-        tracing::error!(error = %e, "could not record the sign-in on its request");
-        return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
-    }
-    let ttl = session.expires_at - state.server.now();
-    let jar = jar.add(state.cookie("portcullis_session", session.cookie_value, Some(ttl)));
-    let next =
-        if handle.is_empty() { state.path("/account") } else { state.with_request("/authorize/continue", &handle) };
-    (jar, Redirect::to(&next)).into_response()
+    state.finish_sign_in(jar, &handle, &user, session).await
 }
 
 pub(crate) async fn consent_page(

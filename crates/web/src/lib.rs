@@ -12,6 +12,7 @@ mod mcp;
 mod oauth_endpoints;
 mod pages;
 mod registration;
+mod sso;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -119,6 +120,9 @@ pub fn router(state: AppState) -> Router {
         .route("/authorize", get(browser::authorize_get).post(browser::authorize_post))
         .route("/authorize/continue", get(browser::authorize_continue))
         .route("/login", get(browser::login_page).post(browser::login_submit))
+        .route("/login/discover", post(sso::discover))
+        .route("/sso/{name}/start", get(sso::start))
+        .route("/sso/{name}/callback", get(sso::callback))
         .route("/consent", get(browser::consent_page).post(browser::consent_submit))
         .route("/logout", post(browser::logout))
         .route("/account", get(browser::account))

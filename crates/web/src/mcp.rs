@@ -100,6 +100,7 @@ impl Audit<'_> {
             username: p.and_then(|p| p.username.clone()),
             client_id: p.and_then(|p| p.client_id.clone()),
             issuer: p.map(|p| p.issuer.clone()).filter(|i| !i.is_empty()),
+            subject: None,
             status: Some(i64::from(status.as_u16())),
             latency_ms: Some(i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)),
         }

@@ -16,6 +16,17 @@ pub(crate) struct LoginPage<'a> {
     pub csrf: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// The email home-realm discovery was asked about, shown back.
+    pub email: &'a str,
+    /// A button per identity provider, and the email question when there is any.
+    pub providers: Vec<ProviderButton>,
+    /// Whether the password form is shown.
+    pub local_passwords: bool,
+}
+
+pub(crate) struct ProviderButton {
+    pub name: String,
+    pub display_name: String,
 }
 
 pub(crate) struct ScopeLineView {

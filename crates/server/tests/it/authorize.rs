@@ -183,6 +183,34 @@ async fn untrusted_client_or_redirect_uri_gets_an_error_page_never_a_redirect() 
     Ok(())
 }
 
+/// The MCP specification lets a client that found no `scopes_supported` leave `scope` out
+/// (the conformance suite's authorization mode does): the user is offered the resource's
+/// default scopes and can untick any of them.
+#[tokio::test]
+async fn a_request_without_scope_is_offered_the_default_scopes() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce()?;
+    let url = authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("scope", "")]);
+    let consent = sign_in_to_consent(&server, &mut browser, &url).await?;
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    let offered: Vec<&str> = consent
+        .body
+        .match_indices("name=\"scope\" value=\"")
+        .filter_map(|(i, m)| {
+            let rest = consent.body.get(i + m.len()..)?;
+            rest.get(..rest.find('"')?)
+        })
+        .collect();
+    assert_eq!(offered, ["crm.contacts.read", "crm.deals.write"], "the configured defaults, never the export");
+    let location =
+        browser.consent(&server, &consent, &["crm.contacts.read"], "approve").await?.location.ok_or("redirect")?;
+    let (status, tokens) = redeem(&server, &location, &verifier).await?;
+    assert_eq!((status, tokens["scope"].as_str()), (200, Some("crm.contacts.read")), "{tokens}");
+
+    Ok(())
+}
+
 #[tokio::test]
 async fn request_errors_go_back_to_the_client_with_state_and_iss() -> TestResult {
     let server = TestServer::start().await?;
@@ -198,7 +226,6 @@ async fn request_errors_go_back_to_the_client_with_state_and_iss() -> TestResult
         (vec![("response_type", "")], "invalid_request"),
         (vec![("resource", "https://unknown.example.test/mcp")], "invalid_target"),
         (vec![("scope", "crm.contacts.read admin.everything")], "invalid_scope"),
-        (vec![("scope", "")], "invalid_scope"),
         (vec![("prompt", "bogus")], "invalid_request"),
         (vec![("max_age", "-1")], "invalid_request"),
         (vec![("request", "eyJhbGciOiJub25lIn0.e30.")], "invalid_request"),

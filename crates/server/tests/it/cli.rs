@@ -283,6 +283,7 @@ async fn audit_tail_shows_the_newest_decisions() -> TestResult {
         username: Some("alice".into()),
         client_id: Some("agent".into()),
         issuer: Some("http://127.0.0.1:18080".into()),
+        subject: None,
         status: Some(if decision == "denied" { 403 } else { 200 }),
         latency_ms: Some(3),
     };

@@ -200,6 +200,10 @@ pub struct Options {
     /// A database of the test's own (say, reached through a [`Relay`]) instead of a fresh one.
     pub database_url: Option<String>,
     pub database: Option<portcullis::config::DatabaseConfig>,
+    pub identity_providers: Vec<portcullis::config::IdentityProviderConfig>,
+    pub local_passwords: bool,
+    /// Start the clock at the real time (for peers that sign with theirs, such as an IdP).
+    pub wall_clock: bool,
 }
 
 impl Default for Options {
@@ -219,6 +223,9 @@ impl Default for Options {
             listener: None,
             database_url: None,
             database: None,
+            identity_providers: Vec::new(),
+            local_passwords: true,
+            wall_clock: false,
         }
     }
 }
@@ -265,11 +272,14 @@ impl TestServer {
                     scope("crm.deals.write", "Create and change deals in your CRM"),
                     scope("crm.contacts.export", "Export your whole contact list"),
                 ],
+                // A request without `scope` is offered these (never the export).
+                default_scopes: Some(vec!["crm.contacts.read".into(), "crm.deals.write".into()]),
             },
             ResourceConfig {
                 uri: other_resource.clone(),
                 name: "Billing".into(),
                 scopes: vec![scope("billing.read", "Read invoices")],
+                default_scopes: None,
             },
         ];
         if let Some(uri) = options.extra_resource {
@@ -339,8 +349,15 @@ impl TestServer {
         }
         config.upstreams = options.upstreams;
         config.gateway = options.gateway;
+        config.identity_providers = options.identity_providers;
+        config.login.local_passwords = options.local_passwords;
         config.validate()?;
-        let clock = Arc::new(TestClock(AtomicI64::new(1_900_000_000)));
+        let start = if options.wall_clock {
+            i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs())?
+        } else {
+            1_900_000_000
+        };
+        let clock = Arc::new(TestClock(AtomicI64::new(start)));
         let running = app::start_on(listener, config.clone(), clock.clone()).await?;
         let hasher = app::password_hasher(&config)?;
         let alice = NewUser {
@@ -511,6 +528,12 @@ impl Browser {
     pub async fn get(&mut self, server: &TestServer, url: &str) -> AnyResult<Page> {
         let url = absolute(server, url);
         let response = server.http.get(url).header("cookie", self.cookie_header()).send().await?;
+        self.read(response).await
+    }
+
+    /// POSTs a form to another site (an identity provider's page), with this browser's cookies.
+    pub async fn post_to(&mut self, server: &TestServer, url: &str, form: &[(&str, &str)]) -> AnyResult<Page> {
+        let response = server.http.post(url).header("cookie", self.cookie_header()).form(form).send().await?;
         self.read(response).await
     }
 

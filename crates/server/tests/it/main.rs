@@ -13,4 +13,5 @@ mod metadata;
 mod pages;
 mod peers;
 mod registration;
+mod sso;
 mod token;

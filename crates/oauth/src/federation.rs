@@ -1,0 +1,176 @@
+//! Signing in through the organisation's identity providers, and what such a sign-in may grant.
+//!
+//! The protocol toward the provider is `portcullis-sso`'s; who the asserted identity is
+//! locally is the control layer's linking rule; this module joins them to the browser session
+//! and applies the group ceiling (the most a federated user may grant) and the session bound.
+
+use std::net::IpAddr;
+
+use portcullis_control::{AssertedIdentity, LinkPolicy, SignInRefusal, UnlinkableEmail};
+use portcullis_crypto::{digest, random_token};
+use portcullis_sso::{CallbackParams, IdentityProvider, PendingSignIn, SsoError};
+use portcullis_store::{BrowserSession, SessionFederation, UserRecord};
+use portcullis_types::ScopeSet;
+
+use crate::{AuthorizationServer, NewSession, ServerError, Settings};
+
+/// An identity provider's linking policy, beside its protocol settings.
+#[derive(Debug, Clone)]
+pub struct FederatedProvider {
+    pub provider: std::sync::Arc<IdentityProvider>,
+    pub jit: bool,
+    pub unlinkable_email: UnlinkableEmail,
+}
+
+impl FederatedProvider {
+    fn link_policy(&self) -> LinkPolicy {
+        LinkPolicy {
+            email_domains: self.provider.settings().email_domains.clone(),
+            jit: self.jit,
+            unlinkable_email: self.unlinkable_email,
+        }
+    }
+}
+
+/// Why a federated sign-in did not sign anyone in.
+#[derive(Debug, thiserror::Error)]
+pub enum FederatedSignInError {
+    #[error(transparent)]
+    Protocol(#[from] SsoError),
+    #[error(transparent)]
+    Refused(SignInRefusal),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl From<portcullis_control::ControlError> for FederatedSignInError {
+    fn from(e: portcullis_control::ControlError) -> Self {
+        Self::Server(e.into())
+    }
+}
+
+/// A successful federated sign-in: the user and their new browser session.
+#[derive(Debug)]
+pub struct FederatedSession {
+    pub user: UserRecord,
+    pub session: NewSession,
+}
+
+impl Settings {
+    /// The identity provider configured under `name`.
+    pub fn identity_provider(&self, name: &str) -> Option<&FederatedProvider> {
+        self.identity_providers.iter().find(|p| p.provider.settings().name == name)
+    }
+
+    /// Home-realm discovery: the provider authoritative for the domain of `email`.
+    pub fn identity_provider_for_email(&self, email: &str) -> Option<&FederatedProvider> {
+        self.identity_providers.iter().find(|p| p.provider.settings().is_authoritative_for(email))
+    }
+
+    /// The most the user of `session` may grant on `resource`'s own scopes: everything for a
+    /// local sign-in; for a federated one, the union of the scopes of the groups their
+    /// provider asserted at this sign-in (none if the provider is no longer configured).
+    /// OpenID Connect's own scopes are never limited.
+    pub fn grantable(&self, session: &BrowserSession, requested: &ScopeSet) -> ScopeSet {
+        let Some(federation) = &session.federation else { return requested.clone() };
+        let ceiling = self
+            .identity_provider(&federation.idp)
+            .map(|p| p.provider.settings().scope_ceiling(&federation.groups))
+            .unwrap_or_default();
+        let builtin = Settings::builtin_scopes();
+        ScopeSet::from_scopes(
+            requested.iter().filter(|s| builtin.contains(s.as_str()) || ceiling.contains(s.as_str())).cloned(),
+        )
+    }
+
+    /// The latest a grant made in `session` may live: a federated sign-in must be renewed at
+    /// its provider after `max_session_secs`, and its grants end with it.
+    pub fn grant_not_after(&self, session: &BrowserSession) -> Option<i64> {
+        let federation = session.federation.as_ref()?;
+        let bound = self.identity_provider(&federation.idp).map_or(0, |p| p.provider.settings().max_session_secs);
+        Some(session.auth_time.saturating_add(bound))
+    }
+}
+
+impl AuthorizationServer {
+    /// Starts a sign-in at identity provider `name`: where to send the browser, and what it
+    /// must bring back (to be kept sealed and bound to the browser).
+    pub async fn begin_federated_sign_in(
+        &self,
+        name: &str,
+        login_hint: Option<&str>,
+    ) -> Result<(url::Url, PendingSignIn), SsoError> {
+        let settings = self.settings();
+        let provider = settings.identity_provider(name).ok_or_else(|| SsoError::UnknownProvider(name.to_owned()))?;
+        provider.provider.begin(login_hint).await
+    }
+
+    /// Finishes a sign-in at identity provider `name`: verifies the provider's answer against
+    /// `pending`, decides who the user is, records the outcome, and starts a browser session.
+    /// Every failure is in the audit trail with the provider and why.
+    pub async fn finish_federated_sign_in(
+        &self,
+        name: &str,
+        pending: Option<&PendingSignIn>,
+        callback: &CallbackParams,
+        source: Option<IpAddr>,
+    ) -> Result<FederatedSession, FederatedSignInError> {
+        let settings = self.settings();
+        let Some(provider) = settings.identity_provider(name) else {
+            return Err(SsoError::UnknownProvider(name.to_owned()).into());
+        };
+        let unknown = AssertedIdentity {
+            idp: name.to_owned(),
+            issuer: String::new(),
+            subject: String::new(),
+            email: None,
+            email_verified: false,
+            name: None,
+        };
+        let verified = match pending {
+            None => Err(SsoError::StateMismatch),
+            Some(pending) => provider.provider.complete(pending, callback).await,
+        };
+        let verified = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!(idp = name, error = %e, "federated sign-in failed");
+                self.control.record_federated_failure(&unknown, None, &e.to_string(), source).await?;
+                return Err(e.into());
+            }
+        };
+        let asserted = AssertedIdentity {
+            idp: name.to_owned(),
+            issuer: verified.issuer.clone(),
+            subject: verified.subject.clone(),
+            email: verified.email.clone(),
+            email_verified: verified.email_verified,
+            name: verified.name.clone(),
+        };
+        let user = match self.control.federated_sign_in(&provider.link_policy(), &asserted, source).await? {
+            Ok(user) => user,
+            Err(refusal) => return Err(FederatedSignInError::Refused(refusal)),
+        };
+        let federation =
+            SessionFederation { idp: name.to_owned(), idp_session_id: verified.session_id, groups: verified.groups };
+        let max = provider.provider.settings().max_session_secs;
+        let session = self.start_session_bounded(&user, Some(&federation), Some(max)).await?;
+        Ok(FederatedSession { user, session })
+    }
+
+    /// A browser session for `user`, signed in now; a federated one lasts no longer than its
+    /// provider allows.
+    pub(crate) async fn start_session_bounded(
+        &self,
+        user: &UserRecord,
+        federation: Option<&SessionFederation>,
+        max_secs: Option<i64>,
+    ) -> Result<NewSession, ServerError> {
+        let now = self.clock.now();
+        let cookie_value = random_token(32)?;
+        let ttl = max_secs.map_or(self.settings().session_ttl, |max| max.min(self.settings().session_ttl));
+        let expires_at = now + ttl;
+        self.store.insert_session(&digest(&cookie_value), &user.id, now, expires_at, federation).await?;
+        Ok(NewSession { cookie_value, expires_at })
+    }
+}

@@ -1,0 +1,533 @@
+//! Single sign-on through the organisation's identity providers, against two real
+//! `oidc-provider` instances ("corp" and "partner", tests/peers/oidc-provider/sso-idp.mjs), each
+//! with its own domain, groups and keys: home-realm discovery, the code flow, JIT users and
+//! linking, the group ceiling on consent, and the attacks that must be refused.
+
+use std::time::Duration;
+
+use portcullis::config::IdentityProviderConfig;
+use portcullis_store::{AuditFilter, AuditKind, AuditOutcome};
+
+use crate::harness::*;
+
+const CORP_USERS: &str = r#"{
+  "carol": {"email": "carol@corp.example", "email_verified": true, "name": "Carol Corp", "groups": ["sales"]},
+  "erin": {"email": "erin@corp.example", "email_verified": true, "groups": ["engineering", "sales"]},
+  "dana": {"email": "Dana@corp.example", "email_verified": true, "groups": ["engineering"]},
+  "mallory": {"email": "alice@example.test", "email_verified": false, "groups": ["engineering"]},
+  "eve": {"email": "pat@partner.example", "email_verified": true, "groups": ["engineering"]},
+  "nogroups": {"email": "nogroups@corp.example", "email_verified": true}
+}"#;
+const PARTNER_USERS: &str = r#"{
+  "pat": {"email": "pat@partner.example", "email_verified": true, "groups": ["contractors"]}
+}"#;
+
+/// A running `sso-idp.mjs`.
+struct Idp {
+    _process: tokio::process::Child,
+    issuer: String,
+}
+
+async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
+    if !dir.join("node_modules/oidc-provider").exists() {
+        return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
+    }
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("sso-idp.mjs"))
+        .env("PORT", "0")
+        .env("CLIENT_ID", "portcullis")
+        .env("CLIENT_SECRET", IDP_SECRET)
+        .env("REDIRECT_URI", redirect_uri)
+        .env("USERS", users)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.map_err(|_| "IdP did not start")??;
+    let issuer = line.and_then(|l| l.strip_prefix("READY ").map(str::to_owned)).ok_or("IdP printed no READY line")?;
+    Ok(Idp { _process: child, issuer })
+}
+
+const IDP_SECRET: &str = "portcullis-at-the-idp-secret-0123456789";
+
+fn provider(name: &str, issuer: &str, domain: &str, secret_file: &std::path::Path) -> IdentityProviderConfig {
+    let group_scopes = match name {
+        "corp" => [
+            ("engineering".to_owned(), vec!["crm.contacts.read".to_owned(), "crm.deals.write".to_owned()]),
+            ("sales".to_owned(), vec!["crm.contacts.read".to_owned()]),
+        ]
+        .into_iter()
+        .collect(),
+        _ => [("contractors".to_owned(), vec!["crm.contacts.read".to_owned()])].into_iter().collect(),
+    };
+    IdentityProviderConfig {
+        name: name.into(),
+        display_name: format!("{name} SSO"),
+        issuer: issuer.into(),
+        client_id: "portcullis".into(),
+        client_secret_env: None,
+        client_secret_file: Some(secret_file.to_owned()),
+        scopes: vec!["openid".into(), "email".into(), "profile".into(), "groups".into()],
+        email_domains: vec![domain.into()],
+        groups_claim: Some("groups".into()),
+        jit: true,
+        unlinkable_email: Default::default(),
+        // The test IdPs run on loopback, which only an explicit allowance reaches.
+        allowed_ranges: vec![
+            ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+            ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ],
+        allow_http_loopback: true,
+        extra_ca_file: None,
+        accept_id_jag: false,
+        group_scopes,
+        max_session_secs: 3600,
+        timeout_secs: 2,
+    }
+}
+
+/// Portcullis with "corp" and "partner" (and any `extra` providers), each a real IdP.
+struct World {
+    server: TestServer,
+    corp: Idp,
+    partner: Idp,
+    _secrets: tempfile::TempDir,
+}
+
+async fn world(extra: impl FnOnce(&std::path::Path) -> Vec<IdentityProviderConfig>) -> AnyResult<World> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let corp = start_idp(&format!("{origin}/sso/corp/callback"), CORP_USERS).await?;
+    let partner = start_idp(&format!("{origin}/sso/partner/callback"), PARTNER_USERS).await?;
+    let secrets = tempfile::tempdir()?;
+    let secret_file = secrets.path().join("idp-secret");
+    std::fs::write(&secret_file, IDP_SECRET)?;
+    let mut identity_providers = vec![
+        provider("corp", &corp.issuer, "corp.example", &secret_file),
+        provider("partner", &partner.issuer, "partner.example", &secret_file),
+    ];
+    identity_providers.extend(extra(&secret_file));
+    let server = TestServer::start_with(Options {
+        listener: Some(listener),
+        identity_providers,
+        wall_clock: true,
+        ..Options::default()
+    })
+    .await?;
+    Ok(World { server, corp, partner, _secrets: secrets })
+}
+
+type QueryPairs = Vec<(String, String)>;
+
+fn absolute_at(base: &str, location: &str) -> String {
+    if location.starts_with("http") { location.to_owned() } else { format!("{base}{location}") }
+}
+
+/// Plays the user at the identity provider: signs in as `login` and consents, following the
+/// provider's redirects until it sends the browser back to Portcullis. Returns that URL.
+async fn sign_in_at_idp(world: &World, browser: &mut Browser, idp_url: &str, login: &str) -> AnyResult<String> {
+    let idp_base = url::Url::parse(idp_url)?.origin().ascii_serialization();
+    let mut url = idp_url.to_owned();
+    for _ in 0..12 {
+        if url.starts_with(&world.server.origin()) {
+            return Ok(url);
+        }
+        let page = browser.get(&world.server, &url).await?;
+        if let Some(location) = page.location {
+            url = absolute_at(&idp_base, &location);
+            continue;
+        }
+        let form = if page.body.contains(r#"name="prompt" value="login""#) {
+            vec![("prompt", "login"), ("login", login), ("password", "any")]
+        } else if page.body.contains(r#"name="prompt" value="consent""#) {
+            vec![("prompt", "consent")]
+        } else {
+            return Err(format!("unexpected IdP page {}: {}", page.status, page.body).into());
+        };
+        let answer = browser.post_to(&world.server, &url, &form).await?;
+        url = absolute_at(&idp_base, answer.location.as_deref().ok_or("the IdP form did not redirect")?);
+    }
+    Err("the IdP never sent the browser back".into())
+}
+
+/// From an authorization request to the URL of the IdP's sign-in page, by home-realm
+/// discovery on `email`.
+async fn discover(world: &World, browser: &mut Browser, authorize: &str, email: &str) -> AnyResult<String> {
+    let s = &world.server;
+    let login = browser.get(s, authorize).await?.location.ok_or("no redirect to sign in")?;
+    let page = browser.get(s, &login).await?;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Sign in with corp SSO") && page.body.contains("Sign in with partner SSO"),
+        "{}",
+        page.body
+    );
+    let request = page.input("request").ok_or("request")?;
+    let csrf = page.input("csrf").ok_or("csrf")?;
+    let discovered =
+        browser.post(s, "/login/discover", &[("request", &request), ("csrf", &csrf), ("email", email)]).await?;
+    let start = discovered.location.ok_or("discovery did not redirect")?;
+    assert!(start.contains("/sso/") && start.contains("login_hint="), "{start}");
+    let to_idp = browser.get(s, &start).await?;
+    assert_eq!(to_idp.status, 303, "{}", to_idp.body);
+    to_idp.location.ok_or_else(|| "no redirect to the IdP".into())
+}
+
+fn offered_scopes(page: &Page) -> Vec<String> {
+    page.body
+        .match_indices("name=\"scope\" value=\"")
+        .filter_map(|(i, m)| {
+            let rest = page.body.get(i + m.len()..)?;
+            Some(rest.get(..rest.find('"')?)?.to_owned())
+        })
+        .collect()
+}
+
+async fn sign_in_events(s: &TestServer, kind: AuditKind) -> AnyResult<Vec<portcullis_store::AuditEventRecord>> {
+    let filter = AuditFilter { kinds: vec![kind], ..Default::default() };
+    Ok(s.store()?.audit_events(None, 100, &filter).await?)
+}
+
+/// The callback's page says the sign-in failed, with `status`, and nobody is signed in.
+fn assert_refused(page: &Page, status: u16, says: &str) {
+    assert_eq!(page.status, status, "{}", page.body);
+    assert!(page.location.is_none(), "{:?}", page.location);
+    assert!(page.body.contains(says), "page should say {says:?}: {}", page.body);
+    assert!(
+        !page
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap_or_default().starts_with("portcullis_session=")),
+        "no session on failure"
+    );
+}
+
+#[tokio::test]
+async fn home_realm_discovery_jit_and_the_group_ceiling() -> TestResult {
+    let w = world(|_| Vec::new()).await?;
+    let s = &w.server;
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce()?;
+    let scope = "crm.contacts.read crm.deals.write crm.contacts.export";
+    let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("scope", scope)]);
+    let idp_url = discover(&w, &mut browser, &authorize, "carol@corp.example").await?;
+    // A careful relying party: PKCE S256, state, nonce, its own callback, the hint passed on.
+    let at_idp = url::Url::parse(&idp_url)?;
+    assert!(idp_url.starts_with(&w.corp.issuer), "{idp_url}");
+    let q: std::collections::BTreeMap<_, _> = at_idp.query_pairs().into_owned().collect();
+    assert_eq!(q.get("code_challenge_method").map(String::as_str), Some("S256"));
+    assert!(q.get("state").is_some_and(|v| v.len() >= 43) && q.get("nonce").is_some_and(|v| v.len() >= 43), "{q:?}");
+    assert_eq!(q.get("redirect_uri"), Some(&format!("{}/sso/corp/callback", s.origin())));
+    assert_eq!(q.get("login_hint").map(String::as_str), Some("carol@corp.example"));
+
+    let callback = sign_in_at_idp(&w, &mut browser, &idp_url, "carol").await?;
+    assert!(callback.contains("iss="), "RFC 9207 iss from the IdP: {callback}");
+    let back = browser.get(s, &callback).await?;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let cont = browser.get(s, back.location.as_deref().ok_or("continue")?).await?;
+    let consent = browser.get(s, cont.location.as_deref().ok_or("consent")?).await?;
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    // Carol is in "sales": of what was asked, only the contact read is hers to grant.
+    assert_eq!(offered_scopes(&consent), ["crm.contacts.read"]);
+    let location = browser
+        .consent(s, &consent, &["crm.contacts.read", "crm.deals.write", "crm.contacts.export"], "approve")
+        .await?
+        .location
+        .ok_or("redirect")?;
+    let (status, tokens) = redeem(s, &location, &verifier).await?;
+    assert_eq!((status, tokens["scope"].as_str()), (200, Some("crm.contacts.read")), "{tokens}");
+
+    // Carol was created at her first sign-in, keyed by the IdP's subject, with her verified email.
+    let carol = s.store()?.find_user_by_username("carol@corp.example").await?.ok_or("carol was not created")?;
+    assert_eq!((carol.email.as_deref(), carol.password_hash.as_deref()), (Some("carol@corp.example"), None));
+    let identity = s.store()?.find_federated_identity("corp", &w.corp.issuer, "carol").await?.ok_or("identity")?;
+    assert_eq!(identity.user_id, carol.id);
+    let added = sign_in_events(s, AuditKind::UserAdded).await?;
+    assert!(
+        added
+            .iter()
+            .any(|e| e.event.user_id.as_deref() == Some(&carol.id) && e.event.actor.as_deref() == Some("idp:corp"))
+    );
+    let succeeded = sign_in_events(s, AuditKind::SignInSucceeded).await?;
+    let record = succeeded.iter().find(|e| e.event.user_id.as_deref() == Some(&carol.id)).ok_or("no sign-in record")?;
+    assert_eq!(
+        (record.event.target.as_deref(), record.event.issuer.as_deref(), record.event.subject.as_deref()),
+        (Some("corp"), Some(w.corp.issuer.as_str()), Some("carol"))
+    );
+
+    // Signing in again is the same user, and a user of two groups gets both groups' scopes.
+    let (_, challenge) = pkce()?;
+    let mut other = Browser::default();
+    let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("scope", scope)]);
+    let idp_url = discover(&w, &mut other, &authorize, "erin@corp.example").await?;
+    let callback = sign_in_at_idp(&w, &mut other, &idp_url, "erin").await?;
+    let back = other.get(s, &callback).await?;
+    let cont = other.get(s, back.location.as_deref().ok_or("continue")?).await?;
+    let consent = other.get(s, cont.location.as_deref().ok_or("consent")?).await?;
+    assert_eq!(offered_scopes(&consent), ["crm.contacts.read", "crm.deals.write"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn hints_skip_the_question_and_unknown_domains_get_a_clear_page() -> TestResult {
+    let w = world(|_| Vec::new()).await?;
+    let s = &w.server;
+    let (_, challenge) = pkce()?;
+    // idp_hint names the provider; login_hint routes by domain.
+    for (hint, expected) in
+        [(("idp_hint", "partner"), &w.partner.issuer), (("login_hint", "carol@corp.example"), &w.corp.issuer)]
+    {
+        let mut browser = Browser::default();
+        let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[hint]);
+        let login = browser.get(s, &authorize).await?.location.ok_or("login")?;
+        let start = browser.get(s, &login).await?.location.ok_or("no redirect to the provider's start")?;
+        let to_idp = browser.get(s, &start).await?.location.ok_or("no redirect to the IdP")?;
+        assert!(to_idp.starts_with(expected.as_str()), "{hint:?}: {to_idp}");
+    }
+    // A domain no provider is authoritative for: the password form stays, and the answer
+    // is the same whether or not such a user exists.
+    let mut browser = Browser::default();
+    let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let login = browser.get(s, &authorize).await?.location.ok_or("login")?;
+    let page = browser.get(s, &login).await?;
+    let (request, csrf) = (page.input("request").ok_or("request")?, page.input("csrf").ok_or("csrf")?);
+    let mut answers = Vec::new();
+    for email in ["alice@example.test", "nobody@example.test"] {
+        let posted =
+            browser.post(s, "/login/discover", &[("request", &request), ("csrf", &csrf), ("email", email)]).await?;
+        let shown = browser.get(s, posted.location.as_deref().ok_or("back to login")?).await?;
+        assert!(shown.body.contains("No single sign-on is set up for that email address"), "{}", shown.body);
+        answers.push((posted.location, shown.status));
+    }
+    assert_eq!(answers[0], answers[1], "no user enumeration");
+    Ok(())
+}
+
+#[tokio::test]
+async fn accounts_are_linked_only_by_a_verified_email_in_the_providers_own_domain() -> TestResult {
+    let w = world(|_| Vec::new()).await?;
+    let s = &w.server;
+    let control = s.control()?;
+    let dana = control
+        .add_user(
+            &Actor::Operator,
+            NewUser {
+                username: "dana".into(),
+                display_name: None,
+                email: Some("dana@corp.example".into()),
+                password_hash: None,
+                is_admin: false,
+            },
+        )
+        .await?;
+    let pat = control
+        .add_user(
+            &Actor::Operator,
+            NewUser {
+                username: "pat-local".into(),
+                display_name: None,
+                email: Some("pat@partner.example".into()),
+                password_hash: None,
+                is_admin: false,
+            },
+        )
+        .await?;
+    let sign_in = |login: &'static str, email: &'static str| {
+        let w = &w;
+        async move {
+            let mut browser = Browser::default();
+            let (_, challenge) = pkce()?;
+            let authorize = authorize_url(&w.server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+            let idp_url = discover(w, &mut browser, &authorize, email).await?;
+            let callback = sign_in_at_idp(w, &mut browser, &idp_url, login).await?;
+            browser.get(&w.server, &callback).await
+        }
+    };
+    // Dana's IdP asserts her verified address in its own domain: her account.
+    let linked = sign_in("dana", "dana@corp.example").await?;
+    assert_eq!(linked.status, 303, "{}", linked.body);
+    assert_eq!(
+        s.store()?.find_federated_identity("corp", &w.corp.issuer, "dana").await?.map(|i| i.user_id),
+        Some(dana.id)
+    );
+    assert!(!sign_in_events(s, AuditKind::UserLinked).await?.is_empty());
+
+    // An unverified email equal to a local user's never reaches that account.
+    let unverified = sign_in("mallory", "mallory@corp.example").await?;
+    assert_refused(&unverified, 403, "did not assert a verified address");
+    // A verified email in a domain another provider is authoritative for, neither.
+    let foreign = sign_in("eve", "eve@corp.example").await?;
+    assert_refused(&foreign, 403, "did not assert a verified address");
+    assert!(s.store()?.federated_identities_of(&pat.id).await?.is_empty());
+    assert!(s.store()?.federated_identities_of(&s.alice_id).await?.is_empty());
+    let failed = sign_in_events(s, AuditKind::SignInFailed).await?;
+    for subject in ["mallory", "eve"] {
+        let e = failed.iter().find(|e| e.event.subject.as_deref() == Some(subject)).ok_or("no failure record")?;
+        assert_eq!((e.event.outcome, e.event.target.as_deref()), (AuditOutcome::Failed, Some("corp")));
+        assert!(e.event.reason.as_deref().is_some_and(|r| r.contains("verified address")), "{e:?}");
+    }
+
+    // A user disabled here is refused at the callback too.
+    control.disable_user(&Actor::Operator, "dana").await?;
+    let disabled = sign_in("dana", "dana@corp.example").await?;
+    assert_refused(&disabled, 403, "disabled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_and_crossed_responses_are_refused_and_recorded() -> TestResult {
+    let w = world(|_| Vec::new()).await?;
+    let s = &w.server;
+    let (_, challenge) = pkce()?;
+    let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let with_query = |url: &str, change: &dyn Fn(&mut QueryPairs)| -> AnyResult<String> {
+        let mut parsed = url::Url::parse(url)?;
+        let mut pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        change(&mut pairs);
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+        Ok(parsed.to_string())
+    };
+
+    // A swapped state: the answer is not this browser's sign-in.
+    let mut browser = Browser::default();
+    let idp_url = discover(&w, &mut browser, &authorize, "carol@corp.example").await?;
+    let callback = sign_in_at_idp(&w, &mut browser, &idp_url, "carol").await?;
+    let swapped = with_query(&callback, &|p| {
+        for (k, v) in p.iter_mut() {
+            if k == "state" {
+                *v = "another-state-entirely-0123456789012345678901".into();
+            }
+        }
+    })?;
+    assert_refused(&browser.get(s, &swapped).await?, 400, "not started in this browser");
+    // ...and the real answer cannot be used after that: the pending sign-in was spent.
+    assert_refused(&browser.get(s, &callback).await?, 400, "not started in this browser");
+
+    // A nonce changed on the way to the IdP, or removed: the ID token is not this sign-in's.
+    for tamper in [Some("a-nonce-the-attacker-chose-0123456789012345"), None] {
+        let mut browser = Browser::default();
+        let idp_url = discover(&w, &mut browser, &authorize, "carol@corp.example").await?;
+        let tampered = with_query(&idp_url, &|p| {
+            p.retain(|(k, _)| k != "nonce");
+            if let Some(n) = tamper {
+                p.push(("nonce".into(), n.into()));
+            }
+        })?;
+        let callback = sign_in_at_idp(&w, &mut browser, &tampered, "carol").await?;
+        assert_refused(&browser.get(s, &callback).await?, 400, "nonce");
+    }
+
+    // A code from corp delivered to partner's callback (mix-up).
+    let mut browser = Browser::default();
+    let idp_url = discover(&w, &mut browser, &authorize, "carol@corp.example").await?;
+    let callback = sign_in_at_idp(&w, &mut browser, &idp_url, "carol").await?;
+    let crossed = callback.replace("/sso/corp/callback", "/sso/partner/callback");
+    assert_refused(&browser.get(s, &crossed).await?, 400, "started with another identity provider");
+
+    // The IdP's own error response, with this sign-in's state.
+    let mut browser = Browser::default();
+    let idp_url = discover(&w, &mut browser, &authorize, "carol@corp.example").await?;
+    let state = url::Url::parse(&idp_url)?
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .ok_or("state")?;
+    let error = format!(
+        "/sso/corp/callback?error=access_denied&error_description=the+user+said+no&state={state}&iss={}",
+        w.corp.issuer
+    );
+    assert_refused(&browser.get(s, &error).await?, 403, "the user said no");
+
+    let failed = sign_in_events(s, AuditKind::SignInFailed).await?;
+    for says in ["not started in this browser", "nonce", "another identity provider", "refused the sign-in"] {
+        assert!(
+            failed.iter().any(|e| e.event.reason.as_deref().is_some_and(|r| r.contains(says))),
+            "no audit record saying {says:?}: {failed:?}"
+        );
+    }
+    assert!(s.store()?.find_user_by_username("carol@corp.example").await?.is_none(), "nobody was signed in");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_identity_provider_that_is_down_or_slow_gets_a_page_in_time() -> TestResult {
+    // Down: nothing listens. Slow: accepts and never answers.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let down = format!("http://127.0.0.1:{}", closed.local_addr()?.port());
+    drop(closed);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let slow = format!("http://127.0.0.1:{}", silent.local_addr()?.port());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+            if open.len() > 16 {
+                break;
+            }
+        }
+    });
+    let w = world(|secret| {
+        let mut d = provider("down", &down, "down.example", secret);
+        d.timeout_secs = 1;
+        let mut s = provider("slow", &slow, "slow.example", secret);
+        s.timeout_secs = 1;
+        vec![d, s]
+    })
+    .await?;
+    for name in ["down", "slow"] {
+        let mut browser = Browser::default();
+        let started = std::time::Instant::now();
+        let page = browser.get(&w.server, &format!("/sso/{name}/start")).await?;
+        assert!(started.elapsed() < Duration::from_secs(4), "{name}: {:?}", started.elapsed());
+        assert_refused(&page, 502, "could not be reached");
+        assert!(page.body.contains(&format!("{name} SSO")), "{}", page.body);
+    }
+    let unknown = Browser::default().get(&w.server, "/sso/nope/start").await?;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    held.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_sso_only_deployment_refuses_passwords() -> TestResult {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let corp = start_idp(&format!("{origin}/sso/corp/callback"), CORP_USERS).await?;
+    let secrets = tempfile::tempdir()?;
+    let secret_file = secrets.path().join("idp-secret");
+    std::fs::write(&secret_file, IDP_SECRET)?;
+    let s = TestServer::start_with(Options {
+        listener: Some(listener),
+        identity_providers: vec![provider("corp", &corp.issuer, "corp.example", &secret_file)],
+        local_passwords: false,
+        wall_clock: true,
+        ..Options::default()
+    })
+    .await?;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce()?;
+    let authorize = authorize_url(&s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let login = browser.get(&s, &authorize).await?.location.ok_or("login")?;
+    let page = browser.get(&s, &login).await?;
+    assert!(page.body.contains("Work email") && !page.body.contains("type=\"password\""), "{}", page.body);
+    // A password posted anyway is refused, however right it is.
+    let posted = browser.login(&s, &login, "alice", PASSWORD).await?;
+    let shown = browser.get(&s, posted.location.as_deref().ok_or("back")?).await?;
+    assert_eq!(shown.status, 403, "{}", shown.body);
+    assert!(shown.body.contains("does not accept passwords"), "{}", shown.body);
+    // An unknown domain is a clear dead end, not a password form.
+    let (request, csrf) = (page.input("request").ok_or("request")?, page.input("csrf").ok_or("csrf")?);
+    let posted = browser
+        .post(&s, "/login/discover", &[("request", &request), ("csrf", &csrf), ("email", "x@example.test")])
+        .await?;
+    let shown = browser.get(&s, posted.location.as_deref().ok_or("back")?).await?;
+    assert_eq!(shown.status, 400, "{}", shown.body);
+    assert!(shown.body.contains("ask your administrator"), "{}", shown.body);
+    Ok(())
+}

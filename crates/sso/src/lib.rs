@@ -1,0 +1,134 @@
+//! Portcullis as a relying party of the organisation's identity providers (OpenID Connect).
+//!
+//! Each configured [`IdentityProvider`] discovers its provider's metadata and keys through
+//! `portcullis-outbound` (the provider may be on a private network only where its
+//! configuration allows it), runs the authorization code flow with PKCE S256, a `state` and a
+//! `nonce` that the caller binds to the browser, checks RFC 9207 `iss` on the response, and
+//! verifies the ID token with `openidconnect` (algorithm allowlist, `iss`, `aud`, `azp`,
+//! `exp`, `nonce`). What it returns is what the provider asserted; who that is locally is the
+//! control layer's rule (`portcullis_control::decide_link`). See README.md beside this crate.
+
+mod provider;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use portcullis_outbound::FetchPolicy;
+use portcullis_types::ScopeSet;
+pub use provider::{CallbackParams, IdentityProvider, PendingSignIn, VerifiedSignIn};
+
+/// How Portcullis authenticates itself at the provider's token endpoint.
+#[derive(Clone)]
+pub enum ClientCredential {
+    /// `client_secret_basic`, or `client_secret_post` where the provider supports only that.
+    Secret(String),
+}
+
+impl std::fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret(..)"),
+        }
+    }
+}
+
+/// One identity provider, as configured.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// `[a-z0-9-]`; the callback is `<issuer>/sso/<name>/callback`.
+    pub name: String,
+    pub display_name: String,
+    /// The issuer to discover from. Entra ID's multi-tenant endpoints
+    /// (`https://login.microsoftonline.com/common/v2.0`, `organizations`, `consumers`) publish
+    /// a templated issuer; each ID token's issuer is then the template with its `tid`.
+    pub issuer: String,
+    pub client_id: String,
+    pub credential: ClientCredential,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// The email domains this provider is authoritative for, lower case.
+    pub email_domains: Vec<String>,
+    /// The ID token claim that lists the user's groups.
+    pub groups_claim: Option<String>,
+    /// Group → the most a member may grant. A user in no listed group may grant no scope of
+    /// any resource.
+    pub group_scopes: BTreeMap<String, ScopeSet>,
+    /// A federated sign-in, and the grants made from it, last at most this long.
+    pub max_session_secs: i64,
+    /// Accept this provider's identity assertion grants (SEP-990).
+    pub accept_id_jag: bool,
+    /// Where the provider may be reached (private ranges, http to loopback) and time limits.
+    pub fetch: FetchPolicy,
+}
+
+impl ProviderSettings {
+    /// The most a user in `groups` may grant: the union of their groups' scopes.
+    pub fn scope_ceiling(&self, groups: &[String]) -> ScopeSet {
+        groups.iter().filter_map(|g| self.group_scopes.get(g)).fold(ScopeSet::new(), |all, scopes| all.union(scopes))
+    }
+
+    /// Whether this provider is authoritative for the domain of `email`.
+    pub fn is_authoritative_for(&self, email: &str) -> bool {
+        email
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| self.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+    }
+}
+
+/// Why a federated sign-in failed. Each says, in words a user can act on, what went wrong;
+/// the audit record keeps the same words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SsoError {
+    #[error("there is no identity provider {0:?}")]
+    UnknownProvider(String),
+    #[error("the identity provider could not be reached or answered wrongly ({0}); try again later")]
+    Unreachable(String),
+    #[error("the identity provider refused the sign-in: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused { error: String, description: Option<String> },
+    #[error("this sign-in was not started in this browser, or it was already finished; start again")]
+    StateMismatch,
+    #[error("this sign-in was started with another identity provider; start again")]
+    MixUp,
+    #[error("the response names issuer {presented:?}, not this identity provider's; start again")]
+    IssuerMismatch { presented: String },
+    #[error("the identity provider sent no authorization code")]
+    MissingCode,
+    #[error("the identity provider did not redeem the code: {0}")]
+    TokenExchange(String),
+    #[error("the identity provider sent no ID token")]
+    MissingIdToken,
+    #[error("the ID token does not belong to this sign-in (its nonce does not match)")]
+    Nonce,
+    #[error("the ID token is not valid: {0}")]
+    InvalidIdToken(String),
+}
+
+/// The configured identity providers: found by name, or by the email domain they are
+/// authoritative for (home-realm discovery).
+#[derive(Debug, Default)]
+pub struct Federation {
+    providers: Vec<Arc<IdentityProvider>>,
+}
+
+impl Federation {
+    pub fn new(providers: Vec<Arc<IdentityProvider>>) -> Self {
+        Self { providers }
+    }
+
+    pub fn providers(&self) -> &[Arc<IdentityProvider>] {
+        &self.providers
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<IdentityProvider>> {
+        self.providers.iter().find(|p| p.settings().name == name)
+    }
+
+    /// The provider authoritative for the domain of `email`, if any.
+    pub fn for_email(&self, email: &str) -> Option<&Arc<IdentityProvider>> {
+        self.providers.iter().find(|p| p.settings().is_authoritative_for(email))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+}

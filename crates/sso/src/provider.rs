@@ -1,0 +1,480 @@
+//! One identity provider: its discovered metadata and keys, the authorization request, and the
+//! checks on its answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreGenderClaim, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm, CoreProviderMetadata,
+};
+use openidconnect::{
+    AdditionalClaims, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IdToken,
+    LoginHint, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
+};
+use portcullis_crypto::{ct_eq, random_token};
+use portcullis_outbound::{FetchError, Fetcher};
+use portcullis_types::Clock;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::{ClientCredential, ProviderSettings, SsoError};
+
+/// Metadata is re-discovered at most this often; keys are re-read sooner when a token names a
+/// key we do not have, but not more often than `KEY_REFRESH_MIN`.
+const METADATA_MAX_AGE: Duration = Duration::from_secs(3600);
+const KEY_REFRESH_MIN: Duration = Duration::from_secs(30);
+/// Only asymmetric signatures: a provider's client secret never signs what we trust.
+const ID_TOKEN_ALGS: &[CoreJwsSigningAlgorithm] = &[
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+/// Group names kept from one sign-in, at most; more is a misconfigured claim.
+const MAX_GROUPS: usize = 500;
+
+/// The claims of an ID token beyond the standard ones (groups, `sid`, Entra's `tid`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+struct ExtraClaims {
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+impl AdditionalClaims for ExtraClaims {}
+
+type ProviderIdToken =
+    IdToken<ExtraClaims, CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm>;
+
+/// How the provider names itself in ID tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IssuerForm {
+    Exact(String),
+    /// Entra ID's multi-tenant form: `https://login.microsoftonline.com/{tenantid}/v2.0`.
+    Tenant {
+        template: String,
+    },
+}
+
+impl IssuerForm {
+    const PLACEHOLDER: &str = "{tenantid}";
+
+    /// The issuer an ID token must carry, given its `tid` claim.
+    fn expected(&self, tenant: Option<&str>) -> Option<String> {
+        match self {
+            Self::Exact(issuer) => Some(issuer.clone()),
+            Self::Tenant { template } => {
+                let tenant =
+                    tenant.filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))?;
+                Some(template.replace(Self::PLACEHOLDER, tenant))
+            }
+        }
+    }
+
+    /// Whether `presented` (an RFC 9207 `iss` parameter) is this provider.
+    fn matches(&self, presented: &str) -> bool {
+        match self {
+            Self::Exact(issuer) => issuer == presented,
+            Self::Tenant { template } => template
+                .split_once(Self::PLACEHOLDER)
+                .and_then(|(before, after)| presented.strip_prefix(before)?.strip_suffix(after))
+                .is_some_and(|tenant| !tenant.is_empty() && tenant.chars().all(|c| c.is_ascii_hexdigit() || c == '-')),
+        }
+    }
+}
+
+/// Decides how the discovery document's issuer relates to the configured one: identical, or
+/// Entra ID's template behind one of its multi-tenant endpoints.
+fn issuer_form(configured: &str, published: &str) -> Option<IssuerForm> {
+    if configured == published {
+        return Some(IssuerForm::Exact(published.to_owned()));
+    }
+    if published.contains(IssuerForm::PLACEHOLDER)
+        && ["common", "organizations", "consumers"]
+            .iter()
+            .any(|segment| published.replace(IssuerForm::PLACEHOLDER, segment) == configured)
+    {
+        return Some(IssuerForm::Tenant { template: published.to_owned() });
+    }
+    None
+}
+
+struct Discovered {
+    metadata: CoreProviderMetadata,
+    issuer: IssuerForm,
+    /// RFC 9207: the provider promises `iss` on every authorization response.
+    sends_iss: bool,
+    fetched_at: Instant,
+    keys_fetched_at: Instant,
+}
+
+/// A sign-in in progress: what the browser must bring back. The caller keeps it sealed and
+/// bound to the browser (it holds the PKCE verifier).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingSignIn {
+    pub idp: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+impl std::fmt::Debug for PendingSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSignIn").field("idp", &self.idp).finish_non_exhaustive()
+    }
+}
+
+/// The query of the provider's redirect back to us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// What a verified ID token asserts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedSignIn {
+    /// The token's `iss` (for a multi-tenant provider, the tenant's issuer).
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// The provider's session id (`sid`), named by back-channel logout.
+    pub session_id: Option<String>,
+}
+
+/// One configured identity provider, with what was discovered about it.
+pub struct IdentityProvider {
+    settings: ProviderSettings,
+    fetcher: Fetcher,
+    redirect_uri: RedirectUrl,
+    clock: Arc<dyn Clock>,
+    discovered: tokio::sync::Mutex<Option<Arc<Discovered>>>,
+}
+
+impl std::fmt::Debug for IdentityProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityProvider").field("name", &self.settings.name).finish_non_exhaustive()
+    }
+}
+
+impl IdentityProvider {
+    /// `our_issuer` is Portcullis's issuer: the callback is `<our_issuer>/sso/<name>/callback`,
+    /// a distinct redirect URI per provider (the mix-up defence of RFC 9700 §4.4).
+    pub fn new(settings: ProviderSettings, our_issuer: &str, clock: Arc<dyn Clock>) -> Result<Self, SsoError> {
+        let redirect_uri = RedirectUrl::new(format!("{our_issuer}/sso/{}/callback", settings.name))
+            .map_err(|e| SsoError::Unreachable(format!("the callback URL is not a URL: {e}")))?;
+        Ok(Self {
+            fetcher: Fetcher::new(settings.fetch.clone()),
+            settings,
+            redirect_uri,
+            clock,
+            discovered: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> &ProviderSettings {
+        &self.settings
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        self.redirect_uri.as_str()
+    }
+
+    /// Starts a sign-in: the URL to send the browser to, and what it must bring back.
+    pub async fn begin(&self, login_hint: Option<&str>) -> Result<(Url, PendingSignIn), SsoError> {
+        let discovered = self.discovered(false).await?;
+        let client = self.client(&discovered)?;
+        let random = |bytes| random_token(bytes).map_err(|e| SsoError::Unreachable(e.to_string()));
+        let pending = PendingSignIn {
+            idp: self.settings.name.clone(),
+            state: random(32)?,
+            nonce: random(32)?,
+            pkce_verifier: random(48)?,
+        };
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(pending.pkce_verifier.clone()));
+        let (state, nonce) = (pending.state.clone(), pending.nonce.clone());
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_pkce_challenge(challenge);
+        for scope in self.settings.scopes.iter().filter(|s| s.as_str() != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(hint) = login_hint {
+            request = request.set_login_hint(LoginHint::new(hint.to_owned()));
+        }
+        let (url, _, _) = request.url();
+        Ok((url, pending))
+    }
+
+    /// Checks the provider's answer against the sign-in this browser started, redeems the code
+    /// and verifies the ID token.
+    pub async fn complete(
+        &self,
+        pending: &PendingSignIn,
+        callback: &CallbackParams,
+    ) -> Result<VerifiedSignIn, SsoError> {
+        if pending.idp != self.settings.name {
+            return Err(SsoError::MixUp);
+        }
+        let state_matches = callback.state.as_deref().is_some_and(|s| ct_eq(s.as_bytes(), pending.state.as_bytes()));
+        if let Some(error) = &callback.error {
+            // An error with a foreign state is not this sign-in's; either way nothing is signed in.
+            return Err(if state_matches {
+                SsoError::Refused {
+                    error: printable(error, 64),
+                    description: callback.error_description.as_deref().map(|d| printable(d, 200)),
+                }
+            } else {
+                SsoError::StateMismatch
+            });
+        }
+        if !state_matches {
+            return Err(SsoError::StateMismatch);
+        }
+        let discovered = self.discovered(false).await?;
+        match callback.iss.as_deref() {
+            Some(iss) if !discovered.issuer.matches(iss) => {
+                return Err(SsoError::IssuerMismatch { presented: printable(iss, 200) });
+            }
+            None if discovered.sends_iss => return Err(SsoError::IssuerMismatch { presented: String::new() }),
+            _ => {}
+        }
+        let code = callback.code.clone().ok_or(SsoError::MissingCode)?;
+        let client = self.client(&discovered)?;
+        let fetcher = self.fetcher.clone();
+        let http = move |request: openidconnect::HttpRequest| {
+            let fetcher = fetcher.clone();
+            async move { fetcher.send(request).await.map_err(HttpError) }
+        };
+        let response = client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|e| SsoError::Unreachable(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+            .request_async(&http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(r) => SsoError::TokenExchange(printable(r.error().as_ref(), 64)),
+                RequestTokenError::Request(HttpError(e)) => SsoError::Unreachable(e.to_string()),
+                RequestTokenError::Parse(e, _) => SsoError::TokenExchange(format!("unreadable token response: {e}")),
+                other => SsoError::TokenExchange(other.to_string()),
+            })?;
+        let raw = response.id_token().ok_or(SsoError::MissingIdToken)?.to_string();
+        let id_token: ProviderIdToken = serde_json::from_value(serde_json::Value::String(raw))
+            .map_err(|e| SsoError::InvalidIdToken(format!("unreadable: {e}")))?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        match self.verify(&discovered, &client, &id_token, &nonce) {
+            Err(SsoError::InvalidIdToken(why)) if why.contains("key") => {
+                // Perhaps the provider rotated its keys: read them once more (bounded), then
+                // decide for good.
+                let refreshed = self.discovered(true).await?;
+                let client = self.client(&refreshed)?;
+                self.verify(&refreshed, &client, &id_token, &nonce)
+            }
+            other => other,
+        }
+    }
+
+    fn verify(
+        &self,
+        discovered: &Discovered,
+        client: &ConfiguredClient,
+        id_token: &ProviderIdToken,
+        nonce: &Nonce,
+    ) -> Result<VerifiedSignIn, SsoError> {
+        let clock = self.clock.clone();
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(ID_TOKEN_ALGS.iter().cloned())
+            // The issuer is checked below, where Entra's per-tenant form is understood.
+            .require_issuer_match(false)
+            // Our clock, not the system's; a time it cannot express makes every token expired.
+            .set_time_fn(move || {
+                chrono::DateTime::from_timestamp(clock.now(), 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+            });
+        let claims = id_token.claims(&verifier, nonce).map_err(|e| match e {
+            ClaimsVerificationError::InvalidNonce(_) => SsoError::Nonce,
+            ClaimsVerificationError::SignatureVerification(e) => {
+                SsoError::InvalidIdToken(format!("its signature does not verify against the provider's keys ({e})"))
+            }
+            other => SsoError::InvalidIdToken(other.to_string()),
+        })?;
+        let extra = &claims.additional_claims().other;
+        let tenant = extra.get("tid").and_then(|v| v.as_str());
+        let issuer = claims.issuer().as_str();
+        if discovered.issuer.expected(tenant).as_deref() != Some(issuer) {
+            return Err(SsoError::InvalidIdToken(format!(
+                "it was issued by {:?}, not this provider",
+                printable(issuer, 200)
+            )));
+        }
+        let groups = match &self.settings.groups_claim {
+            Some(name) => groups_of(extra.get(name)),
+            None => Vec::new(),
+        };
+        Ok(VerifiedSignIn {
+            issuer: issuer.to_owned(),
+            subject: claims.subject().as_str().to_owned(),
+            email: claims.email().map(|e| e.as_str().to_owned()),
+            email_verified: claims.email_verified() == Some(true),
+            name: claims.name().and_then(|n| n.get(None)).map(|n| printable(n.as_str(), 200)),
+            groups,
+            session_id: extra.get("sid").and_then(|v| v.as_str()).map(|s| printable(s, 255)),
+        })
+    }
+
+    fn client(&self, discovered: &Discovered) -> Result<ConfiguredClient, SsoError> {
+        let ClientCredential::Secret(secret) = &self.settings.credential;
+        let client = CoreClient::from_provider_metadata(
+            discovered.metadata.clone(),
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(secret.clone())),
+        )
+        .set_redirect_uri(self.redirect_uri.clone());
+        // client_secret_basic unless the provider says it takes only client_secret_post.
+        let post_only = discovered.metadata.token_endpoint_auth_methods_supported().is_some_and(|methods| {
+            methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+                && !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+        });
+        Ok(if post_only { client.set_auth_type(AuthType::RequestBody) } else { client })
+    }
+
+    /// The provider's metadata and keys, from the cache while fresh. `refresh_keys` re-reads
+    /// the keys unless they were read in the last `KEY_REFRESH_MIN`.
+    async fn discovered(&self, refresh_keys: bool) -> Result<Arc<Discovered>, SsoError> {
+        let mut cached = self.discovered.lock().await;
+        if let Some(d) = cached.as_ref() {
+            let fresh = d.fetched_at.elapsed() < METADATA_MAX_AGE;
+            if fresh && (!refresh_keys || d.keys_fetched_at.elapsed() < KEY_REFRESH_MIN) {
+                return Ok(d.clone());
+            }
+        }
+        let discovered = Arc::new(self.discover().await?);
+        *cached = Some(discovered.clone());
+        Ok(discovered)
+    }
+
+    async fn discover(&self) -> Result<Discovered, SsoError> {
+        let configured = self.settings.issuer.trim_end_matches('/');
+        let url = format!("{configured}/.well-known/openid-configuration");
+        let document = self.fetch_json(&url).await?;
+        let sends_iss =
+            document.get("authorization_response_iss_parameter_supported") == Some(&serde_json::Value::Bool(true));
+        let metadata: CoreProviderMetadata = serde_json::from_value(document)
+            .map_err(|e| SsoError::Unreachable(format!("its discovery document is not valid: {e}")))?;
+        let published = metadata.issuer().as_str();
+        let issuer = issuer_form(configured, published).ok_or_else(|| {
+            SsoError::Unreachable(format!(
+                "its discovery document names issuer {:?}, not the configured {configured:?}",
+                printable(published, 200)
+            ))
+        })?;
+        let keys: CoreJsonWebKeySet = serde_json::from_value(self.fetch_json(metadata.jwks_uri().as_str()).await?)
+            .map_err(|e| SsoError::Unreachable(format!("its key set is not valid: {e}")))?;
+        let now = Instant::now();
+        Ok(Discovered { metadata: metadata.set_jwks(keys), issuer, sends_iss, fetched_at: now, keys_fetched_at: now })
+    }
+
+    async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, SsoError> {
+        let parsed = Url::parse(url).map_err(|e| SsoError::Unreachable(format!("{url} is not a URL: {e}")))?;
+        let fetched = self.fetcher.get(&parsed).await.map_err(|e| SsoError::Unreachable(format!("{url}: {e}")))?;
+        serde_json::from_slice(&fetched.body).map_err(|e| SsoError::Unreachable(format!("{url} is not JSON: {e}")))
+    }
+}
+
+type ConfiguredClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// The outbound fetcher's error, as the HTTP client error `openidconnect` expects.
+#[derive(Debug)]
+struct HttpError(FetchError);
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Groups from a claim that is a list of strings (or one string); names with control
+/// characters are dropped (they are stored one per line), and the list is bounded.
+fn groups_of(claim: Option<&serde_json::Value>) -> Vec<String> {
+    let names: Vec<&str> = match claim {
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str()).collect(),
+        Some(serde_json::Value::String(one)) => vec![one.as_str()],
+        _ => Vec::new(),
+    };
+    names
+        .into_iter()
+        .filter(|g| !g.is_empty() && g.len() <= 256 && !g.chars().any(char::is_control))
+        .take(MAX_GROUPS)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a stranger sent, made safe to show and record: control characters out, bounded.
+fn printable(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_are_exact_or_entra_templates() {
+        let entra = "https://login.microsoftonline.com/{tenantid}/v2.0";
+        let check = |configured: &str, published: &str, expected: Option<IssuerForm>| {
+            assert_eq!(issuer_form(configured, published), expected, "{configured} / {published}");
+        };
+        check("https://idp.test", "https://idp.test", Some(IssuerForm::Exact("https://idp.test".into())));
+        check("https://idp.test", "https://idp.test/", None);
+        check("https://idp.test", "https://evil.test", None);
+        check(
+            "https://login.microsoftonline.com/common/v2.0",
+            entra,
+            Some(IssuerForm::Tenant { template: entra.into() }),
+        );
+        check("https://login.microsoftonline.com/evil/v2.0", entra, None);
+
+        let tenant = IssuerForm::Tenant { template: entra.into() };
+        let tid = "9188040d-6c67-4c5b-b112-36a304b66dad";
+        assert_eq!(tenant.expected(Some(tid)), Some(format!("https://login.microsoftonline.com/{tid}/v2.0")));
+        assert_eq!(tenant.expected(Some("../evil")), None);
+        assert_eq!(tenant.expected(None), None);
+        assert!(tenant.matches(&format!("https://login.microsoftonline.com/{tid}/v2.0")));
+        assert!(!tenant.matches("https://login.microsoftonline.com//v2.0"));
+        assert!(!tenant.matches("https://login.microsoftonline.com/x/y/v2.0"));
+    }
+
+    #[test]
+    fn groups_are_strings_and_bounded() {
+        let check = |claim: serde_json::Value, expected: &[&str]| {
+            assert_eq!(groups_of(Some(&claim)), expected, "{claim}");
+        };
+        check(serde_json::json!(["eng", "ops"]), &["eng", "ops"]);
+        check(serde_json::json!("eng"), &["eng"]);
+        check(serde_json::json!(["eng", 7, "", "two\nlines"]), &["eng"]);
+        check(serde_json::json!({"eng": true}), &[]);
+        let many: Vec<String> = (0..2 * MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        assert_eq!(groups_of(Some(&serde_json::json!(many))).len(), MAX_GROUPS);
+    }
+}

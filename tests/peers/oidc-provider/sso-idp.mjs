@@ -1,0 +1,130 @@
+// Test peer: an organisation's identity provider that people sign in with, built
+// on the oidc-provider library (OpenID Certified). Portcullis is its relying
+// party: code flow with PKCE, RFC 9207 `iss` on responses, ID tokens carrying
+// email, email_verified, name and groups, back-channel logout.
+//
+// Usage: npm ci --prefix tests/peers/oidc-provider
+//        PORT=0 CLIENT_ID=portcullis CLIENT_SECRET=... \
+//          REDIRECT_URI=http://127.0.0.1:5555/sso/corp/callback \
+//          [BACKCHANNEL_LOGOUT_URI=http://127.0.0.1:5555/sso/corp/backchannel-logout] \
+//          USERS='{"alice":{"email":"alice@corp.example","email_verified":true,"groups":["engineering"],"name":"Alice"}}' \
+//          node tests/peers/oidc-provider/sso-idp.mjs
+//
+// Sign-in uses oidc-provider's development interactions: the login form takes
+// any password, and the login name is the account (an unknown name is an
+// account with no claims but `sub`). Listens on 127.0.0.1 only; the issuer is
+// http://localhost:PORT. Once listening it prints exactly one line to stdout,
+// `READY http://localhost:PORT`; everything else goes to stderr. Runs until
+// SIGTERM or SIGINT, then exits 0.
+
+import { generateKeyPairSync } from 'node:crypto';
+import * as http from 'node:http';
+
+for (const name of ['log', 'info', 'debug']) {
+  console[name] = (...args) => console.error(...args);
+}
+
+function fail(message) {
+  process.stderr.write(`sso-idp: ${message}\n`);
+  process.exit(2);
+}
+
+const portText = process.env.PORT ?? '';
+if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
+  fail('PORT is required and must be a TCP port number (0 picks a free one)');
+}
+for (const name of ['CLIENT_ID', 'CLIENT_SECRET', 'REDIRECT_URI']) {
+  if (!process.env[name]) fail(`${name} is required`);
+}
+let users;
+try {
+  users = JSON.parse(process.env.USERS ?? '{}');
+} catch (err) {
+  fail(`USERS is not JSON: ${err.message}`);
+}
+
+function signingJwk(type, options, alg, kid) {
+  const { privateKey } = generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid };
+}
+// Fresh keys on every start, so two instances never share one.
+const jwks = {
+  keys: [
+    signingJwk('rsa', { modulusLength: 2048 }, 'RS256', `rs256-${process.pid}-${Date.now()}`),
+    signingJwk('ec', { namedCurve: 'P-256' }, 'ES256', `es256-${process.pid}-${Date.now()}`),
+  ],
+};
+
+let handler = (_req, res) => {
+  res.statusCode = 503;
+  res.end();
+};
+const server = http.createServer((req, res) => handler(req, res));
+server.on('clientError', (err, socket) => {
+  if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+});
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(Number(portText), '127.0.0.1', () => {
+    server.off('error', reject);
+    resolve();
+  });
+}).catch((err) => fail(`cannot listen on 127.0.0.1:${portText}: ${err.message}`));
+const port = server.address().port;
+const issuer = `http://localhost:${port}`;
+
+const { default: Provider } = await import('oidc-provider');
+
+const client = {
+  client_id: process.env.CLIENT_ID,
+  client_secret: process.env.CLIENT_SECRET,
+  redirect_uris: [process.env.REDIRECT_URI],
+  grant_types: ['authorization_code'],
+  response_types: ['code'],
+  token_endpoint_auth_method: 'client_secret_basic',
+  id_token_signed_response_alg: process.env.ID_TOKEN_ALG ?? 'RS256',
+};
+if (process.env.BACKCHANNEL_LOGOUT_URI) {
+  client.backchannel_logout_uri = process.env.BACKCHANNEL_LOGOUT_URI;
+  client.backchannel_logout_session_required = true;
+}
+
+const provider = new Provider(issuer, {
+  clients: [client],
+  jwks,
+  scopes: ['openid', 'email', 'profile', 'groups'],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
+  // Put the requested claims in the ID token itself (an enterprise IdP's usual setup), not
+  // only behind the userinfo endpoint.
+  conformIdTokenClaims: false,
+  findAccount: async (_ctx, id) => ({
+    accountId: id,
+    claims: async () => ({ sub: id, ...(users[id] ?? {}) }),
+  }),
+  pkce: { required: () => true },
+  cookies: { keys: [`cookie-key-${process.pid}-${Date.now()}`] },
+  features: {
+    devInteractions: { enabled: true },
+    backchannelLogout: { enabled: Boolean(process.env.BACKCHANNEL_LOGOUT_URI) },
+  },
+  clientBasedCORS: () => false,
+});
+
+provider.on('server_error', (_ctx, err) => process.stderr.write(`sso-idp: server_error: ${err?.stack ?? err}\n`));
+provider.on('backchannel.error', (_ctx, err) => process.stderr.write(`sso-idp: backchannel error: ${err?.message ?? err}\n`));
+
+// Endpoint URLs in the metadata follow the Host header: pin it to the issuer's.
+const app = provider.callback();
+handler = (req, res) => {
+  req.headers.host = `localhost:${port}`;
+  return app(req, res);
+};
+process.stdout.write(`READY ${issuer}\n`);
+
+function shutdown() {
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
