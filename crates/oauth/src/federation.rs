@@ -158,6 +158,58 @@ impl AuthorizationServer {
         Ok(FederatedSession { user, session })
     }
 
+    /// OpenID Connect Back-Channel Logout from provider `name`: the token is verified and spent
+    /// once, and every user it names (by subject, or by the provider's session id) is signed
+    /// out everywhere: browser sessions end and every grant they gave is revoked, which every
+    /// node learns through the change feed. Returns how many users were signed out (none is
+    /// a success too: they had nothing here).
+    pub async fn backchannel_logout(
+        &self,
+        name: &str,
+        logout_token: &str,
+        source: Option<IpAddr>,
+    ) -> Result<usize, FederatedSignInError> {
+        let settings = self.settings();
+        let Some(provider) = settings.identity_provider(name) else {
+            return Err(SsoError::UnknownProvider(name.to_owned()).into());
+        };
+        let claims = match provider.provider.verify_logout_token(logout_token).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(idp = name, error = %e, "back-channel logout refused");
+                return Err(e.into());
+            }
+        };
+        let remember_until = claims.expires_at.max(self.clock.now()) + 60;
+        if !self
+            .store
+            .record_seen_assertion(&claims.issuer, &claims.jti, remember_until)
+            .await
+            .map_err(ServerError::from)?
+        {
+            return Err(SsoError::InvalidStatement("this logout token was used before".into()).into());
+        }
+        let mut users = Vec::new();
+        if let Some(subject) = &claims.subject
+            && let Some(identity) =
+                self.store.find_federated_identity(name, &claims.issuer, subject).await.map_err(ServerError::from)?
+        {
+            users.push(identity.user_id);
+        }
+        if let Some(sid) = &claims.session_id {
+            for user_id in self.store.users_of_idp_session(name, sid).await.map_err(ServerError::from)? {
+                if !users.contains(&user_id) {
+                    users.push(user_id);
+                }
+            }
+        }
+        for user_id in &users {
+            self.control.sign_out_everywhere(name, user_id, claims.subject.as_deref(), source).await?;
+        }
+        tracing::info!(idp = name, users = users.len(), "signed out by the identity provider");
+        Ok(users.len())
+    }
+
     /// A browser session for `user`, signed in now; a federated one lasts no longer than its
     /// provider allows.
     pub(crate) async fn start_session_bounded(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use portcullis_outbound::FetchPolicy;
 use portcullis_types::ScopeSet;
-pub use provider::{CallbackParams, IdentityProvider, PendingSignIn, VerifiedSignIn};
+pub use provider::{CallbackParams, IdentityProvider, LogoutClaims, PendingSignIn, VerifiedSignIn};
 
 /// How Portcullis authenticates itself at the provider's token endpoint.
 #[derive(Clone)]
@@ -101,6 +101,8 @@ pub enum SsoError {
     Nonce,
     #[error("the ID token is not valid: {0}")]
     InvalidIdToken(String),
+    #[error("the provider's signed statement is not valid: {0}")]
+    InvalidStatement(String),
 }
 
 /// The configured identity providers: found by name, or by the email domain they are

@@ -13,7 +13,7 @@ use openidconnect::{
     AdditionalClaims, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IdToken,
     LoginHint, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
-use portcullis_crypto::{ct_eq, random_token};
+use portcullis_crypto::{ForeignAlgorithm, ForeignKeys, ct_eq, random_token, verify_foreign_jwt};
 use portcullis_outbound::{FetchError, Fetcher};
 use portcullis_types::Clock;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,19 @@ const ID_TOKEN_ALGS: &[CoreJwsSigningAlgorithm] = &[
     CoreJwsSigningAlgorithm::EcdsaP384Sha384,
     CoreJwsSigningAlgorithm::EdDsa,
 ];
+/// The same algorithms, for statements verified by `portcullis-crypto`.
+const ASSERTION_ALGS: &[ForeignAlgorithm] = &[
+    ForeignAlgorithm::Rs256,
+    ForeignAlgorithm::Ps256,
+    ForeignAlgorithm::Es256,
+    ForeignAlgorithm::Es384,
+    ForeignAlgorithm::EdDsa,
+];
+/// Clock difference tolerated between us and the provider.
+const LEEWAY_SECS: i64 = 60;
+/// OpenID Connect Back-Channel Logout 1.0 §2.4: the event a logout token carries.
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
 /// Group names kept from one sign-in, at most; more is a misconfigured claim.
 const MAX_GROUPS: usize = 500;
 
@@ -102,6 +115,9 @@ fn issuer_form(configured: &str, published: &str) -> Option<IssuerForm> {
 
 struct Discovered {
     metadata: CoreProviderMetadata,
+    /// The same key set, for the provider's other signed statements (logout tokens,
+    /// identity assertions), verified by `portcullis-crypto`.
+    keys: ForeignKeys,
     issuer: IssuerForm,
     /// RFC 9207: the provider promises `iss` on every authorization response.
     sends_iss: bool,
@@ -147,6 +163,18 @@ pub struct VerifiedSignIn {
     pub groups: Vec<String>,
     /// The provider's session id (`sid`), named by back-channel logout.
     pub session_id: Option<String>,
+}
+
+/// What a verified back-channel logout token says: who is logged out (a subject, a provider
+/// session, or both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutClaims {
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub session_id: Option<String>,
+    /// The token's id, spent once (`expires_at` says until when it must be remembered).
+    pub jti: String,
+    pub expires_at: i64,
 }
 
 /// One configured identity provider, with what was discovered about it.
@@ -286,6 +314,91 @@ impl IdentityProvider {
         }
     }
 
+    /// Verifies an OpenID Connect Back-Channel Logout 1.0 logout token (§2.6): signed by this
+    /// provider (the same algorithms as ID tokens), typed `logout+jwt` (or plain `JWT`), its
+    /// `iss`, `aud` (our client id), `iat`, `exp` and `jti`, the back-channel logout event, a
+    /// `sub` or `sid`, and no `nonce`. Spending the `jti` once is the caller's.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, SsoError> {
+        let claims = self.verify_statement(token, &["logout+jwt", "JWT"]).await?;
+        let string = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let is_logout = claims
+            .get("events")
+            .and_then(|e| e.as_object())
+            .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
+            .is_some_and(serde_json::Value::is_object);
+        if !is_logout {
+            return Err(SsoError::InvalidStatement("it carries no back-channel logout event".into()));
+        }
+        if claims.contains_key("nonce") {
+            return Err(SsoError::InvalidStatement("a logout token must not carry a nonce".into()));
+        }
+        let (subject, session_id) = (string("sub"), string("sid"));
+        if subject.is_none() && session_id.is_none() {
+            return Err(SsoError::InvalidStatement("it names neither a subject nor a session".into()));
+        }
+        Ok(LogoutClaims {
+            issuer: string("iss").unwrap_or_default(),
+            subject,
+            session_id,
+            jti: string("jti").ok_or_else(|| SsoError::InvalidStatement("it has no jti".into()))?,
+            expires_at: claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or_default(),
+        })
+    }
+
+    /// A JWT this provider signed for us: the signature (re-reading the keys once if it names
+    /// a key we do not have), one of `types`, `iss` this provider, `aud` our client id, `iat`
+    /// not in the future and `exp` not past (both required). Returns the claims.
+    pub(crate) async fn verify_statement(
+        &self,
+        token: &str,
+        types: &[&str],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, SsoError> {
+        self.verify_statement_for(token, types, &self.settings.client_id).await
+    }
+
+    /// As `verify_statement`, with the audience given.
+    pub(crate) async fn verify_statement_for(
+        &self,
+        token: &str,
+        types: &[&str],
+        audience: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, SsoError> {
+        let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+        let mut discovered = self.discovered(false).await?;
+        let mut verified = verify_foreign_jwt(token, ASSERTION_ALGS, &types, &discovered.keys);
+        if matches!(verified, Err(portcullis_crypto::JwtError::UnknownKeyId)) {
+            discovered = self.discovered(true).await?;
+            verified = verify_foreign_jwt(token, ASSERTION_ALGS, &types, &discovered.keys);
+        }
+        let claims = verified.map_err(|e| SsoError::InvalidStatement(e.to_string()))?;
+        let tenant = claims.get("tid").and_then(|v| v.as_str());
+        let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
+        if discovered.issuer.expected(tenant).as_deref() != Some(issuer) {
+            return Err(SsoError::InvalidStatement(format!(
+                "it was issued by {:?}, not this provider",
+                printable(issuer, 200)
+            )));
+        }
+        let audience_matches = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => a == audience,
+            Some(serde_json::Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !audience_matches {
+            return Err(SsoError::InvalidStatement(format!("it is not meant for {audience}")));
+        }
+        let now = self.clock.now();
+        let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+        match (time("iat"), time("exp")) {
+            (Some(iat), _) if iat > now + LEEWAY_SECS => {
+                Err(SsoError::InvalidStatement("it was issued in the future".into()))
+            }
+            (Some(_), Some(exp)) if exp + LEEWAY_SECS > now => Ok(claims),
+            (Some(_), Some(_)) => Err(SsoError::InvalidStatement("it has expired".into())),
+            _ => Err(SsoError::InvalidStatement("it lacks iat or exp".into())),
+        }
+    }
+
     fn verify(
         &self,
         discovered: &Discovered,
@@ -380,10 +493,20 @@ impl IdentityProvider {
                 printable(published, 200)
             ))
         })?;
-        let keys: CoreJsonWebKeySet = serde_json::from_value(self.fetch_json(metadata.jwks_uri().as_str()).await?)
+        let key_document = self.fetch_json(metadata.jwks_uri().as_str()).await?;
+        let keys = ForeignKeys::from_jwks_json(key_document.to_string().as_bytes())
+            .map_err(|e| SsoError::Unreachable(format!("its key set is not valid: {e}")))?;
+        let key_set: CoreJsonWebKeySet = serde_json::from_value(key_document)
             .map_err(|e| SsoError::Unreachable(format!("its key set is not valid: {e}")))?;
         let now = Instant::now();
-        Ok(Discovered { metadata: metadata.set_jwks(keys), issuer, sends_iss, fetched_at: now, keys_fetched_at: now })
+        Ok(Discovered {
+            metadata: metadata.set_jwks(key_set),
+            keys,
+            issuer,
+            sends_iss,
+            fetched_at: now,
+            keys_fetched_at: now,
+        })
     }
 
     async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, SsoError> {

@@ -2,7 +2,7 @@
 //! Written only through [`Store::commit`]; these are the reads the sign-in and logout rules need.
 
 use crate::users::UserRow;
-use crate::{FederatedIdentityRecord, Result, Store, UserRecord, on_reader};
+use crate::{FederatedIdentityRecord, Result, Store, StoreError, UserRecord, on_pool, on_reader};
 
 #[derive(sqlx::FromRow)]
 struct IdentityRow {
@@ -74,6 +74,24 @@ impl Store {
             .fetch_all(pool)
             .await?);
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Records a provider's signed statement (`issuer`, `jti`) until it expires; `false` if it
+    /// was seen before (a replay), on this node or any other.
+    pub async fn record_seen_assertion(&self, issuer: &str, jti: &str, expires_at: i64) -> Result<bool> {
+        let res = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO seen_assertions (issuer, jti, expires_at) VALUES ($1, $2, $3)")
+            .bind(issuer)
+            .bind(jti)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        match res.map_err(StoreError::from) {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The users with a browser session that identity provider `idp` knows as `idp_session_id`.

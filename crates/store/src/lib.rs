@@ -216,6 +216,7 @@ impl Store {
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
             "DELETE FROM access_tokens WHERE expires_at <= $1",
             "DELETE FROM client_assertion_jtis WHERE expires_at <= $1",
+            "DELETE FROM seen_assertions WHERE expires_at <= $1",
         ] {
             removed += on_pool!(self, pool => sqlx::query(sql).bind(now).execute(pool).await?.rows_affected());
         }

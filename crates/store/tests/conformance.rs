@@ -375,6 +375,11 @@ async fn federated_identities_sessions_and_logout() -> TestResult {
         let alice = store.find_federated_identity("corp", "https://corp.test", "sub-alice").await?.ok_or("alice")?;
         assert_eq!((alice.last_sign_in_at, alice.email.as_deref()), (120, Some("new@corp.test")), "{name}");
 
+        // A provider's statement is spent once, then forgotten when it expires.
+        assert!(store.record_seen_assertion("https://corp.test", "jti-1", 300).await?, "{name}");
+        assert!(!store.record_seen_assertion("https://corp.test", "jti-1", 300).await?, "{name}: replay");
+        assert!(store.record_seen_assertion("https://other.test", "jti-1", 300).await?, "{name}: per issuer");
+
         // A federated session says how it was made.
         let federation = SessionFederation {
             idp: "corp".into(),

@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks.json", get(oauth_endpoints::jwks))
         .route("/register", post(registration::register))
         .route("/register/{client_id}", get(registration::read).put(registration::update).delete(registration::delete))
+        .route("/sso/{name}/backchannel-logout", post(sso::backchannel_logout))
         .layer(cors.clone());
     let pages = Router::new()
         .route("/", get(browser::home))

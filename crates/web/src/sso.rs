@@ -20,6 +20,7 @@ use portcullis_sso::{CallbackParams, PendingSignIn, SsoError};
 use portcullis_store::UserRecord;
 use portcullis_types::OAuthErrorCode;
 
+use crate::error::WebError;
 use crate::{AppState, Peer};
 
 const PENDING_COOKIE: &str = "portcullis_sso";
@@ -209,6 +210,35 @@ pub(crate) async fn callback(
             state.finish_sign_in(jar, &handle, &signed_in.user, signed_in.session).await
         }
         Err(e) => (jar, sso_error_page(&state, &name, &e)).into_response(),
+    }
+}
+
+/// OpenID Connect Back-Channel Logout 1.0 §2.8: the provider POSTs a logout token; 200 when
+/// it was honoured, 400 with an OAuth-style error when it was not. No cookies or CSRF: this is
+/// the provider's server speaking, authenticated by its signature.
+pub(crate) async fn backchannel_logout(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match crate::oauth_endpoints::form_params(&headers, &body) {
+        Ok(p) => p,
+        Err(e) => return WebError::from(e).into_response(),
+    };
+    let token = match params.single("logout_token") {
+        Ok(Some(t)) if !t.is_empty() => t.to_owned(),
+        _ => return WebError::from(OAuthError::invalid_request("logout_token is required, once")).into_response(),
+    };
+    let source = Some(state.client_address(peer.0, &headers));
+    match state.server.backchannel_logout(&name, &token, source).await {
+        Ok(_) => ([(http::header::CACHE_CONTROL, "no-store")], StatusCode::OK).into_response(),
+        Err(FederatedSignInError::Server(e)) => {
+            tracing::error!(error = %e, idp = %name, "back-channel logout failed internally");
+            WebError::from(OAuthError::server_error()).into_response()
+        }
+        Err(e) => WebError::from(OAuthError::invalid_request(e.to_string())).into_response(),
     }
 }
 

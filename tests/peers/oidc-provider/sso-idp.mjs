@@ -108,10 +108,16 @@ const provider = new Provider(issuer, {
     backchannelLogout: { enabled: Boolean(process.env.BACKCHANNEL_LOGOUT_URI) },
   },
   clientBasedCORS: () => false,
+  // oidc-provider refuses to call special-use addresses (its SSRF protection), and in the
+  // test Portcullis listens on loopback: let back-channel logout reach 127.0.0.1 only.
+  fetch: (url, options) => {
+    if (new URL(url).hostname === '127.0.0.1') delete options.dispatcher;
+    return fetch(url, options);
+  },
 });
 
 provider.on('server_error', (_ctx, err) => process.stderr.write(`sso-idp: server_error: ${err?.stack ?? err}\n`));
-provider.on('backchannel.error', (_ctx, err) => process.stderr.write(`sso-idp: backchannel error: ${err?.message ?? err}\n`));
+provider.on('backchannel.error', (_ctx, err) => process.stderr.write(`sso-idp: backchannel error: ${err?.message ?? err} ${err?.cause?.message ?? ''}\n`));
 
 // Endpoint URLs in the metadata follow the Host header: pin it to the issuer's.
 const app = provider.callback();

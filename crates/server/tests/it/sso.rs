@@ -29,6 +29,7 @@ struct Idp {
 }
 
 async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
+    let logout = redirect_uri.replace("/callback", "/backchannel-logout");
     use tokio::io::AsyncBufReadExt as _;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
     if !dir.join("node_modules/oidc-provider").exists() {
@@ -40,6 +41,7 @@ async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
         .env("CLIENT_ID", "portcullis")
         .env("CLIENT_SECRET", IDP_SECRET)
         .env("REDIRECT_URI", redirect_uri)
+        .env("BACKCHANNEL_LOGOUT_URI", logout)
         .env("USERS", users)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -116,6 +118,8 @@ async fn world(extra: impl FnOnce(&std::path::Path) -> Vec<IdentityProviderConfi
         listener: Some(listener),
         identity_providers,
         wall_clock: true,
+        // The demo CRM behind the gateway: the resource SSO users' agents call.
+        upstreams: vec![portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned())],
         ..Options::default()
     })
     .await?;
@@ -529,5 +533,116 @@ async fn an_sso_only_deployment_refuses_passwords() -> TestResult {
     let shown = browser.get(&s, posted.location.as_deref().ok_or("back")?).await?;
     assert_eq!(shown.status, 400, "{}", shown.body);
     assert!(shown.body.contains("ask your administrator"), "{}", shown.body);
+    Ok(())
+}
+
+/// Signs `login` in through corp for the public client and returns its tokens, leaving the
+/// browser signed in at corp too.
+async fn tokens_through_corp(
+    w: &World,
+    browser: &mut Browser,
+    login: &str,
+    email: &str,
+) -> AnyResult<serde_json::Value> {
+    let s = &w.server;
+    let (verifier, challenge) = pkce()?;
+    let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("scope", "crm.contacts.read")]);
+    let idp_url = discover(w, browser, &authorize, email).await?;
+    let callback = sign_in_at_idp(w, browser, &idp_url, login).await?;
+    let back = browser.get(s, &callback).await?;
+    let cont = browser.get(s, back.location.as_deref().ok_or("continue")?).await?;
+    let consent = browser.get(s, cont.location.as_deref().ok_or("consent")?).await?;
+    let location = browser.consent(s, &consent, &["crm.contacts.read"], "approve").await?.location.ok_or("code")?;
+    let (status, tokens) = redeem(s, &location, &verifier).await?;
+    assert_eq!(status, 200, "{tokens}");
+    Ok(tokens)
+}
+
+async fn mcp_initialize(s: &TestServer, token: &str) -> AnyResult<u16> {
+    let init = serde_json::json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name":"it","version":"1"}}});
+    let response = s
+        .http
+        .post(s.route("crm"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(init.to_string())
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn back_channel_logout_from_the_provider_signs_the_user_out_everywhere() -> TestResult {
+    let w = world(|_| Vec::new()).await?;
+    let s = &w.server;
+    let mut browser = Browser::default();
+    let tokens = tokens_through_corp(&w, &mut browser, "erin", "erin@corp.example").await?;
+    let access = tokens["access_token"].as_str().ok_or("access token")?;
+    let refresh = tokens["refresh_token"].as_str().ok_or("refresh token")?;
+    assert_eq!(mcp_initialize(s, access).await?, 200, "the SSO user's agent reaches the MCP server");
+    assert_eq!(browser.get(s, "/account").await?.status, 200, "signed in here");
+
+    // The user signs out at corp, which tells Portcullis over the back channel.
+    let end = browser.get(s, &format!("{}/session/end", w.corp.issuer)).await?;
+    let xsrf = end.input("xsrf").ok_or_else(|| format!("no logout form: {}", end.body))?;
+    let confirmed = browser
+        .post_to(s, &format!("{}/session/end/confirm", w.corp.issuer), &[("xsrf", &xsrf), ("logout", "yes")])
+        .await?;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.introspect(access).await?["active"] == serde_json::json!(true) {
+        assert!(std::time::Instant::now() < deadline, "the logout never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mcp_initialize(s, access).await?, 401, "the agent's next MCP call is refused");
+    let (status, refused) =
+        s.token(&[("grant_type", "refresh_token"), ("client_id", PUBLIC_CLIENT), ("refresh_token", refresh)]).await?;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_grant")), "{refused}");
+    let account = browser.get(s, "/account").await?;
+    assert!(account.location.is_some_and(|l| l.ends_with("/login")), "the browser session ended");
+    let erin = s.store()?.find_user_by_username("erin@corp.example").await?.ok_or("erin")?;
+    let logged_out = sign_in_events(s, AuditKind::SignedOutByIdp).await?;
+    assert!(
+        logged_out
+            .iter()
+            .any(|e| e.event.user_id.as_deref() == Some(&erin.id) && e.event.actor.as_deref() == Some("idp:corp")),
+        "{logged_out:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_logout_tokens_are_refused() -> TestResult {
+    let w = world(|_| Vec::new()).await?;
+    let s = &w.server;
+    let mut browser = Browser::default();
+    let tokens = tokens_through_corp(&w, &mut browser, "erin", "erin@corp.example").await?;
+    let access = tokens["access_token"].as_str().ok_or("access token")?;
+    let id_token_like = tokens["access_token"].as_str().ok_or("a JWT")?;
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none", "typ": "logout+jwt"})),
+        b64(serde_json::json!({"iss": w.corp.issuer, "aud": "portcullis", "sub": "erin", "iat": s.clock.now(),
+            "exp": s.clock.now() + 60, "jti": "x", "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}))
+    );
+    for (path, form) in [
+        ("/sso/corp/backchannel-logout", vec![("logout_token", unsigned.as_str())]),
+        // Signed, but by Portcullis, not by corp.
+        ("/sso/corp/backchannel-logout", vec![("logout_token", id_token_like)]),
+        ("/sso/corp/backchannel-logout", vec![]),
+        ("/sso/nope/backchannel-logout", vec![("logout_token", unsigned.as_str())]),
+    ] {
+        let response = s.post_form(path, &form).await?;
+        assert_eq!(response.status().as_u16(), 400, "{path} {form:?}");
+        let body: serde_json::Value = response.json().await?;
+        assert_eq!(body["error"], "invalid_request", "{body}");
+    }
+    assert_eq!(s.introspect(access).await?["active"], serde_json::json!(true), "nothing was revoked");
     Ok(())
 }

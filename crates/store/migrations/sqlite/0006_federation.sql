@@ -31,3 +31,12 @@ ALTER TABLE authorization_codes ADD COLUMN grant_not_after BIGINT;
 -- Identity actions about a federated identity name its subject (the IdP is the target and its
 -- issuer the issuer).
 ALTER TABLE audit_events ADD COLUMN subject TEXT;
+
+-- Signed statements of identity providers (back-channel logout tokens, identity assertion
+-- grants) already seen, until they expire: each is used once, on every node.
+CREATE TABLE seen_assertions (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
