@@ -9,10 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use portcullis_crypto::{
     ForeignAlgorithm, ForeignKeys, digest, unverified_kid, unverified_string_claim, verify_foreign_jwt,
 };
 use portcullis_oauth::AuthorizationServer;
+use portcullis_outbound::{FetchPolicy, Fetcher, issuer};
 use portcullis_types::ScopeSet;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex as AsyncMutex;
@@ -93,6 +95,9 @@ pub struct TrustedIssuerSettings {
     pub introspection_cache_max: Duration,
     /// Routes whose tokens this issuer may mint; empty: every route.
     pub routes: Vec<String>,
+    /// How the issuer may be reached (discovery, keys, introspection): through
+    /// `portcullis-outbound`, private networks and http only where allowed.
+    pub fetch: FetchPolicy,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,7 +109,7 @@ struct IssuerEndpoints {
 /// One trusted external issuer with its discovered endpoints and keys.
 pub struct ForeignIssuer {
     pub settings: TrustedIssuerSettings,
-    http: reqwest::Client,
+    fetcher: Fetcher,
     endpoints: AsyncMutex<Option<IssuerEndpoints>>,
     keys: Mutex<Arc<ForeignKeys>>,
     /// When the JWKS was last fetched; refreshes wait on this lock so only one is in flight.
@@ -112,10 +117,10 @@ pub struct ForeignIssuer {
 }
 
 impl ForeignIssuer {
-    pub fn new(settings: TrustedIssuerSettings, http: reqwest::Client) -> Self {
+    pub fn new(settings: TrustedIssuerSettings) -> Self {
         Self {
+            fetcher: Fetcher::new(settings.fetch.clone()),
             settings,
-            http,
             endpoints: AsyncMutex::new(None),
             keys: Mutex::new(Arc::new(ForeignKeys::default())),
             last_fetch: AsyncMutex::new(None),
@@ -130,58 +135,22 @@ impl ForeignIssuer {
         self.settings.audience.as_deref().unwrap_or(resource)
     }
 
-    async fn get_json(&self, url: &str) -> Result<Value, TokenError> {
-        let response = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| TokenError::IssuerUnavailable(format!("{url}: {e}")))?;
-        if !response.status().is_success() {
-            return Err(TokenError::IssuerUnavailable(format!("{url} answered {}", response.status())));
-        }
-        response.json().await.map_err(|e| TokenError::IssuerUnavailable(format!("{url}: {e}")))
-    }
-
     /// RFC 8414 metadata, then OpenID discovery; the document's `issuer` must be this issuer.
     async fn endpoints(&self) -> Result<IssuerEndpoints, TokenError> {
         let mut cached = self.endpoints.lock().await;
         if let Some(e) = cached.as_ref() {
             return Ok(e.clone());
         }
-        let issuer = self.settings.issuer.trim_end_matches('/');
-        let (origin, path) = match url::Url::parse(issuer) {
-            Ok(u) => (u.origin().ascii_serialization(), u.path().trim_end_matches('/').to_owned()),
-            Err(e) => return Err(TokenError::IssuerUnavailable(format!("issuer is not a URL: {e}"))),
+        let issuer = self.settings.issuer.as_str();
+        let doc = issuer::fetch_metadata(&self.fetcher, issuer, |named| named == issuer)
+            .await
+            .map_err(|e| TokenError::IssuerUnavailable(e.to_string()))?;
+        let found = IssuerEndpoints {
+            jwks_uri: doc.get("jwks_uri").and_then(Value::as_str).map(str::to_owned),
+            introspection_endpoint: doc.get("introspection_endpoint").and_then(Value::as_str).map(str::to_owned),
         };
-        let candidates = [
-            format!("{origin}/.well-known/oauth-authorization-server{path}"),
-            format!("{origin}/.well-known/openid-configuration{path}"),
-            format!("{issuer}/.well-known/openid-configuration"),
-        ];
-        let mut last_error = TokenError::IssuerUnavailable("no metadata".into());
-        for url in candidates {
-            match self.get_json(&url).await {
-                Ok(doc) => {
-                    if doc.get("issuer").and_then(Value::as_str) != Some(self.settings.issuer.as_str()) {
-                        last_error = TokenError::IssuerUnavailable(format!("{url} names another issuer"));
-                        continue;
-                    }
-                    let found = IssuerEndpoints {
-                        jwks_uri: doc.get("jwks_uri").and_then(Value::as_str).map(str::to_owned),
-                        introspection_endpoint: doc
-                            .get("introspection_endpoint")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned),
-                    };
-                    *cached = Some(found.clone());
-                    return Ok(found);
-                }
-                Err(e) => last_error = e,
-            }
-        }
-        Err(last_error)
+        *cached = Some(found.clone());
+        Ok(found)
     }
 
     /// The current keys; fetched on first use and again, at a bounded rate, when a token names
@@ -209,15 +178,11 @@ impl ForeignIssuer {
         let jwks_uri = endpoints
             .jwks_uri
             .ok_or_else(|| TokenError::IssuerUnavailable("the issuer publishes no jwks_uri".into()))?;
-        let response = self
-            .http
-            .get(&jwks_uri)
-            .send()
+        let document = issuer::fetch_json(&self.fetcher, &jwks_uri)
             .await
-            .map_err(|e| TokenError::IssuerUnavailable(format!("{jwks_uri}: {e}")))?;
-        let body = response.bytes().await.map_err(|e| TokenError::IssuerUnavailable(format!("{jwks_uri}: {e}")))?;
+            .map_err(|e| TokenError::IssuerUnavailable(e.to_string()))?;
         let fresh = Arc::new(
-            ForeignKeys::from_jwks_json(&body)
+            ForeignKeys::from_jwks_json(document.to_string().as_bytes())
                 .map_err(|_| TokenError::IssuerUnavailable(format!("{jwks_uri} is not a JWK Set")))?,
         );
         if let Ok(mut keys) = self.keys.lock() {
@@ -282,19 +247,27 @@ impl ForeignIssuer {
         let Some((client_id, secret)) = &self.settings.introspection else { return Ok(None) };
         let endpoints = self.endpoints().await?;
         let Some(endpoint) = endpoints.introspection_endpoint else { return Ok(None) };
-        let response = self
-            .http
-            .post(&endpoint)
-            .basic_auth(client_id, Some(secret))
-            .form(&[("token", token), ("token_type_hint", "access_token")])
-            .send()
-            .await
+        // RFC 6749 §2.3.1: the credentials are form-encoded before they are joined.
+        let encode = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret)));
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .append_pair("token_type_hint", "access_token")
+            .finish();
+        let request = http::Request::post(&endpoint)
+            .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json")
+            .body(body.into_bytes())
             .map_err(|e| TokenError::IssuerUnavailable(format!("{endpoint}: {e}")))?;
+        let response =
+            self.fetcher.send(request).await.map_err(|e| TokenError::IssuerUnavailable(format!("{endpoint}: {e}")))?;
         if !response.status().is_success() {
             return Err(TokenError::IssuerUnavailable(format!("{endpoint} answered {}", response.status())));
         }
-        let claims: Map<String, Value> =
-            response.json().await.map_err(|e| TokenError::IssuerUnavailable(format!("{endpoint}: {e}")))?;
+        let claims: Map<String, Value> = serde_json::from_slice(response.body())
+            .map_err(|e| TokenError::IssuerUnavailable(format!("{endpoint}: {e}")))?;
         if claims.get("active") != Some(&Value::Bool(true)) {
             return Ok(None);
         }
@@ -520,20 +493,18 @@ mod tests {
 
     #[test]
     fn audiences_and_scopes_are_read_in_every_common_form() {
-        let issuer = ForeignIssuer::new(
-            TrustedIssuerSettings {
-                issuer: "https://idp.example".into(),
-                audience: None,
-                algorithms: vec![ForeignAlgorithm::Rs256],
-                token_types: vec!["at+jwt".into()],
-                leeway_secs: 30,
-                jwks_refresh_min: Duration::from_secs(60),
-                introspection: None,
-                introspection_cache_max: Duration::from_secs(60),
-                routes: vec![],
-            },
-            reqwest::Client::new(),
-        );
+        let issuer = ForeignIssuer::new(TrustedIssuerSettings {
+            issuer: "https://idp.example".into(),
+            audience: None,
+            algorithms: vec![ForeignAlgorithm::Rs256],
+            token_types: vec!["at+jwt".into()],
+            leeway_secs: 30,
+            jwks_refresh_min: Duration::from_secs(60),
+            introspection: None,
+            introspection_cache_max: Duration::from_secs(60),
+            routes: vec![],
+            fetch: FetchPolicy::default(),
+        });
         let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
         let c = claims(serde_json::json!({"aud": ["a", "b"], "scp": ["x.read", "x.write"], "azp": "app", "sub": "u"}));
         assert_eq!(audiences(&c), ["a", "b"]);

@@ -234,11 +234,7 @@ pub(crate) struct Routing {
 impl Routing {
     /// Compiles `settings`; routes and issuers that did not change keep their state (a
     /// route's session slots, an issuer's fetched keys).
-    fn compile(
-        settings: GatewaySettings,
-        previous: Option<&Routing>,
-        issuer_http: &reqwest::Client,
-    ) -> Result<Self, GatewayConfigError> {
+    fn compile(settings: GatewaySettings, previous: Option<&Routing>) -> Result<Self, GatewayConfigError> {
         let mut routes = HashMap::new();
         for r in &settings.routes {
             let mut headers = HeaderMap::new();
@@ -262,7 +258,7 @@ impl Routing {
                 previous
                     .and_then(|p| p.foreign.iter().find(|f| f.settings == *t))
                     .map(Arc::clone)
-                    .unwrap_or_else(|| Arc::new(auth::ForeignIssuer::new(t.clone(), issuer_http.clone())))
+                    .unwrap_or_else(|| Arc::new(auth::ForeignIssuer::new(t.clone())))
             })
             .collect();
         Ok(Self { settings, routes, foreign })
@@ -274,7 +270,6 @@ struct Inner {
     issuer_host: String,
     base_path: String,
     routing: std::sync::RwLock<Arc<Routing>>,
-    issuer_http: reqwest::Client,
     validator: auth::TokenValidator,
     sessions: sessions::Sessions,
     streams: Arc<revocation::LiveStreams>,
@@ -337,13 +332,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| GatewayConfigError::Client(e.to_string()))?;
-        let issuer_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| GatewayConfigError::Client(e.to_string()))?;
-        let routing = Routing::compile(settings, None, &issuer_http)?;
+        let routing = Routing::compile(settings, None)?;
         let audit = audit::AuditLog::start(authorization.store().clone());
         let mut validator = auth::TokenValidator::new(authorization);
         validator.feed = feed.clone();
@@ -373,7 +362,6 @@ impl Gateway {
                 issuer_host,
                 base_path: issuer_url.path().trim_end_matches('/').to_owned(),
                 routing: std::sync::RwLock::new(Arc::new(routing)),
-                issuer_http,
                 validator,
                 sessions: sessions::Sessions::default(),
                 streams: Arc::default(),
@@ -393,7 +381,7 @@ impl Gateway {
             return Err(GatewayConfigError::Issuer(settings.issuer));
         }
         let previous = self.0.routing();
-        let routing = Arc::new(Routing::compile(settings, Some(&previous), &self.0.issuer_http)?);
+        let routing = Arc::new(Routing::compile(settings, Some(&previous))?);
         let removed: Vec<String> =
             previous.routes.keys().filter(|r| !routing.routes.contains_key(*r)).cloned().collect();
         if let Ok(mut current) = self.0.routing.write() {

@@ -11,6 +11,7 @@
 //! redirects, and (5) bounds connect time, total time and body size.
 
 mod address;
+pub mod issuer;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,7 +20,7 @@ pub use address::{AddressClass, classify};
 use ipnet::IpNet;
 use url::Url;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchPolicy {
     /// Development only: allow `http://` when the host resolves to loopback.
     pub allow_http_loopback: bool,

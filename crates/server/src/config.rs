@@ -470,6 +470,19 @@ pub struct TrustedIssuerConfig {
     /// Routes that accept this issuer's tokens; empty means all.
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Private networks this issuer may be reached on (as in `[cimd]`); discovery, keys and
+    /// introspection go through the same SSRF-safe fetcher as everything else.
+    #[serde(default)]
+    pub allowed_ranges: Vec<ipnet::IpNet>,
+    /// http, only to loopback, for development (as in `[cimd]`).
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    /// PEM trust anchor for an issuer with a private CA.
+    #[serde(default)]
+    pub extra_ca_file: Option<PathBuf>,
+    /// Each request to the issuer gives up after this long.
+    #[serde(default = "default_idp_timeout_secs")]
+    pub timeout_secs: u64,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -14,7 +14,7 @@ use openidconnect::{
     LoginHint, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
 };
 use portcullis_crypto::{ForeignAlgorithm, ForeignKeys, ct_eq, random_token, verify_foreign_jwt};
-use portcullis_outbound::{FetchError, Fetcher};
+use portcullis_outbound::{FetchError, Fetcher, issuer};
 use portcullis_types::Clock;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -480,8 +480,10 @@ impl IdentityProvider {
 
     async fn discover(&self) -> Result<Discovered, SsoError> {
         let configured = self.settings.issuer.trim_end_matches('/');
-        let url = format!("{configured}/.well-known/openid-configuration");
-        let document = self.fetch_json(&url).await?;
+        let document =
+            issuer::fetch_metadata(&self.fetcher, configured, |published| issuer_form(configured, published).is_some())
+                .await
+                .map_err(|e| SsoError::Unreachable(e.to_string()))?;
         let sends_iss =
             document.get("authorization_response_iss_parameter_supported") == Some(&serde_json::Value::Bool(true));
         let metadata: CoreProviderMetadata = serde_json::from_value(document)
@@ -493,7 +495,9 @@ impl IdentityProvider {
                 printable(published, 200)
             ))
         })?;
-        let key_document = self.fetch_json(metadata.jwks_uri().as_str()).await?;
+        let key_document = issuer::fetch_json(&self.fetcher, metadata.jwks_uri().as_str())
+            .await
+            .map_err(|e| SsoError::Unreachable(e.to_string()))?;
         let keys = ForeignKeys::from_jwks_json(key_document.to_string().as_bytes())
             .map_err(|e| SsoError::Unreachable(format!("its key set is not valid: {e}")))?;
         let key_set: CoreJsonWebKeySet = serde_json::from_value(key_document)
@@ -507,12 +511,6 @@ impl IdentityProvider {
             fetched_at: now,
             keys_fetched_at: now,
         })
-    }
-
-    async fn fetch_json(&self, url: &str) -> Result<serde_json::Value, SsoError> {
-        let parsed = Url::parse(url).map_err(|e| SsoError::Unreachable(format!("{url} is not a URL: {e}")))?;
-        let fetched = self.fetcher.get(&parsed).await.map_err(|e| SsoError::Unreachable(format!("{url}: {e}")))?;
-        serde_json::from_slice(&fetched.body).map_err(|e| SsoError::Unreachable(format!("{url} is not JSON: {e}")))
     }
 }
 

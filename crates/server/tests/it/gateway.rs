@@ -756,6 +756,14 @@ async fn tokens_of_a_trusted_external_issuer_work_and_others_do_not() -> TestRes
         introspection_client_secret_file: Some(secret),
         introspection_cache_max_secs: 60,
         routes: vec!["ext".into(), "ext-opaque".into()],
+        // The test IdP runs on loopback over http, which only an explicit allowance reaches.
+        allowed_ranges: vec![
+            ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+            ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ],
+        allow_http_loopback: true,
+        extra_ca_file: None,
+        timeout_secs: 5,
     };
     let options = Options {
         listener: Some(listener),
