@@ -43,7 +43,9 @@ pub struct ClientSpec {
 /// Why a client cannot be what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientSpecError {
-    #[error("grant type {0:?} is not supported; use authorization_code, refresh_token or client_credentials")]
+    #[error(
+        "grant type {0:?} is not supported; use authorization_code, refresh_token, client_credentials or urn:ietf:params:oauth:grant-type:jwt-bearer"
+    )]
     UnsupportedGrantType(String),
     #[error("a client needs at least one grant type")]
     NoGrantTypes,
@@ -51,6 +53,8 @@ pub enum ClientSpecError {
     RedirectUriRequired,
     #[error("client_credentials needs a confidential client (a secret or keys)")]
     ClientCredentialsNeedsCredentials,
+    #[error("identity assertion grants (jwt-bearer) need a confidential client an operator registers")]
+    JwtBearerNotAllowed,
     #[error("grant type {grant} is not available to clients registered by {origin}")]
     GrantNotForOrigin { grant: GrantType, origin: RegistrationOrigin },
     #[error("a client name must be 1 to 100 characters with no control characters")]
@@ -94,6 +98,7 @@ impl ClientSpec {
             return Err(ClientSpecError::NoGrantTypes);
         }
         let confidential = self.auth != ClientAuth::None;
+        let operator = matches!(self.origin, RegistrationOrigin::Admin | RegistrationOrigin::Config);
         for grant in &self.grant_types {
             match grant {
                 GrantType::AuthorizationCode if self.redirect_uris.is_empty() => {
@@ -107,10 +112,14 @@ impl ClientSpec {
                 GrantType::ClientCredentials if !confidential => {
                     return Err(ClientSpecError::ClientCredentialsNeedsCredentials);
                 }
+                // An identity assertion lets a client act for a user with no consent screen:
+                // only a client an operator vetted, which can prove who it is, may present one.
+                GrantType::JwtBearer if !(operator && confidential) => {
+                    return Err(ClientSpecError::JwtBearerNotAllowed);
+                }
                 _ => {}
             }
         }
-        let operator = matches!(self.origin, RegistrationOrigin::Admin | RegistrationOrigin::Config);
         if self.can_introspect && !(operator && confidential) {
             return Err(ClientSpecError::IntrospectionNotAllowed);
         }
@@ -250,6 +259,15 @@ mod tests {
             "grant type client_credentials is not available to clients registered by cimd",
         );
         check(spec(Cimd, keys(), &["authorization_code"], cb), "ok");
+        let jwt_bearer = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+        check(spec(Admin, secret(), &[jwt_bearer], &[]), "ok");
+        check(spec(Config, keys(), &[jwt_bearer], &[]), "ok");
+        for (origin, auth) in [(Admin, None), (Dcr, secret()), (Cimd, keys())] {
+            check(
+                spec(origin, auth, &[jwt_bearer], cb),
+                "identity assertion grants (jwt-bearer) need a confidential client an operator registers",
+            );
+        }
         check(spec(Admin, None, &[], cb), "a client needs at least one grant type");
         check(
             ClientSpec { name: " ".into(), ..spec(Admin, None, &["authorization_code"], cb) },

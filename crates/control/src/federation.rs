@@ -26,6 +26,28 @@ pub struct AssertedIdentity {
     /// Only a literal `true` from the provider counts.
     pub email_verified: bool,
     pub name: Option<String>,
+    /// The groups asserted; `None` when the statement carries none (the ones remembered from
+    /// the last sign-in stay).
+    pub groups: Option<Vec<String>>,
+    pub method: SignInMethod,
+}
+
+/// How the identity provider vouched for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInMethod {
+    /// The user signed in at the provider in their browser (OpenID Connect).
+    Browser,
+    /// The provider issued an identity assertion grant to an agent (SEP-990).
+    IdentityAssertion,
+}
+
+impl SignInMethod {
+    const fn describe(self) -> &'static str {
+        match self {
+            Self::Browser => "signed in at the identity provider",
+            Self::IdentityAssertion => "identity assertion grant (SEP-990)",
+        }
+    }
 }
 
 /// When a new identity's email matches an account but may not be linked to it (unverified, or
@@ -173,6 +195,7 @@ impl Control {
             subject: asserted.subject.clone(),
             user_id: user_id.to_owned(),
             email: asserted.email.clone(),
+            groups: asserted.groups.clone().unwrap_or_default(),
             created_at: now,
             last_sign_in_at: now,
         };
@@ -228,6 +251,7 @@ impl Control {
         let audit = NewAuditEvent {
             user_id: Some(user.id.clone()),
             username: Some(user.username.clone()),
+            reason: Some(asserted.method.describe().to_owned()),
             ..self.federated_event(AuditKind::SignInSucceeded, asserted, source)
         };
         let mutation = Mutation::RecordFederatedSignIn {
@@ -235,6 +259,7 @@ impl Control {
             issuer: asserted.issuer.clone(),
             subject: asserted.subject.clone(),
             email: asserted.email.clone(),
+            groups: asserted.groups.clone(),
         };
         self.commit(mutation, audit).await?;
         Ok(Ok(user))

@@ -8,6 +8,8 @@ fn asserted(email: Option<&str>, verified: bool) -> AssertedIdentity {
         email: email.map(str::to_owned),
         email_verified: verified,
         name: None,
+        groups: None,
+        method: SignInMethod::Browser,
     }
 }
 

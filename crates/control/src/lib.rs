@@ -26,8 +26,8 @@ use portcullis_types::{Clock, ScopeSet};
 
 pub use clients::{ClientAuth, ClientSpec, ClientSpecError, default_grant_types, parse_grant_types};
 pub use federation::{
-    AssertedIdentity, EmailMatch, FederatedSignIn, LinkDecision, LinkPolicy, SignInRefusal, UnlinkableEmail,
-    decide_link,
+    AssertedIdentity, EmailMatch, FederatedSignIn, LinkDecision, LinkPolicy, SignInMethod, SignInRefusal,
+    UnlinkableEmail, decide_link,
 };
 pub use feed::{ChangeFeed, FeedSettings};
 pub use portcullis_store::Actor;

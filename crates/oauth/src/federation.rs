@@ -6,13 +6,17 @@
 
 use std::net::IpAddr;
 
-use portcullis_control::{AssertedIdentity, LinkPolicy, SignInRefusal, UnlinkableEmail};
-use portcullis_crypto::{digest, random_token};
+use portcullis_control::{AssertedIdentity, LinkPolicy, SignInMethod, SignInRefusal, UnlinkableEmail};
+use portcullis_crypto::{digest, random_token, unverified_string_claim};
 use portcullis_sso::{CallbackParams, IdentityProvider, PendingSignIn, SsoError};
-use portcullis_store::{BrowserSession, SessionFederation, UserRecord};
+use portcullis_store::{
+    BrowserSession, ClientRecord, ClientType, GrantKind, GrantRecord, GrantType, SessionFederation, UserRecord,
+};
 use portcullis_types::ScopeSet;
+use portcullis_types::wire::TokenResponse;
 
-use crate::{AuthorizationServer, NewSession, ServerError, Settings};
+use crate::token::allows_grant;
+use crate::{AuthorizationServer, NewSession, OAuthError, ServerError, Settings};
 
 /// An identity provider's linking policy, beside its protocol settings.
 #[derive(Debug, Clone)]
@@ -126,6 +130,8 @@ impl AuthorizationServer {
             email: None,
             email_verified: false,
             name: None,
+            groups: None,
+            method: SignInMethod::Browser,
         };
         let verified = match pending {
             None => Err(SsoError::StateMismatch),
@@ -146,6 +152,8 @@ impl AuthorizationServer {
             email: verified.email.clone(),
             email_verified: verified.email_verified,
             name: verified.name.clone(),
+            groups: Some(verified.groups.clone()),
+            method: SignInMethod::Browser,
         };
         let user = match self.control.federated_sign_in(&provider.link_policy(), &asserted, source).await? {
             Ok(user) => user,
@@ -208,6 +216,167 @@ impl AuthorizationServer {
         }
         tracing::info!(idp = name, users = users.len(), "signed out by the identity provider");
         Ok(users.len())
+    }
+
+    /// The identity assertion grant (SEP-990; RFC 7523 §2.1 with an ID-JAG): an identity
+    /// provider vouches for a user to a client it issued the assertion to, with no browser.
+    /// The assertion must verify (see `IdentityProvider::verify_identity_assertion`), be this
+    /// client's, be for a resource this server knows, and be used once; its subject is mapped to
+    /// a user by the same rule as a browser sign-in. The token gets at most the requested ∩
+    /// asserted ∩ client-allowed scopes ∩ the user's group ceiling, for that one resource, and
+    /// no refresh token: the client comes back with a fresh assertion. Every problem with the
+    /// assertion is `invalid_grant`.
+    pub(crate) async fn identity_assertion_grant(
+        &self,
+        client: &ClientRecord,
+        assertion: &str,
+        scope: Option<&str>,
+        resource: Option<&str>,
+        resource_count: usize,
+    ) -> Result<TokenResponse, OAuthError> {
+        if client.client_type != ClientType::Confidential || !allows_grant(client, GrantType::JwtBearer) {
+            return Err(OAuthError::unauthorized_client(
+                "this client may not present identity assertions; an operator allows it with --grant-type urn:ietf:params:oauth:grant-type:jwt-bearer",
+            ));
+        }
+        let settings = self.settings();
+        let issuer = unverified_string_claim(assertion, "iss")
+            .ok_or_else(|| OAuthError::invalid_grant("the assertion is not a signed JWT that names its issuer"))?;
+        let mut provider = None;
+        for candidate in settings.identity_providers.iter().filter(|p| p.provider.settings().accept_id_jag) {
+            if candidate.provider.is_issuer(&issuer).await {
+                provider = Some(candidate);
+                break;
+            }
+        }
+        let provider = provider.ok_or_else(|| {
+            OAuthError::invalid_grant(
+                "the assertion's issuer is not an identity provider whose assertions this server accepts",
+            )
+        })?;
+        let claims = provider
+            .provider
+            .verify_identity_assertion(assertion, &settings.issuer)
+            .await
+            .map_err(|e| OAuthError::invalid_grant(format!("the identity assertion is not valid: {e}")))?;
+        if claims.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant("the identity assertion was issued to another client"));
+        }
+        // The assertion and the request must agree on one resource this server knows.
+        let resource = match (claims.resource.as_deref(), resource) {
+            (Some(asserted), Some(requested)) if asserted != requested => {
+                return Err(OAuthError::invalid_grant(
+                    "the identity assertion is for another resource than the request names",
+                ));
+            }
+            (Some(asserted), _) => {
+                if settings.resource(asserted).is_none() {
+                    return Err(OAuthError::invalid_grant(
+                        "the identity assertion is for a resource this server does not know",
+                    ));
+                }
+                self.resolve_resource(client, Some(asserted), resource_count.max(1))?
+            }
+            (None, requested) => {
+                if requested.is_none() {
+                    return Err(OAuthError::invalid_target(
+                        "name the MCP server the token is for in the resource parameter",
+                    ));
+                }
+                self.resolve_resource(client, requested, resource_count)?
+            }
+        };
+        // The ceiling comes from the assertion's groups, else from the last sign-in's.
+        let idp = provider.provider.settings().name.clone();
+        let groups = match claims.groups.clone() {
+            Some(groups) => groups,
+            None => self
+                .store
+                .find_federated_identity(&idp, &claims.issuer, &claims.subject)
+                .await
+                .map_err(ServerError::from)?
+                .map(|identity| identity.groups)
+                .unwrap_or_default(),
+        };
+        let offered = self.allowed_scopes(client, &resource, false);
+        let asserted_scopes = match claims.scope.as_deref() {
+            Some(s) => ScopeSet::parse(s)
+                .map_err(|e| OAuthError::invalid_grant(format!("the identity assertion's scope is malformed: {e}")))?,
+            None => offered.clone(),
+        };
+        let grantable =
+            offered.intersection(&asserted_scopes).intersection(&provider.provider.settings().scope_ceiling(&groups));
+        // RFC 6749 §3.3: the token may carry less than was asked; the response says what.
+        let granted = match scope {
+            Some(requested) => ScopeSet::parse(requested)
+                .map_err(|e| OAuthError::invalid_scope(e.to_string()))?
+                .intersection(&grantable),
+            None => grantable,
+        };
+        if granted.is_empty() {
+            return Err(OAuthError::invalid_scope(
+                "none of the requested scopes is available: the assertion, this client or the user's groups allow none of them",
+            ));
+        }
+        // Everything that could refuse without writing has been checked: spend the assertion,
+        // then map its subject to a user (which may create one).
+        let remember_until = claims.expires_at.max(self.clock.now()) + 60;
+        if !self
+            .store
+            .record_seen_assertion(&claims.issuer, &claims.jti, remember_until)
+            .await
+            .map_err(ServerError::from)?
+        {
+            return Err(OAuthError::invalid_grant(
+                "the identity assertion was used before; ask the identity provider for a new one",
+            ));
+        }
+        let asserted = AssertedIdentity {
+            idp: idp.clone(),
+            issuer: claims.issuer.clone(),
+            subject: claims.subject.clone(),
+            email: claims.email.clone(),
+            // An assertion says nothing of verification: it never links an existing account.
+            email_verified: false,
+            name: None,
+            groups: claims.groups.clone(),
+            method: SignInMethod::IdentityAssertion,
+        };
+        let user = match self
+            .control
+            .federated_sign_in(&provider.link_policy(), &asserted, None)
+            .await
+            .map_err(ServerError::from)?
+        {
+            Ok(user) => user,
+            Err(refusal) => {
+                return Err(OAuthError::invalid_grant(format!("the asserted user cannot act here: {refusal}")));
+            }
+        };
+        let now = self.clock.now();
+        let access = self.mint_access_token(client, &user.id, &resource, &granted, None, now)?;
+        let grant = GrantRecord {
+            id: random_token(18).map_err(ServerError::from)?,
+            client_id: client.client_id.clone(),
+            user_id: Some(user.id.clone()),
+            kind: GrantKind::IdentityAssertion,
+            resource,
+            scope: granted.clone(),
+            auth_time: None,
+            created_at: now,
+            expires_at: access.record.expires_at,
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        self.store.insert_grant_with_access_token(&grant, &access.record).await.map_err(ServerError::from)?;
+        Ok(TokenResponse {
+            access_token: access.jwt,
+            token_type: "Bearer".into(),
+            expires_in: settings.access_token_ttl,
+            scope: granted.to_string(),
+            refresh_token: None,
+            id_token: None,
+        })
     }
 
     /// A browser session for `user`, signed in now; a federated one lasts no longer than its

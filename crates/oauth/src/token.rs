@@ -31,6 +31,13 @@ pub enum TokenRequest {
         resource: Option<String>,
         resource_count: usize,
     },
+    /// RFC 7523 §2.1 with an identity assertion (SEP-990).
+    JwtBearer {
+        assertion: String,
+        scope: Option<String>,
+        resource: Option<String>,
+        resource_count: usize,
+    },
 }
 
 /// The token response plus what the caller may want to log.
@@ -66,10 +73,17 @@ impl TokenRequest {
             Some("client_credentials") => {
                 Ok(Self::ClientCredentials { scope: get("scope")?, resource, resource_count: params.count("resource") })
             }
+            Some(JWT_BEARER) => Ok(Self::JwtBearer {
+                assertion: get("assertion")?
+                    .ok_or_else(|| OAuthError::invalid_request("the assertion parameter is missing"))?,
+                scope: get("scope")?,
+                resource,
+                resource_count: params.count("resource"),
+            }),
             Some(other) => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
                 format!(
-                    "grant_type {other:?} is not supported; use authorization_code, refresh_token or client_credentials"
+                    "grant_type {other:?} is not supported; use authorization_code, refresh_token, client_credentials or {JWT_BEARER}"
                 ),
             )),
             None => Err(OAuthError::invalid_request("the grant_type parameter is missing")),
@@ -80,7 +94,9 @@ impl TokenRequest {
 /// How stale a client's `last_used_at` may get before a token request refreshes it.
 const LAST_USED_PRECISION: i64 = 60;
 
-fn allows_grant(client: &ClientRecord, grant: GrantType) -> bool {
+const JWT_BEARER: &str = GrantType::JwtBearer.as_str();
+
+pub(crate) fn allows_grant(client: &ClientRecord, grant: GrantType) -> bool {
     client.grant_types.contains(&grant)
 }
 
@@ -101,6 +117,16 @@ impl AuthorizationServer {
             }
             TokenRequest::ClientCredentials { scope, resource, resource_count } => {
                 self.client_credentials(&client, scope.as_deref(), resource.as_deref(), resource_count).await?
+            }
+            TokenRequest::JwtBearer { assertion, scope, resource, resource_count } => {
+                self.identity_assertion_grant(
+                    &client,
+                    &assertion,
+                    scope.as_deref(),
+                    resource.as_deref(),
+                    resource_count,
+                )
+                .await?
             }
         };
         // "Last used" only needs minute precision (it drives the unused-client sweep); writing
@@ -306,7 +332,7 @@ impl AuthorizationServer {
             revoked_at: None,
             revoked_reason: None,
         };
-        self.store.insert_client_credentials_grant(&grant, &access.record).await?;
+        self.store.insert_grant_with_access_token(&grant, &access.record).await?;
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer".into(),
@@ -326,7 +352,7 @@ impl AuthorizationServer {
         }
     }
 
-    fn mint_access_token(
+    pub(crate) fn mint_access_token(
         &self,
         client: &ClientRecord,
         subject: &str,
@@ -357,7 +383,7 @@ impl AuthorizationServer {
     }
 }
 
-struct MintedAccessToken {
-    jwt: String,
-    record: NewAccessToken,
+pub(crate) struct MintedAccessToken {
+    pub(crate) jwt: String,
+    pub(crate) record: NewAccessToken,
 }

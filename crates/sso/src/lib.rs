@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 use portcullis_outbound::FetchPolicy;
 use portcullis_types::ScopeSet;
-pub use provider::{CallbackParams, IdentityProvider, LogoutClaims, PendingSignIn, VerifiedSignIn};
+pub use provider::{
+    CallbackParams, IdentityAssertion, IdentityProvider, LogoutClaims, MAX_ASSERTION_LIFETIME_SECS, PendingSignIn,
+    VerifiedSignIn,
+};
 
 /// How Portcullis authenticates itself at the provider's token endpoint.
 #[derive(Clone)]

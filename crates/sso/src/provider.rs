@@ -177,6 +177,28 @@ pub struct LogoutClaims {
     pub expires_at: i64,
 }
 
+/// What a verified identity assertion (an ID-JAG, SEP-990) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityAssertion {
+    pub issuer: String,
+    pub subject: String,
+    /// The client the provider issued it to; it must be the one presenting it.
+    pub client_id: String,
+    pub jti: String,
+    pub expires_at: i64,
+    /// The MCP server it is for, when it names one.
+    pub resource: Option<String>,
+    /// The scopes the provider allows, when it names them.
+    pub scope: Option<String>,
+    pub email: Option<String>,
+    /// The groups, when the configured groups claim is in it.
+    pub groups: Option<Vec<String>>,
+}
+
+/// An identity assertion lives at most this long (`exp - iat`): it is a one-time ticket, not a
+/// credential.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
+
 /// One configured identity provider, with what was discovered about it.
 pub struct IdentityProvider {
     settings: ProviderSettings,
@@ -314,6 +336,57 @@ impl IdentityProvider {
         }
     }
 
+    /// Whether a statement naming issuer `iss` could be this provider's (before verifying it).
+    pub async fn is_issuer(&self, iss: &str) -> bool {
+        match self.discovered(false).await {
+            Ok(d) => d.issuer.matches(iss),
+            Err(_) => self.settings.issuer.trim_end_matches('/') == iss,
+        }
+    }
+
+    /// Verifies an identity assertion JWT authorization grant (draft-ietf-oauth-identity-
+    /// assertion-authz-grant, as SEP-990 profiles it): signed by this provider with an allowed
+    /// algorithm, typed `oauth-id-jag+jwt`, `iss` this provider, `aud` exactly `audience` (our
+    /// issuer; one value), `iat` and `exp` with a lifetime of at most
+    /// [`MAX_ASSERTION_LIFETIME_SECS`], and `sub`, `client_id` and `jti` present. No `cnf`:
+    /// Portcullis does not bind tokens to keys (DPoP), so it refuses an assertion that asks
+    /// for it. Whether the client, resource and scopes fit, and spending the `jti`, are the
+    /// caller's.
+    pub async fn verify_identity_assertion(&self, token: &str, audience: &str) -> Result<IdentityAssertion, SsoError> {
+        if !self.settings.accept_id_jag {
+            return Err(SsoError::InvalidStatement("this identity provider's assertions are not accepted".into()));
+        }
+        let claims = self.verify_statement_for(token, &["oauth-id-jag+jwt"], audience).await?;
+        let bad = |why: &str| SsoError::InvalidStatement(why.to_owned());
+        match claims.get("aud") {
+            Some(serde_json::Value::String(_)) => {}
+            Some(serde_json::Value::Array(all)) if all.len() == 1 => {}
+            _ => return Err(bad("its audience must be this authorization server alone")),
+        }
+        if claims.contains_key("cnf") {
+            return Err(bad("it asks for a key-bound token (cnf), which this server does not issue"));
+        }
+        let string =
+            |name: &str| claims.get(name).and_then(|v| v.as_str()).filter(|v| !v.is_empty()).map(str::to_owned);
+        let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64).unwrap_or_default();
+        if time("exp") - time("iat") > MAX_ASSERTION_LIFETIME_SECS {
+            return Err(bad("it lives longer than an identity assertion may"));
+        }
+        let groups =
+            self.settings.groups_claim.as_deref().and_then(|name| claims.get(name)).map(|claim| groups_of(Some(claim)));
+        Ok(IdentityAssertion {
+            issuer: string("iss").unwrap_or_default(),
+            subject: string("sub").ok_or_else(|| bad("it names no subject"))?,
+            client_id: string("client_id").ok_or_else(|| bad("it names no client_id"))?,
+            jti: string("jti").ok_or_else(|| bad("it has no jti"))?,
+            expires_at: time("exp"),
+            resource: string("resource"),
+            scope: string("scope"),
+            email: string("email"),
+            groups,
+        })
+    }
+
     /// Verifies an OpenID Connect Back-Channel Logout 1.0 logout token (§2.6): signed by this
     /// provider (the same algorithms as ID tokens), typed `logout+jwt` (or plain `JWT`), its
     /// `iss`, `aud` (our client id), `iat`, `exp` and `jti`, the back-channel logout event, a
@@ -348,7 +421,7 @@ impl IdentityProvider {
     /// A JWT this provider signed for us: the signature (re-reading the keys once if it names
     /// a key we do not have), one of `types`, `iss` this provider, `aud` our client id, `iat`
     /// not in the future and `exp` not past (both required). Returns the claims.
-    pub(crate) async fn verify_statement(
+    async fn verify_statement(
         &self,
         token: &str,
         types: &[&str],
@@ -357,7 +430,7 @@ impl IdentityProvider {
     }
 
     /// As `verify_statement`, with the audience given.
-    pub(crate) async fn verify_statement_for(
+    async fn verify_statement_for(
         &self,
         token: &str,
         types: &[&str],

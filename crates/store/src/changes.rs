@@ -117,6 +117,9 @@ pub enum Mutation {
         issuer: String,
         subject: String,
         email: Option<String>,
+        /// The groups asserted now; `None` leaves the remembered ones (an assertion without
+        /// groups does not forget them).
+        groups: Option<Vec<String>>,
     },
     /// Ends every browser session of a user and revokes every grant they gave (the identity
     /// provider logged them out).
@@ -246,14 +249,15 @@ macro_rules! insert_identity {
     ($tx:ident, $i:expr) => {{
         let i: &FederatedIdentityRecord = $i;
         sqlx::query(
-            "INSERT INTO federated_identities (idp, issuer, subject, user_id, email, created_at, last_sign_in_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO federated_identities (idp, issuer, subject, user_id, email, groups, created_at, last_sign_in_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&i.idp)
         .bind(&i.issuer)
         .bind(&i.subject)
         .bind(&i.user_id)
         .bind(&i.email)
+        .bind(i.groups.join("\n"))
         .bind(i.created_at)
         .bind(i.last_sign_in_at)
         .execute(&mut *$tx)
@@ -502,15 +506,16 @@ impl Store {
                     n
                 }
                 Mutation::LinkIdentity(identity) => insert_identity!(tx, identity)?,
-                Mutation::RecordFederatedSignIn { idp, issuer, subject, email } => {
+                Mutation::RecordFederatedSignIn { idp, issuer, subject, email, groups } => {
                     let n = sqlx::query(
-                        "UPDATE federated_identities SET last_sign_in_at = $1, email = $2 \
+                        "UPDATE federated_identities SET last_sign_in_at = $1, email = $2, groups = COALESCE($6, groups) \
                          WHERE idp = $3 AND issuer = $4 AND subject = $5")
                         .bind(now)
                         .bind(email)
                         .bind(idp)
                         .bind(issuer)
                         .bind(subject)
+                        .bind(groups.as_ref().map(|g| g.join("\n")))
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();

@@ -11,6 +11,7 @@ struct IdentityRow {
     subject: String,
     user_id: String,
     email: Option<String>,
+    groups: String,
     created_at: i64,
     last_sign_in_at: i64,
 }
@@ -23,6 +24,7 @@ impl From<IdentityRow> for FederatedIdentityRecord {
             subject: r.subject,
             user_id: r.user_id,
             email: r.email,
+            groups: r.groups.lines().filter(|g| !g.is_empty()).map(str::to_owned).collect(),
             created_at: r.created_at,
             last_sign_in_at: r.last_sign_in_at,
         }
@@ -32,7 +34,7 @@ impl From<IdentityRow> for FederatedIdentityRecord {
 macro_rules! select_identities {
     ($where:literal) => {
         concat!(
-            "SELECT idp, issuer, subject, user_id, email, created_at, last_sign_in_at FROM federated_identities WHERE ",
+            "SELECT idp, issuer, subject, user_id, email, groups, created_at, last_sign_in_at FROM federated_identities WHERE ",
             $where
         )
     };

@@ -258,8 +258,9 @@ impl Store {
         Ok(())
     }
 
-    /// A client-credentials grant and its one access token.
-    pub async fn insert_client_credentials_grant(&self, grant: &GrantRecord, access: &NewAccessToken) -> Result<()> {
+    /// A grant that has one access token and no refresh token (client credentials, an
+    /// identity assertion), with that token, in one transaction.
+    pub async fn insert_grant_with_access_token(&self, grant: &GrantRecord, access: &NewAccessToken) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(INSERT_GRANT)

@@ -8,10 +8,10 @@ use std::fmt;
 use portcullis_types::ScopeSet;
 
 macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
             pub const fn as_str(self) -> &'static str {
@@ -47,7 +47,12 @@ text_enum!(
     ClientStatus { Active = "active", Pending = "pending", Suspended = "suspended" }
 );
 text_enum!(
-    GrantKind { AuthorizationCode = "authorization_code", ClientCredentials = "client_credentials" }
+    GrantKind {
+        AuthorizationCode = "authorization_code",
+        ClientCredentials = "client_credentials",
+        /// Made from an identity provider's identity assertion (SEP-990, the ID-JAG).
+        IdentityAssertion = "identity_assertion",
+    }
 );
 text_enum!(
     /// An OAuth grant type a client may use (RFC 7591 `grant_types`).
@@ -55,6 +60,8 @@ text_enum!(
         AuthorizationCode = "authorization_code",
         RefreshToken = "refresh_token",
         ClientCredentials = "client_credentials",
+        /// RFC 7523 §2.1, here only for identity assertions (SEP-990).
+        JwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer",
     }
 );
 text_enum!(
@@ -225,6 +232,8 @@ pub struct FederatedIdentityRecord {
     pub user_id: String,
     /// As last asserted, verified or not: for display, never for finding a user.
     pub email: Option<String>,
+    /// The groups of the last sign-in (they bound an identity assertion that carries none).
+    pub groups: Vec<String>,
     pub created_at: i64,
     pub last_sign_in_at: i64,
 }

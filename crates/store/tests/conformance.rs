@@ -330,6 +330,7 @@ fn identity(user_id: &str, subject: &str) -> FederatedIdentityRecord {
         subject: subject.into(),
         user_id: user_id.into(),
         email: Some("alice@corp.test".into()),
+        groups: vec!["eng".into()],
         created_at: 100,
         last_sign_in_at: 100,
     }
@@ -368,12 +369,25 @@ async fn federated_identities_sessions_and_logout() -> TestResult {
                 issuer: "https://corp.test".into(),
                 subject: "sub-alice".into(),
                 email: Some("new@corp.test".into()),
+                groups: Some(vec!["eng".into(), "ops".into()]),
             },
             120,
         )
         .await?;
         let alice = store.find_federated_identity("corp", "https://corp.test", "sub-alice").await?.ok_or("alice")?;
         assert_eq!((alice.last_sign_in_at, alice.email.as_deref()), (120, Some("new@corp.test")), "{name}");
+        assert_eq!(alice.groups, ["eng", "ops"], "{name}: the groups of the last sign-in");
+        // A statement without groups does not forget them.
+        let keep = Mutation::RecordFederatedSignIn {
+            idp: "corp".into(),
+            issuer: "https://corp.test".into(),
+            subject: "sub-alice".into(),
+            email: None,
+            groups: None,
+        };
+        apply(store, keep, 130).await?;
+        let alice = store.find_federated_identity("corp", "https://corp.test", "sub-alice").await?.ok_or("alice")?;
+        assert_eq!(alice.groups, ["eng", "ops"], "{name}");
 
         // A provider's statement is spent once, then forgotten when it expires.
         assert!(store.record_seen_assertion("https://corp.test", "jti-1", 300).await?, "{name}");

@@ -31,6 +31,10 @@ pub struct AuthorizationServerMetadata {
     pub request_uri_parameter_supported: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id_metadata_document_supported: Option<bool>,
+    /// draft-ietf-oauth-identity-assertion-authz-grant: the ID-JAG profile of the JWT bearer
+    /// grant, when an identity provider's assertions are accepted (SEP-990).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub authorization_grant_profiles_supported: Vec<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1).

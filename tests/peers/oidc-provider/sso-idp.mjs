@@ -10,6 +10,12 @@
 //          USERS='{"alice":{"email":"alice@corp.example","email_verified":true,"groups":["engineering"],"name":"Alice"}}' \
 //          node tests/peers/oidc-provider/sso-idp.mjs
 //
+// Identity assertions (SEP-990 ID-JAGs): oidc-provider does not issue them, so for the test
+// this process signs them with its own published key on `POST /test/id-jag` (JSON body:
+// sub, client_id, aud, resource, scope, groups, and for attacks exp_in (seconds, may be
+// negative), lifetime, jti, typ, key = "stray" for a key it never published). An enterprise IdP
+// issues them by RFC 8693 token exchange; what Portcullis verifies is the same.
+//
 // Sign-in uses oidc-provider's development interactions: the login form takes
 // any password, and the login name is the account (an unknown name is an
 // account with no claims but `sub`). Listens on 127.0.0.1 only; the issuer is
@@ -120,8 +126,45 @@ provider.on('server_error', (_ctx, err) => process.stderr.write(`sso-idp: server
 provider.on('backchannel.error', (_ctx, err) => process.stderr.write(`sso-idp: backchannel error: ${err?.message ?? err} ${err?.cause?.message ?? ''}\n`));
 
 // Endpoint URLs in the metadata follow the Host header: pin it to the issuer's.
+const { SignJWT, importJWK } = await import('jose');
+const assertionKey = await importJWK(jwks.keys[0], 'RS256');
+const strayJwk = signingJwk('rsa', { modulusLength: 2048 }, 'RS256', jwks.keys[0].kid);
+const strayKey = await importJWK(strayJwk, 'RS256');
+let assertionCount = 0;
+
+async function idJag(req, res) {
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  let spec;
+  try {
+    spec = JSON.parse(body);
+  } catch {
+    res.writeHead(400).end('not JSON');
+    return;
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const lifetime = spec.lifetime ?? 300;
+  const exp = now + (spec.exp_in ?? lifetime);
+  const claims = { sub: spec.sub, client_id: spec.client_id, jti: spec.jti ?? `jag-${process.pid}-${++assertionCount}-${now}` };
+  for (const name of ['resource', 'scope', 'email', 'groups']) {
+    if (spec[name] !== undefined) claims[name] = spec[name];
+  }
+  const jwt = await new SignJWT(claims)
+    .setProtectedHeader({ alg: 'RS256', typ: spec.typ ?? 'oauth-id-jag+jwt', kid: jwks.keys[0].kid })
+    .setIssuer(issuer)
+    .setAudience(spec.aud)
+    .setIssuedAt(exp - lifetime)
+    .setExpirationTime(exp)
+    .sign(spec.key === 'stray' ? strayKey : assertionKey);
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ assertion: jwt }));
+}
+
 const app = provider.callback();
 handler = (req, res) => {
+  if (req.method === 'POST' && req.url === '/test/id-jag') {
+    idJag(req, res).catch((err) => res.writeHead(500).end(String(err)));
+    return undefined;
+  }
   req.headers.host = `localhost:${port}`;
   return app(req, res);
 };

@@ -101,7 +101,7 @@ struct World {
     _secrets: tempfile::TempDir,
 }
 
-async fn world(extra: impl FnOnce(&std::path::Path) -> Vec<IdentityProviderConfig>) -> AnyResult<World> {
+async fn world(adjust: impl FnOnce(&mut Vec<IdentityProviderConfig>, &std::path::Path)) -> AnyResult<World> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let origin = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
     let corp = start_idp(&format!("{origin}/sso/corp/callback"), CORP_USERS).await?;
@@ -113,7 +113,7 @@ async fn world(extra: impl FnOnce(&std::path::Path) -> Vec<IdentityProviderConfi
         provider("corp", &corp.issuer, "corp.example", &secret_file),
         provider("partner", &partner.issuer, "partner.example", &secret_file),
     ];
-    identity_providers.extend(extra(&secret_file));
+    adjust(&mut identity_providers, &secret_file);
     let server = TestServer::start_with(Options {
         listener: Some(listener),
         identity_providers,
@@ -214,7 +214,7 @@ fn assert_refused(page: &Page, status: u16, says: &str) {
 
 #[tokio::test]
 async fn home_realm_discovery_jit_and_the_group_ceiling() -> TestResult {
-    let w = world(|_| Vec::new()).await?;
+    let w = world(|_, _| {}).await?;
     let s = &w.server;
     let mut browser = Browser::default();
     let (verifier, challenge) = pkce()?;
@@ -280,7 +280,7 @@ async fn home_realm_discovery_jit_and_the_group_ceiling() -> TestResult {
 
 #[tokio::test]
 async fn hints_skip_the_question_and_unknown_domains_get_a_clear_page() -> TestResult {
-    let w = world(|_| Vec::new()).await?;
+    let w = world(|_, _| {}).await?;
     let s = &w.server;
     let (_, challenge) = pkce()?;
     // idp_hint names the provider; login_hint routes by domain.
@@ -315,7 +315,7 @@ async fn hints_skip_the_question_and_unknown_domains_get_a_clear_page() -> TestR
 
 #[tokio::test]
 async fn accounts_are_linked_only_by_a_verified_email_in_the_providers_own_domain() -> TestResult {
-    let w = world(|_| Vec::new()).await?;
+    let w = world(|_, _| {}).await?;
     let s = &w.server;
     let control = s.control()?;
     let dana = control
@@ -386,7 +386,7 @@ async fn accounts_are_linked_only_by_a_verified_email_in_the_providers_own_domai
 
 #[tokio::test]
 async fn forged_and_crossed_responses_are_refused_and_recorded() -> TestResult {
-    let w = world(|_| Vec::new()).await?;
+    let w = world(|_, _| {}).await?;
     let s = &w.server;
     let (_, challenge) = pkce()?;
     let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
@@ -476,12 +476,12 @@ async fn an_identity_provider_that_is_down_or_slow_gets_a_page_in_time() -> Test
             }
         }
     });
-    let w = world(|secret| {
+    let w = world(|providers, secret| {
         let mut d = provider("down", &down, "down.example", secret);
         d.timeout_secs = 1;
         let mut s = provider("slow", &slow, "slow.example", secret);
         s.timeout_secs = 1;
-        vec![d, s]
+        providers.extend([d, s]);
     })
     .await?;
     for name in ["down", "slow"] {
@@ -575,7 +575,7 @@ async fn mcp_initialize(s: &TestServer, token: &str) -> AnyResult<u16> {
 
 #[tokio::test]
 async fn back_channel_logout_from_the_provider_signs_the_user_out_everywhere() -> TestResult {
-    let w = world(|_| Vec::new()).await?;
+    let w = world(|_, _| {}).await?;
     let s = &w.server;
     let mut browser = Browser::default();
     let tokens = tokens_through_corp(&w, &mut browser, "erin", "erin@corp.example").await?;
@@ -615,7 +615,7 @@ async fn back_channel_logout_from_the_provider_signs_the_user_out_everywhere() -
 
 #[tokio::test]
 async fn forged_logout_tokens_are_refused() -> TestResult {
-    let w = world(|_| Vec::new()).await?;
+    let w = world(|_, _| {}).await?;
     let s = &w.server;
     let mut browser = Browser::default();
     let tokens = tokens_through_corp(&w, &mut browser, "erin", "erin@corp.example").await?;
@@ -644,5 +644,278 @@ async fn forged_logout_tokens_are_refused() -> TestResult {
         assert_eq!(body["error"], "invalid_request", "{body}");
     }
     assert_eq!(s.introspect(access).await?["active"], serde_json::json!(true), "nothing was revoked");
+    Ok(())
+}
+
+const AGENT: &str = "enterprise-agent";
+const AGENT_SECRET: &str = "enterprise-agent-secret-with-plenty-of-entropy-01234";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// corp accepts identity assertions; an operator's client may present them.
+async fn assertion_world() -> AnyResult<World> {
+    let w = world(|providers, _| {
+        for p in providers.iter_mut().filter(|p| p.name == "corp") {
+            p.accept_id_jag = true;
+        }
+    })
+    .await?;
+    let spec = portcullis::app::operator_client(portcullis::app::OperatorClient {
+        client_name: "Enterprise agent".into(),
+        secret_digest: Some(portcullis_crypto::digest(AGENT_SECRET).to_vec()),
+        redirect_uris: vec![],
+        grant_types: vec![portcullis_store::GrantType::JwtBearer],
+        scopes: portcullis_types::ScopeSet::new(),
+        resources: vec![],
+        origin: portcullis_store::RegistrationOrigin::Admin,
+        verified: true,
+        can_introspect: false,
+    });
+    w.server.control()?.declare_client(&Actor::Operator, AGENT, spec).await?;
+    Ok(w)
+}
+
+/// An ID-JAG signed by `idp` (see sso-idp.mjs): `spec` names the claims, and for attacks the
+/// lifetime, expiry, type and key.
+async fn id_jag(s: &TestServer, idp: &Idp, spec: serde_json::Value) -> AnyResult<String> {
+    let answer: serde_json::Value =
+        s.http.post(format!("{}/test/id-jag", idp.issuer)).json(&spec).send().await?.json().await?;
+    Ok(answer["assertion"].as_str().ok_or("no assertion")?.to_owned())
+}
+
+async fn present(
+    s: &TestServer,
+    client: (&str, &str),
+    assertion: &str,
+    extra: &[(&str, &str)],
+) -> AnyResult<(u16, serde_json::Value)> {
+    let mut form = vec![("grant_type", JWT_BEARER), ("assertion", assertion)];
+    form.extend_from_slice(extra);
+    let response = s.http.post(s.url("/token")).basic_auth(client.0, Some(client.1)).form(&form).send().await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+#[tokio::test]
+async fn identity_assertion_grants_follow_sep_990() -> TestResult {
+    let w = assertion_world().await?;
+    let s = &w.server;
+    let crm = s.route("crm");
+    let metadata: serde_json::Value =
+        s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await?.json().await?;
+    assert!(
+        metadata["grant_types_supported"].as_array().is_some_and(|g| g.iter().any(|v| v == JWT_BEARER)),
+        "{metadata}"
+    );
+    assert_eq!(
+        metadata["authorization_grant_profiles_supported"],
+        serde_json::json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
+
+    let base = serde_json::json!({"sub": "erin", "client_id": AGENT, "aud": s.issuer, "resource": crm,
+        "scope": "crm.contacts.read crm.deals.write crm.contacts.export", "groups": ["engineering"]});
+    let with = |changes: serde_json::Value| {
+        let mut spec = base.clone();
+        if let (Some(spec), Some(changes)) = (spec.as_object_mut(), changes.as_object()) {
+            for (k, v) in changes {
+                spec.insert(k.clone(), v.clone());
+            }
+        }
+        spec
+    };
+    // requested ∩ asserted ∩ the group ceiling: engineering may not export.
+    let assertion = id_jag(s, &w.corp, base.clone()).await?;
+    let (status, refused) = present(s, (AGENT, AGENT_SECRET), &assertion, &[("scope", "crm.contacts.export")]).await?;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_scope")), "{refused}");
+    // That refusal spent nothing: the same assertion still works once, without the export.
+    let (status, tokens) = present(s, (AGENT, AGENT_SECRET), &assertion, &[("resource", &crm)]).await?;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["scope"], "crm.contacts.read crm.deals.write");
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert!(tokens.get("refresh_token").is_none(), "no refresh token: come back with a new assertion");
+    let access = tokens["access_token"].as_str().ok_or("token")?;
+    assert_eq!(mcp_initialize(s, access).await?, 200, "the token is good at its one resource");
+    let introspected = s.introspect(access).await?;
+    assert_eq!(introspected["aud"], serde_json::json!(crm), "{introspected}");
+    let erin = s.store()?.find_user_by_username("erin@corp.example").await?;
+    assert!(erin.is_none(), "an assertion's unverified email is not a username");
+    let identity = s.store()?.find_federated_identity("corp", &w.corp.issuer, "erin").await?.ok_or("identity")?;
+    let signed_in = sign_in_events(s, AuditKind::SignInSucceeded).await?;
+    assert!(
+        signed_in.iter().any(|e| e.event.user_id.as_deref() == Some(&identity.user_id)
+            && e.event.reason.as_deref() == Some("identity assertion grant (SEP-990)")),
+        "{signed_in:?}"
+    );
+
+    // Asking for more than is available gets what is (RFC 6749 §3.3), and says so.
+    let (status, partial) = present(
+        s,
+        (AGENT, AGENT_SECRET),
+        &id_jag(s, &w.corp, base.clone()).await?,
+        &[("scope", "crm.contacts.read crm.contacts.export")],
+    )
+    .await?;
+    assert_eq!((status, partial["scope"].as_str()), (200, Some("crm.contacts.read")), "{partial}");
+
+    // Each refusal the draft names is invalid_grant, and issues nothing.
+    let grants_before = s.store()?.list_grants(None, Some(&identity.user_id)).await?.len();
+    let replay = present(s, (AGENT, AGENT_SECRET), &assertion, &[]).await?;
+    let cases: Vec<(&str, (u16, serde_json::Value))> = vec![
+        ("replayed", replay),
+        (
+            "expired",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"exp_in": -120}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "for another audience",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"aud": "https://other-as.example"}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "for another client",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"client_id": "someone-else"}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "for an unknown resource",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"resource": "https://unknown.example/mcp"}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "signed by an untrusted key",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"key": "stray"}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "not typed as an ID-JAG",
+            present(s, (AGENT, AGENT_SECRET), &id_jag(s, &w.corp, with(serde_json::json!({"typ": "JWT"}))).await?, &[])
+                .await?,
+        ),
+        (
+            "long-lived",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"lifetime": 3600}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "from a provider not trusted for assertions",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.partner, with(serde_json::json!({"sub": "pat"}))).await?,
+                &[],
+            )
+            .await?,
+        ),
+        (
+            "with a resource other than the request's",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, base.clone()).await?,
+                &[("resource", &s.other_resource)],
+            )
+            .await?,
+        ),
+    ];
+    for (case, (status, body)) in cases {
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{case}: {body}");
+        assert!(body.get("access_token").is_none(), "{case}");
+    }
+    assert_eq!(s.store()?.list_grants(None, Some(&identity.user_id)).await?.len(), grants_before, "nothing was issued");
+
+    // Only a client an operator allowed the grant may present one, authenticated.
+    let other_client = id_jag(s, &w.corp, with(serde_json::json!({"client_id": CONFIDENTIAL_CLIENT}))).await?;
+    let (status, body) = present(s, (CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET), &other_client, &[]).await?;
+    assert_eq!((status, body["error"].as_str()), (400, Some("unauthorized_client")), "{body}");
+    let (status, body) = present(s, (AGENT, "wrong-secret"), &id_jag(s, &w.corp, base.clone()).await?, &[]).await?;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+
+    // A user disabled here is refused, whatever their IdP says.
+    let erin_name = s.store()?.find_user(&identity.user_id).await?.ok_or("erin")?.username;
+    s.control()?.disable_user(&Actor::Operator, &erin_name).await?;
+    let (status, body) = present(s, (AGENT, AGENT_SECRET), &id_jag(s, &w.corp, base.clone()).await?, &[]).await?;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert!(body["error_description"].as_str().is_some_and(|d| d.contains("disabled")), "{body}");
+    Ok(())
+}
+
+/// The MCP Python SDK's identity assertion client (mcp 2.3.0, `IdentityAssertionOAuthProvider`)
+/// end to end: an ID-JAG from the test IdP, the JWT bearer grant at Portcullis (with either
+/// client authentication method), and tool calls through the gateway under the group ceiling.
+#[tokio::test]
+async fn the_mcp_python_sdk_gets_tokens_with_an_identity_assertion() -> TestResult {
+    let python = std::env::var("PORTCULLIS_PYTHON_PEER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/portcullis/python-mcp")
+        })
+        .join("bin/python");
+    if !python.exists() {
+        return Err(format!("{} is missing: run scripts/install-test-deps", python.display()).into());
+    }
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/python-mcp/id_jag_client.py");
+    let w = assertion_world().await?;
+    let s = &w.server;
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let run = tokio::process::Command::new(&python)
+            .arg(&script)
+            .env("MCP_URL", s.route("crm"))
+            .env("ISSUER", &s.issuer)
+            .env("CLIENT_ID", AGENT)
+            .env("CLIENT_SECRET", AGENT_SECRET)
+            .env("AUTH_METHOD", method)
+            .env("IDP", &w.corp.issuer)
+            .env("SUBJECT", "erin")
+            .env("ASSERTED_SCOPE", "crm.contacts.read crm.deals.write crm.contacts.export")
+            .env("GROUPS", "engineering")
+            .kill_on_drop(true)
+            .output();
+        let output =
+            tokio::time::timeout(Duration::from_secs(60), run).await.map_err(|_| "the Python client hung")??;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{method}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
+        // The group ceiling (engineering: read and write, no export) shapes what the agent sees.
+        assert_eq!(result["tools"], serde_json::json!(["list_contacts", "update_deal"]), "{method}: {result}");
+        assert!(result["call"].as_str().is_some_and(|t| t.contains("Ada")), "{method}: {result}");
+        assert!(
+            result["refused"] != serde_json::json!({"is_error": false}),
+            "{method}: the export was refused: {result}"
+        );
+        let asked = result["assertions"].as_array().ok_or("assertions")?;
+        assert!(!asked.is_empty(), "{method}: {result}");
+        assert_eq!(asked[0]["audience"], serde_json::json!(s.issuer), "{method}: the ID-JAG's aud is our issuer");
+        assert_eq!(asked[0]["resource"], serde_json::json!(s.route("crm")), "{method}");
+    }
     Ok(())
 }
