@@ -92,6 +92,10 @@ pub struct ConsentPrompt {
     pub client_id_host: Option<String>,
     /// Every redirect URI of the client is on this machine: anyone could claim to be it.
     pub localhost_only: bool,
+    /// The identity provider the user signed in through (its display name), if any.
+    pub identity_provider: Option<String>,
+    /// What was asked that the user's groups do not allow them to grant.
+    pub withheld: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,9 +519,14 @@ impl AuthorizationServer {
             .map_err(|e| AuthorizeRejection::Fatal(e.into()))?
             .map(|c| c.scope)
             .unwrap_or_default();
-        let scopes = self
-            .settings()
-            .grantable(session, &request.scope)
+        let grantable = self.settings().grantable(session, &request.scope);
+        let withheld = request.scope.difference(&grantable).iter().map(|s| s.to_string()).collect();
+        let identity_provider = session.federation.as_ref().map(|f| {
+            self.settings()
+                .identity_provider(&f.idp)
+                .map_or_else(|| f.idp.clone(), |p| p.provider.settings().display_name.clone())
+        });
+        let scopes = grantable
             .iter()
             .map(|s| ScopeLine {
                 scope: s.to_string(),
@@ -548,6 +557,8 @@ impl AuthorizationServer {
             client_id_host: (client.origin == portcullis_store::RegistrationOrigin::Cimd)
                 .then(|| Url::parse(&client.client_id).ok().and_then(|u| u.host_str().map(str::to_owned)))
                 .flatten(),
+            identity_provider,
+            withheld,
             localhost_only: self.is_dynamic(&client)
                 && !client.redirect_uris.is_empty()
                 && client.redirect_uris.iter().all(|r| {

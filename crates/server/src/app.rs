@@ -111,7 +111,7 @@ pub fn identity_providers(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Re
         let settings = ProviderSettings {
             name: p.name.clone(),
             display_name: if p.display_name.is_empty() { p.name.clone() } else { p.display_name.clone() },
-            issuer: p.issuer.trim_end_matches('/').to_owned(),
+            issuer: p.issuer.clone(),
             client_id: p.client_id.clone(),
             credential: ClientCredential::Secret(secret),
             scopes: p.scopes.clone(),

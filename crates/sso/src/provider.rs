@@ -340,7 +340,7 @@ impl IdentityProvider {
     pub async fn is_issuer(&self, iss: &str) -> bool {
         match self.discovered(false).await {
             Ok(d) => d.issuer.matches(iss),
-            Err(_) => self.settings.issuer.trim_end_matches('/') == iss,
+            Err(_) => self.settings.issuer == iss,
         }
     }
 
@@ -552,7 +552,8 @@ impl IdentityProvider {
     }
 
     async fn discover(&self) -> Result<Discovered, SsoError> {
-        let configured = self.settings.issuer.trim_end_matches('/');
+        // Exactly as configured: Auth0's issuer, for one, ends with a slash.
+        let configured = self.settings.issuer.as_str();
         let document =
             issuer::fetch_metadata(&self.fetcher, configured, |published| issuer_form(configured, published).is_some())
                 .await
@@ -641,6 +642,11 @@ mod tests {
         };
         check("https://idp.test", "https://idp.test", Some(IssuerForm::Exact("https://idp.test".into())));
         check("https://idp.test", "https://idp.test/", None);
+        check(
+            "https://tenant.auth0.test/",
+            "https://tenant.auth0.test/",
+            Some(IssuerForm::Exact("https://tenant.auth0.test/".into())),
+        );
         check("https://idp.test", "https://evil.test", None);
         check(
             "https://login.microsoftonline.com/common/v2.0",

@@ -409,6 +409,8 @@ pub(crate) async fn consent_page(
         csrf: &csrf,
         client_id_host: prompt.client_id_host.as_deref(),
         localhost_only: prompt.localhost_only,
+        identity_provider: prompt.identity_provider.as_deref(),
+        withheld: &prompt.withheld,
     };
     (jar, render(StatusCode::OK, &page)).into_response()
 }

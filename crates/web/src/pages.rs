@@ -54,6 +54,8 @@ pub(crate) struct ConsentPage<'a> {
     pub csrf: &'a str,
     pub client_id_host: Option<&'a str>,
     pub localhost_only: bool,
+    pub identity_provider: Option<&'a str>,
+    pub withheld: &'a [String],
 }
 
 #[derive(Template)]

@@ -11,8 +11,11 @@ const input = (html, name) => {
 const oneLine = (s) => String(s).replace(/\s+/g, ' ').slice(0, 300);
 
 /// A user agent for one person: `fetchFn` (loopback-guarded by the caller), their username and
-/// password, and the redirect URI at which the flow ends.
-export function headlessUser({ fetchFn, username, password, redirectUrl }) {
+/// password, and the redirect URI at which the flow ends. With `email`, they sign in through
+/// their organisation's identity provider instead: Portcullis's email question sends them
+/// there, and `idpLogin` is who they are at the provider (oidc-provider's development
+/// interactions: any password, then a consent screen).
+export function headlessUser({ fetchFn, username, password, redirectUrl, email, idpLogin }) {
   const cookies = new Map();
   const cookieHeader = () => [...cookies].map(([k, v]) => `${k}=${v}`).join('; ');
   const keepCookies = (response) => {
@@ -31,7 +34,7 @@ export function headlessUser({ fetchFn, username, password, redirectUrl }) {
     let url = new URL(authorizationUrl).href;
     let method = 'GET';
     let body;
-    for (let hop = 0; hop < 12; hop++) {
+    for (let hop = 0; hop < 30; hop++) {
       const headers = { cookie: cookieHeader() };
       if (method === 'POST') {
         headers['content-type'] = 'application/x-www-form-urlencoded';
@@ -48,11 +51,30 @@ export function headlessUser({ fetchFn, username, password, redirectUrl }) {
       }
       const html = await response.text();
       if (response.status !== 200) throw new Error(`${response.status} at ${url}: ${oneLine(html)}`);
-      const form = html.match(/<form method="post" action="([^"]+)"/);
-      if (!form) throw new Error(`no form at ${url}: ${oneLine(html)}`);
-      const action = new URL(unescape(form[1]), url).href;
+      // The identity provider's own pages: sign in, then allow.
+      const prompt = input(html, 'prompt');
+      if (prompt === 'login' || prompt === 'consent') {
+        const fields = new URLSearchParams({ prompt });
+        if (prompt === 'login') {
+          seen.idpLogin = true;
+          fields.set('login', idpLogin);
+          fields.set('password', 'any');
+        }
+        method = 'POST'; body = fields.toString();
+        continue;
+      }
+      // Portcullis's pages: the first POST form is the one to answer (the email question when
+      // single sign-on is set up, else the password form; the consent form).
+      const postForms = [...html.matchAll(/<form method="post" action="([^"]+)"/g)].map((m) => unescape(m[1]));
+      const discover = postForms.find((a) => a.endsWith('/login/discover'));
+      const wanted = (email && discover) || postForms.find((a) => !a.endsWith('/login/discover'));
+      if (!wanted) throw new Error(`no form at ${url}: ${oneLine(html)}`);
+      const action = new URL(wanted, url).href;
       const fields = new URLSearchParams({ request: input(html, 'request'), csrf: input(html, 'csrf') });
-      if (html.includes('name="password"')) {
+      if (action.endsWith('/login/discover')) {
+        seen.discovered = true;
+        fields.set('email', email);
+      } else if (html.includes('name="password"')) {
         seen.login = true;
         fields.set('username', username);
         fields.set('password', password);

@@ -4,7 +4,8 @@
 // consent are done headlessly over HTTP, as the SDK's own conformance clients do.
 //
 // Env: SERVER_URL (an MCP resource URL whose RFC 9728 metadata names Portcullis), USERNAME,
-// PASSWORD; REGISTRATION=dcr (default) or cimd. With cimd, the script publishes its own Client
+// PASSWORD, or EMAIL and IDP_LOGIN for a user of an identity provider (single sign-on: the
+// email question, then the provider's own sign-in); REGISTRATION=dcr (default) or cimd. With cimd, the script publishes its own Client
 // ID Metadata Document over https on a loopback port (TLS_CERT / TLS_KEY, PEM) and hands the
 // SDK its URL as clientMetadataUrl. Prints one line per step and a closing `N passed, N failed`.
 import { readFileSync } from 'node:fs';
@@ -17,8 +18,10 @@ const env = (name) => {
   return v;
 };
 const serverUrl = new URL(env('SERVER_URL'));
-const username = env('USERNAME');
-const password = env('PASSWORD');
+const email = process.env.EMAIL;
+const idpLogin = process.env.IDP_LOGIN;
+const username = email ? undefined : env('USERNAME');
+const password = email ? undefined : env('PASSWORD');
 const overall = setTimeout(() => { console.log('FAIL timeout: 60 s elapsed'); process.exit(1); }, 60_000);
 
 const results = [];
@@ -48,7 +51,8 @@ const documentServer = mode === 'cimd'
   : null;
 const clientMetadataUrl = documentServer?.url;
 
-const user = headlessUser({ fetchFn: guardedFetch, username, password, redirectUrl });
+const user = headlessUser({ fetchFn: guardedFetch, username, password, redirectUrl, email, idpLogin });
+const seen = {};
 
 const store = {};
 const provider = {
@@ -72,7 +76,7 @@ const provider = {
   codeVerifier: () => store.verifier,
   redirectToAuthorization: async (url) => {
     store.authorizationUrl = url;
-    captured = await user.signInAndConsent(url);
+    captured = await user.signInAndConsent(url, undefined, seen);
   },
 };
 
@@ -96,6 +100,11 @@ try {
   const oldRefresh = store.tokens.refresh_token;
   const third = await auth(provider, { serverUrl, fetchFn: guardedFetch });
   record('refresh', third === 'AUTHORIZED' && store.tokens.refresh_token !== oldRefresh, `auth() said ${third}`);
+  if (email) {
+    record('single_sign_on', seen.discovered === true && seen.idpLogin === true && seen.login !== true,
+      `what the user saw: ${JSON.stringify(seen)}`);
+    console.log(`OFFERED ${(seen.offered ?? []).join(' ')}`);
+  }
   console.log(`CLIENT_ID ${store.client.client_id}`);
 } catch (e) {
   record('sdk_flow', false, e.stack || String(e));

@@ -120,6 +120,13 @@ async fn world(adjust: impl FnOnce(&mut Vec<IdentityProviderConfig>, &std::path:
         wall_clock: true,
         // The demo CRM behind the gateway: the resource SSO users' agents call.
         upstreams: vec![portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned())],
+        // MCP clients on this machine register themselves.
+        registration: portcullis::config::RegistrationConfig {
+            enabled: true,
+            allowed_networks: vec!["127.0.0.0/8".parse()?],
+            initial_access_token: portcullis::config::InitialAccessTokenMode::Optional,
+            ..Default::default()
+        },
         ..Options::default()
     })
     .await?;
@@ -573,6 +580,40 @@ async fn mcp_initialize(s: &TestServer, token: &str) -> AnyResult<u16> {
     Ok(response.status().as_u16())
 }
 
+/// The tools a token sees through the gateway's `crm` route (a 2025-11-25 session).
+async fn mcp_tool_names(s: &TestServer, token: &str) -> AnyResult<Vec<String>> {
+    let post = |session: Option<String>, message: serde_json::Value| {
+        let mut request = s
+            .http
+            .post(s.route("crm"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(message.to_string());
+        if let Some(id) = session {
+            request = request.header("mcp-session-id", id);
+        }
+        request.send()
+    };
+    let init = serde_json::json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name":"it","version":"1"}}});
+    let answer = post(None, init).await?;
+    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(answer.status().as_u16(), 200, "{}", answer.text().await?);
+    post(session.clone(), serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await?;
+    let text = post(session, serde_json::json!({"jsonrpc":"2.0","id":1,"method":"tools/list"})).await?.text().await?;
+    let body: serde_json::Value = serde_json::from_str(
+        text.lines().filter_map(|l| l.strip_prefix("data:")).next_back().map(str::trim).unwrap_or(&text),
+    )?;
+    Ok(body["result"]["tools"]
+        .as_array()
+        .ok_or_else(|| format!("no tools: {body}"))?
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
 #[tokio::test]
 async fn back_channel_logout_from_the_provider_signs_the_user_out_everywhere() -> TestResult {
     let w = world(|_, _| {}).await?;
@@ -917,5 +958,95 @@ async fn the_mcp_python_sdk_gets_tokens_with_an_identity_assertion() -> TestResu
         assert_eq!(asked[0]["audience"], serde_json::json!(s.issuer), "{method}: the ID-JAG's aud is our issuer");
         assert_eq!(asked[0]["resource"], serde_json::json!(s.route("crm")), "{method}");
     }
+    Ok(())
+}
+
+/// The official MCP TypeScript SDK client with a user of the organisation's identity provider:
+/// discovery from the gateway route, DCR, then the email question, corp's sign-in and consent,
+/// Portcullis's consent offering only the group-allowed scopes, tokens, refresh. See
+/// tests/peers/mcp-sdk/run.mjs (EMAIL mode).
+#[tokio::test]
+async fn the_mcp_typescript_sdk_authorizes_a_single_sign_on_user() -> TestResult {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/mcp-sdk");
+    if !dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
+        return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
+    }
+    let w = world(|_, _| {}).await?;
+    let s = &w.server;
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("run.mjs"))
+        .env("SERVER_URL", s.route("crm"))
+        .env("EMAIL", "carol@corp.example")
+        .env("IDP_LOGIN", "carol")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(90), run).await.map_err(|_| "the SDK run hung")??;
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && out.contains("7 passed, 0 failed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Carol is in sales: of the route's scopes, only the contact read is hers to grant.
+    assert!(out.lines().any(|l| l == "OFFERED crm.contacts.read"), "{out}");
+    assert!(s.store()?.find_user_by_username("carol@corp.example").await?.is_some());
+    Ok(())
+}
+
+/// Real Chromium: the email question, the provider's sign-in and consent, Portcullis's consent
+/// offering only the group-allowed scopes, the code at the client; then the client's MCP call
+/// through the gateway sees only what those scopes allow. See tests/peers/browser/sso.mjs.
+#[tokio::test]
+async fn chromium_signs_in_through_the_company_idp_and_calls_mcp() -> TestResult {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/browser");
+    if !dir.join("node_modules/playwright-core").exists() {
+        return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
+    }
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        return Err("/usr/bin/chromium is missing: apt-get install chromium (.ci/run does)".into());
+    }
+    let w = world(|_, _| {}).await?;
+    let s = &w.server;
+    let (verifier, challenge) = pkce()?;
+    let scope = "crm.contacts.read crm.deals.write crm.contacts.export";
+    let url = authorize_url(s, PUBLIC_CLIENT, "http://127.0.0.1:__PORT__/callback", &challenge, &[("scope", scope)]);
+    let shots = std::env::var("PORTCULLIS_SCREENSHOT_DIR").unwrap_or_default();
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join("sso.mjs"))
+        .env("AUTHORIZE_URL", &url)
+        .env("EMAIL", "carol@corp.example")
+        .env("IDP_LOGIN", "carol")
+        .env("IDP_ORIGIN", &w.corp.issuer)
+        .env("EXPECT_OFFERED", "crm.contacts.read")
+        .kill_on_drop(true);
+    if !shots.is_empty() {
+        command.env("SCREENSHOT_DIR", &shots);
+    }
+    let output =
+        tokio::time::timeout(Duration::from_secs(90), command.output()).await.map_err(|_| "Chromium hung")??;
+    let out = String::from_utf8_lossy(&output.stdout);
+    println!("{out}");
+    assert!(
+        output.status.success() && out.contains("5 passed, 0 failed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let callback = out.lines().find_map(|l| l.strip_prefix("CALLBACK ")).ok_or("no callback")?;
+    let q = query(callback)?;
+    let (status, tokens) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT),
+            ("code", q.get("code").ok_or("code")?),
+            ("redirect_uri", callback.split('?').next().ok_or("callback")?),
+            ("code_verifier", &verifier),
+        ])
+        .await?;
+    assert_eq!((status, tokens["scope"].as_str()), (200, Some("crm.contacts.read")), "{tokens}");
+    let access = tokens["access_token"].as_str().ok_or("token")?;
+    // The MCP call through the gateway, as the SSO user's agent.
+    let names = mcp_tool_names(s, access).await?;
+    assert_eq!(names, ["list_contacts"], "the group ceiling reaches the tools the agent sees");
     Ok(())
 }
