@@ -65,9 +65,15 @@ pub struct ProviderSettings {
 }
 
 impl ProviderSettings {
-    /// The most a user in `groups` may grant: the union of their groups' scopes.
+    /// The most a user in `groups` may grant: the union of their groups' scopes, and of what
+    /// the group `*` (every user of this provider) may grant.
     pub fn scope_ceiling(&self, groups: &[String]) -> ScopeSet {
-        groups.iter().filter_map(|g| self.group_scopes.get(g)).fold(ScopeSet::new(), |all, scopes| all.union(scopes))
+        groups
+            .iter()
+            .map(String::as_str)
+            .chain([EVERYONE])
+            .filter_map(|g| self.group_scopes.get(g))
+            .fold(ScopeSet::new(), |all, scopes| all.union(scopes))
     }
 
     /// Whether this provider is authoritative for the domain of `email`.
@@ -77,6 +83,10 @@ impl ProviderSettings {
             .is_some_and(|(_, domain)| self.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
     }
 }
+
+/// The `group_scopes` key that applies to every user of a provider (for providers whose ID
+/// tokens carry no groups, such as Google's).
+pub const EVERYONE: &str = "*";
 
 /// Why a federated sign-in failed. Each says, in words a user can act on, what went wrong;
 /// the audit record keeps the same words.
@@ -135,5 +145,51 @@ impl Federation {
 
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(group_scopes: &[(&str, &str)]) -> ProviderSettings {
+        ProviderSettings {
+            name: "corp".into(),
+            display_name: "Corp".into(),
+            issuer: "https://corp.test".into(),
+            client_id: "portcullis".into(),
+            credential: ClientCredential::Secret("s".into()),
+            scopes: vec!["openid".into()],
+            email_domains: vec!["corp.test".into()],
+            groups_claim: Some("groups".into()),
+            group_scopes: group_scopes
+                .iter()
+                .filter_map(|(g, s)| Some(((*g).to_owned(), ScopeSet::parse(s).ok()?)))
+                .collect(),
+            max_session_secs: 3600,
+            accept_id_jag: false,
+            fetch: FetchPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn the_ceiling_is_the_union_of_the_users_groups_and_everyone() {
+        let check = |group_scopes: &[(&str, &str)], groups: &[&str], expected: &str| {
+            let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+            assert_eq!(
+                settings(group_scopes).scope_ceiling(&groups).to_string(),
+                expected,
+                "{group_scopes:?} {groups:?}"
+            );
+        };
+        let map = [("eng", "a.read a.write"), ("sales", "a.read b.read")];
+        check(&map, &["eng"], "a.read a.write");
+        check(&map, &["eng", "sales"], "a.read a.write b.read");
+        check(&map, &["nobody"], "");
+        check(&map, &[], "");
+        check(&[("*", "a.read"), ("eng", "a.write")], &[], "a.read");
+        check(&[("*", "a.read"), ("eng", "a.write")], &["eng"], "a.read a.write");
+        // A group literally named "*" in a token is no more than everyone.
+        check(&[("*", "a.read")], &["*"], "a.read");
     }
 }
