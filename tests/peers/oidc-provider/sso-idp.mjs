@@ -14,7 +14,9 @@
 // this process signs them with its own published key on `POST /test/id-jag` (JSON body:
 // sub, client_id, aud, resource, scope, groups, and for attacks exp_in (seconds, may be
 // negative), lifetime, jti, typ, key = "stray" for a key it never published). An enterprise IdP
-// issues them by RFC 8693 token exchange; what Portcullis verifies is the same.
+// issues them by RFC 8693 token exchange; what Portcullis verifies is the same. `POST
+// /test/sign` ({claims, typ}) signs anything with the same key, for tests that play a
+// misbehaving provider.
 //
 // Sign-in uses oidc-provider's development interactions: the login form takes
 // any password, and the login name is the account (an unknown name is an
@@ -159,10 +161,26 @@ async function idJag(req, res) {
   res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ assertion: jwt }));
 }
 
+// POST /test/sign {claims}: any claims signed with this IdP's published key, for a test that
+// plays a misbehaving provider which presents this one's signature as its own.
+async function signAnything(req, res) {
+  let body = '';
+  for await (const chunk of req) body += chunk;
+  const { claims, typ } = JSON.parse(body);
+  const jwt = await new SignJWT(claims)
+    .setProtectedHeader({ alg: 'RS256', typ: typ ?? 'JWT', kid: jwks.keys[0].kid })
+    .sign(assertionKey);
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jwt }));
+}
+
 const app = provider.callback();
 handler = (req, res) => {
   if (req.method === 'POST' && req.url === '/test/id-jag') {
     idJag(req, res).catch((err) => res.writeHead(500).end(String(err)));
+    return undefined;
+  }
+  if (req.method === 'POST' && req.url === '/test/sign') {
+    signAnything(req, res).catch((err) => res.writeHead(500).end(String(err)));
     return undefined;
   }
   req.headers.host = `localhost:${port}`;

@@ -1050,3 +1050,149 @@ async fn chromium_signs_in_through_the_company_idp_and_calls_mcp() -> TestResult
     assert_eq!(names, ["list_contacts"], "the group ceiling reaches the tools the agent sees");
     Ok(())
 }
+
+/// A provider that answers like corp but whose token endpoint hands out ID tokens signed by
+/// whichever real IdP the test chooses: it publishes corp's keys (its discovery document is
+/// corp's, with its own issuer and endpoints).
+struct Impostor {
+    base: String,
+    signer: std::sync::Arc<std::sync::Mutex<String>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Impostor {
+    async fn start(corp: &Idp) -> AnyResult<Self> {
+        use axum::extract::{Query, State};
+        use axum::response::{IntoResponse, Redirect};
+        #[derive(Clone)]
+        struct Shared {
+            base: String,
+            corp_document: serde_json::Value,
+            nonce: std::sync::Arc<std::sync::Mutex<String>>,
+            signer: std::sync::Arc<std::sync::Mutex<String>>,
+            http: reqwest::Client,
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+        let http = reqwest::Client::new();
+        let corp_document: serde_json::Value =
+            http.get(format!("{}/.well-known/openid-configuration", corp.issuer)).send().await?.json().await?;
+        let signer = std::sync::Arc::new(std::sync::Mutex::new(corp.issuer.clone()));
+        let shared = Shared {
+            base: base.clone(),
+            corp_document,
+            nonce: std::sync::Arc::default(),
+            signer: signer.clone(),
+            http,
+        };
+        let discovery = |State(s): State<Shared>| async move {
+            let mut doc = s.corp_document.clone();
+            doc["issuer"] = serde_json::json!(s.base);
+            doc["authorization_endpoint"] = serde_json::json!(format!("{}/authorize", s.base));
+            doc["token_endpoint"] = serde_json::json!(format!("{}/token", s.base));
+            doc["authorization_response_iss_parameter_supported"] = serde_json::json!(true);
+            axum::Json(doc)
+        };
+        let authorize = |State(s): State<Shared>, Query(q): Query<std::collections::HashMap<String, String>>| async move {
+            if let Ok(mut nonce) = s.nonce.lock() {
+                *nonce = q.get("nonce").cloned().unwrap_or_default();
+            }
+            let back = format!(
+                "{}?code=impostor-code&state={}&iss={}",
+                q.get("redirect_uri").cloned().unwrap_or_default(),
+                q.get("state").cloned().unwrap_or_default(),
+                s.base
+            );
+            Redirect::to(&back)
+        };
+        let token = |State(s): State<Shared>| async move {
+            let nonce = s.nonce.lock().map(|n| n.clone()).unwrap_or_default();
+            let signer = s.signer.lock().map(|n| n.clone()).unwrap_or_default();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let claims = serde_json::json!({"iss": s.base, "aud": "portcullis", "sub": "impostor-user", "nonce": nonce,
+                "iat": now, "exp": now + 300, "email": "victim@impostor.example", "email_verified": true});
+            let signed: serde_json::Value = match s
+                .http
+                .post(format!("{signer}/test/sign"))
+                .json(&serde_json::json!({"claims": claims}))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            axum::Json(serde_json::json!({"access_token": "opaque", "token_type": "Bearer", "expires_in": 300,
+                "id_token": signed["jwt"]}))
+            .into_response()
+        };
+        let router = axum::Router::new()
+            .route("/.well-known/openid-configuration", axum::routing::get(discovery))
+            .route("/authorize", axum::routing::get(authorize))
+            .route("/token", axum::routing::post(token))
+            .with_state(shared);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { base, signer, _task: task })
+    }
+
+    fn sign_with(&self, idp: &Idp) {
+        if let Ok(mut signer) = self.signer.lock() {
+            *signer = idp.issuer.clone();
+        }
+    }
+}
+
+/// An ID token signed by another identity provider (here: partner's key, presented by a
+/// provider that publishes corp's) is refused, recorded, and signs nobody in; the same token
+/// signed with the provider's own published key passes, so it is the key that decides.
+/// One sign-in at the impostor, returning Portcullis's answer at the callback.
+async fn impostor_sign_in(s: &TestServer) -> AnyResult<Page> {
+    let mut browser = Browser::default();
+    let to_idp = browser.get(s, "/sso/impostor/start").await?.location.ok_or("no redirect to the provider")?;
+    let callback = s.http.get(&to_idp).send().await?;
+    let back = callback.headers().get("location").and_then(|v| v.to_str().ok()).ok_or("no callback")?.to_owned();
+    browser.get(s, &back).await
+}
+
+/// An ID token signed by another identity provider (here: partner's key, presented by a
+/// provider that publishes corp's) is refused, recorded, and signs nobody in; the same token
+/// signed with the provider's own published key passes, so it is the key that decides.
+#[tokio::test]
+async fn an_id_token_signed_by_another_provider_is_refused() -> TestResult {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let corp = start_idp(&format!("{origin}/sso/corp/callback"), CORP_USERS).await?;
+    let partner = start_idp(&format!("{origin}/sso/partner/callback"), PARTNER_USERS).await?;
+    let impostor = Impostor::start(&corp).await?;
+    let secrets = tempfile::tempdir()?;
+    let secret_file = secrets.path().join("idp-secret");
+    std::fs::write(&secret_file, IDP_SECRET)?;
+    let mut impostor_provider = provider("impostor", &impostor.base, "impostor.example", &secret_file);
+    impostor_provider.unlinkable_email = portcullis::config::UnlinkableEmailMode::NewUser;
+    let s = TestServer::start_with(Options {
+        listener: Some(listener),
+        identity_providers: vec![provider("corp", &corp.issuer, "corp.example", &secret_file), impostor_provider],
+        wall_clock: true,
+        ..Options::default()
+    })
+    .await?;
+
+    impostor.sign_with(&partner);
+    let refused = impostor_sign_in(&s).await?;
+    assert_refused(&refused, 400, "signature");
+    let failed = sign_in_events(&s, AuditKind::SignInFailed).await?;
+    assert!(
+        failed.iter().any(|e| e.event.target.as_deref() == Some("impostor")
+            && e.event.reason.as_deref().is_some_and(|r| r.contains("signature"))),
+        "{failed:?}"
+    );
+    assert!(s.store()?.find_federated_identity("impostor", &impostor.base, "impostor-user").await?.is_none());
+
+    // The control: the provider's own published key passes.
+    impostor.sign_with(&corp);
+    let accepted = impostor_sign_in(&s).await?;
+    assert_eq!(accepted.status, 303, "{}", accepted.body);
+    assert!(s.store()?.find_federated_identity("impostor", &impostor.base, "impostor-user").await?.is_some());
+    Ok(())
+}
