@@ -174,9 +174,21 @@ fn render(gateway: &Gateway, route: &str, reply: Result<portcullis_gateway::Repl
     response
 }
 
+/// An answer sent before the request body was read (a refused caller, a body over the limit):
+/// on HTTP/1.1 the connection cannot carry another request after it (the unread body is in the
+/// way), so the client is told not to reuse it rather than finding it closed under its next
+/// request.
+fn unread_body(version: http::Version, mut response: Response) -> Response {
+    if version <= http::Version::HTTP_11 {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 pub(crate) async fn post(
     State(state): State<AppState>,
     Path(route): Path<String>,
+    version: http::Version,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -184,12 +196,14 @@ pub(crate) async fn post(
     let started = Instant::now();
     let (gateway, principal) = match admit(&state, &route, &Method::POST, &uri, &headers, started).await {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(response) => return unread_body(version, response),
     };
     let limit = gateway.max_request_bytes();
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(_) => return error_response(&gateway, &route, &GatewayError::PayloadTooLarge(limit)),
+        Err(_) => {
+            return unread_body(version, error_response(&gateway, &route, &GatewayError::PayloadTooLarge(limit)));
+        }
     };
     let handled = gateway.post(&route, &principal, &headers, bytes).await;
     let failure = handled.reply.as_ref().err().map(ToString::to_string);

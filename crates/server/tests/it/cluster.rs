@@ -152,8 +152,12 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> AnyResult<Self> {
+        Self::start_with((free_port()?, free_port()?), "").await
+    }
+
+    /// Nodes A and B on `ports`, with `extra` appended to their configuration file.
+    async fn start_with((port_a, port_b): (u16, u16), extra: &str) -> AnyResult<Self> {
         let dir = tempfile::tempdir()?;
-        let (port_a, port_b) = (free_port()?, free_port()?);
         let database = database_url(dir.path()).await?;
         // 32 random bytes, base64url: what PORTCULLIS_MASTER_KEY takes.
         let master_key = portcullis_crypto::random_token(32)?;
@@ -176,7 +180,7 @@ allowed_hosts = ["127.0.0.1:{port_b}"]
 name = "crm"
 command = [{bin:?}, "demo-crm"]
 tools = {{ list_contacts = ["crm.contacts.read"], update_deal = ["crm.deals.write"] }}
-"#,
+{extra}"#,
                 data = dir.path().join("data"),
             ),
         )?;
@@ -491,29 +495,42 @@ async fn a_changed_configuration_is_taken_without_a_restart() -> TestResult {
     let (status, body) = token_for(format!("{base}/mcp/crm2")).await?;
     assert_eq!(status, 200, "the authorization server issues tokens for the new route: {body}");
 
+    let audit = || -> AnyResult<Vec<Value>> {
+        let out = portcullis(&config, &master_key, &["audit", "tail", "--json", "--kind", "config"])?;
+        Ok(out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+    };
+    // Waits (at most 5 s) until the node has recorded `count` reloads: read from the database,
+    // since the CLI cannot read a configuration file that does not validate.
+    let store = portcullis_store::Store::connect(&database, 1).await?;
+    let reloads_recorded = |count: usize| {
+        let store = &store;
+        async move {
+            let filter = portcullis_store::AuditFilter {
+                kinds: vec![portcullis_store::AuditKind::ConfigReloaded],
+                ..Default::default()
+            };
+            let started = Instant::now();
+            while store.audit_events(None, 100, &filter).await?.len() < count
+                && started.elapsed() < Duration::from_secs(5)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<_, Box<dyn std::error::Error>>(())
+        }
+    };
     // A file that does not validate is refused; what runs stays.
     write(r#"list_contacts = ["crm.contacts.read"]"#, "unmapped = \"maybe\"\n")?;
     hangup()?;
+    // The node read that file before the next one replaces it.
+    reloads_recorded(2).await?;
     // A file that changes what only a restart can is refused too.
     std::fs::write(
         &config,
         std::fs::read_to_string(&config)?.replace("unmapped = \"maybe\"\n", "").replace(&base, "http://127.0.0.1:1"),
     )?;
     portcullis(&config, &master_key, &["reload"])?;
-    let audit = || -> AnyResult<Vec<Value>> {
-        let out = portcullis(&config, &master_key, &["audit", "tail", "--json", "--kind", "config"])?;
-        Ok(out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
-    };
-    let started = Instant::now();
-    let reloads = loop {
-        let rows = audit()?;
-        if rows.iter().filter(|r| r["kind"] == "config.reloaded").count() >= 3
-            || started.elapsed() > Duration::from_secs(5)
-        {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    reloads_recorded(3).await?;
+    let reloads = audit()?;
     let outcomes: Vec<(String, String)> = reloads
         .iter()
         .filter(|r| r["kind"] == "config.reloaded")
@@ -534,4 +551,112 @@ async fn a_changed_configuration_is_taken_without_a_restart() -> TestResult {
     portcullis(&config, &master_key, &["reload"])?;
     until(&["list_contacts"]).await?;
     node.stop().await
+}
+
+/// Offboarding at the organisation's identity provider reaches every node: a back-channel
+/// logout delivered to node A (a logout token signed with corp's published key) ends the open
+/// stream of the user's agent on node B within a second, and node B refuses the agent's token.
+/// The agent got that token from node A with an identity assertion (SEP-990).
+#[tokio::test]
+async fn a_logout_at_the_identity_provider_reaches_every_node() -> TestResult {
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let node_a = format!("http://127.0.0.1:{port_a}");
+    let corp = crate::sso::start_idp(&format!("{node_a}/sso/corp/callback"), crate::sso::CORP_USERS).await?;
+    let secrets = tempfile::tempdir()?;
+    let secret_file = secrets.path().join("idp-secret");
+    std::fs::write(&secret_file, crate::sso::IDP_SECRET)?;
+    let extra = format!(
+        r#"
+[[identity_providers]]
+name = "corp"
+issuer = "{issuer}"
+client_id = "portcullis"
+client_secret_file = {secret_file:?}
+scopes = ["openid", "email", "profile", "groups"]
+email_domains = ["corp.example"]
+groups_claim = "groups"
+jit = true
+accept_id_jag = true
+allowed_ranges = ["127.0.0.1/32", "::1/128"]
+allow_http_loopback = true
+[identity_providers.group_scopes]
+engineering = ["crm.contacts.read", "crm.deals.write"]
+"#,
+        issuer = corp.issuer,
+    );
+    let cluster = Cluster::start_with((port_a, port_b), &extra).await?;
+    let out = cluster.cli(&[
+        "client",
+        "add",
+        "--name",
+        "Enterprise agent",
+        "--confidential",
+        "--grant-type",
+        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    ])?;
+    let field = |key: &str| {
+        out.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned())).ok_or(format!("no {key}"))
+    };
+    let (client_id, secret) = (field("client_id:")?, field("client_secret:")?);
+
+    // The agent's token, from node A, for erin.
+    let route = format!("{node_a}/mcp/crm");
+    let jag: Value = cluster
+        .http
+        .post(format!("{}/test/id-jag", corp.issuer))
+        .json(&json!({"sub": "erin", "client_id": client_id, "aud": node_a, "resource": route,
+            "scope": "crm.contacts.read", "groups": ["engineering"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let response = cluster
+        .http
+        .post(format!("{node_a}/token"))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", jag["assertion"].as_str().ok_or("no assertion")?),
+        ])
+        .send()
+        .await?;
+    let tokens: Value = response.json().await?;
+    let token = tokens["access_token"].as_str().ok_or(format!("no token: {tokens}"))?.to_owned();
+
+    // Open on node B: a session and its stream.
+    let on_b = Conversation::open(&cluster.http, &cluster.b.base, &token).await?;
+    let stream_b = on_b.stream().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stream_b.is_finished(), "the stream is open before the logout");
+
+    // corp says erin is logged out, to node A.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let logout: Value = cluster
+        .http
+        .post(format!("{}/test/sign", corp.issuer))
+        .json(&json!({"typ": "logout+jwt", "claims": {"iss": corp.issuer, "aud": "portcullis", "sub": "erin",
+            "iat": now, "exp": now + 120, "jti": format!("logout-{now}"),
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let delivered = cluster
+        .http
+        .post(format!("{node_a}/sso/corp/backchannel-logout"))
+        .form(&[("logout_token", logout["jwt"].as_str().ok_or("no logout token")?)])
+        .send()
+        .await?;
+    assert_eq!(delivered.status(), 200, "{}", delivered.text().await?);
+    let logged_out = Instant::now();
+
+    let ended =
+        tokio::time::timeout(Duration::from_secs(3), stream_b).await.map_err(|_| "the stream on B is still open")??;
+    let late = ended.saturating_duration_since(logged_out);
+    assert!(late <= Duration::from_secs(1), "node B ended the stream {late:?} after the logout");
+    let (status, body) = on_b.send(list_contacts(1)).await?;
+    assert_eq!(status, 401, "the agent's next call on node B: {body}");
+    let audit = cluster.cli(&["audit", "tail", "--json", "--kind", "signin.logged_out"])?;
+    assert!(audit.contains("idp:corp"), "{audit}");
+    cluster.stop().await
 }

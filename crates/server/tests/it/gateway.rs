@@ -278,6 +278,9 @@ async fn metadata_and_every_challenge() -> TestResult {
     assert_eq!(none.status, 401);
     assert_eq!(none.challenge(), format!("Bearer {metadata}, {scope}"));
     assert_eq!(none.body["error"]["code"], -32001);
+    // Refused before its body was read: the client must not reuse the connection (its next
+    // request, with a token, would meet a closed socket).
+    assert_eq!(none.headers.get("connection").and_then(|v| v.to_str().ok()), Some("close"));
 
     for (token, description) in [
         ("not-a-jwt", "the access token is invalid, expired or revoked"),

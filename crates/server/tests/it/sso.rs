@@ -10,7 +10,7 @@ use portcullis_store::{AuditFilter, AuditKind, AuditOutcome};
 
 use crate::harness::*;
 
-const CORP_USERS: &str = r#"{
+pub(crate) const CORP_USERS: &str = r#"{
   "carol": {"email": "carol@corp.example", "email_verified": true, "name": "Carol Corp", "groups": ["sales"]},
   "erin": {"email": "erin@corp.example", "email_verified": true, "groups": ["engineering", "sales"]},
   "dana": {"email": "Dana@corp.example", "email_verified": true, "groups": ["engineering"]},
@@ -23,12 +23,12 @@ const PARTNER_USERS: &str = r#"{
 }"#;
 
 /// A running `sso-idp.mjs`.
-struct Idp {
+pub(crate) struct Idp {
     _process: tokio::process::Child,
-    issuer: String,
+    pub(crate) issuer: String,
 }
 
-async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
+pub(crate) async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
     let logout = redirect_uri.replace("/callback", "/backchannel-logout");
     use tokio::io::AsyncBufReadExt as _;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
@@ -55,7 +55,7 @@ async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
     Ok(Idp { _process: child, issuer })
 }
 
-const IDP_SECRET: &str = "portcullis-at-the-idp-secret-0123456789";
+pub(crate) const IDP_SECRET: &str = "portcullis-at-the-idp-secret-0123456789";
 
 fn provider(name: &str, issuer: &str, domain: &str, secret_file: &std::path::Path) -> IdentityProviderConfig {
     let group_scopes = match name {
