@@ -130,3 +130,29 @@ impl KeyRing {
         JwkSet { keys: self.published().iter().map(|k| k.public_jwk()).collect() }
     }
 }
+
+/// Portcullis's `private_key_jwt` client assertions toward identity providers, signed with the
+/// current signing key (so the provider verifies them from `<issuer>/jwks.json`, and rotation
+/// needs nothing more). They are typed `JWT`, name the provider's token endpoint as their only
+/// audience, and live one minute, so none can pass for an access or ID token of ours.
+#[derive(Clone)]
+pub struct IdentityProviderAssertions {
+    pub keys: KeyRing,
+    pub clock: Arc<dyn portcullis_types::Clock>,
+}
+
+impl portcullis_sso::ClientAssertionSigner for IdentityProviderAssertions {
+    fn client_assertion(&self, client_id: &str, audience: &str) -> Result<String, String> {
+        let now = self.clock.now();
+        let claims = portcullis_types::wire::ClientAssertionClaims {
+            iss: client_id.to_owned(),
+            sub: client_id.to_owned(),
+            aud: audience.to_owned(),
+            jti: portcullis_crypto::random_token(18).map_err(|e| e.to_string())?,
+            iat: now,
+            exp: now + 60,
+        };
+        let key = self.keys.signing_key().map_err(|e| e.to_string())?;
+        portcullis_crypto::sign_jwt(&key, "JWT", &claims).map_err(|e| e.to_string())
+    }
+}

@@ -38,7 +38,7 @@ pub use client_auth::ClientCredentials;
 pub use error::{OAuthError, ServerError};
 pub use federation::{FederatedProvider, FederatedSession, FederatedSignInError};
 pub use introspect::{ActiveAccessToken, RevocationRequest};
-pub use keyring::{KeyRing, KeyRingError};
+pub use keyring::{IdentityProviderAssertions, KeyRing, KeyRingError};
 pub use login::{LoginError, NewSession};
 pub use params::{ParamError, Params};
 pub use redirect_uri::{RedirectUriError, is_loopback_host, redirect_uri_matches, validate_redirect_uri};

@@ -11,8 +11,8 @@ use portcullis_control::UnlinkableEmail;
 use portcullis_control::{Actor, ChangeFeed, ClientAuth, ClientSpec, Control, FeedSettings};
 use portcullis_crypto::{MasterKey, PasswordHasher, PasswordParams, digest};
 use portcullis_oauth::{
-    AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, FederatedProvider, InitialAccessTokenPolicy, KeyRing,
-    RegistrationPolicy, ResourceSettings, ScopeSettings, Settings, StatementIssuer,
+    AuthorizationServer, CimdPolicy, ConfidentialWithoutToken, FederatedProvider, IdentityProviderAssertions,
+    InitialAccessTokenPolicy, KeyRing, RegistrationPolicy, ResourceSettings, ScopeSettings, Settings, StatementIssuer,
 };
 use portcullis_sso::{ClientCredential, IdentityProvider, ProviderSettings};
 use portcullis_store::{ApplicationType, AuditKind, ClientStatus, GrantType, RegistrationOrigin, Store};
@@ -93,16 +93,27 @@ pub fn statement_issuers(config: &Config) -> anyhow::Result<Vec<StatementIssuer>
 }
 
 /// The configured identity providers, each ready to discover its provider on first use.
-pub fn identity_providers(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<Vec<FederatedProvider>> {
+pub fn identity_providers(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+    keys: &KeyRing,
+) -> anyhow::Result<Vec<FederatedProvider>> {
     let issuer = config.issuer();
     let mut providers = Vec::new();
     for p in &config.identity_providers {
         let key = format!("identity provider {:?}", p.name);
-        let secret = crate::config::read_secret(
-            &format!("{key}: client secret"),
-            p.client_secret_env.as_ref(),
-            p.client_secret_file.as_ref(),
-        )?;
+        let credential = if p.private_key_jwt {
+            ClientCredential::PrivateKeyJwt(Arc::new(IdentityProviderAssertions {
+                keys: keys.clone(),
+                clock: Arc::clone(clock),
+            }))
+        } else {
+            ClientCredential::Secret(crate::config::read_secret(
+                &format!("{key}: client secret"),
+                p.client_secret_env.as_ref(),
+                p.client_secret_file.as_ref(),
+            )?)
+        };
         let extra_roots_pem = match &p.extra_ca_file {
             Some(path) => vec![std::fs::read(path).with_context(|| format!("{key}: reading {}", path.display()))?],
             None => Vec::new(),
@@ -113,7 +124,7 @@ pub fn identity_providers(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Re
             display_name: if p.display_name.is_empty() { p.name.clone() } else { p.display_name.clone() },
             issuer: p.issuer.clone(),
             client_id: p.client_id.clone(),
-            credential: ClientCredential::Secret(secret),
+            credential,
             scopes: p.scopes.clone(),
             email_domains: p.email_domains.clone(),
             groups_claim: p.groups_claim.clone(),
@@ -147,6 +158,7 @@ pub fn settings(
     config: &Config,
     policies: &[Arc<portcullis_authz::Policy>],
     clock: &Arc<dyn Clock>,
+    keys: &KeyRing,
 ) -> anyhow::Result<Settings> {
     let issuer = config.issuer();
     let reg = &config.registration;
@@ -180,7 +192,7 @@ pub fn settings(
         cache_max_secs: config.cimd.cache_max_secs,
     };
     Ok(Settings {
-        identity_providers: identity_providers(config, clock)?,
+        identity_providers: identity_providers(config, clock, keys)?,
         local_passwords: config.login.local_passwords,
         registration,
         cimd,
@@ -414,7 +426,7 @@ pub async fn start_on(
     });
     config.check_secrets()?;
     let policies = crate::gateway::compile_policies(&config)?;
-    let mut server_settings = settings(&config, &policies, &clock)?;
+    let mut server_settings = settings(&config, &policies, &clock, &keys)?;
     server_settings.registration.statement_issuers = statement_issuers(&config)?;
     let server = AuthorizationServer::new(
         control.clone(),
@@ -540,7 +552,7 @@ impl Reloader {
         }
         config.check_secrets()?;
         let policies = crate::gateway::compile_policies(&config)?;
-        let mut settings = settings(&config, &policies, &self.server.clock())?;
+        let mut settings = settings(&config, &policies, &self.server.clock(), self.server.keys())?;
         settings.registration.statement_issuers = statement_issuers(&config)?;
         let gateway_settings = crate::gateway::gateway_settings(&config, &policies)?;
         sync_config_clients(&self.control, &config).await?;

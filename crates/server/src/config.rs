@@ -239,6 +239,10 @@ pub struct IdentityProviderConfig {
     pub client_secret_env: Option<String>,
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
+    /// Authenticate with `private_key_jwt` instead of a secret: register
+    /// `<issuer>/jwks.json` at the provider as this client's key set (ES256).
+    #[serde(default)]
+    pub private_key_jwt: bool,
     #[serde(default = "default_idp_scopes")]
     pub scopes: Vec<String>,
     /// The email domains this provider is authoritative for: sign-in routes these addresses
@@ -324,8 +328,11 @@ impl IdentityProviderConfig {
         if self.client_id.is_empty() {
             return invalid("client_id is required".into());
         }
-        if self.client_secret_env.is_some() == self.client_secret_file.is_some() {
-            return invalid("give exactly one of client_secret_env and client_secret_file".into());
+        let credentials = [self.client_secret_env.is_some(), self.client_secret_file.is_some(), self.private_key_jwt];
+        if credentials.iter().filter(|given| **given).count() != 1 {
+            return invalid(
+                "give exactly one of client_secret_env, client_secret_file and private_key_jwt = true".into(),
+            );
         }
         if !self.scopes.iter().any(|s| s == "openid") {
             return invalid("scopes must include openid".into());
@@ -806,7 +813,7 @@ impl Config {
                 )?;
             }
         }
-        for p in &self.identity_providers {
+        for p in self.identity_providers.iter().filter(|p| !p.private_key_jwt) {
             read_secret(
                 &format!("identity provider {:?}: client secret", p.name),
                 p.client_secret_env.as_ref(),

@@ -25,14 +25,25 @@ pub use provider::{
 pub enum ClientCredential {
     /// `client_secret_basic`, or `client_secret_post` where the provider supports only that.
     Secret(String),
+    /// `private_key_jwt` (RFC 7523 §2.2): an assertion signed with Portcullis's own key, which
+    /// the provider reads from Portcullis's published key set.
+    PrivateKeyJwt(Arc<dyn ClientAssertionSigner>),
 }
 
 impl std::fmt::Debug for ClientCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Secret(_) => f.write_str("Secret(..)"),
+            Self::PrivateKeyJwt(_) => f.write_str("PrivateKeyJwt"),
         }
     }
+}
+
+/// Signs the client assertions of `private_key_jwt`.
+pub trait ClientAssertionSigner: Send + Sync {
+    /// A signed assertion with `iss` and `sub` = `client_id`, `aud` = `audience` (the
+    /// provider's token endpoint), a fresh `jti` and an expiry a minute away.
+    fn client_assertion(&self, client_id: &str, audience: &str) -> Result<String, String>;
 }
 
 /// One identity provider, as configured.

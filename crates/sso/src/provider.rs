@@ -308,18 +308,29 @@ impl IdentityProvider {
             let fetcher = fetcher.clone();
             async move { fetcher.send(request).await.map_err(HttpError) }
         };
-        let response = client
+        let mut exchange = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|e| SsoError::Unreachable(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
-            .request_async(&http)
-            .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(r) => SsoError::TokenExchange(printable(r.error().as_ref(), 64)),
-                RequestTokenError::Request(HttpError(e)) => SsoError::Unreachable(e.to_string()),
-                RequestTokenError::Parse(e, _) => SsoError::TokenExchange(format!("unreadable token response: {e}")),
-                other => SsoError::TokenExchange(other.to_string()),
-            })?;
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()));
+        if let ClientCredential::PrivateKeyJwt(signer) = &self.settings.credential {
+            let audience = discovered
+                .metadata
+                .token_endpoint()
+                .map(|t| t.as_str().to_owned())
+                .ok_or_else(|| SsoError::Unreachable("its metadata names no token endpoint".into()))?;
+            let assertion = signer
+                .client_assertion(&self.settings.client_id, &audience)
+                .map_err(|e| SsoError::TokenExchange(format!("could not sign the client assertion: {e}")))?;
+            exchange = exchange
+                .add_extra_param("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+                .add_extra_param("client_assertion", assertion);
+        }
+        let response = exchange.request_async(&http).await.map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => SsoError::TokenExchange(printable(r.error().as_ref(), 64)),
+            RequestTokenError::Request(HttpError(e)) => SsoError::Unreachable(e.to_string()),
+            RequestTokenError::Parse(e, _) => SsoError::TokenExchange(format!("unreadable token response: {e}")),
+            other => SsoError::TokenExchange(other.to_string()),
+        })?;
         let raw = response.id_token().ok_or(SsoError::MissingIdToken)?.to_string();
         let id_token: ProviderIdToken = serde_json::from_value(serde_json::Value::String(raw))
             .map_err(|e| SsoError::InvalidIdToken(format!("unreadable: {e}")))?;
@@ -521,13 +532,20 @@ impl IdentityProvider {
     }
 
     fn client(&self, discovered: &Discovered) -> Result<ConfiguredClient, SsoError> {
-        let ClientCredential::Secret(secret) = &self.settings.credential;
+        let secret = match &self.settings.credential {
+            ClientCredential::Secret(secret) => Some(ClientSecret::new(secret.clone())),
+            ClientCredential::PrivateKeyJwt(_) => None,
+        };
         let client = CoreClient::from_provider_metadata(
             discovered.metadata.clone(),
             ClientId::new(self.settings.client_id.clone()),
-            Some(ClientSecret::new(secret.clone())),
+            secret.clone(),
         )
         .set_redirect_uri(self.redirect_uri.clone());
+        if secret.is_none() {
+            // The assertion and client_id go in the body (RFC 7523 §2.2).
+            return Ok(client.set_auth_type(AuthType::RequestBody));
+        }
         // client_secret_basic unless the provider says it takes only client_secret_post.
         let post_only = discovered.metadata.token_endpoint_auth_methods_supported().is_some_and(|methods| {
             methods.contains(&CoreClientAuthMethod::ClientSecretPost)

@@ -102,6 +102,20 @@ pub struct AccessTokenClaims {
     pub auth_time: Option<i64>,
 }
 
+/// An RFC 7523 client assertion Portcullis signs to authenticate itself (`private_key_jwt`)
+/// at an identity provider's token endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientAssertionClaims {
+    /// RFC 7523 §3: the client is both issuer and subject.
+    pub iss: String,
+    pub sub: String,
+    /// The authorization server's token endpoint.
+    pub aud: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
 /// OpenID Connect ID token claims.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IdTokenClaims {

@@ -4,7 +4,7 @@
 // email, email_verified, name and groups, back-channel logout.
 //
 // Usage: npm ci --prefix tests/peers/oidc-provider
-//        PORT=0 CLIENT_ID=portcullis CLIENT_SECRET=... \
+//        PORT=0 CLIENT_ID=portcullis CLIENT_SECRET=... (or CLIENT_AUTH=private_key_jwt JWKS_URI=...) \
 //          REDIRECT_URI=http://127.0.0.1:5555/sso/corp/callback \
 //          [BACKCHANNEL_LOGOUT_URI=http://127.0.0.1:5555/sso/corp/backchannel-logout] \
 //          USERS='{"alice":{"email":"alice@corp.example","email_verified":true,"groups":["engineering"],"name":"Alice"}}' \
@@ -41,7 +41,8 @@ const portText = process.env.PORT ?? '';
 if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
   fail('PORT is required and must be a TCP port number (0 picks a free one)');
 }
-for (const name of ['CLIENT_ID', 'CLIENT_SECRET', 'REDIRECT_URI']) {
+const privateKeyJwt = process.env.CLIENT_AUTH === 'private_key_jwt';
+for (const name of ['CLIENT_ID', 'REDIRECT_URI', privateKeyJwt ? 'JWKS_URI' : 'CLIENT_SECRET']) {
   if (!process.env[name]) fail(`${name} is required`);
 }
 let users;
@@ -83,14 +84,17 @@ const issuer = `http://localhost:${port}`;
 
 const { default: Provider } = await import('oidc-provider');
 
+// CLIENT_AUTH=private_key_jwt: Portcullis authenticates with assertions signed by the keys it
+// publishes at JWKS_URI (RFC 7523), instead of CLIENT_SECRET.
 const client = {
   client_id: process.env.CLIENT_ID,
-  client_secret: process.env.CLIENT_SECRET,
   redirect_uris: [process.env.REDIRECT_URI],
   grant_types: ['authorization_code'],
   response_types: ['code'],
-  token_endpoint_auth_method: 'client_secret_basic',
   id_token_signed_response_alg: process.env.ID_TOKEN_ALG ?? 'RS256',
+  ...(privateKeyJwt
+    ? { token_endpoint_auth_method: 'private_key_jwt', jwks_uri: process.env.JWKS_URI }
+    : { token_endpoint_auth_method: 'client_secret_basic', client_secret: process.env.CLIENT_SECRET }),
 };
 if (process.env.BACKCHANNEL_LOGOUT_URI) {
   client.backchannel_logout_uri = process.env.BACKCHANNEL_LOGOUT_URI;

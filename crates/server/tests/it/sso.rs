@@ -29,6 +29,11 @@ pub(crate) struct Idp {
 }
 
 pub(crate) async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp> {
+    start_idp_with(redirect_uri, users, &[]).await
+}
+
+/// As `start_idp`, with more of sso-idp.mjs's environment (`CLIENT_AUTH`, `JWKS_URI`).
+async fn start_idp_with(redirect_uri: &str, users: &str, env: &[(&str, &str)]) -> AnyResult<Idp> {
     let logout = redirect_uri.replace("/callback", "/backchannel-logout");
     use tokio::io::AsyncBufReadExt as _;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
@@ -43,6 +48,7 @@ pub(crate) async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp>
         .env("REDIRECT_URI", redirect_uri)
         .env("BACKCHANNEL_LOGOUT_URI", logout)
         .env("USERS", users)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -74,6 +80,7 @@ fn provider(name: &str, issuer: &str, domain: &str, secret_file: &std::path::Pat
         client_id: "portcullis".into(),
         client_secret_env: None,
         client_secret_file: Some(secret_file.to_owned()),
+        private_key_jwt: false,
         scopes: vec!["openid".into(), "email".into(), "profile".into(), "groups".into()],
         email_domains: vec![domain.into()],
         groups_claim: Some("groups".into()),
@@ -1194,5 +1201,52 @@ async fn an_id_token_signed_by_another_provider_is_refused() -> TestResult {
     let accepted = impostor_sign_in(&s).await?;
     assert_eq!(accepted.status, 303, "{}", accepted.body);
     assert!(s.store()?.find_federated_identity("impostor", &impostor.base, "impostor-user").await?.is_some());
+    Ok(())
+}
+
+/// `private_key_jwt` toward the provider: Portcullis redeems the code with an assertion signed
+/// by its own key, which oidc-provider reads from `<issuer>/jwks.json`; no secret is shared.
+#[tokio::test]
+async fn portcullis_can_authenticate_to_the_provider_with_private_key_jwt() -> TestResult {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let jwks_uri = format!("{origin}/jwks.json");
+    let corp = start_idp_with(
+        &format!("{origin}/sso/corp/callback"),
+        CORP_USERS,
+        &[("CLIENT_AUTH", "private_key_jwt"), ("JWKS_URI", &jwks_uri)],
+    )
+    .await?;
+    let secrets = tempfile::tempdir()?;
+    let mut corp_provider = provider("corp", &corp.issuer, "corp.example", &secrets.path().join("unused"));
+    corp_provider.client_secret_file = None;
+    corp_provider.private_key_jwt = true;
+    let server = TestServer::start_with(Options {
+        listener: Some(listener),
+        identity_providers: vec![corp_provider],
+        wall_clock: true,
+        ..Options::default()
+    })
+    .await?;
+    let w = World {
+        server,
+        partner: start_idp(&format!("{origin}/sso/partner/callback"), PARTNER_USERS).await?,
+        corp,
+        _secrets: secrets,
+    };
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce()?;
+    let authorize = authorize_url(&w.server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[]);
+    let login = browser.get(&w.server, &authorize).await?.location.ok_or("login")?;
+    let page = browser.get(&w.server, &login).await?;
+    let (request, csrf) = (page.input("request").ok_or("request")?, page.input("csrf").ok_or("csrf")?);
+    let discovered = browser
+        .post(&w.server, "/login/discover", &[("request", &request), ("csrf", &csrf), ("email", "carol@corp.example")])
+        .await?;
+    let to_idp = browser.get(&w.server, discovered.location.as_deref().ok_or("start")?).await?.location.ok_or("idp")?;
+    let callback = sign_in_at_idp(&w, &mut browser, &to_idp, "carol").await?;
+    let back = browser.get(&w.server, &callback).await?;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(w.server.store()?.find_federated_identity("corp", &w.corp.issuer, "carol").await?.is_some());
     Ok(())
 }
