@@ -1250,3 +1250,27 @@ async fn portcullis_can_authenticate_to_the_provider_with_private_key_jwt() -> T
     assert!(w.server.store()?.find_federated_identity("corp", &w.corp.issuer, "carol").await?.is_some());
     Ok(())
 }
+
+/// A federated sign-in, and every grant made in it, ends after the provider's
+/// `max_session_secs`: the refresh token stops working and the browser session is gone, so
+/// the user signs in at the provider again (and group changes take effect).
+#[tokio::test]
+async fn federated_grants_end_with_the_sign_in() -> TestResult {
+    let w = world(|_, _| {}).await?;
+    let s = &w.server;
+    let mut browser = Browser::default();
+    let tokens = tokens_through_corp(&w, &mut browser, "erin", "erin@corp.example").await?;
+    let refresh = |token: String| async move {
+        s.token(&[("grant_type", "refresh_token"), ("client_id", PUBLIC_CLIENT), ("refresh_token", &token)]).await
+    };
+    s.clock.advance(1800);
+    let (status, rotated) = refresh(tokens["refresh_token"].as_str().ok_or("refresh token")?.to_owned()).await?;
+    assert_eq!(status, 200, "within the bound: {rotated}");
+    s.clock.advance(1801);
+    let (status, refused) =
+        refresh(rotated["refresh_token"].as_str().ok_or("rotated refresh token")?.to_owned()).await?;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_grant")), "past max_session_secs: {refused}");
+    let account = browser.get(s, "/account").await?;
+    assert!(account.location.is_some_and(|l| l.ends_with("/login")), "the browser session ended too");
+    Ok(())
+}
