@@ -92,6 +92,39 @@ pub fn statement_issuers(config: &Config) -> anyhow::Result<Vec<StatementIssuer>
     Ok(issuers)
 }
 
+/// How far an outbound peer may be reached, as each kind of peer's configuration says it
+/// (`[cimd]`, `[[identity_providers]]`, `[[gateway.trusted_issuers]]`).
+pub(crate) struct Reach<'a> {
+    pub allowed_ranges: &'a [ipnet::IpNet],
+    pub allow_http_loopback: bool,
+    pub extra_ca_file: Option<&'a Path>,
+    pub timeout_secs: u64,
+}
+
+/// An issuer's metadata document or key set: a few kilobytes for the big providers.
+pub(crate) const ISSUER_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// The one translation of a peer's reach into the outbound fetcher's policy (`what` names the
+/// configuration entry in errors).
+pub(crate) fn fetch_policy(
+    what: &str,
+    reach: Reach<'_>,
+    max_bytes: usize,
+) -> anyhow::Result<portcullis_outbound::FetchPolicy> {
+    let extra_roots_pem = match reach.extra_ca_file {
+        Some(path) => vec![std::fs::read(path).with_context(|| format!("{what}: reading {}", path.display()))?],
+        None => Vec::new(),
+    };
+    Ok(portcullis_outbound::FetchPolicy {
+        allow_http_loopback: reach.allow_http_loopback,
+        allowed_ranges: reach.allowed_ranges.to_vec(),
+        connect_timeout: Duration::from_secs(reach.timeout_secs),
+        total_timeout: Duration::from_secs(reach.timeout_secs),
+        max_bytes,
+        extra_roots_pem,
+    })
+}
+
 /// The configured identity providers, each ready to discover its provider on first use.
 pub fn identity_providers(
     config: &Config,
@@ -114,10 +147,6 @@ pub fn identity_providers(
                 p.client_secret_file.as_ref(),
             )?)
         };
-        let extra_roots_pem = match &p.extra_ca_file {
-            Some(path) => vec![std::fs::read(path).with_context(|| format!("{key}: reading {}", path.display()))?],
-            None => Vec::new(),
-        };
         let group_scopes = p.group_scopes.iter().map(|(group, scopes)| (group.clone(), scope_names(scopes))).collect();
         let settings = ProviderSettings {
             name: p.name.clone(),
@@ -131,15 +160,16 @@ pub fn identity_providers(
             group_scopes,
             max_session_secs: p.max_session_secs,
             accept_id_jag: p.accept_id_jag,
-            fetch: portcullis_outbound::FetchPolicy {
-                allow_http_loopback: p.allow_http_loopback,
-                allowed_ranges: p.allowed_ranges.clone(),
-                connect_timeout: Duration::from_secs(p.timeout_secs),
-                total_timeout: Duration::from_secs(p.timeout_secs),
-                // Discovery documents and key sets of the big providers are a few kilobytes.
-                max_bytes: 256 * 1024,
-                extra_roots_pem,
-            },
+            fetch: fetch_policy(
+                &key,
+                Reach {
+                    allowed_ranges: &p.allowed_ranges,
+                    allow_http_loopback: p.allow_http_loopback,
+                    extra_ca_file: p.extra_ca_file.as_deref(),
+                    timeout_secs: p.timeout_secs,
+                },
+                ISSUER_DOCUMENT_BYTES,
+            )?,
         };
         let provider = IdentityProvider::new(settings, &issuer, Arc::clone(clock)).with_context(|| key.clone())?;
         providers.push(FederatedProvider {
@@ -410,20 +440,17 @@ pub async fn start_on(
     )
     .await
     .context("following the change log")?;
-    let extra_roots_pem = match &config.cimd.extra_ca_file {
-        Some(path) => {
-            vec![std::fs::read(path).with_context(|| format!("reading cimd.extra_ca_file {}", path.display()))?]
-        }
-        None => Vec::new(),
-    };
-    let fetcher = portcullis_outbound::Fetcher::new(portcullis_outbound::FetchPolicy {
-        extra_roots_pem,
-        allow_http_loopback: config.cimd.allow_http_loopback,
-        allowed_ranges: config.cimd.allowed_ranges.clone(),
-        connect_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),
-        total_timeout: Duration::from_secs(config.cimd.fetch_timeout_secs),
-        max_bytes: config.cimd.max_document_bytes,
-    });
+    let cimd = &config.cimd;
+    let fetcher = portcullis_outbound::Fetcher::new(fetch_policy(
+        "cimd",
+        Reach {
+            allowed_ranges: &cimd.allowed_ranges,
+            allow_http_loopback: cimd.allow_http_loopback,
+            extra_ca_file: cimd.extra_ca_file.as_deref(),
+            timeout_secs: cimd.fetch_timeout_secs,
+        },
+        cimd.max_document_bytes,
+    )?);
     config.check_secrets()?;
     let policies = crate::gateway::compile_policies(&config)?;
     let mut server_settings = settings(&config, &policies, &clock, &keys)?;

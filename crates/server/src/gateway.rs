@@ -135,20 +135,16 @@ pub fn gateway_settings(config: &Config, policies: &[Arc<Policy>]) -> anyhow::Re
             introspection,
             introspection_cache_max: Duration::from_secs(t.introspection_cache_max_secs),
             routes: t.routes.clone(),
-            fetch: portcullis_outbound::FetchPolicy {
-                allow_http_loopback: t.allow_http_loopback,
-                allowed_ranges: t.allowed_ranges.clone(),
-                connect_timeout: Duration::from_secs(t.timeout_secs),
-                total_timeout: Duration::from_secs(t.timeout_secs),
-                max_bytes: 256 * 1024,
-                extra_roots_pem: match &t.extra_ca_file {
-                    Some(path) => vec![
-                        std::fs::read(path)
-                            .with_context(|| format!("trusted issuer {:?}: reading {}", t.issuer, path.display()))?,
-                    ],
-                    None => Vec::new(),
+            fetch: crate::app::fetch_policy(
+                &format!("trusted issuer {:?}", t.issuer),
+                crate::app::Reach {
+                    allowed_ranges: &t.allowed_ranges,
+                    allow_http_loopback: t.allow_http_loopback,
+                    extra_ca_file: t.extra_ca_file.as_deref(),
+                    timeout_secs: t.timeout_secs,
                 },
-            },
+                crate::app::ISSUER_DOCUMENT_BYTES,
+            )?,
         });
     }
     Ok(GatewaySettings {

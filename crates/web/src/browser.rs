@@ -154,6 +154,17 @@ impl AppState {
         }
     }
 
+    /// Back to the sign-in page of request `handle` with an error code its page explains. What
+    /// the user typed is not put in the URL: it would land in history and access logs.
+    pub(crate) fn back_to_login(&self, handle: &str, error: &str) -> Response {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if !handle.is_empty() {
+            query.append_pair("request", handle);
+        }
+        let query: String = query.append_pair("error", error).finish();
+        Redirect::to(&format!("{}?{query}", self.path("/login"))).into_response()
+    }
+
     pub(crate) fn with_request(&self, path: &str, handle: &str) -> String {
         let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("request", handle).finish();
         format!("{}?{query}", self.path(path))
@@ -310,15 +321,7 @@ pub(crate) async fn login_submit(
     let handle = params.single("request").ok().flatten().unwrap_or_default().to_owned();
     let username = params.single("username").ok().flatten().unwrap_or_default().to_owned();
     let password = params.single("password").ok().flatten().unwrap_or_default().to_owned();
-    let back = |error: &str| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        if !handle.is_empty() {
-            query.append_pair("request", &handle);
-        }
-        // The username is not put in the URL: it would land in history and access logs.
-        let query: String = query.append_pair("error", error).finish();
-        Redirect::to(&format!("{}?{query}", state.path("/login"))).into_response()
-    };
+    let back = |error: &str| state.back_to_login(&handle, error);
     let address = state.client_address(peer.0, &headers);
     if !state.limits.allow(&username, address) {
         tracing::warn!(peer = %address, "sign-in rate limit reached");

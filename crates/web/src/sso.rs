@@ -140,12 +140,7 @@ pub(crate) async fn discover(
         return Redirect::to(&url).into_response();
     }
     // The answer depends on the domain alone, never on whether such a user exists.
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    if !handle.is_empty() {
-        query.append_pair("request", &handle);
-    }
-    let query: String = query.append_pair("error", "unknown_domain").finish();
-    Redirect::to(&format!("{}?{query}", state.path("/login"))).into_response()
+    state.back_to_login(&handle, "unknown_domain")
 }
 
 /// Sends the browser to provider `name`, holding what it must bring back.

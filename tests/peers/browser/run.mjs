@@ -8,44 +8,19 @@
 // as a native app would), USERNAME, PASSWORD, UNTICK (a scope to untick), SCREENSHOT_DIR
 // (optional).
 // Prints `CALLBACK <url>` and a closing `N passed, N failed` line.
-import { createServer } from 'node:http';
-import { chromium } from 'playwright-core';
+import { callbackServer, env, launchChromium, reporter, requireLoopback } from './common.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) { console.log(`FAIL config: ${name} is not set`); process.exit(1); }
-  return v;
-};
-let callback = null;
-const app = createServer((req, res) => {
-  callback = `http://127.0.0.1:${app.address().port}${req.url}`;
-  res.writeHead(200, { 'content-type': 'text/plain' });
-  res.end('client callback');
-});
-await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
-const redirectPrefix = `http://127.0.0.1:${app.address().port}/callback`;
-const authorizeUrl = env('AUTHORIZE_URL').replaceAll('__PORT__', String(app.address().port));
+const app = await callbackServer();
+const redirectPrefix = app.prefix;
+const authorizeUrl = app.url(env('AUTHORIZE_URL'));
 const username = env('USERNAME');
 const password = env('PASSWORD');
 const untick = env('UNTICK');
 const shots = process.env.SCREENSHOT_DIR;
 const issuerOrigin = new URL(authorizeUrl).origin;
-if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(authorizeUrl).hostname)) {
-  console.log('FAIL config: the issuer must be on loopback'); process.exit(1);
-}
-
-const results = [];
-const record = (name, ok, why = '') => {
-  results.push(ok);
-  console.log(ok ? `PASS ${name}` : `FAIL ${name}: ${why}`);
-};
-
-const overall = setTimeout(() => { console.log('FAIL timeout: 60 s elapsed'); process.exit(1); }, 60_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+requireLoopback(authorizeUrl);
+const { record, finish } = reporter();
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
@@ -96,6 +71,7 @@ try {
     page.waitForURL((u) => u.toString().startsWith(redirectPrefix)),
     page.click('button[value="approve"]'),
   ]);
+  const { callback } = app.state;
   record('consent_submits', callback !== null && callback.includes('code='), `callback ${callback}`);
   if (callback) console.log(`CALLBACK ${callback}`);
 } catch (e) {
@@ -103,8 +79,5 @@ try {
 } finally {
   await browser.close();
   app.close();
-  clearTimeout(overall);
 }
-const passed = results.filter(Boolean).length;
-console.log(`${passed} passed, ${results.length - passed} failed`);
-process.exit(results.every(Boolean) ? 0 : 1);
+finish();

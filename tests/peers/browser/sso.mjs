@@ -10,48 +10,21 @@
 // IDP_ORIGIN, EXPECT_OFFERED (the scopes the consent page must offer, space-separated),
 // SCREENSHOT_DIR (optional).
 // Prints `CALLBACK <url>` and a closing `N passed, N failed` line.
-import { createServer } from 'node:http';
-import { chromium } from 'playwright-core';
+import { callbackServer, env, launchChromium, reporter, requireLoopback } from './common.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) { console.log(`FAIL config: ${name} is not set`); process.exit(1); }
-  return v;
-};
-let callback = null;
-const app = createServer((req, res) => {
-  callback = `http://127.0.0.1:${app.address().port}${req.url}`;
-  res.writeHead(200, { 'content-type': 'text/plain' });
-  res.end('client callback');
-});
-await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
-const redirectPrefix = `http://127.0.0.1:${app.address().port}/callback`;
-const authorizeUrl = env('AUTHORIZE_URL').replaceAll('__PORT__', String(app.address().port));
+const app = await callbackServer();
+const redirectPrefix = app.prefix;
+const authorizeUrl = app.url(env('AUTHORIZE_URL'));
 const email = env('EMAIL');
 const idpLogin = env('IDP_LOGIN');
 const idpOrigin = env('IDP_ORIGIN');
 const expected = env('EXPECT_OFFERED').split(' ').filter(Boolean).sort();
 const shots = process.env.SCREENSHOT_DIR;
 const issuerOrigin = new URL(authorizeUrl).origin;
-for (const origin of [issuerOrigin, idpOrigin]) {
-  if (!['127.0.0.1', 'localhost', '[::1]'].includes(new URL(origin).hostname)) {
-    console.log(`FAIL config: ${origin} is not on loopback`); process.exit(1);
-  }
-}
-
-const results = [];
-const record = (name, ok, why = '') => {
-  results.push(ok);
-  console.log(ok ? `PASS ${name}` : `FAIL ${name}: ${why}`);
-};
+requireLoopback(authorizeUrl, idpOrigin);
+const { record, finish } = reporter();
 const shot = async (page, name) => { if (shots) await page.screenshot({ path: `${shots}/sso-${name}.png`, fullPage: true }); };
-
-const overall = setTimeout(() => { console.log('FAIL timeout: 60 s elapsed'); process.exit(1); }, 60_000);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchChromium();
 try {
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
@@ -96,10 +69,7 @@ try {
 } catch (e) {
   record('flow', false, e.stack || String(e));
 } finally {
-  clearTimeout(overall);
   await browser.close();
   app.close();
 }
-const passed = results.filter(Boolean).length;
-console.log(`${passed} passed, ${results.length - passed} failed`);
-process.exit(results.length > 0 && results.every(Boolean) ? 0 : 1);
+finish();

@@ -703,27 +703,19 @@ async fn upstream_failures_are_clear_and_bounded() -> TestResult {
 /// A real `oidc-provider` (tests/peers/oidc-provider) as an external issuer; returns the
 /// process and its issuer.
 async fn start_idp(resource_jwt: &str, resource_opaque: &str) -> AnyResult<(tokio::process::Child, String)> {
-    use tokio::io::AsyncBufReadExt as _;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
     if !dir.join("node_modules/oidc-provider").exists() {
         return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
     }
-    let mut child = tokio::process::Command::new("node")
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg(dir.join("idp.mjs"))
         .env("PORT", "0")
         .env("RESOURCE_JWT", resource_jwt)
         .env("RESOURCE_OPAQUE", resource_opaque)
         .env("JWT_ALG", "RS256")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.map_err(|_| "IdP did not start")??;
-    let issuer = line.and_then(|l| l.strip_prefix("READY ").map(str::to_owned)).ok_or("IdP printed no READY line")?;
-    Ok((child, issuer))
+        .stderr(std::process::Stdio::null());
+    spawn_until_ready(command).await
 }
 
 async fn idp_token(http: &reqwest::Client, issuer: &str, resource: &str, scope: &str) -> AnyResult<String> {

@@ -722,3 +722,18 @@ pub async fn alice_token_for(server: &TestServer, resource: &str, scopes: &[&str
     assert_eq!(status, 200, "{body}");
     Ok(body["access_token"].as_str().ok_or("no access token")?.to_owned())
 }
+
+/// Spawns a peer that prints `READY <value>` as its first line of standard output once it
+/// listens (the test IdPs), and returns the process (ended when dropped) and that value.
+pub async fn spawn_until_ready(mut command: tokio::process::Command) -> AnyResult<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = command.stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| "the peer did not start within 30 s")??;
+    let ready =
+        line.and_then(|l| l.strip_prefix("READY ").map(str::to_owned)).ok_or("the peer printed no READY line")?;
+    Ok((child, ready))
+}

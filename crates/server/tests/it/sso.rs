@@ -35,12 +35,12 @@ pub(crate) async fn start_idp(redirect_uri: &str, users: &str) -> AnyResult<Idp>
 /// As `start_idp`, with more of sso-idp.mjs's environment (`CLIENT_AUTH`, `JWKS_URI`).
 async fn start_idp_with(redirect_uri: &str, users: &str, env: &[(&str, &str)]) -> AnyResult<Idp> {
     let logout = redirect_uri.replace("/callback", "/backchannel-logout");
-    use tokio::io::AsyncBufReadExt as _;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/oidc-provider");
     if !dir.join("node_modules/oidc-provider").exists() {
         return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
     }
-    let mut child = tokio::process::Command::new("node")
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg(dir.join("sso-idp.mjs"))
         .env("PORT", "0")
         .env("CLIENT_ID", "portcullis")
@@ -49,16 +49,9 @@ async fn start_idp_with(redirect_uri: &str, users: &str, env: &[(&str, &str)]) -
         .env("BACKCHANNEL_LOGOUT_URI", logout)
         .env("USERS", users)
         .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.map_err(|_| "IdP did not start")??;
-    let issuer = line.and_then(|l| l.strip_prefix("READY ").map(str::to_owned)).ok_or("IdP printed no READY line")?;
-    Ok(Idp { _process: child, issuer })
+        .stderr(std::process::Stdio::null());
+    let (process, issuer) = spawn_until_ready(command).await?;
+    Ok(Idp { _process: process, issuer })
 }
 
 pub(crate) const IDP_SECRET: &str = "portcullis-at-the-idp-secret-0123456789";
