@@ -14,6 +14,7 @@
 mod clients;
 mod federation;
 mod feed;
+mod vault;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub use federation::{
 };
 pub use feed::{ChangeFeed, FeedSettings};
 pub use portcullis_store::Actor;
+pub use vault::UpstreamConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -9,6 +9,7 @@ mod jwt;
 mod keys;
 mod password;
 mod secret;
+mod vault;
 
 pub use jwt::{
     ForeignAlgorithm, ForeignKeys, JwtError, VerifiedJwt, sign_jwt, unverified_kid, unverified_string_claim,
@@ -20,6 +21,7 @@ pub use secret::{
     SecretDigest, ct_eq, digest, is_valid_code_verifier, is_valid_s256_challenge, pkce_s256_matches, random_identifier,
     random_token,
 };
+pub use vault::{UpstreamTokens, VaultBinding};
 
 /// Failures of the cryptographic layer. None of them carries secret material.
 #[derive(Debug, thiserror::Error)]

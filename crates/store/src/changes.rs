@@ -14,8 +14,8 @@ use portcullis_types::ScopeSet;
 use crate::clients::grant_types_column;
 use crate::{
     AuditKind, ChangeRecord, ClientRecord, ClientStatus, FederatedIdentityRecord, InitialAccessTokenRecord,
-    NewAuditEvent, RegistrationOrigin, Result, SigningKeyRecord, Store, StoreError, UserRecord, on_pool, on_reader,
-    stored,
+    NewAuditEvent, RegistrationOrigin, Result, SigningKeyRecord, Store, StoreError, UpstreamCredentialRecord,
+    UserRecord, on_pool, on_reader, stored,
 };
 
 /// Which grants a revocation reaches.
@@ -120,6 +120,14 @@ pub enum Mutation {
         /// The groups asserted now; `None` leaves the remembered ones (an assertion without
         /// groups does not forget them).
         groups: Option<Vec<String>>,
+    },
+    /// A user connected (or reconnected) an upstream: their sealed credential for the route.
+    SaveUpstreamCredential(Box<UpstreamCredentialRecord>),
+    /// Forgets upstream credentials: one user's for one route, all of one user's, or every
+    /// user's for one route (the route is gone).
+    DeleteUpstreamCredentials {
+        user_id: Option<String>,
+        route: Option<String>,
     },
     /// Ends every browser session of a user and revokes every grant they gave (the identity
     /// provider logged them out).
@@ -398,6 +406,8 @@ impl Store {
                     found(n, "user")?;
                     if *disabled {
                         sqlx::query(END_BROWSER_SESSIONS).bind(user_id).execute(&mut *tx).await?;
+                        // A disabled user's upstream accounts are no longer theirs to use here.
+                        sqlx::query("DELETE FROM upstream_credentials WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
                     }
                     n
                 }
@@ -531,6 +541,36 @@ impl Store {
                         .bind(user_id)
                         .bind("")
                         .bind("")
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                }
+                Mutation::SaveUpstreamCredential(c) => sqlx::query(
+                    "INSERT INTO upstream_credentials (user_id, route, issuer, subject, scope, tokens_sealed, access_expires_at, \
+                     refresh_lease_until, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $8) \
+                     ON CONFLICT (user_id, route) DO UPDATE SET issuer = excluded.issuer, subject = excluded.subject, \
+                     scope = excluded.scope, tokens_sealed = excluded.tokens_sealed, access_expires_at = excluded.access_expires_at, \
+                     refresh_lease_until = NULL, updated_at = excluded.updated_at")
+                    .bind(&c.user_id)
+                    .bind(&c.route)
+                    .bind(&c.issuer)
+                    .bind(&c.subject)
+                    .bind(c.scope.to_string())
+                    .bind(&c.tokens_sealed)
+                    .bind(c.access_expires_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                Mutation::DeleteUpstreamCredentials { user_id, route } => {
+                    if user_id.is_none() && route.is_none() {
+                        return Err(StoreError::NotFound("a user or route whose upstream credentials to delete"));
+                    }
+                    sqlx::query(
+                        "DELETE FROM upstream_credentials WHERE (CAST($1 AS TEXT) IS NULL OR user_id = $1) \
+                         AND (CAST($2 AS TEXT) IS NULL OR route = $2)")
+                        .bind(user_id)
+                        .bind(route)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected()

@@ -21,6 +21,7 @@ mod keys;
 mod model;
 mod sessions;
 mod users;
+mod vault;
 
 use std::str::FromStr;
 use std::time::Duration;

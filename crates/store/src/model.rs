@@ -82,6 +82,8 @@ text_enum!(
         UserEnabled = "user.enabled",
         UserDeleted = "user.deleted",
         UserLinked = "user.linked",
+        UpstreamConnected = "upstream.connected",
+        UpstreamDisconnected = "upstream.disconnected",
         SignInSucceeded = "signin.succeeded",
         SignInFailed = "signin.failed",
         SignedOutByIdp = "signin.logged_out",
@@ -116,6 +118,8 @@ impl AuditKind {
         Self::UserEnabled,
         Self::UserDeleted,
         Self::UserLinked,
+        Self::UpstreamConnected,
+        Self::UpstreamDisconnected,
         Self::SignInSucceeded,
         Self::SignInFailed,
         Self::SignedOutByIdp,
@@ -220,6 +224,36 @@ pub struct SessionFederation {
     pub idp_session_id: Option<String>,
     /// The groups the provider asserted at this sign-in.
     pub groups: Vec<String>,
+}
+
+/// A user's own credentials for one upstream (the token vault). The tokens are sealed; only
+/// the master key, with this row's user, route and issuer, opens them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamCredentialRecord {
+    pub user_id: String,
+    /// The gateway route (upstream name).
+    pub route: String,
+    /// The upstream's authorization server.
+    pub issuer: String,
+    /// The user's account at the upstream, when it says.
+    pub subject: Option<String>,
+    pub scope: ScopeSet,
+    pub tokens_sealed: Vec<u8>,
+    pub access_expires_at: Option<i64>,
+    pub refresh_lease_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for UpstreamCredentialRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredentialRecord")
+            .field("user_id", &self.user_id)
+            .field("route", &self.route)
+            .field("issuer", &self.issuer)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A user as an identity provider knows them. The key is (idp, issuer, subject), never the

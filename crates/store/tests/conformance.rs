@@ -428,6 +428,86 @@ async fn federated_identities_sessions_and_logout() -> TestResult {
     Ok(())
 }
 
+fn credential(user_id: &str, route: &str, sealed: &[u8]) -> UpstreamCredentialRecord {
+    UpstreamCredentialRecord {
+        user_id: user_id.into(),
+        route: route.into(),
+        issuer: "https://github.test".into(),
+        subject: Some("octocat".into()),
+        scope: scopes("repo"),
+        tokens_sealed: sealed.to_vec(),
+        access_expires_at: Some(500),
+        refresh_lease_until: None,
+        created_at: 100,
+        updated_at: 100,
+    }
+}
+
+#[tokio::test]
+async fn the_token_vault_connects_leases_refreshes_and_forgets() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        seed(store).await?;
+        let name = store.backend_name();
+        apply(store, Mutation::InsertUser(Box::new(user("u2"))), 100).await?;
+        let connected = apply_as(
+            store,
+            AuditKind::UpstreamConnected,
+            Mutation::SaveUpstreamCredential(Box::new(credential("u1", "github", b"sealed-1"))),
+            100,
+        )
+        .await?;
+        assert!(connected.revision.is_some(), "{name}: announced, so nodes drop what they cached");
+        apply(store, Mutation::SaveUpstreamCredential(Box::new(credential("u1", "linear", b"sealed-2"))), 100).await?;
+        apply(store, Mutation::SaveUpstreamCredential(Box::new(credential("u2", "github", b"sealed-3"))), 100).await?;
+        let found = store.find_upstream_credential("u1", "github").await?.ok_or("u1's github")?;
+        assert_eq!(
+            (found.tokens_sealed.as_slice(), found.subject.as_deref()),
+            (&b"sealed-1"[..], Some("octocat")),
+            "{name}"
+        );
+        assert_eq!(store.upstream_credentials_of("u1").await?.len(), 2, "{name}");
+        // Reconnecting replaces.
+        apply(store, Mutation::SaveUpstreamCredential(Box::new(credential("u1", "github", b"sealed-1b"))), 110).await?;
+        let replaced = store.find_upstream_credential("u1", "github").await?.ok_or("u1's github")?;
+        assert_eq!(replaced.tokens_sealed, b"sealed-1b", "{name}");
+
+        // One refresh at a time, across nodes: the lease is taken once until it lapses.
+        assert!(store.take_refresh_lease("u1", "github", 200, 230).await?, "{name}");
+        assert!(!store.take_refresh_lease("u1", "github", 210, 240).await?, "{name}: held");
+        assert!(store.store_refreshed_tokens("u1", "github", b"sealed-1c", Some(900), 215).await?, "{name}");
+        let refreshed = store.find_upstream_credential("u1", "github").await?.ok_or("u1's github")?;
+        assert_eq!(
+            (refreshed.tokens_sealed.as_slice(), refreshed.access_expires_at, refreshed.refresh_lease_until),
+            (&b"sealed-1c"[..], Some(900), None),
+            "{name}"
+        );
+        assert!(store.take_refresh_lease("u1", "github", 216, 246).await?, "{name}: given back");
+        assert!(store.take_refresh_lease("u1", "github", 247, 277).await?, "{name}: a lapsed lease is taken over");
+
+        // Disconnecting one leaves the rest; disabling a user forgets theirs; a removed route
+        // forgets everyone's.
+        let gone = Mutation::DeleteUpstreamCredentials { user_id: Some("u1".into()), route: Some("linear".into()) };
+        assert_eq!(apply(store, gone, 300).await?.affected, 1, "{name}");
+        assert!(store.find_upstream_credential("u1", "linear").await?.is_none(), "{name}");
+        assert!(
+            !store.store_refreshed_tokens("u1", "linear", b"revived", None, 301).await?,
+            "{name}: nothing is revived"
+        );
+        apply(store, Mutation::SetUserDisabled { user_id: "u1".into(), disabled: true }, 310).await?;
+        assert!(
+            store.upstream_credentials_of("u1").await?.is_empty(),
+            "{name}: a disabled user's accounts are forgotten"
+        );
+        assert!(store.find_upstream_credential("u2", "github").await?.is_some(), "{name}: not another user's");
+        let route_gone = Mutation::DeleteUpstreamCredentials { user_id: None, route: Some("github".into()) };
+        assert_eq!(apply(store, route_gone, 320).await?.affected, 1, "{name}");
+        let nothing = Mutation::DeleteUpstreamCredentials { user_id: None, route: None };
+        assert!(matches!(apply(store, nothing, 330).await, Err(StoreError::NotFound(_))), "{name}: never everything");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn sessions_requests_and_keys() -> TestResult {
     let (stores, _dir) = stores().await?;

@@ -1,0 +1,115 @@
+//! The token vault: users' sealed credentials for upstream servers. Connecting and
+//! disconnecting go through [`Store::commit`]; reading, and the refresh lease and rotation
+//! (the raced transitions of a refresh, on the request path), are here.
+
+use crate::{Result, Store, UpstreamCredentialRecord, on_pool, on_reader, stored_scopes};
+
+#[derive(sqlx::FromRow)]
+struct CredentialRow {
+    user_id: String,
+    route: String,
+    issuer: String,
+    subject: Option<String>,
+    scope: String,
+    tokens_sealed: Vec<u8>,
+    access_expires_at: Option<i64>,
+    refresh_lease_until: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<CredentialRow> for UpstreamCredentialRecord {
+    type Error = crate::StoreError;
+
+    fn try_from(r: CredentialRow) -> Result<Self> {
+        Ok(Self {
+            scope: stored_scopes(&r.scope, || {
+                format!("upstream credential of user {:?} for {:?}", r.user_id, r.route)
+            })?,
+            user_id: r.user_id,
+            route: r.route,
+            issuer: r.issuer,
+            subject: r.subject,
+            tokens_sealed: r.tokens_sealed,
+            access_expires_at: r.access_expires_at,
+            refresh_lease_until: r.refresh_lease_until,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+macro_rules! select_credentials {
+    ($where:literal) => {
+        concat!(
+            "SELECT user_id, route, issuer, subject, scope, tokens_sealed, access_expires_at, refresh_lease_until, \
+             created_at, updated_at FROM upstream_credentials WHERE ",
+            $where
+        )
+    };
+}
+
+impl Store {
+    /// A user's credential for a route, if they connected it.
+    pub async fn find_upstream_credential(
+        &self,
+        user_id: &str,
+        route: &str,
+    ) -> Result<Option<UpstreamCredentialRecord>> {
+        let row: Option<CredentialRow> = on_reader!(self, pool => sqlx::query_as(select_credentials!("user_id = $1 AND route = $2"))
+            .bind(user_id)
+            .bind(route)
+            .fetch_optional(pool)
+            .await?);
+        row.map(TryInto::try_into).transpose()
+    }
+
+    /// Every upstream a user connected, by route.
+    pub async fn upstream_credentials_of(&self, user_id: &str) -> Result<Vec<UpstreamCredentialRecord>> {
+        let rows: Vec<CredentialRow> = on_reader!(self, pool => sqlx::query_as(select_credentials!("user_id = $1 ORDER BY route"))
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Takes the refresh lease of a credential until `until`, if nobody holds it now: one node
+    /// refreshes, the others wait for its result. `false` when another holds it.
+    pub async fn take_refresh_lease(&self, user_id: &str, route: &str, now: i64, until: i64) -> Result<bool> {
+        let taken = on_pool!(self, pool => sqlx::query(
+            "UPDATE upstream_credentials SET refresh_lease_until = $1 \
+             WHERE user_id = $2 AND route = $3 AND (refresh_lease_until IS NULL OR refresh_lease_until <= $4)")
+            .bind(until)
+            .bind(user_id)
+            .bind(route)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(taken == 1)
+    }
+
+    /// The refreshed tokens of a credential, written by the lease holder, which gives the lease
+    /// back. `false` when the credential is gone (disconnected meanwhile): nothing is revived.
+    pub async fn store_refreshed_tokens(
+        &self,
+        user_id: &str,
+        route: &str,
+        tokens_sealed: &[u8],
+        access_expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool> {
+        let written = on_pool!(self, pool => sqlx::query(
+            "UPDATE upstream_credentials SET tokens_sealed = $1, access_expires_at = $2, refresh_lease_until = NULL, \
+             updated_at = $3 WHERE user_id = $4 AND route = $5")
+            .bind(tokens_sealed)
+            .bind(access_expires_at)
+            .bind(now)
+            .bind(user_id)
+            .bind(route)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(written == 1)
+    }
+}
