@@ -196,6 +196,7 @@ impl Control {
             user_id: user_id.to_owned(),
             email: asserted.email.clone(),
             groups: asserted.groups.clone().unwrap_or_default(),
+            groups_at: asserted.groups.as_ref().map(|_| now),
             created_at: now,
             last_sign_in_at: now,
         };

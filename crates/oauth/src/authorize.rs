@@ -475,7 +475,12 @@ impl AuthorizationServer {
         let Some(session) = session else { return Ok(NextStep::Login) };
         // A federated user may grant only what their groups allow; the rest is never offered.
         let requested = &self.settings().grantable(session, &request.scope);
-        if requested.is_empty() {
+        // Denied when the request asks for the resource and nothing of it remains; OpenID
+        // Connect's own scopes (and offline_access) alone would be a token good for nothing.
+        let builtin = Settings::builtin_scopes();
+        let asks_resource = request.scope.iter().any(|s| !builtin.contains(s.as_str()));
+        let resource_left = requested.iter().any(|s| !builtin.contains(s.as_str()));
+        if requested.is_empty() || (asks_resource && !resource_left) {
             self.forget(handle).await?;
             return Err(reject(
                 OAuthErrorCode::AccessDenied,

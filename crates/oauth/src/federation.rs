@@ -133,10 +133,13 @@ impl AuthorizationServer {
             groups: None,
             method: SignInMethod::Browser,
         };
-        let verified = match pending {
-            None => Err(SsoError::StateMismatch),
-            Some(pending) => provider.provider.complete(pending, callback).await,
+        let Some(pending) = pending else {
+            // No sign-in was started in this browser: nothing to record but a log line (anyone
+            // can send this request, and each would otherwise be a write).
+            tracing::info!(idp = name, "a callback arrived for no sign-in in progress");
+            return Err(SsoError::StateMismatch.into());
         };
+        let verified = provider.provider.complete(pending, callback).await;
         let verified = match verified {
             Ok(v) => v,
             Err(e) => {
@@ -166,8 +169,8 @@ impl AuthorizationServer {
         Ok(FederatedSession { user, session })
     }
 
-    /// OpenID Connect Back-Channel Logout from provider `name`: the token is verified and spent
-    /// once, and every user it names (by subject, or by the provider's session id) is signed
+    /// OpenID Connect Back-Channel Logout from provider `name`: the token is verified, and every
+    /// user it names (by subject, or by the provider's session id) is signed
     /// out everywhere: browser sessions end and every grant they gave is revoked, which every
     /// node learns through the change feed. Returns how many users were signed out (none is
     /// a success too: they had nothing here).
@@ -188,15 +191,6 @@ impl AuthorizationServer {
                 return Err(e.into());
             }
         };
-        let remember_until = claims.expires_at.max(self.clock.now()) + 60;
-        if !self
-            .store
-            .record_seen_assertion(&claims.issuer, &claims.jti, remember_until)
-            .await
-            .map_err(ServerError::from)?
-        {
-            return Err(SsoError::InvalidStatement("this logout token was used before".into()).into());
-        }
         let mut users = Vec::new();
         if let Some(subject) = &claims.subject
             && let Some(identity) =
@@ -213,6 +207,17 @@ impl AuthorizationServer {
         }
         for user_id in &users {
             self.control.sign_out_everywhere(name, user_id, claims.subject.as_deref(), source).await?;
+        }
+        // Spent only once the work is done, so a provider that retries after a failure here
+        // is not refused; a replay merely signs the same users out again, which changes nothing.
+        let remember_until = claims.expires_at.max(self.clock.now()).saturating_add(60);
+        let fresh = self
+            .store
+            .record_seen_assertion(&claims.issuer, &claims.jti, remember_until)
+            .await
+            .map_err(ServerError::from)?;
+        if !fresh {
+            tracing::info!(idp = name, "a logout token was delivered again");
         }
         tracing::info!(idp = name, users = users.len(), "signed out by the identity provider");
         Ok(users.len())
@@ -254,11 +259,15 @@ impl AuthorizationServer {
                 "the assertion's issuer is not an identity provider whose assertions this server accepts",
             )
         })?;
-        let claims = provider
-            .provider
-            .verify_identity_assertion(assertion, &settings.issuer)
-            .await
-            .map_err(|e| OAuthError::invalid_grant(format!("the identity assertion is not valid: {e}")))?;
+        let claims =
+            provider.provider.verify_identity_assertion(assertion, &settings.issuer).await.map_err(|e| match e {
+                // What could not be reached, and where, is for the log, not for the client.
+                SsoError::Unreachable(detail) => {
+                    tracing::warn!(idp = %provider.provider.settings().name, %detail, "identity provider unreachable");
+                    OAuthError::invalid_grant("the identity provider's keys could not be read; try again later")
+                }
+                other => OAuthError::invalid_grant(format!("the identity assertion is not valid: {other}")),
+            })?;
         if claims.client_id != client.client_id {
             return Err(OAuthError::invalid_grant("the identity assertion was issued to another client"));
         }
@@ -288,13 +297,17 @@ impl AuthorizationServer {
         };
         // The ceiling comes from the assertion's groups, else from the last sign-in's.
         let idp = provider.provider.settings().name.clone();
+        let max_age = provider.provider.settings().max_session_secs;
+        let now = self.clock.now();
         let groups = match claims.groups.clone() {
             Some(groups) => groups,
+            // Remembered groups count only while a sign-in would: older ones may be stale.
             None => self
                 .store
                 .find_federated_identity(&idp, &claims.issuer, &claims.subject)
                 .await
                 .map_err(ServerError::from)?
+                .filter(|identity| identity.groups_at.is_some_and(|at| now.saturating_sub(at) <= max_age))
                 .map(|identity| identity.groups)
                 .unwrap_or_default(),
         };
@@ -318,8 +331,8 @@ impl AuthorizationServer {
                 "none of the requested scopes is available: the assertion, this client or the user's groups allow none of them",
             ));
         }
-        // Everything that could refuse without writing has been checked: spend the assertion,
-        // then map its subject to a user (which may create one).
+        // The checks that need no write are done: spend the assertion, then map its subject to
+        // a user (which may create one, or still refuse: a disabled or unlinkable user).
         let remember_until = claims.expires_at.max(self.clock.now()) + 60;
         if !self
             .store
@@ -353,7 +366,6 @@ impl AuthorizationServer {
                 return Err(OAuthError::invalid_grant(format!("the asserted user cannot act here: {refusal}")));
             }
         };
-        let now = self.clock.now();
         let access = self.mint_access_token(client, &user.id, &resource, &granted, None, now)?;
         let grant = GrantRecord {
             id: random_token(18).map_err(ServerError::from)?,

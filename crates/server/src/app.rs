@@ -160,6 +160,7 @@ pub fn identity_providers(
             group_scopes,
             max_session_secs: p.max_session_secs,
             accept_id_jag: p.accept_id_jag,
+            allowed_tenants: p.allowed_tenants.clone(),
             fetch: fetch_policy(
                 &key,
                 Reach {

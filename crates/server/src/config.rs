@@ -271,6 +271,10 @@ pub struct IdentityProviderConfig {
     /// SEP-990: accept this provider's identity assertion grants.
     #[serde(default)]
     pub accept_id_jag: bool,
+    /// For a multi-tenant issuer (Entra ID's `common`, `organizations`, `consumers`): the
+    /// tenant ids whose users may sign in. Required there.
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
     /// Group → the most a member may grant. No group: nothing.
     #[serde(default)]
     pub group_scopes: std::collections::BTreeMap<String, Vec<String>>,

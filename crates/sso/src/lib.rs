@@ -71,6 +71,10 @@ pub struct ProviderSettings {
     pub max_session_secs: i64,
     /// Accept this provider's identity assertion grants (SEP-990).
     pub accept_id_jag: bool,
+    /// For a multi-tenant issuer (Entra ID's `common`, `organizations`, `consumers`): the
+    /// tenants (`tid`) whose users may sign in. Required there; without it, anyone with an
+    /// account at the provider could.
+    pub allowed_tenants: Vec<String>,
     /// Where the provider may be reached (private ranges, http to loopback) and time limits.
     pub fetch: FetchPolicy,
 }
@@ -125,38 +129,12 @@ pub enum SsoError {
     Nonce,
     #[error("the ID token is not valid: {0}")]
     InvalidIdToken(String),
+    #[error("the ID token's signature does not verify against the provider's keys ({0})")]
+    IdTokenSignature(String),
+    #[error("the ID token is from tenant {0:?}, which this provider does not accept")]
+    TenantNotAllowed(String),
     #[error("the provider's signed statement is not valid: {0}")]
     InvalidStatement(String),
-}
-
-/// The configured identity providers: found by name, or by the email domain they are
-/// authoritative for (home-realm discovery).
-#[derive(Debug, Default)]
-pub struct Federation {
-    providers: Vec<Arc<IdentityProvider>>,
-}
-
-impl Federation {
-    pub fn new(providers: Vec<Arc<IdentityProvider>>) -> Self {
-        Self { providers }
-    }
-
-    pub fn providers(&self) -> &[Arc<IdentityProvider>] {
-        &self.providers
-    }
-
-    pub fn by_name(&self, name: &str) -> Option<&Arc<IdentityProvider>> {
-        self.providers.iter().find(|p| p.settings().name == name)
-    }
-
-    /// The provider authoritative for the domain of `email`, if any.
-    pub fn for_email(&self, email: &str) -> Option<&Arc<IdentityProvider>> {
-        self.providers.iter().find(|p| p.settings().is_authoritative_for(email))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -179,6 +157,7 @@ mod tests {
                 .collect(),
             max_session_secs: 3600,
             accept_id_jag: false,
+            allowed_tenants: Vec::new(),
             fetch: FetchPolicy::default(),
         }
     }

@@ -97,6 +97,20 @@ impl IssuerForm {
     }
 }
 
+/// A multi-tenant provider's statements must come from a tenant the configuration allows;
+/// a single-tenant provider's are its own.
+fn tenant_allowed(form: &IssuerForm, allowed: &[String], tenant: Option<&str>) -> Result<(), SsoError> {
+    if !matches!(form, IssuerForm::Tenant { .. }) {
+        return Ok(());
+    }
+    let tenant = tenant.unwrap_or_default();
+    if !tenant.is_empty() && allowed.iter().any(|t| t.eq_ignore_ascii_case(tenant)) {
+        Ok(())
+    } else {
+        Err(SsoError::TenantNotAllowed(printable(tenant, 64)))
+    }
+}
+
 /// Decides how the discovery document's issuer relates to the configured one: identical, or
 /// Entra ID's template behind one of its multi-tenant endpoints.
 fn issuer_form(configured: &str, published: &str) -> Option<IssuerForm> {
@@ -336,7 +350,7 @@ impl IdentityProvider {
             .map_err(|e| SsoError::InvalidIdToken(format!("unreadable: {e}")))?;
         let nonce = Nonce::new(pending.nonce.clone());
         match self.verify(&discovered, &client, &id_token, &nonce) {
-            Err(SsoError::InvalidIdToken(why)) if why.contains("key") => {
+            Err(SsoError::IdTokenSignature(_)) => {
                 // Perhaps the provider rotated its keys: read them once more (bounded), then
                 // decide for good.
                 let refreshed = self.discovered(true).await?;
@@ -377,23 +391,30 @@ impl IdentityProvider {
         if claims.contains_key("cnf") {
             return Err(bad("it asks for a key-bound token (cnf), which this server does not issue"));
         }
-        let string =
-            |name: &str| claims.get(name).and_then(|v| v.as_str()).filter(|v| !v.is_empty()).map(str::to_owned);
+        // A claim of a type we do not read is refused, never ignored: an array `resource` or
+        // `scope` must not quietly become "whatever the request says".
+        let string = |name: &str| -> Result<Option<String>, SsoError> {
+            match claims.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(v)) if !v.is_empty() => Ok(Some(v.clone())),
+                Some(_) => Err(SsoError::InvalidStatement(format!("its {name} claim is not a non-empty string"))),
+            }
+        };
         let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64).unwrap_or_default();
-        if time("exp") - time("iat") > MAX_ASSERTION_LIFETIME_SECS {
+        if time("exp").saturating_sub(time("iat")) > MAX_ASSERTION_LIFETIME_SECS {
             return Err(bad("it lives longer than an identity assertion may"));
         }
         let groups =
             self.settings.groups_claim.as_deref().and_then(|name| claims.get(name)).map(|claim| groups_of(Some(claim)));
         Ok(IdentityAssertion {
-            issuer: string("iss").unwrap_or_default(),
-            subject: string("sub").ok_or_else(|| bad("it names no subject"))?,
-            client_id: string("client_id").ok_or_else(|| bad("it names no client_id"))?,
-            jti: string("jti").ok_or_else(|| bad("it has no jti"))?,
+            issuer: string("iss")?.unwrap_or_default(),
+            subject: string("sub")?.ok_or_else(|| bad("it names no subject"))?,
+            client_id: string("client_id")?.ok_or_else(|| bad("it names no client_id"))?,
+            jti: string("jti")?.ok_or_else(|| bad("it has no jti"))?,
             expires_at: time("exp"),
-            resource: string("resource"),
-            scope: string("scope"),
-            email: string("email"),
+            resource: string("resource")?,
+            scope: string("scope")?,
+            email: string("email")?,
             groups,
         })
     }
@@ -456,6 +477,7 @@ impl IdentityProvider {
         }
         let claims = verified.map_err(|e| SsoError::InvalidStatement(e.to_string()))?;
         let tenant = claims.get("tid").and_then(|v| v.as_str());
+        self.check_tenant(&discovered, tenant)?;
         let issuer = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
         if discovered.issuer.expected(tenant).as_deref() != Some(issuer) {
             return Err(SsoError::InvalidStatement(format!(
@@ -474,10 +496,10 @@ impl IdentityProvider {
         let now = self.clock.now();
         let time = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
         match (time("iat"), time("exp")) {
-            (Some(iat), _) if iat > now + LEEWAY_SECS => {
+            (Some(iat), _) if iat > now.saturating_add(LEEWAY_SECS) => {
                 Err(SsoError::InvalidStatement("it was issued in the future".into()))
             }
-            (Some(_), Some(exp)) if exp + LEEWAY_SECS > now => Ok(claims),
+            (Some(_), Some(exp)) if exp.saturating_add(LEEWAY_SECS) > now => Ok(claims),
             (Some(_), Some(_)) => Err(SsoError::InvalidStatement("it has expired".into())),
             _ => Err(SsoError::InvalidStatement("it lacks iat or exp".into())),
         }
@@ -502,13 +524,12 @@ impl IdentityProvider {
             });
         let claims = id_token.claims(&verifier, nonce).map_err(|e| match e {
             ClaimsVerificationError::InvalidNonce(_) => SsoError::Nonce,
-            ClaimsVerificationError::SignatureVerification(e) => {
-                SsoError::InvalidIdToken(format!("its signature does not verify against the provider's keys ({e})"))
-            }
+            ClaimsVerificationError::SignatureVerification(e) => SsoError::IdTokenSignature(e.to_string()),
             other => SsoError::InvalidIdToken(other.to_string()),
         })?;
         let extra = &claims.additional_claims().other;
         let tenant = extra.get("tid").and_then(|v| v.as_str());
+        self.check_tenant(discovered, tenant)?;
         let issuer = claims.issuer().as_str();
         if discovered.issuer.expected(tenant).as_deref() != Some(issuer) {
             return Err(SsoError::InvalidIdToken(format!(
@@ -529,6 +550,10 @@ impl IdentityProvider {
             groups,
             session_id: extra.get("sid").and_then(|v| v.as_str()).map(|s| printable(s, 255)),
         })
+    }
+
+    fn check_tenant(&self, discovered: &Discovered, tenant: Option<&str>) -> Result<(), SsoError> {
+        tenant_allowed(&discovered.issuer, &self.settings.allowed_tenants, tenant)
     }
 
     fn client(&self, discovered: &Discovered) -> Result<ConfiguredClient, SsoError> {
@@ -587,6 +612,11 @@ impl IdentityProvider {
                 printable(published, 200)
             ))
         })?;
+        if matches!(issuer, IssuerForm::Tenant { .. }) && self.settings.allowed_tenants.is_empty() {
+            return Err(SsoError::Unreachable(
+                "it is a multi-tenant issuer: list the tenants whose users may sign in in allowed_tenants".into(),
+            ));
+        }
         let key_document = issuer::fetch_json(&self.fetcher, metadata.jwks_uri().as_str())
             .await
             .map_err(|e| SsoError::Unreachable(e.to_string()))?;
@@ -681,6 +711,22 @@ mod tests {
         assert!(tenant.matches(&format!("https://login.microsoftonline.com/{tid}/v2.0")));
         assert!(!tenant.matches("https://login.microsoftonline.com//v2.0"));
         assert!(!tenant.matches("https://login.microsoftonline.com/x/y/v2.0"));
+    }
+
+    #[test]
+    fn a_multi_tenant_provider_takes_only_the_allowed_tenants() {
+        let tenant = IssuerForm::Tenant { template: "https://login.microsoftonline.com/{tenantid}/v2.0".into() };
+        let exact = IssuerForm::Exact("https://idp.test".into());
+        let allowed = vec!["9188040d-6c67-4c5b-b112-36a304b66dad".to_owned()];
+        let check = |form: &IssuerForm, tid: Option<&str>, ok: bool| {
+            assert_eq!(tenant_allowed(form, &allowed, tid).is_ok(), ok, "{form:?} {tid:?}");
+        };
+        check(&tenant, Some("9188040d-6c67-4c5b-b112-36a304b66dad"), true);
+        check(&tenant, Some("9188040D-6C67-4C5B-B112-36A304B66DAD"), true);
+        check(&tenant, Some("00000000-0000-0000-0000-000000000000"), false);
+        check(&tenant, None, false);
+        check(&exact, None, true);
+        assert!(tenant_allowed(&tenant, &[], Some("9188040d-6c67-4c5b-b112-36a304b66dad")).is_err(), "none allowed");
     }
 
     #[test]

@@ -257,8 +257,8 @@ macro_rules! insert_identity {
     ($tx:ident, $i:expr) => {{
         let i: &FederatedIdentityRecord = $i;
         sqlx::query(
-            "INSERT INTO federated_identities (idp, issuer, subject, user_id, email, groups, created_at, last_sign_in_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO federated_identities (idp, issuer, subject, user_id, email, groups, groups_at, created_at, \
+             last_sign_in_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&i.idp)
         .bind(&i.issuer)
@@ -266,6 +266,7 @@ macro_rules! insert_identity {
         .bind(&i.user_id)
         .bind(&i.email)
         .bind(i.groups.join("\n"))
+        .bind(i.groups_at)
         .bind(i.created_at)
         .bind(i.last_sign_in_at)
         .execute(&mut *$tx)
@@ -518,7 +519,8 @@ impl Store {
                 Mutation::LinkIdentity(identity) => insert_identity!(tx, identity)?,
                 Mutation::RecordFederatedSignIn { idp, issuer, subject, email, groups } => {
                     let n = sqlx::query(
-                        "UPDATE federated_identities SET last_sign_in_at = $1, email = $2, groups = COALESCE($6, groups) \
+                        "UPDATE federated_identities SET last_sign_in_at = $1, email = $2, groups = COALESCE($6, groups), \
+                         groups_at = CASE WHEN $6 IS NULL THEN groups_at ELSE $1 END \
                          WHERE idp = $3 AND issuer = $4 AND subject = $5")
                         .bind(now)
                         .bind(email)

@@ -12,6 +12,7 @@ struct IdentityRow {
     user_id: String,
     email: Option<String>,
     groups: String,
+    groups_at: Option<i64>,
     created_at: i64,
     last_sign_in_at: i64,
 }
@@ -25,6 +26,7 @@ impl From<IdentityRow> for FederatedIdentityRecord {
             user_id: r.user_id,
             email: r.email,
             groups: r.groups.lines().filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+            groups_at: r.groups_at,
             created_at: r.created_at,
             last_sign_in_at: r.last_sign_in_at,
         }
@@ -34,7 +36,8 @@ impl From<IdentityRow> for FederatedIdentityRecord {
 macro_rules! select_identities {
     ($where:literal) => {
         concat!(
-            "SELECT idp, issuer, subject, user_id, email, groups, created_at, last_sign_in_at FROM federated_identities WHERE ",
+            "SELECT idp, issuer, subject, user_id, email, groups, groups_at, created_at, last_sign_in_at \
+             FROM federated_identities WHERE ",
             $where
         )
     };
@@ -75,7 +78,13 @@ impl Store {
             .bind(email)
             .fetch_all(pool)
             .await?);
-        Ok(rows.into_iter().map(Into::into).collect())
+        // PostgreSQL's LOWER folds beyond ASCII (the Kelvin sign becomes k), SQLite's does not:
+        // the final word is ASCII case-folding, the same on both.
+        Ok(rows
+            .into_iter()
+            .map(UserRecord::from)
+            .filter(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+            .collect())
     }
 
     /// Records a provider's signed statement (`issuer`, `jti`) until it expires; `false` if it

@@ -266,8 +266,10 @@ pub struct FederatedIdentityRecord {
     pub user_id: String,
     /// As last asserted, verified or not: for display, never for finding a user.
     pub email: Option<String>,
-    /// The groups of the last sign-in (they bound an identity assertion that carries none).
+    /// The groups of the last sign-in that asserted any (they bound an identity assertion that
+    /// carries none, while they are recent), and when they were asserted.
     pub groups: Vec<String>,
+    pub groups_at: Option<i64>,
     pub created_at: i64,
     pub last_sign_in_at: i64,
 }

@@ -331,6 +331,7 @@ fn identity(user_id: &str, subject: &str) -> FederatedIdentityRecord {
         user_id: user_id.into(),
         email: Some("alice@corp.test".into()),
         groups: vec!["eng".into()],
+        groups_at: Some(100),
         created_at: 100,
         last_sign_in_at: 100,
     }
@@ -376,7 +377,11 @@ async fn federated_identities_sessions_and_logout() -> TestResult {
         .await?;
         let alice = store.find_federated_identity("corp", "https://corp.test", "sub-alice").await?.ok_or("alice")?;
         assert_eq!((alice.last_sign_in_at, alice.email.as_deref()), (120, Some("new@corp.test")), "{name}");
-        assert_eq!(alice.groups, ["eng", "ops"], "{name}: the groups of the last sign-in");
+        assert_eq!(
+            (alice.groups.as_slice(), alice.groups_at),
+            (&["eng".to_owned(), "ops".to_owned()][..], Some(120)),
+            "{name}: the groups of the last sign-in"
+        );
         // A statement without groups does not forget them.
         let keep = Mutation::RecordFederatedSignIn {
             idp: "corp".into(),
@@ -387,7 +392,11 @@ async fn federated_identities_sessions_and_logout() -> TestResult {
         };
         apply(store, keep, 130).await?;
         let alice = store.find_federated_identity("corp", "https://corp.test", "sub-alice").await?.ok_or("alice")?;
-        assert_eq!(alice.groups, ["eng", "ops"], "{name}");
+        assert_eq!(
+            (alice.groups.as_slice(), alice.groups_at),
+            (&["eng".to_owned(), "ops".to_owned()][..], Some(120)),
+            "{name}: kept, with their time"
+        );
 
         // A provider's statement is spent once, then forgotten when it expires.
         assert!(store.record_seen_assertion("https://corp.test", "jti-1", 300).await?, "{name}");

@@ -175,7 +175,9 @@ pub(crate) async fn start(
 }
 
 /// The provider's answer: checked against the sign-in this browser started, then the user is
-/// signed in here. The pending sign-in is used once, whatever the outcome.
+/// signed in here. The browser's pending sign-in is dropped whatever the outcome (the sealed
+/// value could be replayed from elsewhere only with this browser's cookie, and then only to
+/// redeem a code the provider accepts once).
 pub(crate) async fn callback(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -262,6 +264,15 @@ fn sso_error_page(state: &AppState, name: &str, error: &FederatedSignInError) ->
             return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
         }
     };
-    let message = format!("Signing in with {provider} did not work: {error}.");
+    let message = match error {
+        // Which address or URL failed is for the log and the audit trail, not for the page.
+        FederatedSignInError::Protocol(SsoError::Unreachable(detail)) => {
+            tracing::warn!(idp = name, %detail, "identity provider unreachable");
+            format!(
+                "Signing in with {provider} did not work: the identity provider could not be reached. Try again later."
+            )
+        }
+        _ => format!("Signing in with {provider} did not work: {error}."),
+    };
     state.page_error(status, &OAuthError::new(code, message))
 }

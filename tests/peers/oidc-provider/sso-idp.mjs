@@ -12,8 +12,9 @@
 //
 // Identity assertions (SEP-990 ID-JAGs): oidc-provider does not issue them, so for the test
 // this process signs them with its own published key on `POST /test/id-jag` (JSON body:
-// sub, client_id, aud, resource, scope, groups, and for attacks exp_in (seconds, may be
-// negative), lifetime, jti, typ, key = "stray" for a key it never published). An enterprise IdP
+// sub, client_id, aud, resource, scope, groups, now (a clock of the test's), and for attacks
+// exp_in (seconds, may be negative), lifetime, jti, typ, key = "stray" for a key it never
+// published). An enterprise IdP
 // issues them by RFC 8693 token exchange; what Portcullis verifies is the same. `POST
 // /test/sign` ({claims, typ}) signs anything with the same key, for tests that play a
 // misbehaving provider.
@@ -148,7 +149,8 @@ async function idJag(req, res) {
     res.writeHead(400).end('not JSON');
     return;
   }
-  const now = Math.floor(Date.now() / 1000);
+  // `now`: the relying party's clock, when a test moves it.
+  const now = spec.now ?? Math.floor(Date.now() / 1000);
   const lifetime = spec.lifetime ?? 300;
   const exp = now + (spec.exp_in ?? lifetime);
   const claims = { sub: spec.sub, client_id: spec.client_id, jti: spec.jti ?? `jag-${process.pid}-${++assertionCount}-${now}` };

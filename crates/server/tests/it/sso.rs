@@ -87,6 +87,7 @@ fn provider(name: &str, issuer: &str, domain: &str, secret_file: &std::path::Pat
         allow_http_loopback: true,
         extra_ca_file: None,
         accept_id_jag: false,
+        allowed_tenants: Vec::new(),
         group_scopes,
         max_session_secs: 3600,
         timeout_secs: 2,
@@ -886,6 +887,26 @@ async fn identity_assertion_grants_follow_sep_990() -> TestResult {
             )
             .await?,
         ),
+        (
+            "with an array for a resource",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"resource": [crm]}))).await?,
+                &[("resource", &crm)],
+            )
+            .await?,
+        ),
+        (
+            "with an array for a scope",
+            present(
+                s,
+                (AGENT, AGENT_SECRET),
+                &id_jag(s, &w.corp, with(serde_json::json!({"scope": ["crm.contacts.read"]}))).await?,
+                &[],
+            )
+            .await?,
+        ),
     ];
     for (case, (status, body)) in cases {
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{case}: {body}");
@@ -1265,5 +1286,54 @@ async fn federated_grants_end_with_the_sign_in() -> TestResult {
     assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_grant")), "past max_session_secs: {refused}");
     let account = browser.get(s, "/account").await?;
     assert!(account.location.is_some_and(|l| l.ends_with("/login")), "the browser session ended too");
+    Ok(())
+}
+
+/// A user whose groups allow none of what the application asks for is sent back with
+/// access_denied, even when OpenID Connect's own scopes were asked too.
+#[tokio::test]
+async fn a_user_whose_groups_allow_nothing_is_denied() -> TestResult {
+    let w = world(|_, _| {}).await?;
+    let s = &w.server;
+    let mut browser = Browser::default();
+    let (_, challenge) = pkce()?;
+    let scope = "openid offline_access crm.contacts.read";
+    let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("scope", scope)]);
+    let idp_url = discover(&w, &mut browser, &authorize, "nogroups@corp.example").await?;
+    let callback = sign_in_at_idp(&w, &mut browser, &idp_url, "nogroups").await?;
+    let back = browser.get(s, &callback).await?;
+    let cont = browser.get(s, back.location.as_deref().ok_or("continue")?).await?;
+    let location = cont.location.ok_or("a redirect to the client")?;
+    assert!(location.starts_with(PUBLIC_REDIRECT), "{location}");
+    assert_eq!(query(&location)?.get("error").map(String::as_str), Some("access_denied"), "{location}");
+    Ok(())
+}
+
+/// Groups remembered from an earlier sign-in bound an identity assertion that carries none
+/// only while a sign-in would still be valid; older ones may be stale, so they bound nothing.
+#[tokio::test]
+async fn remembered_groups_go_stale_for_identity_assertions() -> TestResult {
+    let w = assertion_world().await?;
+    let s = &w.server;
+    let crm = s.route("crm");
+    let with_groups = serde_json::json!({"sub": "erin", "client_id": AGENT, "aud": s.issuer, "resource": crm,
+        "scope": "crm.contacts.read", "groups": ["engineering"]});
+    let (status, body) = present(s, (AGENT, AGENT_SECRET), &id_jag(s, &w.corp, with_groups).await?, &[]).await?;
+    assert_eq!(status, 200, "{body}");
+    // The test IdP signs with our (moved) clock.
+    let without_groups = |now: i64| {
+        serde_json::json!({"sub": "erin", "client_id": AGENT, "aud": s.issuer, "resource": crm,
+            "scope": "crm.contacts.read", "now": now})
+    };
+    // Within max_session_secs of the groups' assertion: remembered.
+    s.clock.advance(600);
+    let (status, body) =
+        present(s, (AGENT, AGENT_SECRET), &id_jag(s, &w.corp, without_groups(s.clock.now())).await?, &[]).await?;
+    assert_eq!((status, body["scope"].as_str()), (200, Some("crm.contacts.read")), "{body}");
+    // Past it: nothing is remembered, so nothing can be granted.
+    s.clock.advance(3600);
+    let (status, body) =
+        present(s, (AGENT, AGENT_SECRET), &id_jag(s, &w.corp, without_groups(s.clock.now())).await?, &[]).await?;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{body}");
     Ok(())
 }

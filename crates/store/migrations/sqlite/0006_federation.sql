@@ -10,8 +10,9 @@ CREATE TABLE federated_identities (
     user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     -- As last asserted, verified or not: shown to administrators, never used to find a user.
     email TEXT,
-    -- The groups of the last sign-in, one per line.
+    -- The groups of the last sign-in that asserted any, one per line, and when.
     groups TEXT NOT NULL DEFAULT '',
+    groups_at BIGINT,
     created_at BIGINT NOT NULL,
     last_sign_in_at BIGINT NOT NULL,
     PRIMARY KEY (idp, issuer, subject)
