@@ -171,6 +171,20 @@ impl Control {
         asserted: &AssertedIdentity,
         source: Option<std::net::IpAddr>,
     ) -> Result<FederatedSignIn> {
+        match self.federated_sign_in_once(policy, asserted, source).await {
+            // Another request made this identity (or linked that account) in between: decide
+            // again, now that it exists.
+            Err(ControlError::Conflict(_)) => self.federated_sign_in_once(policy, asserted, source).await,
+            other => other,
+        }
+    }
+
+    async fn federated_sign_in_once(
+        &self,
+        policy: &LinkPolicy,
+        asserted: &AssertedIdentity,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<FederatedSignIn> {
         let store = self.store();
         let identity = store.find_federated_identity(&asserted.idp, &asserted.issuer, &asserted.subject).await?;
         let known = match &identity {

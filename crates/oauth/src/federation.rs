@@ -366,7 +366,14 @@ impl AuthorizationServer {
                 return Err(OAuthError::invalid_grant(format!("the asserted user cannot act here: {refusal}")));
             }
         };
-        let access = self.mint_access_token(client, &user.id, &resource, &granted, None, now)?;
+        let access = self.mint_access_token(
+            client,
+            &user.id,
+            &resource,
+            &granted,
+            None,
+            crate::token::Lifetime { now, not_after: None },
+        )?;
         let grant = GrantRecord {
             id: random_token(18).map_err(ServerError::from)?,
             client_id: client.client_id.clone(),
@@ -384,7 +391,7 @@ impl AuthorizationServer {
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer".into(),
-            expires_in: settings.access_token_ttl,
+            expires_in: access.expires_in,
             scope: granted.to_string(),
             refresh_token: None,
             id_token: None,

@@ -191,8 +191,18 @@ impl AuthorizationServer {
         let user = self.store.find_user(&code.user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
         // The grant ends with a federated sign-in's bound (the store applied it to the grant).
         let grant_expires_at = code.grant_not_after.map_or(grant_expires_at, |bound| bound.min(grant_expires_at));
+        if grant_expires_at <= now {
+            return Err(OAuthError::invalid_grant("the sign-in this code came from has ended; sign in again"));
+        }
         let scope = code.scope.clone();
-        let access = self.mint_access_token(client, &user.id, &code.resource, &scope, Some(code.auth_time), now)?;
+        let access = self.mint_access_token(
+            client,
+            &user.id,
+            &code.resource,
+            &scope,
+            Some(code.auth_time),
+            Lifetime { now, not_after: Some(grant_expires_at) },
+        )?;
         let refresh = if allows_grant(client, GrantType::RefreshToken) {
             let value = random_token(32)?;
             let record = NewRefreshToken {
@@ -230,7 +240,7 @@ impl AuthorizationServer {
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer".into(),
-            expires_in: self.settings().access_token_ttl,
+            expires_in: access.expires_in,
             scope: code.scope.to_string(),
             refresh_token: refresh.map(|(v, _)| v),
             id_token,
@@ -273,8 +283,14 @@ impl AuthorizationServer {
         }
         let user_id = found.grant.user_id.clone().ok_or_else(invalid)?;
         let user = self.store.find_user(&user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
-        let access =
-            self.mint_access_token(client, &user.id, &found.grant.resource, &scope, found.grant.auth_time, now)?;
+        let access = self.mint_access_token(
+            client,
+            &user.id,
+            &found.grant.resource,
+            &scope,
+            found.grant.auth_time,
+            Lifetime { now, not_after: Some(found.grant.expires_at) },
+        )?;
         let new_value = random_token(32)?;
         let new_refresh = NewRefreshToken {
             digest: digest(&new_value).to_vec(),
@@ -287,7 +303,7 @@ impl AuthorizationServer {
             RefreshRotation::Rotated => Ok(TokenResponse {
                 access_token: access.jwt,
                 token_type: "Bearer".into(),
-                expires_in: self.settings().access_token_ttl,
+                expires_in: access.expires_in,
                 scope: scope.to_string(),
                 refresh_token: Some(new_value),
                 id_token: None,
@@ -318,7 +334,14 @@ impl AuthorizationServer {
         let resource = self.resolve_resource(client, resource, resource_count)?;
         let scope = self.resolve_scope(client, &resource, scope, true)?;
         let now = self.clock.now();
-        let access = self.mint_access_token(client, &client.client_id, &resource, &scope, None, now)?;
+        let access = self.mint_access_token(
+            client,
+            &client.client_id,
+            &resource,
+            &scope,
+            None,
+            Lifetime { now, not_after: None },
+        )?;
         let grant = GrantRecord {
             id: random_token(18)?,
             client_id: client.client_id.clone(),
@@ -336,7 +359,7 @@ impl AuthorizationServer {
         Ok(TokenResponse {
             access_token: access.jwt,
             token_type: "Bearer".into(),
-            expires_in: self.settings().access_token_ttl,
+            expires_in: access.expires_in,
             scope: scope.to_string(),
             refresh_token: None,
             id_token: None,
@@ -359,8 +382,12 @@ impl AuthorizationServer {
         resource: &str,
         scope: &ScopeSet,
         auth_time: Option<i64>,
-        now: i64,
+        lifetime: Lifetime,
     ) -> Result<MintedAccessToken, OAuthError> {
+        let Lifetime { now, not_after } = lifetime;
+        // Never past the grant it is drawn from (a federated sign-in's bound, say).
+        let exp = not_after
+            .map_or(now + self.settings().access_token_ttl, |bound| bound.min(now + self.settings().access_token_ttl));
         let jti = random_token(18)?;
         let claims = AccessTokenClaims {
             iss: self.settings().issuer.clone(),
@@ -368,7 +395,7 @@ impl AuthorizationServer {
             aud: resource.to_owned(),
             client_id: client.client_id.clone(),
             scope: scope.to_string(),
-            exp: now + self.settings().access_token_ttl,
+            exp,
             iat: now,
             nbf: now,
             jti: jti.clone(),
@@ -378,6 +405,7 @@ impl AuthorizationServer {
         let jwt = sign_jwt(&key, "at+jwt", &claims)?;
         Ok(MintedAccessToken {
             jwt,
+            expires_in: exp - now,
             record: NewAccessToken { jti, scope: scope.clone(), issued_at: now, expires_at: claims.exp },
         })
     }
@@ -385,5 +413,14 @@ impl AuthorizationServer {
 
 pub(crate) struct MintedAccessToken {
     pub(crate) jwt: String,
+    /// Seconds from issue to expiry: the token response's `expires_in`.
+    pub(crate) expires_in: i64,
     pub(crate) record: NewAccessToken,
+}
+
+/// When a token is minted, and the latest it may expire.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    pub(crate) now: i64,
+    pub(crate) not_after: Option<i64>,
 }
