@@ -424,6 +424,29 @@ impl AuthorizationServer {
         self.parked(handle).await.map(|(_, client)| client)
     }
 
+    /// What a parked request demands of the sign-in itself, for an identity provider to be
+    /// asked the same: `prompt=login`, and the oldest sign-in it accepts.
+    pub async fn pending_reauthentication(
+        &self,
+        handle: &str,
+    ) -> Result<portcullis_sso::Reauthentication, AuthorizeRejection> {
+        let (request, client) = self.parked(handle).await?;
+        Ok(portcullis_sso::Reauthentication {
+            prompt_login: request.prompt.split(' ').any(|p| p == "login"),
+            max_age: self.required_max_age(&request, &client),
+        })
+    }
+
+    /// How recent a sign-in a request needs: its own `max_age`, and for clients nobody vetted,
+    /// the registration policy's, whichever is stricter.
+    fn required_max_age(&self, request: &AuthorizationRequestRecord, client: &ClientRecord) -> Option<i64> {
+        let policy_max_age = self.is_dynamic(client).then_some(self.settings().registration.session_max_age);
+        match (request.max_age, policy_max_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn needs_login(
         &self,
         request: &AuthorizationRequestRecord,
@@ -438,12 +461,7 @@ impl AuthorizationServer {
             return true;
         }
         // Clients nobody vetted get users who signed in recently, whatever the session allows.
-        let policy_max_age = self.is_dynamic(client).then_some(self.settings().registration.session_max_age);
-        let max_age = match (request.max_age, policy_max_age) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        max_age.is_some_and(|max_age| now - session.auth_time > max_age)
+        self.required_max_age(request, client).is_some_and(|max_age| now - session.auth_time > max_age)
     }
 
     /// Whether a client registered itself (DCR, CIMD) rather than being set up by an operator.

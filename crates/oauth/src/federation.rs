@@ -103,10 +103,11 @@ impl AuthorizationServer {
         &self,
         name: &str,
         login_hint: Option<&str>,
+        reauthentication: portcullis_sso::Reauthentication,
     ) -> Result<(url::Url, PendingSignIn), SsoError> {
         let settings = self.settings();
         let provider = settings.identity_provider(name).ok_or_else(|| SsoError::UnknownProvider(name.to_owned()))?;
-        provider.provider.begin(login_hint).await
+        provider.provider.begin(login_hint, reauthentication).await
     }
 
     /// Finishes a sign-in at identity provider `name`: verifies the provider's answer against

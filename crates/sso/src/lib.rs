@@ -39,6 +39,14 @@ impl std::fmt::Debug for ClientCredential {
     }
 }
 
+/// What the sign-in must be, passed on from the client's request to the provider: a fresh
+/// sign-in (`prompt=login`), and at most how old (`max_age`, seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reauthentication {
+    pub prompt_login: bool,
+    pub max_age: Option<i64>,
+}
+
 /// Signs the client assertions of `private_key_jwt`.
 pub trait ClientAssertionSigner: Send + Sync {
     /// A signed assertion with `iss` and `sub` = `client_id`, `aud` = `audience` (the

@@ -252,7 +252,11 @@ impl IdentityProvider {
     }
 
     /// Starts a sign-in: the URL to send the browser to, and what it must bring back.
-    pub async fn begin(&self, login_hint: Option<&str>) -> Result<(Url, PendingSignIn), SsoError> {
+    pub async fn begin(
+        &self,
+        login_hint: Option<&str>,
+        reauthentication: crate::Reauthentication,
+    ) -> Result<(Url, PendingSignIn), SsoError> {
         let discovered = self.discovered(false).await?;
         let client = self.client(&discovered)?;
         let random = |bytes| random_token(bytes).map_err(|e| SsoError::Unreachable(e.to_string()));
@@ -277,6 +281,14 @@ impl IdentityProvider {
         }
         if let Some(hint) = login_hint {
             request = request.set_login_hint(LoginHint::new(hint.to_owned()));
+        }
+        // A client that asked for a fresh or recent sign-in gets one at the provider too, not a
+        // silent single sign-on from an old session there.
+        if reauthentication.prompt_login {
+            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
+        }
+        if let Some(max_age) = reauthentication.max_age.and_then(|secs| u64::try_from(secs).ok()) {
+            request = request.set_max_age(Duration::from_secs(max_age));
         }
         let (url, _, _) = request.url();
         Ok((url, pending))

@@ -151,13 +151,16 @@ pub(crate) async fn start(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let handle = q.get("request").map(String::as_str).unwrap_or_default();
-    if !handle.is_empty()
-        && let Err(rejection) = state.server.pending_client(handle).await
-    {
-        return state.rejection(rejection);
-    }
+    let reauthentication = if handle.is_empty() {
+        portcullis_sso::Reauthentication::default()
+    } else {
+        match state.server.pending_reauthentication(handle).await {
+            Ok(r) => r,
+            Err(rejection) => return state.rejection(rejection),
+        }
+    };
     let login_hint = q.get("login_hint").map(String::as_str).filter(|h| !h.is_empty() && h.len() <= 254);
-    let (url, sign_in) = match state.server.begin_federated_sign_in(&name, login_hint).await {
+    let (url, sign_in) = match state.server.begin_federated_sign_in(&name, login_hint, reauthentication).await {
         Ok(v) => v,
         Err(e) => return sso_error_page(&state, &name, &FederatedSignInError::Protocol(e)),
     };

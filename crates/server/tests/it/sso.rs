@@ -1374,3 +1374,27 @@ async fn simultaneous_first_sign_ins_make_one_user() -> TestResult {
     assert_eq!(s.store()?.find_users_by_email("twin@corp.example").await?.len(), 1);
     Ok(())
 }
+
+/// A client that asks for a fresh (`prompt=login`) or recent (`max_age`) sign-in gets one at
+/// the identity provider too, not a silent single sign-on from an old session there.
+#[tokio::test]
+async fn prompt_login_and_max_age_reach_the_provider() -> TestResult {
+    let w = world(|_, _| {}).await?;
+    let s = &w.server;
+    let (_, challenge) = pkce()?;
+    for (extra, expected) in
+        [(vec![("prompt", "login")], ("prompt", "login")), (vec![("max_age", "60")], ("max_age", "60"))]
+    {
+        let mut browser = Browser::default();
+        let authorize = authorize_url(s, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &extra);
+        let idp_url = discover(&w, &mut browser, &authorize, "carol@corp.example").await?;
+        let q: std::collections::BTreeMap<_, _> = url::Url::parse(&idp_url)?.query_pairs().into_owned().collect();
+        assert_eq!(q.get(expected.0).map(String::as_str), Some(expected.1), "{extra:?}: {idp_url}");
+        // And the sign-in completes: the request is satisfied by this fresh sign-in.
+        let callback = sign_in_at_idp(&w, &mut browser, &idp_url, "carol").await?;
+        let back = browser.get(s, &callback).await?;
+        let cont = browser.get(s, back.location.as_deref().ok_or("continue")?).await?;
+        assert!(cont.location.as_deref().is_some_and(|l| l.contains("/consent?")), "{extra:?}: {:?}", cont.location);
+    }
+    Ok(())
+}
