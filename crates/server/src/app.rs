@@ -342,6 +342,18 @@ pub fn operator_client(c: OperatorClient) -> ClientSpec {
 
 /// Makes the clients declared in the configuration exist, as declared (through the control
 /// layer: a client that changed is audited, one that did not is left alone).
+/// Forgets the users' upstream accounts (the token vault) of routes the configuration no
+/// longer has: at start, and after each reload.
+pub async fn forget_removed_routes(control: &Control, config: &Config) -> anyhow::Result<()> {
+    for route in control.store().upstream_credential_routes().await? {
+        if !config.upstreams.iter().any(|u| u.name == route) {
+            let forgotten = control.forget_route_credentials(&Actor::Configuration, &route).await?;
+            tracing::info!(route = %route, forgotten, "forgot the upstream accounts of a removed route");
+        }
+    }
+    Ok(())
+}
+
 pub async fn sync_config_clients(control: &Control, config: &Config) -> anyhow::Result<()> {
     for c in &config.clients {
         let secret_digest = match (&c.client_secret_env, &c.client_secret_sha256) {
@@ -432,6 +444,7 @@ pub async fn start_on(
     let control = Control::new(store.clone(), Arc::clone(&clock));
     let now = clock.now();
     sync_config_clients(&control, &config).await?;
+    forget_removed_routes(&control, &config).await?;
     let keys = KeyRing::new(Arc::clone(&master));
     keys.initialize(&control, now, config.longest_token_lifetime()).await?;
     let feed = ChangeFeed::start(
@@ -588,6 +601,7 @@ impl Reloader {
         if let Some(gateway) = &self.gateway {
             gateway.reload(gateway_settings).context("the gateway refused the new routes")?;
         }
+        forget_removed_routes(&self.control, &config).await?;
         Ok(())
     }
 }

@@ -73,6 +73,15 @@ impl Store {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// The routes any user has an upstream credential for.
+    pub async fn upstream_credential_routes(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT DISTINCT route FROM upstream_credentials ORDER BY route")
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(|(route,)| route).collect())
+    }
+
     /// Takes the refresh lease of a credential until `until`, if nobody holds it now: one node
     /// refreshes, the others wait for its result. `false` when another holds it.
     pub async fn take_refresh_lease(&self, user_id: &str, route: &str, now: i64, until: i64) -> Result<bool> {

@@ -469,6 +469,7 @@ async fn the_token_vault_connects_leases_refreshes_and_forgets() -> TestResult {
         assert!(connected.revision.is_some(), "{name}: announced, so nodes drop what they cached");
         apply(store, Mutation::SaveUpstreamCredential(Box::new(credential("u1", "linear", b"sealed-2"))), 100).await?;
         apply(store, Mutation::SaveUpstreamCredential(Box::new(credential("u2", "github", b"sealed-3"))), 100).await?;
+        assert_eq!(store.upstream_credential_routes().await?, ["github", "linear"], "{name}");
         let found = store.find_upstream_credential("u1", "github").await?.ok_or("u1's github")?;
         assert_eq!(
             (found.tokens_sealed.as_slice(), found.subject.as_deref()),

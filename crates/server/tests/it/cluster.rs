@@ -660,3 +660,56 @@ engineering = ["crm.contacts.read", "crm.deals.write"]
     assert!(audit.contains("idp:corp"), "{audit}");
     cluster.stop().await
 }
+
+/// A route taken out of the configuration takes its users' upstream accounts (the token vault)
+/// with it when the node re-reads the file; the other routes' stay.
+#[tokio::test]
+async fn a_removed_route_forgets_its_users_upstream_accounts() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let database = database_url(dir.path()).await?;
+    let master_key = portcullis_crypto::random_token(32)?;
+    let bin = env!("CARGO_BIN_EXE_portcullis");
+    let config = dir.path().join("portcullis.toml");
+    let write = |routes: &[&str]| {
+        let mut text = format!(
+            "[server]\nissuer = \"http://127.0.0.1:{port}\"\ndata_dir = {data:?}\n[database]\nurl = {database:?}\n",
+            data = dir.path().join("data"),
+        );
+        for route in routes {
+            text.push_str(&format!(
+                "[[upstreams]]\nname = \"{route}\"\ncommand = [{bin:?}, \"demo-crm\"]\ntools = {{ list_contacts = [\"crm.contacts.read\"] }}\n"
+            ));
+        }
+        std::fs::write(&config, text)
+    };
+    write(&["crm", "github"])?;
+    portcullis(&config, &master_key, &["migrate"])?;
+    let node = Node::start(&config, &master_key, port).await?;
+    portcullis(&config, &master_key, &["user", "add", "dana"])?;
+    let store = portcullis_store::Store::connect(&database, 1).await?;
+    let control = Control::new(store.clone(), std::sync::Arc::new(portcullis_types::SystemClock));
+    let dana = store.find_user_by_username("dana").await?.ok_or("dana")?;
+    for route in ["crm", "github"] {
+        let connection = portcullis_control::UpstreamConnection {
+            user_id: dana.id.clone(),
+            route: route.into(),
+            issuer: "https://upstream.example".into(),
+            subject: None,
+            scope: portcullis_types::ScopeSet::new(),
+            tokens_sealed: b"sealed".to_vec(),
+            access_expires_at: None,
+        };
+        control.connect_upstream(&Actor::Operator, connection).await?;
+    }
+
+    write(&["crm"])?;
+    portcullis(&config, &master_key, &["reload"])?;
+    let started = Instant::now();
+    while store.find_upstream_credential(&dana.id, "github").await?.is_some() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the removed route's account is still there");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.find_upstream_credential(&dana.id, "crm").await?.is_some(), "the remaining route's stays");
+    node.stop().await
+}
