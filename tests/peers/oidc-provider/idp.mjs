@@ -16,19 +16,9 @@
 // `READY http://localhost:PORT` (the issuer); everything else goes to stderr.
 // Runs until SIGTERM or SIGINT, then exits 0.
 
-import { generateKeyPairSync } from 'node:crypto';
-import * as http from 'node:http';
+import { failer, listenOnLoopback, signingJwk } from './common.mjs';
 
-// oidc-provider prints its notices with console.info, which goes to stdout.
-// Stdout carries only the READY line, so send all console output to stderr.
-for (const name of ['log', 'info', 'debug']) {
-  console[name] = (...args) => console.error(...args);
-}
-
-function fail(message) {
-  process.stderr.write(`idp: ${message}\n`);
-  process.exit(2);
-}
+const fail = failer('idp');
 
 function words(value) {
   return String(value ?? '').split(/\s+/).filter(Boolean);
@@ -44,10 +34,6 @@ function resourceList(name, required) {
   return list;
 }
 
-const portText = process.env.PORT ?? '';
-if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
-  fail('PORT is required and must be a TCP port number (0 picks a free one)');
-}
 
 // RESOURCE_JWT and RESOURCE_OPAQUE each take one URL, or several separated by
 // whitespace; the first RESOURCE_JWT is used when a request names none.
@@ -65,10 +51,6 @@ const ACCESS_TOKEN_TTL = 600; // seconds
 
 // Fresh signing keys on every start: one RSA (RS256) and one P-256 (ES256),
 // so the JWKS holds two keys and a verifier has to pick by kid.
-function signingJwk(type, options, alg, kid) {
-  const { privateKey } = generateKeyPairSync(type, options);
-  return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid };
-}
 const jwks = {
   keys: [
     signingJwk('rsa', { modulusLength: 2048 }, 'RS256', 'rs256-key'),
@@ -77,23 +59,7 @@ const jwks = {
 };
 
 // Listen first, so that PORT=0 can be resolved before the issuer is fixed.
-let handler = (_req, res) => {
-  res.statusCode = 503;
-  res.end();
-};
-const server = http.createServer((req, res) => handler(req, res));
-server.on('clientError', (err, socket) => {
-  if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-});
-await new Promise((resolve, reject) => {
-  server.once('error', reject);
-  server.listen(Number(portText), '127.0.0.1', () => {
-    server.off('error', reject);
-    resolve();
-  });
-}).catch((err) => fail(`cannot listen on 127.0.0.1:${portText}: ${err.message}`));
-const port = server.address().port;
-const issuer = `http://localhost:${port}`;
+const { issuer, serve } = await listenOnLoopback(fail);
 
 // Import after console is redirected: the module warns on load (for example
 // about Node.js releases older than 22).
@@ -177,20 +143,4 @@ const provider = new Provider(issuer, {
 
 provider.on('server_error', (_ctx, err) => process.stderr.write(`idp: server_error: ${err?.stack ?? err}\n`));
 
-// Endpoint URLs in the metadata follow the Host header. Everything arrives on
-// 127.0.0.1 anyway, so pin Host to the issuer's, and the metadata is the same
-// whether a test asks http://localhost:PORT or http://127.0.0.1:PORT.
-const app = provider.callback();
-handler = (req, res) => {
-  req.headers.host = `localhost:${port}`;
-  return app(req, res);
-};
-process.stdout.write(`READY ${issuer}\n`);
-
-function shutdown() {
-  server.close(() => process.exit(0));
-  server.closeAllConnections();
-  setTimeout(() => process.exit(0), 2000).unref();
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+serve(provider.callback());

@@ -26,22 +26,10 @@
 // `READY http://localhost:PORT`; everything else goes to stderr. Runs until
 // SIGTERM or SIGINT, then exits 0.
 
-import { generateKeyPairSync } from 'node:crypto';
-import * as http from 'node:http';
+import { failer, listenOnLoopback, signingJwk } from './common.mjs';
 
-for (const name of ['log', 'info', 'debug']) {
-  console[name] = (...args) => console.error(...args);
-}
+const fail = failer('sso-idp');
 
-function fail(message) {
-  process.stderr.write(`sso-idp: ${message}\n`);
-  process.exit(2);
-}
-
-const portText = process.env.PORT ?? '';
-if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
-  fail('PORT is required and must be a TCP port number (0 picks a free one)');
-}
 const privateKeyJwt = process.env.CLIENT_AUTH === 'private_key_jwt';
 for (const name of ['CLIENT_ID', 'REDIRECT_URI', privateKeyJwt ? 'JWKS_URI' : 'CLIENT_SECRET']) {
   if (!process.env[name]) fail(`${name} is required`);
@@ -53,10 +41,6 @@ try {
   fail(`USERS is not JSON: ${err.message}`);
 }
 
-function signingJwk(type, options, alg, kid) {
-  const { privateKey } = generateKeyPairSync(type, options);
-  return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid };
-}
 // Fresh keys on every start, so two instances never share one.
 const jwks = {
   keys: [
@@ -65,23 +49,7 @@ const jwks = {
   ],
 };
 
-let handler = (_req, res) => {
-  res.statusCode = 503;
-  res.end();
-};
-const server = http.createServer((req, res) => handler(req, res));
-server.on('clientError', (err, socket) => {
-  if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-});
-await new Promise((resolve, reject) => {
-  server.once('error', reject);
-  server.listen(Number(portText), '127.0.0.1', () => {
-    server.off('error', reject);
-    resolve();
-  });
-}).catch((err) => fail(`cannot listen on 127.0.0.1:${portText}: ${err.message}`));
-const port = server.address().port;
-const issuer = `http://localhost:${port}`;
+const { issuer, serve } = await listenOnLoopback(fail);
 
 const { default: Provider } = await import('oidc-provider');
 
@@ -179,25 +147,14 @@ async function signAnything(req, res) {
   res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jwt }));
 }
 
-const app = provider.callback();
-handler = (req, res) => {
+serve(provider.callback(), (req, res) => {
   if (req.method === 'POST' && req.url === '/test/id-jag') {
     idJag(req, res).catch((err) => res.writeHead(500).end(String(err)));
-    return undefined;
+    return true;
   }
   if (req.method === 'POST' && req.url === '/test/sign') {
     signAnything(req, res).catch((err) => res.writeHead(500).end(String(err)));
-    return undefined;
+    return true;
   }
-  req.headers.host = `localhost:${port}`;
-  return app(req, res);
-};
-process.stdout.write(`READY ${issuer}\n`);
-
-function shutdown() {
-  server.close(() => process.exit(0));
-  server.closeAllConnections();
-  setTimeout(() => process.exit(0), 2000).unref();
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+  return false;
+});
