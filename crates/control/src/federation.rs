@@ -187,7 +187,7 @@ impl Control {
     ) -> Result<FederatedSignIn> {
         let store = self.store();
         let identity = store.find_federated_identity(&asserted.idp, &asserted.issuer, &asserted.subject).await?;
-        let known = match &identity {
+        let mut known = match &identity {
             Some(i) => store.find_user(&i.user_id).await?,
             None => None,
         };
@@ -198,6 +198,14 @@ impl Control {
             for user in store.find_users_by_email(email).await? {
                 let linked_here = store.federated_identities_of(&user.id).await?.iter().any(|i| i.idp == asserted.idp);
                 same_email.push(EmailMatch { user_id: user.id, disabled: user.disabled_at.is_some(), linked_here });
+            }
+            // A simultaneous first sign-in of this very identity may have made it between the
+            // two reads (its account then looks "linked to another identity"): look again.
+            if let Some(made) =
+                store.find_federated_identity(&asserted.idp, &asserted.issuer, &asserted.subject).await?
+            {
+                known = store.find_user(&made.user_id).await?;
+                same_email.clear();
             }
         }
         let decision =
