@@ -21,7 +21,8 @@ use portcullis_types::OAuthErrorCode;
 
 use crate::oauth_endpoints::form_params;
 use crate::pages::{
-    self, AccountPage, ConsentPage, ConsentView, HomePage, LoginPage, ProviderButton, ScopeLineView, render,
+    self, AccountPage, ConsentPage, ConsentView, HomePage, LoginPage, ProviderButton, ScopeLineView, UpstreamView,
+    render,
 };
 use crate::{AppState, Peer};
 
@@ -480,6 +481,13 @@ pub(crate) async fn home(State(state): State<AppState>, jar: CookieJar) -> Respo
     (jar, render(StatusCode::OK, &page)).into_response()
 }
 
+/// A timestamp as the day it fell on (UTC), as the account page shows dates.
+fn day(timestamp: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(timestamp)
+        .map(|t| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
+        .unwrap_or_default()
+}
+
 /// The user's own view of what they allowed, with a way to take it back.
 pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Response {
     let session = match state.session(&jar).await {
@@ -506,11 +514,25 @@ pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Re
             }
         };
         let scopes = c.scope.iter().map(|s| state.server.settings().describe_scope(&c.resource, s.as_str())).collect();
-        let granted_on = time::OffsetDateTime::from_unix_timestamp(c.updated_at)
-            .map(|t| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()))
-            .unwrap_or_default();
+        let granted_on = day(c.updated_at);
         views.push(ConsentView { client_id: c.client_id, client_name, resource: c.resource, scopes, granted_on });
     }
+    let upstreams = match store.upstream_credentials_of(&session.user.id).await {
+        Ok(list) => list
+            .into_iter()
+            .map(|u| UpstreamView {
+                route: u.route,
+                issuer: u.issuer,
+                subject: u.subject,
+                scope: u.scope.to_string(),
+                connected_on: day(u.updated_at),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "listing upstream accounts failed");
+            return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
+        }
+    };
     let (jar, browser) = match state.browser_id(jar) {
         Ok(v) => v,
         Err(r) => return r,
@@ -522,6 +544,7 @@ pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Re
         base_path: &state.base_path,
         username: &session.user.username,
         consents: views,
+        upstreams,
         csrf: &csrf,
     };
     (jar, render(StatusCode::OK, &page)).into_response()
@@ -551,6 +574,36 @@ pub(crate) async fn revoke_consent(
         Ok(()) | Err(ControlError::ConsentNotFound) => Redirect::to(&state.path("/account")).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "revoking consent failed");
+            state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+        }
+    }
+}
+
+/// The user disconnects an upstream account: what the vault held for them and that route is
+/// forgotten (the upstream's own revocation, RFC 7009, is not asked yet).
+pub(crate) async fn disconnect_upstream(
+    State(state): State<AppState>,
+    peer: crate::Peer,
+    jar: CookieJar,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = match state.checked_form(&headers, &jar, &body) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let session = match state.session(&jar).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Redirect::to(&state.path("/login")).into_response(),
+        Err(r) => return r,
+    };
+    let route = params.single("route").ok().flatten().unwrap_or_default();
+    let actor = Actor::User { user_id: session.user.id.clone(), source: Some(state.client_address(peer.0, &headers)) };
+    // Only ever the signed-in user's own row: the user comes from the session, not the form.
+    match state.server.control().disconnect_upstream(&actor, &session.user.id, route).await {
+        Ok(_) => Redirect::to(&state.path("/account")).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "disconnecting an upstream account failed");
             state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
         }
     }

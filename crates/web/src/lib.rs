@@ -128,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(browser::logout))
         .route("/account", get(browser::account))
         .route("/account/consents/revoke", post(browser::revoke_consent))
+        .route("/account/upstreams/disconnect", post(browser::disconnect_upstream))
         .route("/assets/portcullis.css", get(pages::stylesheet));
     let base = state.base_path.clone();
     let secure = state.server.settings().secure_cookies;

@@ -83,7 +83,17 @@ pub(crate) struct AccountPage<'a> {
     pub base_path: &'a str,
     pub username: &'a str,
     pub consents: Vec<ConsentView>,
+    pub upstreams: Vec<UpstreamView>,
     pub csrf: &'a str,
+}
+
+/// An upstream account the user connected (never its tokens).
+pub(crate) struct UpstreamView {
+    pub route: String,
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub scope: String,
+    pub connected_on: String,
 }
 
 #[derive(Template)]

@@ -163,6 +163,62 @@ async fn an_https_issuer_gets_host_prefixed_secure_cookies_and_hsts() -> TestRes
     Ok(())
 }
 
+/// The upstream accounts a user connected are on their account page, without their tokens,
+/// and a click forgets one; another user's, or another route's, stay.
+#[tokio::test]
+async fn users_see_and_disconnect_their_upstream_accounts() -> TestResult {
+    let server = TestServer::start().await?;
+    let control = server.control()?;
+    let bob = control
+        .add_user(
+            &Actor::Operator,
+            NewUser { username: "bob".into(), display_name: None, email: None, password_hash: None, is_admin: false },
+        )
+        .await?;
+    for (user_id, route) in [(&server.alice_id, "github"), (&server.alice_id, "linear"), (&bob.id, "github")] {
+        let connection = portcullis_control::UpstreamConnection {
+            user_id: user_id.clone(),
+            route: route.into(),
+            issuer: format!("https://{route}.example/oauth"),
+            subject: Some(format!("{route}-account")),
+            scope: portcullis_types::ScopeSet::parse("repo")?,
+            tokens_sealed: b"sealed, never shown".to_vec(),
+            access_expires_at: None,
+        };
+        control.connect_upstream(&Actor::Operator, connection).await?;
+    }
+    let mut browser = Browser::default();
+    let login = browser.login(&server, "/login", "alice", PASSWORD).await?;
+    assert_eq!(login.status, 303);
+    let page = browser.get(&server, &server.url("/account")).await?;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Accounts you connected") && page.body.contains("github-account"), "{}", page.body);
+    assert!(page.body.contains("https://linear.example/oauth") && !page.body.contains("sealed"), "{}", page.body);
+    let csrf = page.input("csrf").ok_or("csrf")?;
+    // Without the form token, nothing happens.
+    let forged = browser.post(&server, "/account/upstreams/disconnect", &[("route", "github")]).await?;
+    assert_eq!(forged.status, 403);
+    assert!(server.store()?.find_upstream_credential(&server.alice_id, "github").await?.is_some());
+    let done = browser.post(&server, "/account/upstreams/disconnect", &[("csrf", &csrf), ("route", "github")]).await?;
+    assert_eq!((done.status, done.location.as_deref()), (303, Some("/account")));
+    let store = server.store()?;
+    assert!(store.find_upstream_credential(&server.alice_id, "github").await?.is_none());
+    assert!(store.find_upstream_credential(&server.alice_id, "linear").await?.is_some(), "her other account stays");
+    assert!(store.find_upstream_credential(&bob.id, "github").await?.is_some(), "bob's stays");
+    let filter = portcullis_store::AuditFilter {
+        kinds: vec![portcullis_store::AuditKind::UpstreamDisconnected],
+        ..Default::default()
+    };
+    let recorded = store.audit_events(None, 10, &filter).await?;
+    assert!(
+        recorded.iter().any(|e| e.event.user_id.as_deref() == Some(server.alice_id.as_str())
+            && e.event.route.as_deref() == Some("github")
+            && e.event.actor.as_deref() == Some(format!("user:{}", server.alice_id).as_str())),
+        "{recorded:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn users_see_and_revoke_their_consents_on_the_account_page() -> TestResult {
     let server = TestServer::start().await?;
