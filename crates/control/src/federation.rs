@@ -75,8 +75,7 @@ impl LinkPolicy {
     /// The asserted email, if the provider verified it and is authoritative for its domain.
     pub fn authoritative_email<'a>(&self, asserted: &'a AssertedIdentity) -> Option<&'a str> {
         let email = asserted.email.as_deref().filter(|_| asserted.email_verified)?;
-        let (_, domain) = email.rsplit_once('@')?;
-        self.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)).then_some(email)
+        portcullis_types::email_in_domains(email, &self.email_domains).then_some(email)
     }
 }
 

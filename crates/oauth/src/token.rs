@@ -189,8 +189,8 @@ impl AuthorizationServer {
             CodeRedemption::NotFound => return Err(invalid()),
         };
         let user = self.store.find_user(&code.user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
-        // The grant ends with a federated sign-in's bound (the store applied it to the grant).
-        let grant_expires_at = code.grant_not_after.map_or(grant_expires_at, |bound| bound.min(grant_expires_at));
+        // The grant ends with a federated sign-in's bound, as the store made it.
+        let grant_expires_at = code.grant_expires_at(grant_expires_at);
         if grant_expires_at <= now {
             return Err(OAuthError::invalid_grant("the sign-in this code came from has ended; sign in again"));
         }

@@ -101,9 +101,7 @@ impl ProviderSettings {
 
     /// Whether this provider is authoritative for the domain of `email`.
     pub fn is_authoritative_for(&self, email: &str) -> bool {
-        email
-            .rsplit_once('@')
-            .is_some_and(|(_, domain)| self.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+        portcullis_types::email_in_domains(email, &self.email_domains)
     }
 }
 

@@ -181,20 +181,21 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(code) = claimed {
+                let code = AuthorizationCodeRecord::try_from(code)?;
                 sqlx::query(INSERT_GRANT)
                     .bind(&code.grant_id)
                     .bind(&code.client_id)
                     .bind(&code.user_id)
                     .bind(GrantKind::AuthorizationCode.as_str())
                     .bind(&code.resource)
-                    .bind(&code.scope)
+                    .bind(code.scope.to_string())
                     .bind(code.auth_time)
                     .bind(now)
-                    .bind(code.grant_not_after.map_or(grant_expires_at, |bound| bound.min(grant_expires_at)))
+                    .bind(code.grant_expires_at(grant_expires_at))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                return Ok(CodeRedemption::Redeemed(Box::new(code.try_into()?)));
+                return Ok(CodeRedemption::Redeemed(Box::new(code)));
             }
             let previous: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
                 "SELECT grant_id, client_id, user_id, redeemed_at FROM authorization_codes WHERE code_digest = $1")

@@ -312,6 +312,14 @@ pub struct AuthorizationCodeRecord {
     pub grant_not_after: Option<i64>,
 }
 
+impl AuthorizationCodeRecord {
+    /// When the grant this code makes ends: at `limit` (the server's grant lifetime from now),
+    /// or at the code's own bound (a federated sign-in's end) if that is sooner.
+    pub fn grant_expires_at(&self, limit: i64) -> i64 {
+        self.grant_not_after.map_or(limit, |bound| bound.min(limit))
+    }
+}
+
 /// A grant: one user's (or, for client credentials, one client's) authorization of one client
 /// for one resource and scope set. Refresh tokens and access tokens hang off it; revoking it
 /// revokes them all.

@@ -11,6 +11,13 @@ pub mod wire;
 pub use error_code::OAuthErrorCode;
 pub use scope::{Scope, ScopeError, ScopeSet};
 
+/// Whether `email`'s domain (after its last `@`) is one of `domains`, compared without regard to
+/// ASCII case: the one rule for which identity provider is authoritative for an address (sign-in
+/// routing and account linking both ask it).
+pub fn email_in_domains(email: &str, domains: &[String]) -> bool {
+    email.rsplit_once('@').is_some_and(|(_, domain)| domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+}
+
 /// Seconds since the Unix epoch. All persisted and compared times use this unit.
 pub type UnixTime = i64;
 

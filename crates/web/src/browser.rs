@@ -155,6 +155,22 @@ impl AppState {
         }
     }
 
+    /// A form the signed-in user posts from their account page: its CSRF-checked parameters,
+    /// their session (without one: off to sign in), and them as the actor.
+    async fn account_form(
+        &self,
+        peer: Peer,
+        headers: &HeaderMap,
+        jar: &CookieJar,
+        body: &Bytes,
+    ) -> Result<(Params, BrowserSession, Actor), Response> {
+        let params = self.checked_form(headers, jar, body)?;
+        let session = self.session(jar).await?.ok_or_else(|| Redirect::to(&self.path("/login")).into_response())?;
+        let actor =
+            Actor::User { user_id: session.user.id.clone(), source: Some(self.client_address(peer.0, headers)) };
+        Ok((params, session, actor))
+    }
+
     /// Back to the sign-in page of request `handle` with an error code its page explains. What
     /// the user typed is not put in the URL: it would land in history and access logs.
     pub(crate) fn back_to_login(&self, handle: &str, error: &str) -> Response {
@@ -557,18 +573,12 @@ pub(crate) async fn revoke_consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match state.checked_form(&headers, &jar, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let session = match state.session(&jar).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Redirect::to(&state.path("/login")).into_response(),
+    let (params, session, actor) = match state.account_form(peer, &headers, &jar, &body).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let client_id = params.single("client_id").ok().flatten().unwrap_or_default();
     let resource = params.single("resource").ok().flatten().unwrap_or_default();
-    let actor = Actor::User { user_id: session.user.id.clone(), source: Some(state.client_address(peer.0, &headers)) };
     match state.server.control().revoke_consent(&actor, &session.user.id, client_id, resource).await {
         // Already gone (a second click): the page shows what is left either way.
         Ok(()) | Err(ControlError::ConsentNotFound) => Redirect::to(&state.path("/account")).into_response(),
@@ -588,17 +598,11 @@ pub(crate) async fn disconnect_upstream(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = match state.checked_form(&headers, &jar, &body) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let session = match state.session(&jar).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Redirect::to(&state.path("/login")).into_response(),
+    let (params, session, actor) = match state.account_form(peer, &headers, &jar, &body).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let route = params.single("route").ok().flatten().unwrap_or_default();
-    let actor = Actor::User { user_id: session.user.id.clone(), source: Some(state.client_address(peer.0, &headers)) };
     // Only ever the signed-in user's own row: the user comes from the session, not the form.
     match state.server.control().disconnect_upstream(&actor, &session.user.id, route).await {
         Ok(_) => Redirect::to(&state.path("/account")).into_response(),
