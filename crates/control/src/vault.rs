@@ -49,13 +49,20 @@ impl Control {
         Ok(())
     }
 
-    /// Forgets one user's upstream account for a route (they disconnected it). Returns whether
-    /// there was one.
-    pub async fn disconnect_upstream(&self, actor: &Actor, user_id: &str, route: &str) -> Result<bool> {
+    /// Forgets one user's upstream account for a route (they disconnected it, or Portcullis
+    /// did because the upstream refused to refresh it: `reason`). Returns whether there was one.
+    pub async fn disconnect_upstream(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        route: &str,
+        reason: Option<&str>,
+    ) -> Result<bool> {
         let audit = NewAuditEvent {
             user_id: Some(user_id.to_owned()),
             username: self.username_of(Some(user_id)).await?,
             route: Some(route.to_owned()),
+            reason: reason.map(str::to_owned),
             ..self.event(AuditKind::UpstreamDisconnected, actor)
         };
         let mutation =

@@ -35,6 +35,10 @@ impl VaultBinding<'_> {
 pub struct UpstreamTokens {
     pub access_token: String,
     pub refresh_token: Option<String>,
+    /// The gateway's client id at the upstream's authorization server when these were issued:
+    /// a refresh or a revocation must present the same one.
+    #[serde(default)]
+    pub client_id: String,
 }
 
 impl std::fmt::Debug for UpstreamTokens {
@@ -42,11 +46,28 @@ impl std::fmt::Debug for UpstreamTokens {
         f.debug_struct("UpstreamTokens")
             .field("access_token", &"..")
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| ".."))
+            .field("client_id", &self.client_id)
             .finish()
     }
 }
 
+/// The associated data of a client secret the gateway got from an upstream's authorization
+/// server by dynamic registration: bound to that server.
+fn client_secret_context(issuer: &str) -> Vec<u8> {
+    let mut context = b"portcullis upstream client secret v1".to_vec();
+    context.extend_from_slice(issuer.as_bytes());
+    context
+}
+
 impl MasterKey {
+    pub fn seal_upstream_client_secret(&self, issuer: &str, secret: &str) -> Result<Vec<u8>, CryptoError> {
+        self.seal(secret.as_bytes(), &client_secret_context(issuer))
+    }
+
+    pub fn open_upstream_client_secret(&self, issuer: &str, sealed: &[u8]) -> Result<String, CryptoError> {
+        String::from_utf8(self.open(sealed, &client_secret_context(issuer))?).map_err(|_| CryptoError::Decrypt)
+    }
+
     pub fn seal_upstream_tokens(
         &self,
         binding: VaultBinding<'_>,
@@ -76,7 +97,11 @@ mod tests {
     fn a_sealed_row_opens_only_for_its_own_user_route_and_issuer() -> Result<(), CryptoError> {
         let master = MasterKey::from_bytes(&MasterKey::generate_bytes()?)?;
         let alice = VaultBinding { user_id: "alice", route: "github", issuer: "https://github.com/login/oauth" };
-        let tokens = UpstreamTokens { access_token: "gho_secret".into(), refresh_token: Some("ghr_secret".into()) };
+        let tokens = UpstreamTokens {
+            access_token: "gho_secret".into(),
+            refresh_token: Some("ghr_secret".into()),
+            client_id: "Iv1.portcullis".into(),
+        };
         let sealed = master.seal_upstream_tokens(alice, &tokens)?;
         assert_eq!(master.open_upstream_tokens(alice, &sealed)?, tokens);
         assert!(!String::from_utf8_lossy(&sealed).contains("secret"), "sealed, not encoded");
@@ -97,6 +122,9 @@ mod tests {
         let other_key = MasterKey::from_bytes(&MasterKey::generate_bytes()?)?;
         assert!(other_key.open_upstream_tokens(alice, &sealed).is_err());
         assert!(!format!("{tokens:?}").contains("secret"), "Debug prints no token");
+        let sealed_secret = master.seal_upstream_client_secret("https://as.example", "client-secret")?;
+        assert_eq!(master.open_upstream_client_secret("https://as.example", &sealed_secret)?, "client-secret");
+        assert!(master.open_upstream_client_secret("https://evil.example", &sealed_secret).is_err());
         Ok(())
     }
 }

@@ -22,6 +22,10 @@ pub const UNAUTHORIZED: i64 = -32001;
 pub const FORBIDDEN: i64 = -32003;
 pub const REQUEST_TIMEOUT: i64 = -32004;
 pub const SESSION_NOT_FOUND: i64 = -32005;
+/// The user must connect their account at the upstream first; `data.url` says where.
+pub const CONNECTION_REQUIRED: i64 = -32010;
+/// MCP 2025-11-25: the request needs the user to complete URL-mode elicitations first.
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 /// MCP 2026-07-28: `HeaderMismatch` and `UnsupportedProtocolVersionError`.
 pub const HEADER_MISMATCH: i64 = -32020;
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;

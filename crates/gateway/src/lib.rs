@@ -23,6 +23,7 @@ pub mod jsonrpc;
 mod proxy;
 mod revocation;
 mod sessions;
+mod vault;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,22 @@ use tokio::sync::Semaphore;
 pub use auth::{Principal, TokenError, TrustedIssuerSettings};
 pub use channel::StdioCommand;
 pub use filter::ListKind;
+pub use portcullis_upstream_oauth as upstream_oauth;
+pub use vault::VaultError;
+
+use portcullis_upstream_oauth::{Challenge, UpstreamClient};
+
+/// What the gateway presents to an upstream.
+#[derive(Debug, Clone)]
+pub enum UpstreamAuth {
+    /// Only the configured headers, if any: the same for every caller.
+    Static,
+    /// Each user's own token from the vault (`upstream_auth = "user"`).
+    User(Arc<UpstreamClient>),
+    /// The gateway's own token from the upstream's authorization server
+    /// (`upstream_auth = "client_credentials"`).
+    ClientCredentials(Arc<UpstreamClient>),
+}
 
 /// Where a route's messages go.
 #[derive(Debug, Clone)]
@@ -67,6 +84,8 @@ pub struct RouteSettings {
     pub scopes_supported: ScopeSet,
     /// Headers the gateway itself sends upstream (its own credentials).
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// OAuth toward the upstream (Streamable HTTP routes only).
+    pub upstream_auth: UpstreamAuth,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     /// Concurrent sessions (stdio children, SSE connections) at most.
@@ -132,6 +151,26 @@ pub enum GatewayError {
     UpstreamUnavailable { message: String, id: Option<Value> },
     #[error("the upstream MCP server did not answer within {seconds} s")]
     UpstreamTimeout { seconds: u64, id: Option<Value> },
+    /// The route acts as each user at its upstream, and this user has not connected their
+    /// account there (or must connect again, or grant more).
+    #[error("{message}")]
+    ConnectionRequired {
+        message: String,
+        url: String,
+        /// Set when the client declared URL-mode elicitation: the error is then MCP's
+        /// `URLElicitationRequiredError`.
+        elicitation_id: Option<String>,
+        id: Option<Value>,
+    },
+    #[error(
+        "route {route:?} acts as each user at its upstream; a token that speaks for no Portcullis user (a \
+         client's own, or another issuer's) cannot use it"
+    )]
+    UserRequired { route: String, id: Option<Value> },
+    /// The upstream refused the credentials the gateway presented (401, or 403 with a
+    /// challenge); the data path decides whether to refresh, step up or give up.
+    #[error("the upstream MCP server refused the gateway's credentials ({status})")]
+    UpstreamRefused { status: StatusCode, challenge: Option<Challenge>, id: Option<Value> },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -153,6 +192,10 @@ impl GatewayError {
             Self::SessionNotFound => SESSION_NOT_FOUND,
             Self::TooManySessions | Self::UpstreamUnavailable { .. } => UPSTREAM_ERROR,
             Self::UpstreamTimeout { .. } => REQUEST_TIMEOUT,
+            Self::ConnectionRequired { elicitation_id: Some(_), .. } => URL_ELICITATION_REQUIRED,
+            Self::ConnectionRequired { elicitation_id: None, .. } => CONNECTION_REQUIRED,
+            Self::UserRequired { .. } => FORBIDDEN,
+            Self::UpstreamRefused { .. } => UPSTREAM_ERROR,
             Self::Internal(_) => INTERNAL_ERROR,
         }
     }
@@ -163,14 +206,28 @@ impl GatewayError {
             Self::InsufficientScope { id, .. }
             | Self::InvalidMessage { id, .. }
             | Self::UpstreamUnavailable { id, .. }
-            | Self::UpstreamTimeout { id, .. } => id.as_ref(),
+            | Self::UpstreamTimeout { id, .. }
+            | Self::ConnectionRequired { id, .. }
+            | Self::UserRequired { id, .. }
+            | Self::UpstreamRefused { id, .. } => id.as_ref(),
             _ => None,
         }
     }
 
     /// A JSON-RPC error object for the body.
     pub fn to_jsonrpc(&self) -> Value {
-        jsonrpc::error_response(self.request_id(), self.jsonrpc_code(), &self.to_string())
+        let mut response = jsonrpc::error_response(self.request_id(), self.jsonrpc_code(), &self.to_string());
+        if let Self::ConnectionRequired { message, url, elicitation_id, .. } = self {
+            // MCP 2025-11-25 URLElicitationRequiredError, or the same URL in plain data.
+            let data = match elicitation_id {
+                Some(elicitation_id) => serde_json::json!({"elicitations": [{
+                    "mode": "url", "elicitationId": elicitation_id, "url": url, "message": message,
+                }]}),
+                None => serde_json::json!({"url": url}),
+            };
+            response["error"]["data"] = data;
+        }
+        response
     }
 }
 
@@ -274,6 +331,7 @@ struct Inner {
     sessions: sessions::Sessions,
     streams: Arc<revocation::LiveStreams>,
     audit: audit::AuditLog,
+    vault: vault::Vault,
     upstream_http: reqwest::Client,
     reaper: tokio::task::AbortHandle,
 }
@@ -334,6 +392,7 @@ impl Gateway {
             .map_err(|e| GatewayConfigError::Client(e.to_string()))?;
         let routing = Routing::compile(settings, None)?;
         let audit = audit::AuditLog::start(authorization.store().clone());
+        let vault = vault::Vault::new(authorization.clone());
         let mut validator = auth::TokenValidator::new(authorization);
         validator.feed = feed.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
@@ -366,6 +425,7 @@ impl Gateway {
                 sessions: sessions::Sessions::default(),
                 streams: Arc::default(),
                 audit,
+                vault,
                 upstream_http,
                 reaper,
             }
@@ -484,6 +544,79 @@ impl Gateway {
             .validate(token, route, &r.settings.resource, &routing.foreign)
             .await
             .map_err(GatewayError::Unauthenticated)
+    }
+
+    /// The OAuth client of a route that connects each user's own account.
+    fn connectable(&self, route: &str) -> Result<Arc<UpstreamClient>, VaultError> {
+        match self.0.routing().routes.get(route).map(|r| &r.settings.upstream_auth) {
+            Some(UpstreamAuth::User(client)) => Ok(Arc::clone(client)),
+            _ => Err(VaultError::NotConnectable(route.to_owned())),
+        }
+    }
+
+    /// Whether users connect their own accounts on `route`, and if so the upstream's origin
+    /// (what the connect page shows).
+    pub fn connectable_upstream(&self, route: &str) -> Option<String> {
+        self.connectable(route).ok().map(|c| c.settings().upstream.origin().ascii_serialization())
+    }
+
+    /// Where a user connects their account for `route` (in a browser, signed in as themselves);
+    /// `scope`, on a step-up, is what the upstream asked for besides.
+    pub fn connect_url(&self, route: &str, user_id: &str, scope: Option<&str>) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("for", user_id);
+        if let Some(scope) = scope {
+            query.append_pair("scope", scope);
+        }
+        format!("{}{}/connect/{route}?{}", self.0.issuer_origin, self.0.base_path, query.finish())
+    }
+
+    /// Starts connecting a user's account: the upstream authorization request to send their
+    /// browser to, and what its callback must find again.
+    pub async fn begin_connect(
+        &self,
+        route: &str,
+        user_id: &str,
+        more_scope: Option<&str>,
+    ) -> Result<(url::Url, upstream_oauth::PendingConnection), VaultError> {
+        let client = self.connectable(route)?;
+        self.0.vault.begin_connect(route, &client, user_id, more_scope).await
+    }
+
+    /// Finishes connecting: redeems the code and keeps the tokens, sealed, for this user.
+    pub async fn finish_connect(
+        &self,
+        route: &str,
+        actor: &portcullis_store::Actor,
+        user_id: &str,
+        pending: &upstream_oauth::PendingConnection,
+        callback: &upstream_oauth::CallbackParams,
+    ) -> Result<(), VaultError> {
+        let client = self.connectable(route)?;
+        self.0.vault.finish_connect(route, &client, actor, user_id, pending, callback).await
+    }
+
+    /// Disconnects a user's account for `route`: revoked at the upstream where it can be, and
+    /// forgotten. Also for a route no longer configured (then only forgotten).
+    pub async fn disconnect_upstream(
+        &self,
+        route: &str,
+        actor: &portcullis_store::Actor,
+        user_id: &str,
+    ) -> Result<bool, VaultError> {
+        let client = self.connectable(route).ok();
+        self.0.vault.disconnect(route, client.as_deref(), actor, user_id).await
+    }
+
+    /// Portcullis's Client ID Metadata Document, when a route connects users' accounts.
+    pub fn client_metadata_document(&self) -> Option<Value> {
+        let routing = self.0.routing();
+        let client = routing.routes.values().find_map(|r| match &r.settings.upstream_auth {
+            UpstreamAuth::User(c) => Some(Arc::clone(c)),
+            _ => None,
+        })?;
+        let document = client.settings().metadata_document.clone()?;
+        Some(upstream_oauth::client_metadata_document(client.settings(), document.as_str(), &routing.settings.issuer))
     }
 
     /// Queues audit events (written off the request path).

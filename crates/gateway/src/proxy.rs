@@ -19,7 +19,11 @@ use crate::channel::{self, ChannelSession, Delivery};
 use crate::filter::{ListKind, filter_list_response};
 use crate::jsonrpc::{self, Kind};
 use crate::sessions::{Session, SessionUpstream};
-use crate::{Decided, Gateway, GatewayError, Handled, Reply, ReplyStatus, Route, UpstreamSettings};
+use crate::vault::Credential;
+use crate::{
+    Decided, Gateway, GatewayError, Handled, Reply, ReplyStatus, Route, UpstreamAuth, UpstreamSettings, VaultError,
+    upstream_oauth,
+};
 
 /// Protocol revisions the gateway speaks downstream.
 pub const SUPPORTED_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"];
@@ -95,6 +99,20 @@ fn operation<'a>(method: &'a str, params: Option<&'a Value>) -> Result<(Operatio
         }
         other => (Operation::Method(other), None),
     })
+}
+
+/// Whether client capabilities declare URL-mode elicitation (`elicitation.url`, 2025-11-25).
+fn declares_url_elicitation(capabilities: Option<&Value>) -> bool {
+    capabilities.and_then(|c| c.get("elicitation")).and_then(|e| e.get("url")).is_some_and(Value::is_object)
+}
+
+/// The capabilities a message's client declares: at `initialize`, or (2026-07-28, no
+/// sessions) in each request's `_meta`.
+fn declared_capabilities(message: &Value) -> Option<&Value> {
+    let params = message.get("params")?;
+    params
+        .get("capabilities")
+        .or_else(|| params.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/clientCapabilities")))
 }
 
 /// The name mirrored in `Mcp-Name` for a method, if it has one.
@@ -198,6 +216,8 @@ struct Forward {
     lists: HashMap<String, ListKind>,
     request_ids: Vec<Value>,
     initialize: bool,
+    /// The client can be asked to open a URL (MCP URL-mode elicitation).
+    url_elicitation: bool,
 }
 
 /// Removes what the policy would not allow from one message or a batch of them.
@@ -433,7 +453,12 @@ impl Gateway {
                 request_ids.first(),
             ));
         }
-        let forward = Forward { lists, request_ids, initialize };
+        let url_elicitation = match (&session, batch) {
+            (Some(s), _) => s.url_elicitation,
+            (None, false) => declares_url_elicitation(messages.first().and_then(declared_capabilities)),
+            (None, true) => false,
+        };
+        let forward = Forward { lists, request_ids, initialize, url_elicitation };
         let outgoing = if batch { Value::Array(messages) } else { messages.into_iter().next().unwrap_or(Value::Null) };
         match &route.settings.upstream {
             UpstreamSettings::StreamableHttp { url } => {
@@ -468,20 +493,153 @@ impl Gateway {
         forward: Forward,
     ) -> Result<Reply, GatewayError> {
         let first_id = forward.request_ids.first().cloned();
-        let request = self.0.upstream_http.post(url.clone()).headers(self.upstream_headers(route, headers)).body(body);
-        let response = self.send(route, request, session.as_deref(), first_id.clone()).await?;
+        let mut credential =
+            self.upstream_credential(route, principal, first_id.as_ref(), forward.url_elicitation).await?;
+        // At most one retry: after a refresh, or with a renewed service token.
+        let mut retried = false;
+        let response = loop {
+            let mut outgoing = self.upstream_headers(route, headers);
+            if let Some(c) = &credential {
+                outgoing.insert(http::header::AUTHORIZATION, c.header()?);
+            }
+            let request = self.0.upstream_http.post(url.clone()).headers(outgoing).body(body.clone());
+            match self.send(route, request, session.as_deref(), first_id.clone()).await {
+                Err(GatewayError::UpstreamRefused { status, challenge, id }) if !retried => {
+                    retried = true;
+                    credential = Some(
+                        self.after_refusal(
+                            route,
+                            principal,
+                            credential.as_ref(),
+                            status,
+                            challenge,
+                            id,
+                            forward.url_elicitation,
+                        )
+                        .await?,
+                    );
+                }
+                other => break other.map_err(settle_refusal)?,
+            }
+        };
         let status = response.status();
         let mut session_id = None;
         if forward.initialize && status.is_success() {
             let upstream_id = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
             if upstream_id.is_some() {
-                let s = Session::new(&route.settings.name, principal, SessionUpstream::Http { upstream_id })
+                let mut s = Session::new(&route.settings.name, principal, SessionUpstream::Http { upstream_id })
                     .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                s.url_elicitation = forward.url_elicitation;
                 session_id = Some(s.id.clone());
                 self.0.sessions.insert(Arc::new(s));
             }
         }
         self.relay(route, principal, response, forward.lists, false, session_id, first_id).await
+    }
+
+    /// The user this principal speaks for, on a route that acts as each user.
+    fn user_of<'p>(route: &Route, principal: &'p Principal, id: Option<&Value>) -> Result<&'p str, GatewayError> {
+        match (&principal.grant_id, principal.subject.as_deref()) {
+            (Some(_), Some(user_id)) => Ok(user_id),
+            _ => Err(GatewayError::UserRequired { route: route.settings.name.clone(), id: id.cloned() }),
+        }
+    }
+
+    /// What the gateway presents upstream besides the configured headers: the user's own token
+    /// or the gateway's, per the route's `upstream_auth`.
+    async fn upstream_credential(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        id: Option<&Value>,
+        url_elicitation: bool,
+    ) -> Result<Option<Credential>, GatewayError> {
+        let name = &route.settings.name;
+        let unavailable = |e: VaultError| GatewayError::UpstreamUnavailable { message: e.to_string(), id: id.cloned() };
+        match &route.settings.upstream_auth {
+            UpstreamAuth::Static => Ok(None),
+            UpstreamAuth::ClientCredentials(client) => {
+                self.0.vault.service_token(name, client, None).await.map(Some).map_err(unavailable)
+            }
+            UpstreamAuth::User(client) => {
+                let user_id = Self::user_of(route, principal, id)?;
+                match self.0.vault.user_token(name, client, user_id).await.map_err(unavailable)? {
+                    Some(credential) => Ok(Some(credential)),
+                    None => Err(self.connection_required(route, user_id, None, id, url_elicitation)),
+                }
+            }
+        }
+    }
+
+    /// The upstream refused what the gateway presented: refresh (or renew the service token)
+    /// once; on a 403 that asks for more scope, ask the user to grant it.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_refusal(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        presented: Option<&Credential>,
+        status: StatusCode,
+        challenge: Option<upstream_oauth::Challenge>,
+        id: Option<Value>,
+        url_elicitation: bool,
+    ) -> Result<Credential, GatewayError> {
+        let name = &route.settings.name;
+        let unavailable = |e: VaultError| GatewayError::UpstreamUnavailable { message: e.to_string(), id: id.clone() };
+        let refused = || GatewayError::UpstreamUnavailable {
+            message: format!("it refused the gateway's own credentials ({status})"),
+            id: id.clone(),
+        };
+        match &route.settings.upstream_auth {
+            UpstreamAuth::Static => Err(refused()),
+            UpstreamAuth::ClientCredentials(client) => {
+                let stale = presented.map(|c| c.access_token.as_str());
+                self.0.vault.service_token(name, client, stale).await.map_err(unavailable)
+            }
+            UpstreamAuth::User(client) => {
+                let user_id = Self::user_of(route, principal, id.as_ref())?;
+                if status == StatusCode::FORBIDDEN {
+                    return match challenge.filter(upstream_oauth::Challenge::is_insufficient_scope) {
+                        // Step-up: the user grants the upstream more, in the browser.
+                        Some(c) => Err(self.connection_required(
+                            route,
+                            user_id,
+                            c.scope.as_deref(),
+                            id.as_ref(),
+                            url_elicitation,
+                        )),
+                        None => Err(refused()),
+                    };
+                }
+                let stale = presented.map(|c| c.access_token.as_str()).unwrap_or_default();
+                match self.0.vault.refresh(name, client, user_id, stale).await.map_err(unavailable)? {
+                    Some(credential) => Ok(credential),
+                    None => Err(self.connection_required(route, user_id, None, id.as_ref(), url_elicitation)),
+                }
+            }
+        }
+    }
+
+    /// Asks the user to connect (or grant more): MCP URL-mode elicitation where the client
+    /// declared it, else a JSON-RPC error carrying the URL.
+    fn connection_required(
+        &self,
+        route: &Route,
+        user_id: &str,
+        scope: Option<&str>,
+        id: Option<&Value>,
+        url_elicitation: bool,
+    ) -> GatewayError {
+        let name = &route.settings.name;
+        let url = self.connect_url(name, user_id, scope);
+        let message = match scope {
+            Some(scope) => format!(
+                "The {name} server needs more access from your account there ({scope}). Open {url} to grant it, then try again."
+            ),
+            None => format!("Connect your {name} account first: open {url}, then try again."),
+        };
+        let elicitation_id = url_elicitation.then(|| portcullis_crypto::random_token(16).unwrap_or_default());
+        GatewayError::ConnectionRequired { message, url, elicitation_id, id: id.cloned() }
     }
 
     fn upstream_headers(&self, route: &Route, headers: &HeaderMap) -> HeaderMap {
@@ -539,10 +697,8 @@ impl Gateway {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             // The upstream's challenge is about the gateway's credentials, not the client's:
             // passing it on would send the client to the wrong authorization server.
-            return Err(GatewayError::UpstreamUnavailable {
-                message: format!("it refused the gateway's own credentials ({status})"),
-                id,
-            });
+            let challenge = upstream_oauth::Challenge::from_headers(response.headers());
+            return Err(GatewayError::UpstreamRefused { status, challenge, id });
         }
         Ok(response)
     }
@@ -792,8 +948,13 @@ impl Gateway {
         let session = self.presented_session(headers, route_name, principal)?;
         match &route.settings.upstream {
             UpstreamSettings::StreamableHttp { url } => {
-                let request = self.0.upstream_http.get(url.clone()).headers(self.upstream_headers(route, headers));
-                let response = self.send(route, request, session.as_deref(), None).await?;
+                let url_elicitation = session.as_ref().is_some_and(|s| s.url_elicitation);
+                let mut outgoing = self.upstream_headers(route, headers);
+                if let Some(c) = self.upstream_credential(route, principal, None, url_elicitation).await? {
+                    outgoing.insert(http::header::AUTHORIZATION, c.header()?);
+                }
+                let request = self.0.upstream_http.get(url.clone()).headers(outgoing);
+                let response = self.send(route, request, session.as_deref(), None).await.map_err(settle_refusal)?;
                 // Answers replayed on a resumed stream are filtered by their shape.
                 self.relay(route, principal, response, HashMap::new(), true, None, None).await
             }
@@ -850,7 +1011,14 @@ impl Gateway {
         if let (UpstreamSettings::StreamableHttp { url }, SessionUpstream::Http { upstream_id: Some(_) }) =
             (&route.settings.upstream, &session.upstream)
         {
-            let request = self.0.upstream_http.delete(url.clone()).headers(self.upstream_headers(route, headers));
+            let mut outgoing = self.upstream_headers(route, headers);
+            // Without a usable credential the upstream's session simply expires there.
+            if let Ok(Some(c)) = self.upstream_credential(route, principal, None, false).await
+                && let Ok(value) = c.header()
+            {
+                outgoing.insert(http::header::AUTHORIZATION, value);
+            }
+            let request = self.0.upstream_http.delete(url.clone()).headers(outgoing);
             if let Err(e) = self.send(route, request, Some(&session), None).await {
                 tracing::info!(route = route_name, error = %e, "the upstream did not confirm the end of a session");
             }
@@ -885,6 +1053,18 @@ impl Gateway {
         let session = Arc::new(session);
         self.0.sessions.insert(session.clone());
         Ok(session)
+    }
+}
+
+/// A refusal the data path does not retry (a GET stream, a DELETE) is the upstream being
+/// unavailable to this caller.
+fn settle_refusal(e: GatewayError) -> GatewayError {
+    match e {
+        GatewayError::UpstreamRefused { status, id, .. } => GatewayError::UpstreamUnavailable {
+            message: format!("it refused the gateway's own credentials ({status})"),
+            id,
+        },
+        other => other,
     }
 }
 

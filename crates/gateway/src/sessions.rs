@@ -23,6 +23,8 @@ pub struct Session {
     pub route: String,
     owner: (String, Option<String>, Option<String>),
     pub upstream: SessionUpstream,
+    /// The client declared URL-mode elicitation at `initialize` (2025-11-25).
+    pub url_elicitation: bool,
     last_used: Mutex<Instant>,
 }
 
@@ -37,6 +39,7 @@ impl Session {
             route: route.to_owned(),
             owner: principal.owner(),
             upstream,
+            url_elicitation: false,
             last_used: Mutex::new(Instant::now()),
         })
     }

@@ -51,6 +51,11 @@ impl KeyRing {
         Self { master, keys: Arc::default() }
     }
 
+    /// The master key, for what else is sealed at rest (the token vault).
+    pub fn master(&self) -> &Arc<MasterKey> {
+        &self.master
+    }
+
     /// Makes sure there is an active key (generating the first one on first start) and loads.
     /// Nodes that start together on an empty database may each generate one: the keys they
     /// retire stay published for `token_lifetime`, so every node's first tokens verify

@@ -178,6 +178,58 @@ pub enum UpstreamTransport {
     Sse,
 }
 
+/// What the gateway presents to an upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamAuthMode {
+    /// Only the configured `headers`, if any: the same credentials for every caller.
+    #[default]
+    Static,
+    /// Each user's own token, which they connect once in their browser (the token vault).
+    User,
+    /// The gateway's own token from the upstream's authorization server.
+    ClientCredentials,
+}
+
+/// The gateway as an OAuth client of one upstream (`upstream_auth = "user"` or
+/// `"client_credentials"`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamOAuthConfig {
+    /// A client registered at the upstream's authorization server by hand. Without one, the
+    /// gateway uses its Client ID Metadata Document where the server supports them (an https
+    /// issuer only), else registers dynamically.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its secret, from this environment variable...
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// ... or from this file. Without either, the client is public (PKCE only).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    #[serde(default)]
+    pub client_auth: Option<String>,
+    /// The authorization server, for an upstream that publishes no RFC 9728 metadata (or to
+    /// pick one of several it lists).
+    #[serde(default)]
+    pub authorization_server: Option<String>,
+    /// The scopes to ask for; default: what the upstream's metadata or challenge names.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Private networks the upstream and its authorization server may be reached on (as in
+    /// `[cimd]`): metadata, registration and token requests go through the SSRF-safe fetcher.
+    #[serde(default)]
+    pub allowed_ranges: Vec<ipnet::IpNet>,
+    /// http, only to loopback, for development.
+    #[serde(default)]
+    pub allow_http_loopback: bool,
+    #[serde(default)]
+    pub extra_ca_file: Option<PathBuf>,
+    #[serde(default = "default_idp_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
 /// Whether a route asks for a token.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -556,6 +608,11 @@ pub struct UpstreamConfig {
     /// The gateway's own credentials for the upstream.
     #[serde(default)]
     pub headers: Vec<UpstreamHeaderConfig>,
+    /// OAuth toward the upstream: each user's own account, or the gateway's own token.
+    #[serde(default)]
+    pub upstream_auth: UpstreamAuthMode,
+    #[serde(default)]
+    pub oauth: Option<UpstreamOAuthConfig>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
     #[serde(default = "default_request_timeout")]
@@ -697,6 +754,59 @@ impl Config {
         Ok(())
     }
 
+    fn validate_upstream_auth(&self, u: &UpstreamConfig) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("upstream {:?}: {m}", u.name)));
+        let oauth = u.oauth.clone().unwrap_or_default();
+        match u.upstream_auth {
+            UpstreamAuthMode::Static => {
+                if u.oauth.is_some() {
+                    return invalid(
+                        "[upstreams.oauth] needs upstream_auth = \"user\" or \"client_credentials\"".into(),
+                    );
+                }
+                return Ok(());
+            }
+            UpstreamAuthMode::User if !u.requires_authentication() => {
+                return invalid("upstream_auth = \"user\" needs authentication: the gateway must know the user".into());
+            }
+            UpstreamAuthMode::ClientCredentials if oauth.client_id.is_none() => {
+                return invalid("upstream_auth = \"client_credentials\" needs oauth.client_id and its secret".into());
+            }
+            _ => {}
+        }
+        if u.url.is_none() || u.transport != UpstreamTransport::StreamableHttp {
+            return invalid("upstream_auth other than \"static\" needs a Streamable HTTP url".into());
+        }
+        if u.headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization")) {
+            return invalid("an Authorization header and upstream_auth cannot both be set".into());
+        }
+        if oauth.client_secret_env.is_some() && oauth.client_secret_file.is_some() {
+            return invalid("oauth needs at most one of client_secret_env and client_secret_file".into());
+        }
+        if oauth.client_id.is_none() && (oauth.client_secret_env.is_some() || oauth.client_secret_file.is_some()) {
+            return invalid("oauth.client_secret_* needs oauth.client_id".into());
+        }
+        if u.upstream_auth == UpstreamAuthMode::ClientCredentials
+            && oauth.client_secret_env.is_none()
+            && oauth.client_secret_file.is_none()
+        {
+            return invalid("upstream_auth = \"client_credentials\" needs a client secret".into());
+        }
+        if let Some(method) = &oauth.client_auth
+            && !matches!(method.as_str(), "client_secret_basic" | "client_secret_post")
+        {
+            return invalid(format!("oauth.client_auth {method:?} must be client_secret_basic or client_secret_post"));
+        }
+        if let Some(issuer) = &oauth.authorization_server {
+            url::Url::parse(issuer)
+                .map_err(|e| ConfigError::Invalid(format!("upstream {:?}: oauth.authorization_server: {e}", u.name)))?;
+        }
+        if oauth.timeout_secs == 0 {
+            return invalid("oauth.timeout_secs must be positive".into());
+        }
+        Ok(())
+    }
+
     fn validate_gateway(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let mut names = std::collections::BTreeSet::new();
@@ -739,6 +849,7 @@ impl Config {
                     ));
                 }
             }
+            self.validate_upstream_auth(u)?;
             if u.request_timeout_secs == 0 || u.connect_timeout_secs == 0 || u.max_sessions == 0 {
                 return invalid(format!("upstream {:?}: timeouts and max_sessions must be positive", u.name));
             }
@@ -814,6 +925,15 @@ impl Config {
                     &format!("upstream {:?}: header {}", u.name, h.name),
                     h.value_env.as_ref(),
                     h.value_file.as_ref(),
+                )?;
+            }
+        }
+        for (u, oauth) in self.upstreams.iter().filter_map(|u| u.oauth.as_ref().map(|o| (u, o))) {
+            if oauth.client_secret_env.is_some() || oauth.client_secret_file.is_some() {
+                read_secret(
+                    &format!("upstream {:?}: oauth client secret", u.name),
+                    oauth.client_secret_env.as_ref(),
+                    oauth.client_secret_file.as_ref(),
                 )?;
             }
         }

@@ -291,6 +291,8 @@ pub fn demo_upstream(program: String) -> crate::config::UpstreamConfig {
         scopes_supported: None,
         default_scopes: None,
         headers: Vec::new(),
+        upstream_auth: Default::default(),
+        oauth: None,
         connect_timeout_secs: 5,
         request_timeout_secs: 30,
         max_sessions: 32,

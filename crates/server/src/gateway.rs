@@ -6,11 +6,83 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use portcullis_authz::Policy;
-use portcullis_gateway::{GatewaySettings, RouteSettings, StdioCommand, TrustedIssuerSettings, UpstreamSettings};
+use portcullis_gateway::upstream_oauth::{ClientAuth, ClientSettings, RegisteredClient, UpstreamClient};
+use portcullis_gateway::{
+    GatewaySettings, RouteSettings, StdioCommand, TrustedIssuerSettings, UpstreamAuth, UpstreamSettings,
+};
 use portcullis_oauth::{ResourceSettings, ScopeSettings};
 use portcullis_types::{Scope, ScopeSet};
 
-use crate::config::{Config, UpstreamConfig, UpstreamHeaderConfig, UpstreamTransport, read_secret};
+use crate::config::{Config, UpstreamAuthMode, UpstreamConfig, UpstreamHeaderConfig, UpstreamTransport, read_secret};
+
+/// Where upstreams' authorization servers send users back after they connect an account.
+pub fn connect_redirect_uri(config: &Config) -> String {
+    format!("{}/connect-callback", config.issuer().trim_end_matches('/'))
+}
+
+/// Portcullis's Client ID Metadata Document, which is its client id where upstreams accept
+/// them: only on an https issuer (a metadata document's URL must be https).
+pub fn client_metadata_document_url(config: &Config) -> Option<url::Url> {
+    let issuer = config.issuer();
+    issuer
+        .starts_with("https://")
+        .then(|| url::Url::parse(&format!("{}/connect-client.json", issuer.trim_end_matches('/'))).ok())
+        .flatten()
+}
+
+/// The route's OAuth client toward its upstream, when it has `upstream_auth` other than static.
+fn upstream_auth(config: &Config, u: &UpstreamConfig) -> anyhow::Result<UpstreamAuth> {
+    if u.upstream_auth == UpstreamAuthMode::Static {
+        return Ok(UpstreamAuth::Static);
+    }
+    let oauth = u.oauth.clone().unwrap_or_default();
+    let upstream =
+        url::Url::parse(u.url.as_deref().unwrap_or_default()).with_context(|| format!("upstream {:?}: url", u.name))?;
+    let preconfigured = match &oauth.client_id {
+        Some(client_id) => {
+            let secret = if oauth.client_secret_env.is_some() || oauth.client_secret_file.is_some() {
+                Some(read_secret(
+                    &format!("upstream {:?}: oauth client secret", u.name),
+                    oauth.client_secret_env.as_ref(),
+                    oauth.client_secret_file.as_ref(),
+                )?)
+            } else {
+                None
+            };
+            let auth = match (&secret, oauth.client_auth.as_deref()) {
+                (None, _) => ClientAuth::None,
+                (Some(_), Some("client_secret_post")) => ClientAuth::Post,
+                (Some(_), _) => ClientAuth::Basic,
+            };
+            Some(RegisteredClient { client_id: client_id.clone(), client_secret: secret, auth })
+        }
+        None => None,
+    };
+    let fetch = crate::app::fetch_policy(
+        &format!("upstream {:?}: oauth", u.name),
+        crate::app::Reach {
+            allowed_ranges: &oauth.allowed_ranges,
+            allow_http_loopback: oauth.allow_http_loopback,
+            extra_ca_file: oauth.extra_ca_file.as_deref(),
+            timeout_secs: oauth.timeout_secs,
+        },
+        crate::app::ISSUER_DOCUMENT_BYTES,
+    )?;
+    let client = Arc::new(UpstreamClient::new(ClientSettings {
+        upstream,
+        redirect_uri: url::Url::parse(&connect_redirect_uri(config)).context("the issuer is not a URL")?,
+        metadata_document: client_metadata_document_url(config),
+        client_name: format!("Portcullis ({})", config.issuer()),
+        preconfigured,
+        authorization_server: oauth.authorization_server.clone(),
+        scopes: oauth.scopes.clone(),
+        fetch,
+    }));
+    Ok(match u.upstream_auth {
+        UpstreamAuthMode::ClientCredentials => UpstreamAuth::ClientCredentials(client),
+        _ => UpstreamAuth::User(client),
+    })
+}
 
 /// Each upstream's tool-level policy, compiled once (in the order of `config.upstreams`) for
 /// both the authorization server's resources and the gateway's routes.
@@ -105,6 +177,7 @@ pub fn gateway_settings(config: &Config, policies: &[Arc<Policy>]) -> anyhow::Re
             policy: Arc::clone(policy),
             scopes_supported,
             upstream_headers,
+            upstream_auth: upstream_auth(config, u)?,
             connect_timeout: Duration::from_secs(u.connect_timeout_secs),
             request_timeout: Duration::from_secs(u.request_timeout_secs),
             max_sessions: u.max_sessions,

@@ -22,6 +22,7 @@ mod model;
 mod sessions;
 mod users;
 mod vault;
+pub use vault::UpstreamClientRecord;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -98,6 +98,19 @@ impl Store {
         Ok(taken == 1)
     }
 
+    /// Gives the refresh lease back without new tokens (the refresh failed for a reason that
+    /// may pass): the next request tries again.
+    pub async fn release_refresh_lease(&self, user_id: &str, route: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE upstream_credentials SET refresh_lease_until = NULL WHERE user_id = $1 AND route = $2")
+            .bind(user_id)
+            .bind(route)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
     /// The refreshed tokens of a credential, written by the lease holder, which gives the lease
     /// back. `false` when the credential is gone (disconnected meanwhile): nothing is revived.
     pub async fn store_refreshed_tokens(
@@ -120,5 +133,77 @@ impl Store {
             .await?
             .rows_affected());
         Ok(written == 1)
+    }
+}
+
+/// A client the gateway registered with an upstream's authorization server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamClientRecord {
+    pub issuer: String,
+    pub redirect_uri: String,
+    pub client_id: String,
+    pub client_secret_sealed: Option<Vec<u8>>,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    pub auth_method: String,
+    pub registered_at: i64,
+}
+
+impl std::fmt::Debug for UpstreamClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClientRecord")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .finish_non_exhaustive()
+    }
+}
+
+type UpstreamClientRow = (String, String, String, Option<Vec<u8>>, String, i64);
+
+impl Store {
+    /// The client registered with `issuer` for `redirect_uri`, if there is one.
+    pub async fn find_upstream_client(&self, issuer: &str, redirect_uri: &str) -> Result<Option<UpstreamClientRecord>> {
+        let row: Option<UpstreamClientRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT issuer, redirect_uri, client_id, client_secret_sealed, auth_method, registered_at \
+             FROM upstream_clients WHERE issuer = $1 AND redirect_uri = $2")
+            .bind(issuer)
+            .bind(redirect_uri)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|(issuer, redirect_uri, client_id, client_secret_sealed, auth_method, registered_at)| {
+            UpstreamClientRecord { issuer, redirect_uri, client_id, client_secret_sealed, auth_method, registered_at }
+        }))
+    }
+
+    /// Keeps a registration unless another node stored one first; returns the one that counts.
+    pub async fn save_upstream_client(&self, record: &UpstreamClientRecord) -> Result<UpstreamClientRecord> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO upstream_clients (issuer, redirect_uri, client_id, client_secret_sealed, auth_method, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (issuer, redirect_uri) DO NOTHING")
+            .bind(&record.issuer)
+            .bind(&record.redirect_uri)
+            .bind(&record.client_id)
+            .bind(&record.client_secret_sealed)
+            .bind(&record.auth_method)
+            .bind(record.registered_at)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        self.find_upstream_client(&record.issuer, &record.redirect_uri)
+            .await?
+            .ok_or(crate::StoreError::NotFound("the upstream client registration just stored"))
+    }
+
+    /// Forgets a registration the server no longer knows (it answered `invalid_client`).
+    pub async fn forget_upstream_client(&self, issuer: &str, redirect_uri: &str, client_id: &str) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "DELETE FROM upstream_clients WHERE issuer = $1 AND redirect_uri = $2 AND client_id = $3")
+            .bind(issuer)
+            .bind(redirect_uri)
+            .bind(client_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(())
     }
 }

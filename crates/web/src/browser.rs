@@ -80,7 +80,7 @@ impl AppState {
         Ok((jar, fresh))
     }
 
-    fn csrf_token(&self, browser_id: &str) -> String {
+    pub(crate) fn csrf_token(&self, browser_id: &str) -> String {
         self.master.mac(CSRF_PURPOSE, browser_id)
     }
 
@@ -157,7 +157,7 @@ impl AppState {
 
     /// A form the signed-in user posts from their account page: its CSRF-checked parameters,
     /// their session (without one: off to sign in), and them as the actor.
-    async fn account_form(
+    pub(crate) async fn account_form(
         &self,
         peer: Peer,
         headers: &HeaderMap,
@@ -589,8 +589,8 @@ pub(crate) async fn revoke_consent(
     }
 }
 
-/// The user disconnects an upstream account: what the vault held for them and that route is
-/// forgotten (the upstream's own revocation, RFC 7009, is not asked yet).
+/// The user disconnects an upstream account: revoked at the upstream where it offers RFC 7009
+/// revocation, and forgotten here.
 pub(crate) async fn disconnect_upstream(
     State(state): State<AppState>,
     peer: crate::Peer,
@@ -604,7 +604,16 @@ pub(crate) async fn disconnect_upstream(
     };
     let route = params.single("route").ok().flatten().unwrap_or_default();
     // Only ever the signed-in user's own row: the user comes from the session, not the form.
-    match state.server.control().disconnect_upstream(&actor, &session.user.id, route).await {
+    let disconnected = match &state.gateway {
+        Some(gateway) => gateway.disconnect_upstream(route, &actor, &session.user.id).await.map_err(|e| e.to_string()),
+        None => state
+            .server
+            .control()
+            .disconnect_upstream(&actor, &session.user.id, route, None)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    match disconnected {
         Ok(_) => Redirect::to(&state.path("/account")).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "disconnecting an upstream account failed");

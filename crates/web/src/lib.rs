@@ -5,6 +5,7 @@
 //! cookies, and applies the security headers every response carries.
 
 mod browser;
+mod connect;
 mod error;
 mod headers;
 mod limits;
@@ -129,6 +130,9 @@ pub fn router(state: AppState) -> Router {
         .route("/account", get(browser::account))
         .route("/account/consents/revoke", post(browser::revoke_consent))
         .route("/account/upstreams/disconnect", post(browser::disconnect_upstream))
+        .route("/connect/{route}", get(connect::page).post(connect::start))
+        .route("/connect-callback", get(connect::callback))
+        .route("/connect-client.json", get(connect::client_metadata))
         .route("/assets/portcullis.css", get(pages::stylesheet));
     let base = state.base_path.clone();
     let secure = state.server.settings().secure_cookies;

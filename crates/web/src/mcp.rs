@@ -30,7 +30,9 @@ fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         GatewayError::SessionNotFound => StatusCode::NOT_FOUND,
         GatewayError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
-        GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+        GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamRefused { .. } => StatusCode::BAD_GATEWAY,
+        // Answers to the request, in JSON-RPC: the user has something to do first.
+        GatewayError::ConnectionRequired { .. } | GatewayError::UserRequired { .. } => StatusCode::OK,
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -97,6 +97,29 @@ pub(crate) struct UpstreamView {
 }
 
 #[derive(Template)]
+#[template(path = "connect.html")]
+pub(crate) struct ConnectPage<'a> {
+    pub issuer: &'a str,
+    pub base_path: &'a str,
+    pub route: &'a str,
+    /// The upstream's origin.
+    pub upstream: &'a str,
+    pub username: &'a str,
+    /// What a step-up asks for besides (may be empty).
+    pub scope: &'a str,
+    pub connected: bool,
+    pub csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "connected.html")]
+pub(crate) struct ConnectedPage<'a> {
+    pub issuer: &'a str,
+    pub base_path: &'a str,
+    pub route: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "home.html")]
 pub(crate) struct HomePage<'a> {
     pub issuer: &'a str,

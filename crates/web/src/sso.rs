@@ -115,8 +115,11 @@ impl AppState {
         }
         let ttl = session.expires_at - self.server.now();
         let jar = jar.add(self.cookie("portcullis_session", session.cookie_value, Some(ttl)));
-        let next =
-            if handle.is_empty() { self.path("/account") } else { self.with_request("/authorize/continue", handle) };
+        let (jar, next) = if handle.is_empty() {
+            self.after_sign_in(jar)
+        } else {
+            (jar, self.with_request("/authorize/continue", handle))
+        };
         (jar, Redirect::to(&next)).into_response()
     }
 }

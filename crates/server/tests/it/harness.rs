@@ -650,6 +650,17 @@ pub async fn authorize_as_alice(
     url: &str,
     grant: &[&str],
 ) -> AnyResult<String> {
+    authorize_as(server, browser, url, grant, "alice").await
+}
+
+/// As [`authorize_as_alice`], for another user (whose password is [`PASSWORD`] too).
+pub async fn authorize_as(
+    server: &TestServer,
+    browser: &mut Browser,
+    url: &str,
+    grant: &[&str],
+    username: &str,
+) -> AnyResult<String> {
     let mut page = browser.get(server, url).await?;
     for _ in 0..10 {
         let Some(location) = page.location.clone() else {
@@ -659,7 +670,7 @@ pub async fn authorize_as_alice(
             return Ok(location);
         }
         if location.contains("/login?") {
-            page = browser.login(server, &location, "alice", PASSWORD).await?;
+            page = browser.login(server, &location, username, PASSWORD).await?;
             assert_eq!(page.status, 303, "login POST must answer 303");
         } else if location.contains("/consent?") {
             let consent = browser.get(server, &location).await?;
@@ -701,12 +712,23 @@ pub async fn tokens_for_alice(server: &TestServer, browser: &mut Browser) -> Any
 
 /// Alice's access token for `resource` holding exactly `scopes` (she consents to just those).
 pub async fn alice_token_for(server: &TestServer, resource: &str, scopes: &[&str]) -> AnyResult<String> {
-    let mut browser = Browser::default();
+    user_token_for(server, &mut Browser::default(), "alice", resource, scopes).await
+}
+
+/// A user's access token for `resource` holding exactly `scopes`, signed in and consenting in
+/// `browser` (which stays signed in).
+pub async fn user_token_for(
+    server: &TestServer,
+    browser: &mut Browser,
+    username: &str,
+    resource: &str,
+    scopes: &[&str],
+) -> AnyResult<String> {
     let (verifier, challenge) = pkce()?;
     let scope = scopes.join(" ");
     let url =
         authorize_url(server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("resource", resource), ("scope", &scope)]);
-    let location = authorize_as_alice(server, &mut browser, &url, scopes).await?;
+    let location = authorize_as(server, browser, &url, scopes, username).await?;
     let q = query(&location)?;
     let code = q.get("code").ok_or("no code in redirect")?;
     let (status, body) = server

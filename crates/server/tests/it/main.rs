@@ -15,3 +15,4 @@ mod peers;
 mod registration;
 mod sso;
 mod token;
+mod vault;
