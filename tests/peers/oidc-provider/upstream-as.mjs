@@ -6,7 +6,7 @@
 //
 // Usage: npm ci --prefix tests/peers/oidc-provider
 //        PORT=0 RESOURCE=http://127.0.0.1:4000/mcp SCOPES="notes:read notes:write" \
-//          [ACCESS_TTL=60] [CLIENT_ID=... REDIRECT_URI=... [CLIENT_SECRET=...]] \
+//          [ACCESS_TTL=60] [REFRESH_TTL=3600] [CLIENT_ID=... REDIRECT_URI=... [CLIENT_SECRET=...]] \
 //          [WRONG_AUDIENCE=1] node tests/peers/oidc-provider/upstream-as.mjs
 //
 // WRONG_AUDIENCE=1 plays a broken or malicious server: its tokens name another resource.
@@ -56,7 +56,7 @@ const provider = new Provider(issuer, {
   // on each use.
   issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
   rotateRefreshToken: true,
-  ttl: { RefreshToken: 3600, Grant: 3600 },
+  ttl: { RefreshToken: Number(process.env.REFRESH_TTL ?? '3600'), Grant: 3600 },
   features: {
     devInteractions: { enabled: true },
     registration: { enabled: true },

@@ -115,8 +115,19 @@ struct Setup {
 }
 
 async fn setup(as_env: &[(&str, &str)], server_env: &[(&str, &str)]) -> AnyResult<Setup> {
+    setup_with(as_env, server_env, |_| {}).await
+}
+
+/// As [`setup`], with the route changed by `edit` first.
+async fn setup_with(
+    as_env: &[(&str, &str)],
+    server_env: &[(&str, &str)],
+    edit: impl FnOnce(&mut UpstreamConfig),
+) -> AnyResult<Setup> {
     let upstream = start_upstream(as_env, server_env).await?;
-    let options = Options { upstreams: vec![notes_route(&upstream)?], access_token_ttl: 3600, ..Options::default() };
+    let mut route = notes_route(&upstream)?;
+    edit(&mut route);
+    let options = Options { upstreams: vec![route], access_token_ttl: 3600, ..Options::default() };
     let server = TestServer::start_with(options).await?;
     let hasher = portcullis::app::password_hasher(&portcullis::config::Config::default())?;
     let bob = server
@@ -438,5 +449,74 @@ async fn two_users_connection_flows_cannot_be_crossed() -> AnyResult<()> {
     assert!(server.store()?.find_upstream_credential(&bob_id, "notes").await?.is_none());
     assert!(server.store()?.find_upstream_credential(&server.alice_id, "notes").await?.is_none());
     assert_eq!(upstream.stats().await?["code"], 0, "no code was redeemed");
+    Ok(())
+}
+
+/// The text result of a tool call, or the error.
+fn result_text(raw: &str) -> AnyResult<String> {
+    let m = message(raw)?;
+    Ok(m["result"]["content"][0]["text"].as_str().ok_or_else(|| format!("no result: {raw}"))?.to_owned())
+}
+
+#[tokio::test]
+async fn an_upstream_asking_for_more_scope_sends_the_user_to_grant_it() -> AnyResult<()> {
+    // The gateway asks the upstream for notes:read only; write_note needs notes:write there.
+    let Setup { server, upstream, mut alice, alice_token, .. } = setup_with(&[], &[], |route| {
+        if let Some(oauth) = route.oauth.as_mut() {
+            oauth.scopes = vec!["notes:read".into()];
+        }
+    })
+    .await?;
+    let (_, raw) = call(&server, &alice_token, "whoami", None).await?;
+    let url = message(&raw)?["error"]["data"]["url"].as_str().ok_or("no url")?.to_owned();
+    connect(&server, &mut alice, &url, "alice-at-notes").await?;
+    let row = server.store()?.find_upstream_credential(&server.alice_id, "notes").await?.ok_or("no row")?;
+    assert_eq!(row.scope.to_string(), "notes:read");
+    assert!(result_text(&call(&server, &alice_token, "whoami", None).await?.1).is_ok());
+
+    // The upstream answers 403 insufficient_scope: the user is asked to grant more.
+    let (status, raw) = call(&server, &alice_token, "write_note", None).await?;
+    let answer = message(&raw)?;
+    assert_eq!((status, answer["error"]["code"].as_i64()), (200, Some(-32010)), "{raw}");
+    let step_up = answer["error"]["data"]["url"].as_str().ok_or("no url")?.to_owned();
+    assert!(step_up.contains("scope=notes%3Aread+notes%3Awrite"), "{step_up}");
+    assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("more access")), "{raw}");
+    let page = alice.get(&server, &step_up).await?;
+    assert!(page.body.contains("notes:read notes:write"), "the page says what more is asked: {}", page.body);
+    connect(&server, &mut alice, &step_up, "alice-at-notes").await?;
+    let row = server.store()?.find_upstream_credential(&server.alice_id, "notes").await?.ok_or("no row")?;
+    assert_eq!(row.scope.to_string(), "notes:read notes:write");
+    assert_eq!(result_text(&call(&server, &alice_token, "write_note", None).await?.1)?, "written as alice-at-notes");
+    assert_eq!(upstream.stats().await?["code"], 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_refresh_asks_the_user_to_connect_again() -> AnyResult<()> {
+    // The upstream's refresh tokens live two seconds (of its own clock).
+    let Setup { server, upstream, mut alice, alice_token, .. } = setup(&[("REFRESH_TTL", "2")], &[]).await?;
+    let (_, raw) = call(&server, &alice_token, "whoami", None).await?;
+    let url = message(&raw)?["error"]["data"]["url"].as_str().ok_or("no url")?.to_owned();
+    connect(&server, &mut alice, &url, "alice-at-notes").await?;
+    assert!(result_text(&call(&server, &alice_token, "whoami", None).await?.1).is_ok());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    server.clock.advance(400);
+    let (status, raw) = call(&server, &alice_token, "whoami", None).await?;
+    assert_eq!((status, message(&raw)?["error"]["code"].as_i64()), (200, Some(-32010)), "{raw}");
+    assert!(server.store()?.find_upstream_credential(&server.alice_id, "notes").await?.is_none(), "forgotten");
+    // Asked again, it does not try the upstream again: it asks the user.
+    let refreshes = upstream.stats().await?["refresh"].clone();
+    let (_, raw) = call(&server, &alice_token, "whoami", None).await?;
+    assert_eq!(message(&raw)?["error"]["code"], -32010);
+    assert_eq!(upstream.stats().await?["refresh"], refreshes, "no second refresh attempt");
+    let filter = portcullis_store::AuditFilter {
+        kinds: vec![portcullis_store::AuditKind::UpstreamDisconnected],
+        ..Default::default()
+    };
+    let events = server.store()?.audit_events(None, 100, &filter).await?;
+    assert!(
+        events.iter().any(|e| e.event.reason.as_deref().is_some_and(|r| r.contains("refresh refused"))),
+        "the forgetting is audited with its reason: {events:?}"
+    );
     Ok(())
 }
