@@ -239,6 +239,29 @@ async fn follow_upstream(server: &TestServer, browser: &mut Browser, page: &mut 
     Err("too many redirects".into())
 }
 
+/// Runs tests/peers/browser/connect.mjs: real Chromium connects each user's account.
+async fn chromium_connects(upstream: &Upstream, connections: &Value) -> AnyResult<()> {
+    let dir = peer_dir("browser")?;
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        return Err("/usr/bin/chromium is missing: apt-get install chromium (.ci/run does)".into());
+    }
+    let shots = std::env::temp_dir().join("portcullis-screenshots");
+    std::fs::create_dir_all(&shots)?;
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("connect.mjs"))
+        .env("CONNECTIONS", connections.to_string())
+        .env("UPSTREAM_ORIGIN", &upstream.issuer)
+        .env("SCREENSHOT_DIR", &shots)
+        .kill_on_drop(true)
+        .output();
+    let output =
+        tokio::time::timeout(std::time::Duration::from_secs(120), run).await.map_err(|_| "Chromium hung")??;
+    let out = String::from_utf8_lossy(&output.stdout);
+    let expected = format!("{} passed, 0 failed", connections.as_array().map_or(0, Vec::len) * 3);
+    assert!(output.status.success() && out.contains(&expected), "{out}\n{}", String::from_utf8_lossy(&output.stderr));
+    Ok(())
+}
+
 #[tokio::test]
 async fn each_user_reaches_the_upstream_with_their_own_account() -> AnyResult<()> {
     let Setup { server, upstream, mut alice, alice_token, mut bob, bob_token, bob_id } = setup(&[], &[]).await?;
@@ -266,14 +289,14 @@ async fn each_user_reaches_the_upstream_with_their_own_account() -> AnyResult<()
     let refused = bob.get(&server, &url).await?;
     assert_eq!(refused.status, 403, "{}", refused.body);
 
-    // Each connects their own account.
-    let done = connect(&server, &mut alice, &url, "alice-at-notes").await?;
-    assert_eq!(done.status, 200, "{}", done.body);
-    assert!(done.body.contains("is connected"), "{}", done.body);
+    // Each connects their own account, in Chromium.
     let (_, raw) = call(&server, &bob_token, "whoami", None).await?;
     let bob_url = message(&raw)?["error"]["data"]["url"].as_str().ok_or("no url for bob")?.to_owned();
-    let done = connect(&server, &mut bob, &bob_url, "bob-at-notes").await?;
-    assert!(done.body.contains("is connected"), "{}", done.body);
+    let connections = json!([
+        {"url": url, "username": "alice", "password": PASSWORD, "account": "alice-at-notes"},
+        {"url": bob_url, "username": "bob", "password": PASSWORD, "account": "bob-at-notes"},
+    ]);
+    chromium_connects(&upstream, &connections).await?;
     let stats = upstream.stats().await?;
     assert_eq!(
         (stats["registrations"].as_i64(), stats["code"].as_i64()),
