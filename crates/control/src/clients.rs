@@ -55,6 +55,8 @@ pub enum ClientSpecError {
     ClientCredentialsNeedsCredentials,
     #[error("identity assertion grants (jwt-bearer) need a confidential client an operator registers")]
     JwtBearerNotAllowed,
+    #[error("token exchange needs a confidential client (it must prove who it is to act for another)")]
+    TokenExchangeNeedsCredentials,
     #[error("grant type {grant} is not available to clients registered by {origin}")]
     GrantNotForOrigin { grant: GrantType, origin: RegistrationOrigin },
     #[error("a client name must be 1 to 100 characters with no control characters")]
@@ -116,6 +118,11 @@ impl ClientSpec {
                 // only a client an operator vetted, which can prove who it is, may present one.
                 GrantType::JwtBearer if !(operator && confidential) => {
                     return Err(ClientSpecError::JwtBearerNotAllowed);
+                }
+                // A delegate acts for whoever's token it holds: it must at least prove that it
+                // is the client the delegation names.
+                GrantType::TokenExchange if !confidential => {
+                    return Err(ClientSpecError::TokenExchangeNeedsCredentials);
                 }
                 _ => {}
             }

@@ -31,6 +31,9 @@ pub struct Principal {
     /// The grant behind one of our own tokens: when it stops being live (revoked, its client
     /// suspended, its user disabled), the caller's sessions and streams end.
     pub grant_id: Option<String>,
+    /// A delegated token's clients (token exchange, RFC 8693 `act`): the one calling first,
+    /// then whoever delegated to it. Empty for a token used by the client it was issued to.
+    pub delegation: Vec<String>,
 }
 
 impl Principal {
@@ -43,7 +46,16 @@ impl Principal {
             client_id: None,
             scopes: ScopeSet::new(),
             grant_id: None,
+            delegation: Vec::new(),
         }
+    }
+
+    /// For the audit trail: who acts, when a token was delegated (`client:B, delegated by
+    /// client:A`); `None` for a token used by the client it was issued to.
+    pub fn acting(&self) -> Option<String> {
+        let (holder, delegators) = self.delegation.split_first()?;
+        let by: Vec<String> = delegators.iter().map(|c| format!("client:{c}")).collect();
+        Some(format!("client:{holder}, delegated by {}", by.join(" via ")))
     }
 
     /// Who a session belongs to: a session id presented with another identity is refused.
@@ -238,6 +250,7 @@ impl ForeignIssuer {
             // A scope claim that is not RFC 6749 syntax grants nothing (default deny).
             scopes: ScopeSet::parse(&scopes).unwrap_or_default(),
             grant_id: None,
+            delegation: Vec::new(),
         }
     }
 
@@ -465,6 +478,8 @@ impl TokenValidator {
         if active.claims.aud != resource {
             return Err(TokenError::WrongAudience);
         }
+        let delegation =
+            active.claims.act.as_ref().map(|a| a.chain().into_iter().map(str::to_owned).collect()).unwrap_or_default();
         Ok(Principal {
             issuer: active.claims.iss,
             subject: active.status.user_id,
@@ -472,6 +487,7 @@ impl TokenValidator {
             client_id: Some(active.claims.client_id),
             scopes: active.status.scope,
             grant_id: Some(active.status.grant_id),
+            delegation,
         })
     }
 }

@@ -369,10 +369,9 @@ impl AuthorizationServer {
         };
         let access = self.mint_access_token(
             client,
-            &user.id,
+            crate::token::OnBehalfOf { subject: &user.id, auth_time: None, act: None },
             &resource,
             &granted,
-            None,
             crate::token::Lifetime { now, not_after: None },
         )?;
         let grant = GrantRecord {
@@ -396,6 +395,7 @@ impl AuthorizationServer {
             scope: granted.to_string(),
             refresh_token: None,
             id_token: None,
+            issued_token_type: None,
         })
     }
 

@@ -52,7 +52,8 @@ impl AuthorizationServer {
             return Ok(None);
         }
         let Some(status) = self.store.access_token_status(&claims.jti).await? else { return Ok(None) };
-        if !status.is_active(now) || status.client_id != claims.client_id {
+        // A delegated token (token exchange) is held by its delegate, not the grant's client.
+        if !status.is_active(now) || status.holder() != claims.client_id {
             return Ok(None);
         }
         Ok(Some(ActiveAccessToken { claims, status }))
@@ -88,6 +89,7 @@ impl AuthorizationServer {
                 aud: Some(c.aud),
                 iss: Some(c.iss),
                 jti: Some(c.jti),
+                act: c.act,
             });
         }
         let now = self.clock.now();

@@ -12,6 +12,7 @@ mod cimd;
 mod client_auth;
 mod clients;
 mod error;
+mod exchange;
 mod federation;
 mod introspect;
 mod keyring;
@@ -36,6 +37,7 @@ pub use authorize::{
 pub use cimd::CimdPolicy;
 pub use client_auth::ClientCredentials;
 pub use error::{OAuthError, ServerError};
+pub use exchange::{ACCESS_TOKEN_TYPE, ExchangeRequest, MAX_ACTORS};
 pub use federation::{FederatedProvider, FederatedSession, FederatedSignInError};
 pub use introspect::{ActiveAccessToken, RevocationRequest};
 pub use keyring::{IdentityProviderAssertions, KeyRing, KeyRingError};

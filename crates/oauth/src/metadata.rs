@@ -26,8 +26,15 @@ pub(crate) fn build(s: &Settings) -> AuthorizationServerMetadata {
         "none".to_owned(),
     ];
     let secret_methods = vec!["client_secret_basic".to_owned(), "client_secret_post".to_owned()];
-    let mut grant_types: Vec<String> =
-        ["authorization_code", "refresh_token", "client_credentials"].into_iter().map(str::to_owned).collect();
+    let mut grant_types: Vec<String> = [
+        "authorization_code",
+        "refresh_token",
+        "client_credentials",
+        portcullis_store::GrantType::TokenExchange.as_str(),
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     let accepts_assertions = s.identity_providers.iter().any(|p| p.provider.settings().accept_id_jag);
     if accepts_assertions {
         grant_types.push(portcullis_store::GrantType::JwtBearer.as_str().to_owned());

@@ -7,7 +7,7 @@ use portcullis_store::{
     ClientRecord, ClientType, CodeRedemption, GrantKind, GrantRecord, GrantType, NewAccessToken, NewRefreshToken,
     RefreshRotation,
 };
-use portcullis_types::wire::{AccessTokenClaims, IdTokenClaims, TokenResponse};
+use portcullis_types::wire::{AccessTokenClaims, ActClaim, IdTokenClaims, TokenResponse};
 use portcullis_types::{OAuthErrorCode, ScopeSet};
 
 use crate::{AuthorizationServer, ClientCredentials, OAuthError, Params};
@@ -38,6 +38,8 @@ pub enum TokenRequest {
         resource: Option<String>,
         resource_count: usize,
     },
+    /// RFC 8693: a delegate exchanges a user's token for one of its own.
+    TokenExchange(crate::exchange::ExchangeRequest),
 }
 
 /// The token response plus what the caller may want to log.
@@ -80,10 +82,27 @@ impl TokenRequest {
                 resource,
                 resource_count: params.count("resource"),
             }),
+            Some(TOKEN_EXCHANGE) => Ok(Self::TokenExchange(crate::exchange::ExchangeRequest {
+                subject_token: get("subject_token")?
+                    .ok_or_else(|| OAuthError::invalid_request("the subject_token parameter is missing"))?,
+                subject_token_type: get("subject_token_type")?
+                    .ok_or_else(|| OAuthError::invalid_request("the subject_token_type parameter is missing"))?,
+                actor_token: get("actor_token")?,
+                actor_token_type: get("actor_token_type")?,
+                requested_token_type: get("requested_token_type")?,
+                scope: get("scope")?,
+                resource,
+                resource_count: params.count("resource"),
+                audience: if params.count("audience") > 1 {
+                    return Err(OAuthError::invalid_target("request tokens for one audience at a time"));
+                } else {
+                    get("audience")?
+                },
+            })),
             Some(other) => Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
                 format!(
-                    "grant_type {other:?} is not supported; use authorization_code, refresh_token, client_credentials or {JWT_BEARER}"
+                    "grant_type {other:?} is not supported; use authorization_code, refresh_token, client_credentials, {JWT_BEARER} or {TOKEN_EXCHANGE}"
                 ),
             )),
             None => Err(OAuthError::invalid_request("the grant_type parameter is missing")),
@@ -95,6 +114,7 @@ impl TokenRequest {
 const LAST_USED_PRECISION: i64 = 60;
 
 const JWT_BEARER: &str = GrantType::JwtBearer.as_str();
+const TOKEN_EXCHANGE: &str = GrantType::TokenExchange.as_str();
 
 pub(crate) fn allows_grant(client: &ClientRecord, grant: GrantType) -> bool {
     client.grant_types.contains(&grant)
@@ -128,6 +148,7 @@ impl AuthorizationServer {
                 )
                 .await?
             }
+            TokenRequest::TokenExchange(exchange) => self.token_exchange(&client, exchange).await?,
         };
         // "Last used" only needs minute precision (it drives the unused-client sweep); writing
         // it on every request would make each token cost an extra write.
@@ -197,10 +218,9 @@ impl AuthorizationServer {
         let scope = code.scope.clone();
         let access = self.mint_access_token(
             client,
-            &user.id,
+            OnBehalfOf { subject: &user.id, auth_time: Some(code.auth_time), act: None },
             &code.resource,
             &scope,
-            Some(code.auth_time),
             Lifetime { now, not_after: Some(grant_expires_at) },
         )?;
         let refresh = if allows_grant(client, GrantType::RefreshToken) {
@@ -244,6 +264,7 @@ impl AuthorizationServer {
             scope: code.scope.to_string(),
             refresh_token: refresh.map(|(v, _)| v),
             id_token,
+            issued_token_type: None,
         })
     }
 
@@ -285,10 +306,9 @@ impl AuthorizationServer {
         let user = self.store.find_user(&user_id).await?.filter(|u| !u.is_disabled()).ok_or_else(invalid)?;
         let access = self.mint_access_token(
             client,
-            &user.id,
+            OnBehalfOf { subject: &user.id, auth_time: found.grant.auth_time, act: None },
             &found.grant.resource,
             &scope,
-            found.grant.auth_time,
             Lifetime { now, not_after: Some(found.grant.expires_at) },
         )?;
         let new_value = random_token(32)?;
@@ -307,6 +327,7 @@ impl AuthorizationServer {
                 scope: scope.to_string(),
                 refresh_token: Some(new_value),
                 id_token: None,
+                issued_token_type: None,
             }),
             RefreshRotation::Reused { grant_id } => {
                 tracing::warn!(client_id = %client.client_id, grant_id = %grant_id, "refresh token reused; token family revoked");
@@ -336,10 +357,9 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let access = self.mint_access_token(
             client,
-            &client.client_id,
+            OnBehalfOf { subject: &client.client_id, auth_time: None, act: None },
             &resource,
             &scope,
-            None,
             Lifetime { now, not_after: None },
         )?;
         let grant = GrantRecord {
@@ -363,6 +383,7 @@ impl AuthorizationServer {
             scope: scope.to_string(),
             refresh_token: None,
             id_token: None,
+            issued_token_type: None,
         })
     }
 
@@ -378,12 +399,12 @@ impl AuthorizationServer {
     pub(crate) fn mint_access_token(
         &self,
         client: &ClientRecord,
-        subject: &str,
+        on_behalf_of: OnBehalfOf<'_>,
         resource: &str,
         scope: &ScopeSet,
-        auth_time: Option<i64>,
         lifetime: Lifetime,
     ) -> Result<MintedAccessToken, OAuthError> {
+        let OnBehalfOf { subject, auth_time, act } = on_behalf_of;
         let Lifetime { now, not_after } = lifetime;
         // Never past the grant it is drawn from (a federated sign-in's bound, say).
         let exp = not_after
@@ -400,6 +421,7 @@ impl AuthorizationServer {
             nbf: now,
             jti: jti.clone(),
             auth_time,
+            act,
         };
         let key = self.keys.signing_key().map_err(crate::ServerError::from)?;
         let jwt = sign_jwt(&key, "at+jwt", &claims)?;
@@ -416,6 +438,14 @@ pub(crate) struct MintedAccessToken {
     /// Seconds from issue to expiry: the token response's `expires_in`.
     pub(crate) expires_in: i64,
     pub(crate) record: NewAccessToken,
+}
+
+/// Whom a token speaks for: its subject (a user, or the client itself), when they signed in,
+/// and the clients acting for them (token exchange).
+pub(crate) struct OnBehalfOf<'a> {
+    pub(crate) subject: &'a str,
+    pub(crate) auth_time: Option<i64>,
+    pub(crate) act: Option<ActClaim>,
 }
 
 /// When a token is minted, and the latest it may expire.

@@ -122,6 +122,8 @@ struct StatusRow {
     grant_revoked_at: Option<i64>,
     user_disabled_at: Option<i64>,
     client_status: String,
+    holder: Option<String>,
+    inactive_actors: i64,
 }
 
 const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at, revoked_at, revoked_reason) \
@@ -259,6 +261,41 @@ impl Store {
         Ok(())
     }
 
+    /// An access token drawn from an existing grant by token exchange (RFC 8693): for
+    /// `audience`, held by `actors[0]`, each next actor having delegated to the one before.
+    pub async fn insert_delegated_access_token(
+        &self,
+        grant_id: &str,
+        access: &NewAccessToken,
+        audience: &str,
+        actors: &[String],
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at, audience) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, $6)")
+                .bind(&access.jti)
+                .bind(grant_id)
+                .bind(access.scope.to_string())
+                .bind(access.issued_at)
+                .bind(access.expires_at)
+                .bind(audience)
+                .execute(&mut *tx)
+                .await?;
+            for (position, client_id) in actors.iter().enumerate() {
+                sqlx::query("INSERT INTO access_token_actors (jti, position, client_id) VALUES ($1, $2, $3)")
+                    .bind(&access.jti)
+                    .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     /// A grant that has one access token and no refresh token (client credentials, an
     /// identity assertion), with that token, in one transaction.
     pub async fn insert_grant_with_access_token(&self, grant: &GrantRecord, access: &NewAccessToken) -> Result<()> {
@@ -376,9 +413,15 @@ impl Store {
 
     /// The state of everything an access token depends on.
     pub async fn access_token_status(&self, jti: &str) -> Result<Option<AccessTokenStatus>> {
-        let sql = "SELECT a.jti, a.grant_id, g.client_id, g.user_id, u.username, a.scope, g.resource, a.issued_at, a.expires_at, \
+        // A delegated token (token exchange) has its own audience and a chain of clients, each
+        // of which must still be active; a deleted one counts as inactive.
+        let sql = "SELECT a.jti, a.grant_id, g.client_id, g.user_id, u.username, a.scope, \
+                   COALESCE(a.audience, g.resource) AS resource, a.issued_at, a.expires_at, \
                    a.revoked_at AS token_revoked_at, g.revoked_at AS grant_revoked_at, u.disabled_at AS user_disabled_at, \
-                   c.status AS client_status \
+                   c.status AS client_status, \
+                   (SELECT x.client_id FROM access_token_actors x WHERE x.jti = a.jti AND x.position = 0) AS holder, \
+                   (SELECT COUNT(*) FROM access_token_actors x LEFT JOIN clients ac ON ac.client_id = x.client_id \
+                    WHERE x.jti = a.jti AND (ac.status IS NULL OR ac.status <> 'active')) AS inactive_actors \
                    FROM access_tokens a JOIN grants g ON g.id = a.grant_id JOIN clients c ON c.client_id = g.client_id \
                    LEFT JOIN users u ON u.id = g.user_id WHERE a.jti = $1";
         let row: Option<StatusRow> =
@@ -400,6 +443,8 @@ impl Store {
                 expires_at: r.expires_at,
                 token_revoked: r.token_revoked_at.is_some(),
                 grant_revoked: r.grant_revoked_at.is_some(),
+                holder: r.holder,
+                inactive_actors: r.inactive_actors,
             })
         })
         .transpose()

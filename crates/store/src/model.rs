@@ -62,6 +62,8 @@ text_enum!(
         ClientCredentials = "client_credentials",
         /// RFC 7523 §2.1, here only for identity assertions (SEP-990).
         JwtBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        /// RFC 8693: an agent exchanges a token it was given for one it may use elsewhere.
+        TokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange",
     }
 );
 text_enum!(
@@ -380,6 +382,10 @@ pub struct AccessTokenStatus {
     pub grant_revoked: bool,
     pub user_disabled: bool,
     pub client_status: ClientStatus,
+    /// A delegated token's holder (token exchange), when it is not the grant's client.
+    pub holder: Option<String>,
+    /// How many of a delegated token's clients are no longer active (suspended, deleted).
+    pub inactive_actors: i64,
 }
 
 impl AccessTokenStatus {
@@ -390,6 +396,12 @@ impl AccessTokenStatus {
             && !self.grant_revoked
             && !self.user_disabled
             && self.client_status == ClientStatus::Active
+            && self.inactive_actors == 0
+    }
+
+    /// The client that holds the token: a delegate, or the grant's own client.
+    pub fn holder(&self) -> &str {
+        self.holder.as_deref().unwrap_or(&self.client_id)
     }
 }
 

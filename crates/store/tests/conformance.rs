@@ -323,6 +323,80 @@ async fn suspension_disabling_and_consent_revocation_kill_tokens() -> TestResult
     Ok(())
 }
 
+#[tokio::test]
+async fn delegated_tokens_live_only_while_their_grant_and_every_actor_do() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        seed(store).await?;
+        let name = store.backend_name();
+        apply(store, Mutation::InsertClient(Box::new(client("d1"))), 100).await?;
+        apply(store, Mutation::InsertClient(Box::new(client("d2"))), 100).await?;
+        store.insert_authorization_code(b"code-x", &code("gx")).await?;
+        store.redeem_authorization_code(b"code-x", 110, 5000).await?;
+        store.insert_grant_tokens("gx", None, &access("jti-subject", 110)).await?;
+        let actors = vec!["d2".to_owned(), "d1".to_owned(), "c1".to_owned()];
+        store
+            .insert_delegated_access_token("gx", &access("jti-delegated", 111), "https://other.test/mcp", &actors)
+            .await?;
+        let status = store.access_token_status("jti-delegated").await?.ok_or("missing")?;
+        assert_eq!(
+            (status.holder(), status.client_id.as_str(), status.resource.as_str(), status.inactive_actors),
+            ("d2", "c1", "https://other.test/mcp", 0),
+            "{name}: held by the delegate, drawn from c1's grant, for its own audience"
+        );
+        assert!(status.is_active(112), "{name}");
+        let plain = store.access_token_status("jti-subject").await?.ok_or("missing")?;
+        assert_eq!((plain.holder(), plain.resource.as_str()), ("c1", "https://mcp.test/mcp"), "{name}");
+        // An actor in the middle suspended, then deleted: inactive either way.
+        apply(store, Mutation::SetClientStatus { client_id: "d1".into(), status: ClientStatus::Suspended }, 120)
+            .await?;
+        let status = store.access_token_status("jti-delegated").await?.ok_or("missing")?;
+        assert!(status.inactive_actors == 1 && !status.is_active(121), "{name}");
+        assert!(store.access_token_status("jti-subject").await?.is_some_and(|s| s.is_active(121)), "{name}");
+        apply(store, Mutation::DeleteClient { client_id: "d1".into() }, 122).await?;
+        let status = store.access_token_status("jti-delegated").await?.ok_or("missing")?;
+        assert!(status.inactive_actors == 1 && !status.is_active(123), "{name}: a deleted actor counts");
+        // The grant revoked: the delegated token goes with it.
+        store
+            .insert_delegated_access_token("gx", &access("jti-d2", 124), "https://other.test/mcp", &["d2".to_owned()])
+            .await?;
+        assert!(store.access_token_status("jti-d2").await?.is_some_and(|s| s.is_active(125)), "{name}");
+        apply(
+            store,
+            Mutation::RevokeGrants { selector: GrantSelector::Grant("gx".into()), reason: "test".into() },
+            126,
+        )
+        .await?;
+        assert!(store.access_token_status("jti-d2").await?.is_some_and(|s| s.grant_revoked), "{name}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn upstream_client_registrations_are_kept_once() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let name = store.backend_name();
+        let record = |client_id: &str| portcullis_store::UpstreamClientRecord {
+            issuer: "https://as.test".into(),
+            redirect_uri: "https://gw.test/connect-callback".into(),
+            client_id: client_id.into(),
+            client_secret_sealed: None,
+            auth_method: "none".into(),
+            registered_at: 100,
+        };
+        assert!(store.find_upstream_client("https://as.test", "https://gw.test/connect-callback").await?.is_none());
+        let kept = store.save_upstream_client(&record("first")).await?;
+        let raced = store.save_upstream_client(&record("second")).await?;
+        assert_eq!((kept.client_id.as_str(), raced.client_id.as_str()), ("first", "first"), "{name}: the first wins");
+        store.forget_upstream_client("https://as.test", "https://gw.test/connect-callback", "other").await?;
+        assert!(store.find_upstream_client("https://as.test", "https://gw.test/connect-callback").await?.is_some());
+        store.forget_upstream_client("https://as.test", "https://gw.test/connect-callback", "first").await?;
+        assert!(store.find_upstream_client("https://as.test", "https://gw.test/connect-callback").await?.is_none());
+    }
+    Ok(())
+}
+
 fn identity(user_id: &str, subject: &str) -> FederatedIdentityRecord {
     FederatedIdentityRecord {
         idp: "corp".into(),

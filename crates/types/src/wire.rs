@@ -48,6 +48,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 /// An error response body (RFC 6749 §5.2).
@@ -84,6 +87,9 @@ pub struct IntrospectionResponse {
     pub iss: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// RFC 8693 §4.1: who acts for the subject of a delegated token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<ActClaim>,
 }
 
 /// RFC 9068 access-token claims as Portcullis mints them.
@@ -100,6 +106,32 @@ pub struct AccessTokenClaims {
     pub jti: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// RFC 8693 §4.1: who acts for the subject (a token exchange's delegate), with the actors
+    /// before it nested inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<ActClaim>,
+}
+
+/// An RFC 8693 `act` claim: the acting party, and the one it acted for, nested.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActClaim {
+    /// The acting client's id.
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<ActClaim>>,
+}
+
+impl ActClaim {
+    /// The acting clients, the current one first.
+    pub fn chain(&self) -> Vec<&str> {
+        let mut chain = vec![self.sub.as_str()];
+        let mut next = self.act.as_deref();
+        while let Some(actor) = next {
+            chain.push(actor.sub.as_str());
+            next = actor.act.as_deref();
+        }
+        chain
+    }
 }
 
 /// An RFC 7523 client assertion Portcullis signs to authenticate itself (`private_key_jwt`)

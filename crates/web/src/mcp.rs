@@ -91,7 +91,8 @@ impl Audit<'_> {
         NewAuditEvent {
             occurred_at: self.now,
             kind: AuditKind::McpMessage,
-            actor: None,
+            // A delegated token's chain; otherwise the caller is the user and client below.
+            actor: p.and_then(Principal::acting),
             source_address: None,
             route: Some(self.route.to_owned()),
             method: Some(method.to_owned()),
@@ -133,6 +134,7 @@ async fn admit(
                 client_id: Some(client_id.clone()),
                 scopes: Default::default(),
                 grant_id: None,
+                delegation: Vec::new(),
             }),
             _ => None,
         };

@@ -27,6 +27,10 @@ pub const MACHINE_CLIENT: &str = "machine";
 pub const MACHINE_SECRET: &str = "machine-secret-with-plenty-of-entropy-0123456789";
 pub const RESOURCE_SERVER: &str = "resource-server";
 pub const RESOURCE_SERVER_SECRET: &str = "resource-server-secret-with-plenty-of-entropy-0123";
+/// Confidential clients that may exchange tokens (RFC 8693): agents others delegate to.
+pub const DELEGATE_CLIENT: &str = "delegate";
+pub const DELEGATE_2_CLIENT: &str = "delegate-2";
+pub const DELEGATE_SECRET: &str = "delegate-secret-with-plenty-of-entropy-0123456789";
 pub const PUBLIC_REDIRECT: &str = "http://127.0.0.1/callback";
 pub const WEB_REDIRECT: &str = "https://app.example.test/cb";
 
@@ -339,6 +343,20 @@ impl TestServer {
                 verified: true,
             },
         ];
+        for delegate in [DELEGATE_CLIENT, DELEGATE_2_CLIENT] {
+            config.clients.push(ClientConfig {
+                client_id: delegate.into(),
+                client_name: format!("Delegate {delegate}"),
+                redirect_uris: vec![],
+                scopes: vec![],
+                resources: vec![],
+                grant_types: vec!["urn:ietf:params:oauth:grant-type:token-exchange".into()],
+                client_secret_env: None,
+                client_secret_sha256: Some(hex(DELEGATE_SECRET)),
+                can_introspect: false,
+                verified: true,
+            });
+        }
         if !options.upstreams.is_empty() {
             let routes: Vec<String> =
                 options.upstreams.iter().map(|u| format!("http://127.0.0.1:{port}/mcp/{}", u.name)).collect();

@@ -7,6 +7,7 @@ mod cimd;
 mod cli;
 mod cluster;
 mod e2e;
+mod exchange;
 mod gateway;
 mod harness;
 mod metadata;
