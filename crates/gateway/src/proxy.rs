@@ -598,18 +598,32 @@ impl Gateway {
             }
             UpstreamAuth::User(client) => {
                 let user_id = Self::user_of(route, principal, id.as_ref())?;
+                if status == StatusCode::UNAUTHORIZED {
+                    // A refused token may mean the upstream changed authorization servers.
+                    client.forget_discovery();
+                }
                 if status == StatusCode::FORBIDDEN {
-                    return match challenge.filter(upstream_oauth::Challenge::is_insufficient_scope) {
-                        // Step-up: the user grants the upstream more, in the browser.
-                        Some(c) => Err(self.connection_required(
-                            route,
-                            user_id,
-                            c.scope.as_deref(),
-                            id.as_ref(),
-                            url_elicitation,
-                        )),
-                        None => Err(refused()),
+                    let Some(c) = challenge.filter(upstream_oauth::Challenge::is_insufficient_scope) else {
+                        return Err(refused());
                     };
+                    // Asking the user again for what their account already granted would loop.
+                    let scope = c.scope.as_deref().unwrap_or_default();
+                    if self.0.vault.already_granted(name, user_id, scope).await.map_err(unavailable)? {
+                        return Err(GatewayError::UpstreamUnavailable {
+                            message: format!(
+                                "it asks for scope {scope:?}, which your account there already granted; not asking again"
+                            ),
+                            id: id.clone(),
+                        });
+                    }
+                    // Step-up: the user grants the upstream more, in the browser.
+                    return Err(self.connection_required(
+                        route,
+                        user_id,
+                        c.scope.as_deref(),
+                        id.as_ref(),
+                        url_elicitation,
+                    ));
                 }
                 let stale = presented.map(|c| c.access_token.as_str()).unwrap_or_default();
                 match self.0.vault.refresh(name, client, user_id, stale).await.map_err(unavailable)? {

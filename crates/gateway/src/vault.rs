@@ -298,6 +298,14 @@ impl Vault {
         }
     }
 
+    /// Whether the user's account for `route` was already granted every scope of `scope`: a
+    /// step-up for those would only loop.
+    pub async fn already_granted(&self, route: &str, user_id: &str, scope: &str) -> Result<bool, VaultError> {
+        let Some(row) = self.server.store().find_upstream_credential(user_id, route).await? else { return Ok(false) };
+        let asked = scope_set(scope.split_whitespace().map(str::to_owned));
+        Ok(!asked.is_empty() && asked.difference(&row.scope).is_empty())
+    }
+
     /// The user's token for `route`, refreshed first when it is about to expire. `None`: the
     /// user has not connected (or must connect again).
     pub async fn user_token(
@@ -371,8 +379,20 @@ impl Vault {
             self.forget(user_id, route, "its token expired and the upstream gave no refresh token").await?;
             return Ok(None);
         };
+        let discovered = match client.discover(None, false).await {
+            Ok(d) => d,
+            Err(e) => {
+                store.release_refresh_lease(user_id, route).await?;
+                return Err(e.into());
+            }
+        };
+        if discovered.server.issuer != row.issuer {
+            // The upstream moved to another authorization server (SEP-2352): what the old one
+            // issued is not presented to the new one; the user connects there afresh.
+            self.forget(user_id, route, "the upstream moved to another authorization server").await?;
+            return Ok(None);
+        }
         let attempt = async {
-            let discovered = client.discover(None, false).await?;
             let registered = self.client_with_id(client, &discovered, &tokens.client_id).await?;
             let refreshed = client.refresh(&discovered, &registered, refresh_token).await?;
             Ok::<_, VaultError>((refreshed, registered.client_id))

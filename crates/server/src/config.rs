@@ -193,7 +193,7 @@ pub enum UpstreamAuthMode {
 
 /// The gateway as an OAuth client of one upstream (`upstream_auth = "user"` or
 /// `"client_credentials"`).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamOAuthConfig {
     /// A client registered at the upstream's authorization server by hand. Without one, the
@@ -228,6 +228,24 @@ pub struct UpstreamOAuthConfig {
     pub extra_ca_file: Option<PathBuf>,
     #[serde(default = "default_idp_timeout_secs")]
     pub timeout_secs: u64,
+}
+
+impl Default for UpstreamOAuthConfig {
+    /// What a route with `upstream_auth` and no `[upstreams.oauth]` gets (as serde's defaults).
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret_env: None,
+            client_secret_file: None,
+            client_auth: None,
+            authorization_server: None,
+            scopes: Vec::new(),
+            allowed_ranges: Vec::new(),
+            allow_http_loopback: false,
+            extra_ca_file: None,
+            timeout_secs: default_idp_timeout_secs(),
+        }
+    }
 }
 
 /// Whether a route asks for a token.
@@ -491,6 +509,11 @@ pub struct GatewayConfig {
     pub allowed_hosts: Vec<String>,
     pub max_request_bytes: usize,
     pub trusted_issuers: Vec<TrustedIssuerConfig>,
+    /// Where Portcullis's Client ID Metadata Document (served at `<issuer>/connect-client.json`)
+    /// is published for upstreams' authorization servers, when not at the issuer itself: an
+    /// https URL that serves that document (a proxy or a static copy). Default: the issuer's own
+    /// URL when the issuer is https; otherwise none, and upstreams get dynamic registration.
+    pub client_metadata_document_url: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -500,6 +523,7 @@ impl Default for GatewayConfig {
             allowed_hosts: Vec::new(),
             max_request_bytes: 4 * 1024 * 1024,
             trusted_issuers: Vec::new(),
+            client_metadata_document_url: None,
         }
     }
 }
@@ -890,6 +914,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(url) = &self.gateway.client_metadata_document_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("gateway.client_metadata_document_url: {e}")))?;
+            if parsed.scheme() != "https" || parsed.path().len() <= 1 || parsed.fragment().is_some() {
+                return invalid(
+                    "gateway.client_metadata_document_url must be an https URL with a path (a client metadata document's URL is its client id)".into(),
+                );
+            }
+        }
         if self.gateway.max_request_bytes == 0 {
             return invalid("gateway.max_request_bytes must be positive".into());
         }
@@ -1239,5 +1272,62 @@ mod tests {
         let c: Config = toml::from_str(text)?;
         c.validate()?;
         Ok(())
+    }
+
+    /// A route's `upstream_auth` and `[upstreams.oauth]`, from TOML, against what validation
+    /// says (`None`: valid; `Some(text)`: refused with a message containing it).
+    #[test]
+    fn upstream_auth_is_checked_where_it_is_configured() {
+        let check = |route: &str, gateway: &str, expected: Option<&str>| {
+            let text = format!(
+                "[server]\nissuer = \"https://auth.example.com\"\n[gateway]\n{gateway}\n[[upstreams]]\nname = \"up\"\n\
+                 tools = {{ t = [\"s\"] }}\n{route}"
+            );
+            let parsed: Result<Config, _> = toml::from_str(&text);
+            let outcome = parsed.map_err(|e| e.to_string()).and_then(|c| c.validate().map_err(|e| e.to_string()));
+            let agrees = match (&expected, &outcome) {
+                (None, Ok(())) => true,
+                (Some(want), Err(got)) => got.contains(want),
+                _ => false,
+            };
+            assert!(agrees, "{route} {gateway}: expected {expected:?}, got {outcome:?}");
+        };
+        let url = "url = \"https://mcp.example.com/mcp\"";
+        check(&format!("{url}\nupstream_auth = \"user\""), "", None);
+        check(&format!("{url}\nupstream_auth = \"user\"\n[upstreams.oauth]\nclient_id = \"x\""), "", None);
+        check(&format!("{url}\nupstream_auth = \"user\"\nauthentication = \"off\""), "", Some("needs authentication"));
+        check("command = [\"srv\"]\nupstream_auth = \"user\"", "", Some("needs a Streamable HTTP url"));
+        check(
+            &format!("{url}\ntransport = \"sse\"\nupstream_auth = \"user\""),
+            "",
+            Some("needs a Streamable HTTP url"),
+        );
+        check(&format!("{url}\n[upstreams.oauth]\nclient_id = \"x\""), "", Some("needs upstream_auth"));
+        check(&format!("{url}\nupstream_auth = \"client_credentials\""), "", Some("needs oauth.client_id"));
+        check(
+            &format!("{url}\nupstream_auth = \"client_credentials\"\n[upstreams.oauth]\nclient_id = \"x\""),
+            "",
+            Some("needs a client secret"),
+        );
+        check(
+            &format!("{url}\nupstream_auth = \"user\"\n[upstreams.oauth]\nclient_secret_env = \"S\""),
+            "",
+            Some("needs oauth.client_id"),
+        );
+        check(
+            &format!(
+                "{url}\nupstream_auth = \"user\"\n[upstreams.oauth]\nclient_id = \"x\"\nclient_auth = \"private_key_jwt\""
+            ),
+            "",
+            Some("must be client_secret_basic or client_secret_post"),
+        );
+        check(
+            &format!("{url}\nupstream_auth = \"user\"\nheaders = [{{ name = \"Authorization\", value_env = \"T\" }}]"),
+            "",
+            Some("cannot both be set"),
+        );
+        check(&format!("{url}\nupstream_auth = \"users\""), "", Some("unknown variant"));
+        check(url, "client_metadata_document_url = \"http://gw.example.com/c.json\"", Some("must be an https URL"));
+        check(url, "client_metadata_document_url = \"https://gw.example.com/c.json\"", None);
     }
 }

@@ -21,8 +21,12 @@ pub fn connect_redirect_uri(config: &Config) -> String {
 }
 
 /// Portcullis's Client ID Metadata Document, which is its client id where upstreams accept
-/// them: only on an https issuer (a metadata document's URL must be https).
+/// them: where the operator publishes it, else at an https issuer (a metadata document's URL
+/// must be https).
 pub fn client_metadata_document_url(config: &Config) -> Option<url::Url> {
+    if let Some(url) = &config.gateway.client_metadata_document_url {
+        return url::Url::parse(url).ok();
+    }
     let issuer = config.issuer();
     issuer
         .starts_with("https://")

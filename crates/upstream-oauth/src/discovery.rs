@@ -38,6 +38,9 @@ pub struct ServerMetadata {
 pub struct Discovered {
     pub resource: ProtectedResource,
     pub server: ServerMetadata,
+    /// The challenge the upstream answered an unauthenticated request with, if it did: its
+    /// `scope` is what to ask for first (the MCP specification's scope selection).
+    pub challenge: Option<Challenge>,
 }
 
 /// The RFC 9728 §3.1 locations for `upstream`: the well-known segment inserted before its path,
@@ -91,20 +94,20 @@ pub async fn protected_resource(
     fetcher: &Fetcher,
     upstream: &Url,
     challenge: Option<&Challenge>,
-) -> Result<ProtectedResource, UpstreamAuthError> {
+) -> Result<(ProtectedResource, Option<Challenge>), UpstreamAuthError> {
     let mut candidates: Vec<String> = Vec::new();
-    let named = match challenge.and_then(|c| c.resource_metadata.clone()) {
-        Some(url) => Some(url),
-        None => probe(fetcher, upstream).await.and_then(|c| c.resource_metadata),
+    let challenge = match challenge {
+        Some(c) => Some(c.clone()),
+        None => probe(fetcher, upstream).await,
     };
-    if let Some(url) = named {
+    if let Some(url) = challenge.as_ref().and_then(|c| c.resource_metadata.clone()) {
         candidates.push(url);
     }
     candidates.extend(resource_metadata_urls(upstream));
     let mut last = UpstreamAuthError::Metadata("it publishes no protected resource metadata".into());
     for url in candidates {
         match issuer::fetch_json(fetcher, &url).await {
-            Ok(document) => return read_protected_resource(&document, upstream),
+            Ok(document) => return Ok((read_protected_resource(&document, upstream)?, challenge)),
             Err(e) => last = UpstreamAuthError::Discovery(e.to_string()),
         }
     }
@@ -135,20 +138,29 @@ fn read_protected_resource(document: &Value, upstream: &Url) -> Result<Protected
     })
 }
 
-/// Asks the upstream without credentials, to read its challenge.
+/// Asks the upstream without credentials, to read its challenge: `initialize` first, then
+/// `ping` for a server that lets anyone initialize. Neither has an effect on the upstream.
 async fn probe(fetcher: &Fetcher, upstream: &Url) -> Option<Challenge> {
-    let body = serde_json::json!({
+    let initialize = serde_json::json!({
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                    "clientInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")}}
     });
-    let request = http::Request::post(upstream.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::ACCEPT, "application/json, text/event-stream")
-        .body(body.to_string().into_bytes())
-        .ok()?;
-    let response = fetcher.send(request).await.ok()?;
-    (response.status() == http::StatusCode::UNAUTHORIZED).then(|| Challenge::from_headers(response.headers()))?
+    let ping = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    for body in [initialize, ping] {
+        let Ok(request) = http::Request::post(upstream.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .body(body.to_string().into_bytes())
+        else {
+            return None;
+        };
+        let response = fetcher.send(request).await.ok()?;
+        if response.status() == http::StatusCode::UNAUTHORIZED {
+            return Challenge::from_headers(response.headers());
+        }
+    }
+    None
 }
 
 /// The authorization server's metadata. Its `issuer` must be the one the upstream named

@@ -229,18 +229,22 @@ impl UpstreamClient {
         {
             return Ok(Arc::clone(d));
         }
-        let resource = match discovery::protected_resource(&self.fetcher, &self.settings.upstream, challenge).await {
-            Ok(r) => r,
-            // An upstream without RFC 9728 metadata works only with an operator-named server.
-            Err(e) => match &self.settings.authorization_server {
-                Some(issuer) => ProtectedResource {
-                    resource: self.settings.upstream.to_string(),
-                    authorization_servers: vec![issuer.clone()],
-                    scopes_supported: Vec::new(),
+        let (resource, challenge) =
+            match discovery::protected_resource(&self.fetcher, &self.settings.upstream, challenge).await {
+                Ok(found) => found,
+                // An upstream without RFC 9728 metadata works only with an operator-named server.
+                Err(e) => match &self.settings.authorization_server {
+                    Some(issuer) => (
+                        ProtectedResource {
+                            resource: self.settings.upstream.to_string(),
+                            authorization_servers: vec![issuer.clone()],
+                            scopes_supported: Vec::new(),
+                        },
+                        None,
+                    ),
+                    None => return Err(e),
                 },
-                None => return Err(e),
-            },
-        };
+            };
         let issuer = match &self.settings.authorization_server {
             Some(named) if resource.authorization_servers.contains(named) => named.clone(),
             Some(named) => {
@@ -251,11 +255,19 @@ impl UpstreamClient {
             None => resource.authorization_servers.first().cloned().unwrap_or_default(),
         };
         let server = discovery::authorization_server(&self.fetcher, &issuer).await?;
-        let discovered = Arc::new(Discovered { resource, server });
+        let discovered = Arc::new(Discovered { resource, server, challenge });
         if let Ok(mut cached) = self.discovered.lock() {
             *cached = Some((Instant::now(), Arc::clone(&discovered)));
         }
         Ok(discovered)
+    }
+
+    /// Forgets the discovered metadata: the next use reads it again (after the upstream
+    /// refused a token, which may mean it moved to another authorization server).
+    pub fn forget_discovery(&self) {
+        if let Ok(mut cached) = self.discovered.lock() {
+            *cached = None;
+        }
     }
 
     /// How the gateway registers with `discovered`'s server, by preference.
@@ -268,13 +280,14 @@ impl UpstreamClient {
         registration::register(&self.fetcher, &self.settings, &discovered.server).await
     }
 
-    /// The scopes to ask for: the configured ones, else the upstream's challenge, else the
-    /// scopes its metadata lists (the MCP specification's scope selection).
+    /// The scopes to ask for: the configured ones, else the upstream's challenge (this one, or
+    /// the one discovery met), else the scopes its metadata lists (the MCP specification's
+    /// scope selection).
     pub fn scopes_to_request(&self, discovered: &Discovered, challenge: Option<&Challenge>) -> Vec<String> {
         if !self.settings.scopes.is_empty() {
             return self.settings.scopes.clone();
         }
-        if let Some(scope) = challenge.and_then(|c| c.scope.as_deref()) {
+        if let Some(scope) = challenge.or(discovered.challenge.as_ref()).and_then(|c| c.scope.as_deref()) {
             return scope.split_whitespace().map(str::to_owned).collect();
         }
         discovered.resource.scopes_supported.clone()

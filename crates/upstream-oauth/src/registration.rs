@@ -83,6 +83,8 @@ pub(crate) fn choose(settings: &ClientSettings, server: &ServerMetadata) -> Resu
 fn client_metadata(settings: &ClientSettings) -> Value {
     json!({
         "client_name": settings.client_name,
+        // SEP-837: a server-side client whose redirect URI is its own web address.
+        "application_type": "web",
         "redirect_uris": [settings.redirect_uri.as_str()],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],

@@ -10,7 +10,8 @@
 // `notes:write`, and without it the server answers 403 insufficient_scope (a step-up).
 // GET /test/seen lists every Authorization header the server received, with the account it
 // verified as (or null), so a test can check on the wire whose token arrived. With
-// PRM_AS=<url> the metadata names that authorization server instead (an attack).
+// PRM_AS=<url> the metadata names that authorization server instead (an attack); with
+// CHALLENGE_SCOPE the 403 names that scope instead of what is missing (a confused server).
 // Listens on 127.0.0.1 only; prints `READY <resource>` once listening; runs until SIGTERM.
 
 import express from 'express';
@@ -83,7 +84,9 @@ app.use('/mcp', requireBearerAuth({ verifier, requiredScopes: ['notes:read'], re
 app.use('/mcp', (req, res, next) => {
   const call = req.body;
   if (call?.method === 'tools/call' && call.params?.name === 'write_note' && !req.auth.scopes.includes('notes:write')) {
-    res.set('WWW-Authenticate', `Bearer error="insufficient_scope", scope="notes:read notes:write", resource_metadata="${metadataUrl}"`);
+    // CHALLENGE_SCOPE plays a server whose challenge names what the token already holds.
+    const scope = process.env.CHALLENGE_SCOPE ?? 'notes:read notes:write';
+    res.set('WWW-Authenticate', `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${metadataUrl}"`);
     res.status(403).json({ error: 'insufficient_scope' });
     return;
   }

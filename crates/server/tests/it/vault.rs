@@ -543,3 +543,24 @@ async fn a_refused_refresh_asks_the_user_to_connect_again() -> AnyResult<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_step_up_for_what_was_already_granted_is_not_asked_again() -> AnyResult<()> {
+    // The upstream's 403 names notes:read, which the account holds: asking again would loop.
+    let Setup { server, upstream, mut alice, alice_token, .. } =
+        setup_with(&[], &[("CHALLENGE_SCOPE", "notes:read")], |route| {
+            if let Some(oauth) = route.oauth.as_mut() {
+                oauth.scopes = vec!["notes:read".into()];
+            }
+        })
+        .await?;
+    let (_, raw) = call(&server, &alice_token, "whoami", None).await?;
+    let url = message(&raw)?["error"]["data"]["url"].as_str().ok_or("no url")?.to_owned();
+    connect(&server, &mut alice, &url, "alice-at-notes").await?;
+    let (status, raw) = call(&server, &alice_token, "write_note", None).await?;
+    let answer = message(&raw)?;
+    assert_eq!((status, answer["error"]["code"].as_i64()), (502, Some(-32000)), "{raw}");
+    assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("already granted")), "{raw}");
+    assert_eq!(upstream.stats().await?["code"], 1, "no second authorization");
+    Ok(())
+}
