@@ -120,6 +120,9 @@ pub struct Control {
     /// Called with the kind and client of every local commit, so that what this node caches
     /// is dropped before the command returns (other nodes learn through the change feed).
     observers: Arc<std::sync::RwLock<Vec<CommitObserver>>>,
+    /// Where gateway routes' resources live (`<issuer>/mcp/`): a route's resource is this and
+    /// its name. Without it, revoking grants leaves the token vault alone.
+    route_resource_prefix: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -138,7 +141,15 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
 
 impl Control {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock, local_commit: Arc::default(), observers: Arc::default() }
+        Self { store, clock, local_commit: Arc::default(), observers: Arc::default(), route_resource_prefix: None }
+    }
+
+    /// Knows the gateway's routes by their resources (`<issuer>/mcp/` and the route's name),
+    /// so that revoking the last grant a user holds for a route forgets their upstream account
+    /// there.
+    pub fn with_route_resource_prefix(mut self, prefix: String) -> Self {
+        self.route_resource_prefix = Some(prefix.into());
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -271,6 +282,9 @@ impl Control {
         let audit = NewAuditEvent { client_id: Some(client_id.to_owned()), ..self.event(kind, actor) };
         let mutation = Mutation::SetClientStatus { client_id: client_id.to_owned(), status };
         self.commit(mutation, audit).await.map_err(Self::client_missing(client_id))?;
+        if status == ClientStatus::Suspended {
+            self.forget_ungranted_upstream_accounts(None).await?;
+        }
         Ok(())
     }
 
@@ -314,6 +328,7 @@ impl Control {
             NewAuditEvent { client_id: Some(client_id.to_owned()), ..self.event(AuditKind::ClientDeleted, actor) };
         let mutation = Mutation::DeleteClient { client_id: client_id.to_owned() };
         self.commit(mutation, audit).await.map_err(Self::client_missing(client_id))?;
+        self.forget_ungranted_upstream_accounts(None).await?;
         Ok(())
     }
 
@@ -437,6 +452,7 @@ impl Control {
             ControlError::Store(StoreError::NotFound(_)) => ControlError::ConsentNotFound,
             other => other,
         })?;
+        self.forget_ungranted_upstream_accounts(Some(user_id)).await?;
         Ok(())
     }
 
@@ -459,8 +475,13 @@ impl Control {
             reason: Some(reason.as_str().to_owned()),
             ..self.event(AuditKind::GrantsRevoked, actor)
         };
+        let user = match &selector {
+            GrantSelector::User(id) | GrantSelector::UserClient { user_id: id, .. } => Some(id.clone()),
+            _ => None,
+        };
         let committed =
             self.commit(Mutation::RevokeGrants { selector, reason: reason.as_str().to_owned() }, audit).await?;
+        self.forget_ungranted_upstream_accounts(user.as_deref()).await?;
         Ok(committed.affected)
     }
 

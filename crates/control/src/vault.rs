@@ -81,4 +81,28 @@ impl Control {
         let mutation = Mutation::DeleteUpstreamCredentials { user_id: None, route: Some(route.to_owned()) };
         Ok(self.commit(mutation, audit).await?.affected)
     }
+
+    /// Forgets the upstream accounts (of `user_id`, or everyone's) for routes on which the
+    /// user no longer holds a live grant: once no agent of theirs can call the route, nothing
+    /// should keep their account there. Returns how many.
+    pub async fn forget_ungranted_upstream_accounts(&self, user_id: Option<&str>) -> Result<u64> {
+        let Some(prefix) = self.route_resource_prefix.clone() else { return Ok(0) };
+        let now = self.clock.now();
+        // Counted first, so that a revocation that leaves every account usable records nothing.
+        if self.store.count_ungranted_upstream_credentials(&prefix, user_id, now).await? == 0 {
+            return Ok(0);
+        }
+        let audit = NewAuditEvent {
+            user_id: user_id.map(str::to_owned),
+            username: self.username_of(user_id).await?,
+            reason: Some("no agent of the user holds a live grant for the route any more".into()),
+            ..self.event(AuditKind::UpstreamDisconnected, &Actor::System)
+        };
+        let mutation = Mutation::DeleteUngrantedUpstreamCredentials {
+            resource_prefix: prefix.to_string(),
+            user_id: user_id.map(str::to_owned),
+            now,
+        };
+        Ok(self.commit(mutation, audit).await?.affected)
+    }
 }

@@ -94,6 +94,13 @@ pub fn statement_issuers(config: &Config) -> anyhow::Result<Vec<StatementIssuer>
 
 /// How far an outbound peer may be reached, as each kind of peer's configuration says it
 /// (`[cimd]`, `[[identity_providers]]`, `[[gateway.trusted_issuers]]`).
+/// The control layer, knowing where the gateway's routes live (so that revoking a user's last
+/// grant for a route forgets their upstream account there). Every command line and the server
+/// make it here.
+pub fn control(config: &Config, store: Store, clock: Arc<dyn Clock>) -> Control {
+    Control::new(store, clock).with_route_resource_prefix(config.route_resource(""))
+}
+
 pub(crate) struct Reach<'a> {
     pub allowed_ranges: &'a [ipnet::IpNet],
     pub allow_http_loopback: bool,
@@ -441,7 +448,7 @@ pub async fn start_on(
 ) -> anyhow::Result<RunningServer> {
     let master = Arc::new(load_master_key(&config.server.data_dir)?);
     let store = open_store(&config).await?;
-    let control = Control::new(store.clone(), Arc::clone(&clock));
+    let control = control(&config, store.clone(), Arc::clone(&clock));
     let now = clock.now();
     sync_config_clients(&control, &config).await?;
     forget_removed_routes(&control, &config).await?;

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portcullis::app;
 use portcullis::config::{Config, LogFormat};
-use portcullis_control::{Actor, Control, NewUser, RevocationReason, parse_grant_types};
+use portcullis_control::{Actor, NewUser, RevocationReason, parse_grant_types};
 use portcullis_crypto::{digest, random_token};
 use portcullis_oauth::KeyRing;
 use portcullis_store::{AuditFilter, AuditKind, ClientRecord, ClientStatus, GrantSelector, RegistrationOrigin};
@@ -337,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { .. } | Command::DemoCrm { .. } => Ok(()),
         Command::Serve => serve(config, clock, cli.config.clone()).await,
         Command::Reload => {
-            let control = Control::new(app::open_store(&config).await?, clock);
+            let control = app::control(&config, app::open_store(&config).await?, clock);
             let revision = control.request_config_reload(&Actor::Operator).await?;
             println!("asked every node to re-read its configuration (change {revision});");
             println!("each records the outcome: portcullis audit tail --kind config");
@@ -426,7 +426,7 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     };
     {
         app::ensure_data_dir(&config.server.data_dir)?;
-        let control = Control::new(app::open_store(&config).await?, Arc::new(SystemClock));
+        let control = app::control(&config, app::open_store(&config).await?, Arc::new(SystemClock));
         let hash = app::password_hasher(&config)?.hash_blocking(&password)?;
         match control.store().find_user_by_username("alice").await? {
             Some(_) => {
@@ -554,7 +554,7 @@ async fn shutdown_signal() {
 }
 
 async fn keys(config: Config, clock: Arc<dyn Clock>, cmd: KeysCommand) -> anyhow::Result<()> {
-    let control = Control::new(app::open_store(&config).await?, Arc::clone(&clock));
+    let control = app::control(&config, app::open_store(&config).await?, Arc::clone(&clock));
     let store = control.store();
     let now = clock.now();
     match cmd {
@@ -593,7 +593,7 @@ fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 }
 
 async fn users(config: Config, clock: Arc<dyn Clock>, cmd: UserCommand) -> anyhow::Result<()> {
-    let control = Control::new(app::open_store(&config).await?, clock);
+    let control = app::control(&config, app::open_store(&config).await?, clock);
     let hasher = app::password_hasher(&config)?;
     let operator = Actor::Operator;
     match cmd {
@@ -669,7 +669,7 @@ fn print_client(c: &ClientRecord) {
 }
 
 async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> anyhow::Result<()> {
-    let control = Control::new(app::open_store(&config).await?, clock);
+    let control = app::control(&config, app::open_store(&config).await?, clock);
     let store = control.store();
     let operator = Actor::Operator;
     match cmd {
@@ -742,7 +742,7 @@ async fn clients(config: Config, clock: Arc<dyn Clock>, cmd: ClientCommand) -> a
 }
 
 async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) -> anyhow::Result<()> {
-    let control = Control::new(app::open_store(&config).await?, clock);
+    let control = app::control(&config, app::open_store(&config).await?, clock);
     let user_of = |name: String| {
         let store = control.store().clone();
         async move { store.find_user_by_username(&name).await?.with_context(|| format!("no user {name}")) }
@@ -764,7 +764,7 @@ async fn consents(config: Config, clock: Arc<dyn Clock>, cmd: ConsentCommand) ->
 }
 
 async fn grants(config: Config, clock: Arc<dyn Clock>, cmd: GrantCommand) -> anyhow::Result<()> {
-    let control = Control::new(app::open_store(&config).await?, clock);
+    let control = app::control(&config, app::open_store(&config).await?, clock);
     let store = control.store();
     let user_id = |name: Option<String>| {
         let store = store.clone();
@@ -817,7 +817,7 @@ async fn grants(config: Config, clock: Arc<dyn Clock>, cmd: GrantCommand) -> any
 }
 
 async fn initial_access_tokens(config: Config, clock: Arc<dyn Clock>, cmd: IatCommand) -> anyhow::Result<()> {
-    let control = Control::new(app::open_store(&config).await?, Arc::clone(&clock));
+    let control = app::control(&config, app::open_store(&config).await?, Arc::clone(&clock));
     let now = clock.now();
     match cmd {
         IatCommand::Create { label, uses, expires_in } => {

@@ -129,6 +129,14 @@ pub enum Mutation {
         user_id: Option<String>,
         route: Option<String>,
     },
+    /// Forgets the upstream accounts (of one user, or all) for routes on which the user no
+    /// longer holds a live grant: no agent of theirs can use them any more. A route's resource
+    /// is `resource_prefix` followed by its name.
+    DeleteUngrantedUpstreamCredentials {
+        resource_prefix: String,
+        user_id: Option<String>,
+        now: i64,
+    },
     /// Ends every browser session of a user and revokes every grant they gave (the identity
     /// provider logged them out).
     SignOutEverywhere {
@@ -577,6 +585,17 @@ impl Store {
                         .await?
                         .rows_affected()
                 }
+                Mutation::DeleteUngrantedUpstreamCredentials { resource_prefix, user_id, now } => sqlx::query(
+                    "DELETE FROM upstream_credentials WHERE (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
+                     AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.user_id = upstream_credentials.user_id \
+                     AND g.resource = CAST($1 AS TEXT) || upstream_credentials.route \
+                     AND g.revoked_at IS NULL AND g.expires_at > $3)")
+                    .bind(resource_prefix)
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
                 Mutation::RecordOnly | Mutation::Announce => 0,
             };
             let revision = record_in_tx!(tx, audit, announce);

@@ -73,6 +73,38 @@ impl Store {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// How many upstream accounts (of one user, or all) are for routes on which the user holds
+    /// no live grant any more (what `DeleteUngrantedUpstreamCredentials` would forget).
+    pub async fn count_ungranted_upstream_credentials(
+        &self,
+        resource_prefix: &str,
+        user_id: Option<&str>,
+        now: i64,
+    ) -> Result<i64> {
+        let (count,): (i64,) = on_reader!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM upstream_credentials WHERE (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
+             AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.user_id = upstream_credentials.user_id \
+             AND g.resource = CAST($1 AS TEXT) || upstream_credentials.route \
+             AND g.revoked_at IS NULL AND g.expires_at > $3)")
+            .bind(resource_prefix)
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?);
+        Ok(count)
+    }
+
+    /// Who connected which upstream account (never the tokens): one route's, or every one,
+    /// for "who holds what".
+    pub async fn upstream_connections(&self, route: Option<&str>) -> Result<Vec<UpstreamCredentialRecord>> {
+        let rows: Vec<CredentialRow> = on_reader!(self, pool => sqlx::query_as(select_credentials!(
+            "(CAST($1 AS TEXT) IS NULL OR route = $1) ORDER BY route, user_id"))
+            .bind(route)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
     /// The routes any user has an upstream credential for.
     pub async fn upstream_credential_routes(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = on_reader!(self, pool => sqlx::query_as(

@@ -564,3 +564,37 @@ async fn a_step_up_for_what_was_already_granted_is_not_asked_again() -> AnyResul
     assert_eq!(upstream.stats().await?["code"], 1, "no second authorization");
     Ok(())
 }
+
+#[tokio::test]
+async fn revoking_the_last_grant_for_a_route_forgets_the_upstream_account() -> AnyResult<()> {
+    let Setup { server, upstream: _upstream, mut alice, alice_token, mut bob, bob_token, bob_id } =
+        setup(&[], &[]).await?;
+    for (browser, token, account) in
+        [(&mut alice, &alice_token, "alice-at-notes"), (&mut bob, &bob_token, "bob-at-notes")]
+    {
+        let (_, raw) = call(&server, token, "whoami", None).await?;
+        let url = message(&raw)?["error"]["data"]["url"].as_str().ok_or("no url")?.to_owned();
+        let done = connect(&server, browser, &url, account).await?;
+        assert!(done.body.contains("is connected"), "{account}: {}", done.body);
+    }
+    assert_eq!(server.store()?.upstream_connections(Some("notes")).await?.len(), 2);
+    // Alice revokes her agent's access to the route: no agent of hers can call it any more.
+    server.control()?.revoke_consent(&Actor::Operator, &server.alice_id, PUBLIC_CLIENT, &server.route("notes")).await?;
+    assert!(server.store()?.find_upstream_credential(&server.alice_id, "notes").await?.is_none(), "forgotten");
+    assert!(server.store()?.find_upstream_credential(&bob_id, "notes").await?.is_some(), "Bob's is his own");
+    let filter = portcullis_store::AuditFilter {
+        kinds: vec![portcullis_store::AuditKind::UpstreamDisconnected],
+        ..Default::default()
+    };
+    let events = server.store()?.audit_events(None, 10, &filter).await?;
+    assert!(
+        events.iter().any(|e| e.event.user_id.as_deref() == Some(server.alice_id.as_str())
+            && e.event.reason.as_deref().is_some_and(|r| r.contains("no agent"))),
+        "{events:?}"
+    );
+    // Suspending the agent Bob used is the last of his grants for the route, too.
+    server.control()?.suspend_client(&Actor::Operator, PUBLIC_CLIENT).await?;
+    assert!(server.store()?.find_upstream_credential(&bob_id, "notes").await?.is_none());
+    assert_eq!(server.store()?.upstream_connections(Some("notes")).await?.len(), 0);
+    Ok(())
+}
