@@ -586,10 +586,7 @@ impl Store {
                         .rows_affected()
                 }
                 Mutation::DeleteUngrantedUpstreamCredentials { resource_prefix, user_id, now } => sqlx::query(
-                    "DELETE FROM upstream_credentials WHERE (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
-                     AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.user_id = upstream_credentials.user_id \
-                     AND g.resource = CAST($1 AS TEXT) || upstream_credentials.route \
-                     AND g.revoked_at IS NULL AND g.expires_at > $3)")
+                    crate::vault::ungranted_credentials!("DELETE"))
                     .bind(resource_prefix)
                     .bind(user_id)
                     .bind(now)

@@ -49,6 +49,23 @@ macro_rules! select_credentials {
     };
 }
 
+/// The one statement of which upstream accounts no agent can use any more: those (of user $2,
+/// or everyone's) for a route (whose resource is $1 followed by its name) on which the user
+/// holds no grant that is unrevoked and unexpired at $3. Counted here, deleted by
+/// `Mutation::DeleteUngrantedUpstreamCredentials`.
+macro_rules! ungranted_credentials {
+    ($verb:literal) => {
+        concat!(
+            $verb,
+            " FROM upstream_credentials WHERE (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
+             AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.user_id = upstream_credentials.user_id \
+             AND g.resource = CAST($1 AS TEXT) || upstream_credentials.route \
+             AND g.revoked_at IS NULL AND g.expires_at > $3)"
+        )
+    };
+}
+pub(crate) use ungranted_credentials;
+
 impl Store {
     /// A user's credential for a route, if they connected it.
     pub async fn find_upstream_credential(
@@ -81,11 +98,7 @@ impl Store {
         user_id: Option<&str>,
         now: i64,
     ) -> Result<i64> {
-        let (count,): (i64,) = on_reader!(self, pool => sqlx::query_as(
-            "SELECT COUNT(*) FROM upstream_credentials WHERE (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
-             AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.user_id = upstream_credentials.user_id \
-             AND g.resource = CAST($1 AS TEXT) || upstream_credentials.route \
-             AND g.revoked_at IS NULL AND g.expires_at > $3)")
+        let (count,): (i64,) = on_reader!(self, pool => sqlx::query_as(ungranted_credentials!("SELECT COUNT(*)"))
             .bind(resource_prefix)
             .bind(user_id)
             .bind(now)

@@ -14,6 +14,7 @@ use axum::extract::{Query, RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
+use base64::Engine as _;
 use http::{HeaderMap, StatusCode};
 use portcullis_oauth::{AuthorizeRejection, ConsentDecision, LoginError, NextStep, OAuthError, Params};
 use portcullis_store::BrowserSession;
@@ -78,6 +79,30 @@ impl AppState {
         })?;
         let jar = jar.add(self.cookie("portcullis_browser", fresh.clone(), None));
         Ok((jar, fresh))
+    }
+
+    /// Seals `plain` for a cookie that only this browser can bring back: the master key's AEAD,
+    /// with `purpose` and the browser's own cookie as associated data.
+    pub(crate) fn seal_for_browser(&self, purpose: &str, browser_id: &str, plain: &[u8]) -> Result<String, Response> {
+        let context = format!("{purpose}\n{browser_id}");
+        self.master
+            .seal(plain, context.as_bytes())
+            .map(|sealed| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
+            .map_err(|e| {
+                tracing::error!(error = %e, purpose, "could not seal a cookie");
+                self.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+            })
+    }
+
+    /// What `seal_for_browser` sealed into the cookie `cookie`, if this browser sealed it for
+    /// `purpose`.
+    pub(crate) fn open_from_browser(&self, jar: &CookieJar, cookie: &str, purpose: &str) -> Option<Vec<u8>> {
+        let browser = jar.get(&self.cookie_name("portcullis_browser"))?.value().to_owned();
+        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jar.get(&self.cookie_name(cookie))?.value())
+            .ok()?;
+        let context = format!("{purpose}\n{browser}");
+        self.master.open(&sealed, context.as_bytes()).ok()
     }
 
     pub(crate) fn csrf_token(&self, browser_id: &str) -> String {

@@ -15,7 +15,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
-use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use portcullis_gateway::VaultError;
 use portcullis_gateway::upstream_oauth::{CallbackParams, PendingConnection, UpstreamAuthError};
@@ -44,24 +43,15 @@ struct Pending {
 
 impl AppState {
     fn seal_connect(&self, browser: &str, pending: &Pending) -> Result<String, Response> {
-        let context = format!("{PENDING_CONTEXT}\n{browser}");
-        serde_json::to_vec(pending)
-            .ok()
-            .and_then(|plain| self.master.seal(&plain, context.as_bytes()).ok())
-            .map(|sealed| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
-            .ok_or_else(|| {
-                tracing::error!("could not seal a connection cookie");
-                self.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
-            })
+        let plain = serde_json::to_vec(pending).map_err(|e| {
+            tracing::error!(error = %e, "could not encode a connection cookie");
+            self.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+        })?;
+        self.seal_for_browser(PENDING_CONTEXT, browser, &plain)
     }
 
     fn open_connect(&self, jar: &CookieJar) -> Option<Pending> {
-        let browser = jar.get(&self.cookie_name("portcullis_browser"))?.value().to_owned();
-        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jar.get(&self.cookie_name(PENDING_COOKIE))?.value())
-            .ok()?;
-        let context = format!("{PENDING_CONTEXT}\n{browser}");
-        let plain = self.master.open(&sealed, context.as_bytes()).ok()?;
+        let plain = self.open_from_browser(jar, PENDING_COOKIE, PENDING_CONTEXT)?;
         let pending: Pending = serde_json::from_slice(&plain).ok()?;
         (pending.expires_at > self.server.now()).then_some(pending)
     }

@@ -13,7 +13,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
-use base64::Engine as _;
 use http::{HeaderMap, StatusCode};
 use portcullis_oauth::{FederatedSignInError, OAuthError, Params};
 use portcullis_sso::{CallbackParams, PendingSignIn, SsoError};
@@ -69,24 +68,12 @@ impl AppState {
     }
 
     fn seal_pending(&self, browser: &str, pending: &Pending) -> Result<String, Response> {
-        let context = format!("{PENDING_CONTEXT}\n{browser}");
-        self.master
-            .seal(pending.encode().as_bytes(), context.as_bytes())
-            .map(|sealed| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed))
-            .map_err(|e| {
-                tracing::error!(error = %e, "could not seal a sign-in cookie");
-                self.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
-            })
+        self.seal_for_browser(PENDING_CONTEXT, browser, pending.encode().as_bytes())
     }
 
     /// The pending sign-in this browser holds, if it is its own and still fresh.
     fn open_pending(&self, jar: &CookieJar) -> Option<Pending> {
-        let browser = jar.get(&self.cookie_name("portcullis_browser"))?.value().to_owned();
-        let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jar.get(&self.cookie_name(PENDING_COOKIE))?.value())
-            .ok()?;
-        let context = format!("{PENDING_CONTEXT}\n{browser}");
-        let plain = self.master.open(&sealed, context.as_bytes()).ok()?;
+        let plain = self.open_from_browser(jar, PENDING_COOKIE, PENDING_CONTEXT)?;
         let pending = Pending::decode(std::str::from_utf8(&plain).ok()?)?;
         (pending.expires_at > self.server.now()).then_some(pending)
     }

@@ -20,7 +20,12 @@ async fn metadata_for_a_root_issuer() -> TestResult {
         assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
         assert_eq!(
             m["grant_types_supported"],
-            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+            serde_json::json!([
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
         );
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
