@@ -500,10 +500,12 @@ impl AuthorizationServer {
         let resource_left = requested.iter().any(|s| !builtin.contains(s.as_str()));
         if requested.is_empty() || (asks_resource && !resource_left) {
             self.forget(handle).await?;
-            return Err(reject(
-                OAuthErrorCode::AccessDenied,
-                "the user's groups at their identity provider allow none of the requested scopes",
-            ));
+            let why = if session.federation.is_some() {
+                "the user's groups at their identity provider allow none of the requested scopes"
+            } else {
+                "the user may grant none of the requested scopes (the admin API's are for administrators)"
+            };
+            return Err(reject(OAuthErrorCode::AccessDenied, why));
         }
         let remembered = self
             .store

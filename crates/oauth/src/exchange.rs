@@ -95,6 +95,7 @@ impl AuthorizationServer {
             return Err(OAuthError::invalid_target("name the resource the new token is for"));
         };
         let resource = self.resolve_resource(client, Some(wanted), request.resource_count.max(1))?;
+        self.check_admin_resource(client, &resource, crate::admin::AdminAccess::TokenExchange)?;
 
         // At most the subject's scopes, and only those the resource knows and this client may have.
         let subject_scopes = subject.status.scope.clone();

@@ -75,8 +75,11 @@ impl Settings {
     /// local sign-in; for a federated one, the union of the scopes of the groups their
     /// provider asserted at this sign-in (none if the provider is no longer configured).
     /// OpenID Connect's own scopes are never limited.
+    /// The admin API's scopes only ever to an administrator.
     pub fn grantable(&self, session: &BrowserSession, requested: &ScopeSet) -> ScopeSet {
-        let Some(federation) = &session.federation else { return requested.clone() };
+        let requested =
+            if session.user.is_admin { requested.clone() } else { Settings::without_admin_scopes(requested) };
+        let Some(federation) = &session.federation else { return requested };
         let ceiling = self
             .identity_provider(&federation.idp)
             .map(|p| p.provider.settings().scope_ceiling(&federation.groups))
@@ -296,6 +299,7 @@ impl AuthorizationServer {
                 self.resolve_resource(client, requested, resource_count)?
             }
         };
+        self.check_admin_resource(client, &resource, crate::admin::AdminAccess::IdentityAssertion)?;
         // The ceiling comes from the assertion's groups, else from the last sign-in's.
         let idp = provider.provider.settings().name.clone();
         let max_age = provider.provider.settings().max_session_secs;

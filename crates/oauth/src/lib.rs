@@ -7,6 +7,7 @@
 //! parameters and get typed outcomes or [`OAuthError`]s, and the web layer picks status codes.
 //! Time comes from the injected [`Clock`], randomness from `portcullis-crypto`.
 
+mod admin;
 mod authorize;
 mod cimd;
 mod client_auth;

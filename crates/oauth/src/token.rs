@@ -353,6 +353,7 @@ impl AuthorizationServer {
             return Err(OAuthError::unauthorized_client("this client may not use the client credentials grant"));
         }
         let resource = self.resolve_resource(client, resource, resource_count)?;
+        self.check_admin_resource(client, &resource, crate::admin::AdminAccess::ClientCredentials)?;
         let scope = self.resolve_scope(client, &resource, scope, true)?;
         let now = self.clock.now();
         let access = self.mint_access_token(

@@ -257,8 +257,30 @@ pub fn settings(
                 default_scopes: r.default_scopes.as_ref().map(|d| scope_names(d)),
             })
             .chain(crate::gateway::route_resources(config, policies))
+            .chain(std::iter::once(admin_resource(config)))
             .collect(),
     })
+}
+
+/// The admin API as a resource of this authorization server: reading and changing, each its
+/// own scope; a request that names none is offered reading only.
+fn admin_resource(config: &Config) -> ResourceSettings {
+    use portcullis_types::admin::{ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE};
+    ResourceSettings {
+        uri: format!("{}{ADMIN_API_PATH}", config.issuer().trim_end_matches('/')),
+        name: "Portcullis administration".into(),
+        scopes: vec![
+            ScopeSettings {
+                name: ADMIN_READ_SCOPE.into(),
+                description: "See every agent, user, grant, token and call (administrators only)".into(),
+            },
+            ScopeSettings {
+                name: ADMIN_WRITE_SCOPE.into(),
+                description: "Suspend agents, disable users and revoke grants (administrators only)".into(),
+            },
+        ],
+        default_scopes: Some(scope_names(&[ADMIN_READ_SCOPE.into()])),
+    }
 }
 
 /// Scope names that `Config::validate` already checked; one that does not parse is left out.

@@ -1,8 +1,8 @@
 //! OAuth clients.
 
 use crate::{
-    ApplicationType, ClientRecord, ClientStatus, ClientType, GrantType, InitialAccessTokenRecord, RegistrationOrigin,
-    Result, Store, StoreError, on_pool, on_reader, split_list, stored, stored_scopes,
+    ApplicationType, ClientFilter, ClientRecord, ClientStatus, ClientType, GrantType, InitialAccessTokenRecord,
+    RegistrationOrigin, Result, Store, StoreError, on_pool, on_reader, split_list, stored, stored_scopes,
 };
 
 #[derive(sqlx::FromRow)]
@@ -77,6 +77,28 @@ impl Store {
 
     pub async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
         let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as("SELECT * FROM clients ORDER BY created_at, client_id")
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// One page of clients in `client_id` order, after `after` (a cursor: the last id of the
+    /// page before), at most `limit`, only those `filter` matches.
+    pub async fn clients_page(
+        &self,
+        filter: &ClientFilter,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ClientRecord>> {
+        let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT * FROM clients WHERE (CAST($1 AS TEXT) IS NULL OR client_id > $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR status = $2) AND (CAST($3 AS TEXT) IS NULL OR origin = $3) \
+             AND (CAST($4 AS BOOLEAN) IS NULL OR verified = $4) ORDER BY client_id LIMIT $5")
+            .bind(after)
+            .bind(filter.status.map(ClientStatus::as_str))
+            .bind(filter.origin.map(RegistrationOrigin::as_str))
+            .bind(filter.verified)
+            .bind(limit)
             .fetch_all(pool)
             .await?);
         rows.into_iter().map(TryInto::try_into).collect()

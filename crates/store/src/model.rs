@@ -167,6 +167,14 @@ pub struct ClientRecord {
     pub last_used_at: Option<i64>,
 }
 
+/// Which clients a listing shows (`None`: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFilter {
+    pub status: Option<ClientStatus>,
+    pub origin: Option<RegistrationOrigin>,
+    pub verified: Option<bool>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialAccessTokenRecord {
     pub label: String,

@@ -4,6 +4,7 @@
 //! RFC 6749 and its extensions, and the JSON documents Portcullis sends (metadata, token and
 //! introspection responses). Serde lives at this boundary so internal types stay free of it.
 
+pub mod admin;
 pub mod error_code;
 pub mod scope;
 pub mod wire;

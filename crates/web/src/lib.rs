@@ -4,6 +4,7 @@
 //! crate that chooses HTTP status codes ([`error::WebError`] and the page renderers), sets
 //! cookies, and applies the security headers every response carries.
 
+mod admin_api;
 mod browser;
 mod connect;
 mod error;
@@ -117,6 +118,13 @@ pub fn router(state: AppState) -> Router {
         .route("/register/{client_id}", get(registration::read).put(registration::update).delete(registration::delete))
         .route("/sso/{name}/backchannel-logout", post(sso::backchannel_logout))
         .layer(cors.clone());
+    // Bearer tokens only, from tools and the dashboard's own server side: no CORS.
+    let admin = Router::new()
+        .route("/admin/api/openapi.json", get(admin_api::openapi))
+        .route("/admin/api/v1/agents", get(admin_api::list_agents))
+        .route("/admin/api/v1/agents/{client_id}", get(admin_api::get_agent))
+        .route("/admin/api/v1/agents/{client_id}/suspend", post(admin_api::suspend_agent))
+        .route("/admin/api/v1/agents/{client_id}/resume", post(admin_api::resume_agent));
     let pages = Router::new()
         .route("/", get(browser::home))
         .route("/authorize", get(browser::authorize_get).post(browser::authorize_post))
@@ -136,7 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/portcullis.css", get(pages::stylesheet));
     let base = state.base_path.clone();
     let secure = state.server.settings().secure_cookies;
-    let issuer_routes = api.merge(pages);
+    let issuer_routes = api.merge(pages).merge(admin);
     let issuer_routes = if base.is_empty() { issuer_routes } else { Router::new().nest(&base, issuer_routes) };
 
     // Metadata: RFC 8414 (path-inserted for issuers with a path), OIDC discovery (both the
@@ -150,7 +158,8 @@ pub fn router(state: AppState) -> Router {
     }
     well_known = well_known
         .route(&format!("/.well-known/oauth-protected-resource{base}/mcp/{{route}}"), get(mcp::protected_resource))
-        .route("/.well-known/oauth-protected-resource", get(mcp::protected_resource_root));
+        .route("/.well-known/oauth-protected-resource", get(mcp::protected_resource_root))
+        .route(&format!("/.well-known/oauth-protected-resource{base}/admin/api"), get(admin_api::protected_resource));
     // The gateway sets its own body limit (gateway.max_request_bytes); everything else is
     // small forms and JSON.
     let gateway = Router::new().route(

@@ -299,7 +299,7 @@ impl TestServer {
                 client_name: "Desktop <Agent>".into(),
                 redirect_uris: vec![PUBLIC_REDIRECT.into()],
                 scopes: vec![],
-                resources: vec![resource.clone()],
+                resources: vec![resource.clone(), format!("{issuer}/admin/api")],
                 grant_types: vec!["authorization_code".into(), "refresh_token".into()],
                 client_secret_env: None,
                 client_secret_sha256: None,

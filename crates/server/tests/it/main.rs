@@ -2,6 +2,7 @@
 //! PORTCULLIS_TEST_DATABASE (`sqlite`, the default, or `postgres`). `.ci/run` runs the suite
 //! once per backend.
 
+mod admin;
 mod authorize;
 mod cimd;
 mod cli;

@@ -1,0 +1,226 @@
+//! The admin API (`/admin/api/v1`): a resource server of Portcullis's own authorization server
+//! that only administrators (by consent) and operators' clients (by client credentials) reach,
+//! with exact refusals, cursor paging, writes through the control layer audited with the
+//! administrator as the actor, and an OpenAPI document generated from the code.
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const READ: &str = "portcullis.admin.read";
+const WRITE: &str = "portcullis.admin.write";
+
+struct Answer {
+    status: u16,
+    challenge: String,
+    body: Value,
+}
+
+async fn api(server: &TestServer, method: http::Method, path: &str, token: Option<&str>) -> AnyResult<Answer> {
+    let mut request = server.http.request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let challenge =
+        response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Ok(Answer { status, challenge, body })
+}
+
+fn ids(answer: &Answer) -> Vec<String> {
+    answer.body["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|a| a["client_id"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn administrators_read_and_change_agents_and_nobody_else_gets_in() -> TestResult {
+    let server = TestServer::start().await?;
+    let admin = server.url("/admin/api");
+    let get = http::Method::GET;
+    let post = http::Method::POST;
+
+    // No token: 401 with the way in.
+    let none = api(&server, get.clone(), "/admin/api/v1/agents", None).await?;
+    assert_eq!((none.status, none.body["error"].as_str()), (401, Some("invalid_token")), "{}", none.body);
+    let metadata = server.url("/.well-known/oauth-protected-resource/admin/api");
+    assert!(none.challenge.contains(&format!("resource_metadata=\"{metadata}\"")), "{}", none.challenge);
+    assert!(none.challenge.contains("scope=\"portcullis.admin.read\""), "{}", none.challenge);
+    let prm: Value = server.http.get(&metadata).send().await?.json().await?;
+    assert_eq!(prm["resource"], admin.as_str());
+    assert_eq!(prm["scopes_supported"], serde_json::json!([READ, WRITE]));
+
+    // A token for another resource is not one for the admin API.
+    let crm = alice_token_for(&server, &server.resource, &["crm.contacts.read"]).await?;
+    let wrong = api(&server, get.clone(), "/admin/api/v1/agents", Some(&crm)).await?;
+    assert_eq!((wrong.status, wrong.body["error"].as_str()), (401, Some("invalid_token")));
+
+    // Alice, an administrator, reads: every agent, a page at a time.
+    let read = alice_token_for(&server, &admin, &[READ]).await?;
+    let all = api(&server, get.clone(), "/admin/api/v1/agents?limit=200", Some(&read)).await?;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let everyone = ids(&all);
+    assert!(
+        everyone.contains(&PUBLIC_CLIENT.to_owned()) && everyone.contains(&MACHINE_CLIENT.to_owned()),
+        "{everyone:?}"
+    );
+    assert!(all.body["next_cursor"].is_null());
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/admin/api/v1/agents?limit=2&cursor={c}"),
+            None => "/admin/api/v1/agents?limit=2".to_owned(),
+        };
+        let page = api(&server, get.clone(), &path, Some(&read)).await?;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(ids(&page).len() <= 2);
+        paged.extend(ids(&page));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, everyone, "the pages add up to the whole, in order, once each");
+    let machine =
+        api(&server, get.clone(), "/admin/api/v1/agents?registration=configuration&verified=true", Some(&read)).await?;
+    assert!(
+        machine.body["items"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x["registration"] == "configuration" && x["verified"] == true))
+    );
+    let one = api(&server, get.clone(), &format!("/admin/api/v1/agents/{MACHINE_CLIENT}"), Some(&read)).await?;
+    assert_eq!(
+        (one.status, one.body["status"].as_str(), one.body["client_type"].as_str()),
+        (200, Some("active"), Some("confidential"))
+    );
+    for (path, status, error) in [
+        ("/admin/api/v1/agents?limit=0", 400, "invalid_request"),
+        ("/admin/api/v1/agents?limit=201", 400, "invalid_request"),
+        ("/admin/api/v1/agents?cursor=%25%25", 400, "invalid_request"),
+        ("/admin/api/v1/agents?status=sleeping", 400, "invalid_request"),
+        ("/admin/api/v1/agents?colour=red", 400, "invalid_request"),
+        ("/admin/api/v1/agents/no-such-agent", 404, "not_found"),
+    ] {
+        let answer = api(&server, get.clone(), path, Some(&read)).await?;
+        assert_eq!((answer.status, answer.body["error"].as_str()), (status, Some(error)), "{path}: {}", answer.body);
+    }
+
+    // Reading is not changing.
+    let refused =
+        api(&server, post.clone(), &format!("/admin/api/v1/agents/{MACHINE_CLIENT}/suspend"), Some(&read)).await?;
+    assert_eq!((refused.status, refused.body["error"].as_str()), (403, Some("insufficient_scope")));
+    assert!(refused.challenge.contains("scope=\"portcullis.admin.write\""), "{}", refused.challenge);
+    assert_eq!(
+        server.store()?.find_client(MACHINE_CLIENT).await?.map(|c| c.status),
+        Some(portcullis_store::ClientStatus::Active)
+    );
+
+    // With the write scope: the kill switch, audited with Alice as the actor.
+    let (_, machine_token) = server
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", MACHINE_CLIENT),
+            ("client_secret", MACHINE_SECRET),
+        ])
+        .await?;
+    let write = alice_token_for(&server, &admin, &[READ, WRITE]).await?;
+    let suspended =
+        api(&server, post.clone(), &format!("/admin/api/v1/agents/{MACHINE_CLIENT}/suspend"), Some(&write)).await?;
+    assert_eq!((suspended.status, suspended.body["status"].as_str()), (200, Some("suspended")), "{}", suspended.body);
+    let machine_token = machine_token["access_token"].as_str().ok_or("no machine token")?;
+    assert_eq!(server.introspect(machine_token).await?["active"], false, "refused at once");
+    let filter = portcullis_store::AuditFilter {
+        kinds: vec![portcullis_store::AuditKind::ClientSuspended],
+        ..Default::default()
+    };
+    let events = server.store()?.audit_events(None, 10, &filter).await?;
+    assert!(
+        events.iter().any(|e| e.event.actor.as_deref() == Some(format!("admin:{}", server.alice_id).as_str())),
+        "{events:?}"
+    );
+    let resumed =
+        api(&server, post.clone(), &format!("/admin/api/v1/agents/{MACHINE_CLIENT}/resume"), Some(&write)).await?;
+    assert_eq!(resumed.body["status"], "active");
+    let missing = api(&server, post.clone(), "/admin/api/v1/agents/no-such-agent/suspend", Some(&write)).await?;
+    assert_eq!((missing.status, missing.body["error"].as_str()), (404, Some("not_found")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_administrators_and_operators_clients_hold_admin_tokens() -> TestResult {
+    let server = TestServer::start().await?;
+    let admin = server.url("/admin/api");
+    let hasher = portcullis::app::password_hasher(&portcullis::config::Config::default())?;
+    server
+        .control()?
+        .add_user(
+            &Actor::Operator,
+            NewUser {
+                username: "bob".into(),
+                display_name: None,
+                email: None,
+                password_hash: Some(hasher.hash_blocking(PASSWORD)?),
+                is_admin: false,
+            },
+        )
+        .await?;
+    // Bob is no administrator: the consent page never offers him the admin API's scopes.
+    let (_, challenge) = pkce()?;
+    let url =
+        authorize_url(&server, PUBLIC_CLIENT, PUBLIC_REDIRECT, &challenge, &[("resource", &admin), ("scope", READ)]);
+    let mut browser = Browser::default();
+    let location = authorize_as(&server, &mut browser, &url, &[READ], "bob").await?;
+    let answer = query(&location)?;
+    assert_eq!(answer.get("error").map(String::as_str), Some("access_denied"), "{location}");
+    assert!(answer.get("error_description").is_some_and(|d| d.contains("administrators")), "{location}");
+    assert!(!answer.contains_key("code"));
+
+    // An operator's client, by client credentials: yes.
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RESOURCE_SERVER),
+            ("client_secret", RESOURCE_SERVER_SECRET),
+            ("resource", &admin),
+            ("scope", READ),
+        ])
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().ok_or("no token")?;
+    let listed = api(&server, http::Method::GET, "/admin/api/v1/agents", Some(token)).await?;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+
+    // Token exchange never leads into the admin API.
+    let alice_admin = alice_token_for(&server, &admin, &[READ]).await?;
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("client_id", DELEGATE_CLIENT),
+            ("client_secret", DELEGATE_SECRET),
+            ("subject_token", &alice_admin),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            ("resource", &admin),
+        ])
+        .await?;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_generated_from_the_code() -> TestResult {
+    let server = TestServer::start().await?;
+    let document: Value = server.http.get(server.url("/admin/api/openapi.json")).send().await?.json().await?;
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{document}");
+    for path in ["/admin/api/v1/agents", "/admin/api/v1/agents/{client_id}", "/admin/api/v1/agents/{client_id}/suspend"]
+    {
+        assert!(document["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert_eq!(document["servers"][0]["url"], server.issuer.as_str());
+    assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(document["components"]["schemas"]["Agent"].is_object());
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The admin API's documents (`/admin/api/v1`), with the OpenAPI schemas the API's document is
+//! generated from. The API's paths and the scopes that guard them live in `portcullis-web`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The resource the admin API is, at Portcullis's own authorization server: `<issuer>` and
+/// this path.
+pub const ADMIN_API_PATH: &str = "/admin/api";
+/// Reading anything the admin API shows.
+pub const ADMIN_READ_SCOPE: &str = "portcullis.admin.read";
+/// Changing anything through the admin API (suspending an agent, revoking a grant, ...).
+pub const ADMIN_WRITE_SCOPE: &str = "portcullis.admin.write";
+
+/// How an agent (an OAuth client) came to be known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    /// An operator, at the command line.
+    Operator,
+    /// The configuration file.
+    Configuration,
+    /// Dynamic Client Registration (RFC 7591).
+    Dynamic,
+    /// A Client ID Metadata Document.
+    MetadataDocument,
+    /// Dynamic registration with a trusted software statement.
+    SoftwareStatement,
+}
+
+/// Whether an agent may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Active,
+    /// Waiting for an administrator's approval.
+    Pending,
+    /// Switched off: refused everywhere, its grants revoked.
+    Suspended,
+}
+
+/// An agent: an OAuth client of Portcullis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Agent {
+    pub client_id: String,
+    pub client_name: String,
+    pub registration: Registration,
+    /// Vouched for (an operator, an initial access token, a trusted publisher or domain).
+    pub verified: bool,
+    pub status: AgentStatus,
+    /// `public` or `confidential`.
+    pub client_type: String,
+    pub grant_types: Vec<String>,
+    /// The hosts of its redirect URIs.
+    pub redirect_hosts: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, to the minute; absent when never used.
+    pub last_used_at: Option<i64>,
+}
+
+/// One page of agents; `next_cursor` fetches the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentPage {
+    pub items: Vec<Agent>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Every refusal of the admin API (the OAuth error codes for 401 and 403).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    pub error: String,
+    pub error_description: String,
+}

@@ -1,0 +1,411 @@
+//! The admin API, `/admin/api/v1`: JSON, described by an OpenAPI 3.1 document generated from
+//! these handlers (`/admin/api/openapi.json`).
+//!
+//! It is a resource server of Portcullis's own authorization server: the resource is
+//! `<issuer>/admin/api`, reading needs `portcullis.admin.read`, changing needs
+//! `portcullis.admin.write`. Only administrators can consent to those scopes, and only clients
+//! an operator registered can hold them by client credentials (`oauth/src/admin.rs`); a user's
+//! token also stops working here the moment they are no longer an administrator. There is no
+//! other way in (no cookies, so no CSRF surface). Every change goes through a command of the
+//! control layer, audited with the administrator (or the operator's client) as the actor.
+#![allow(clippy::result_large_err)]
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use portcullis_control::{Actor, ControlError};
+use portcullis_store::{ClientFilter, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
+use portcullis_types::admin::{
+    ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, Registration,
+};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
+
+use crate::{AppState, Peer};
+
+/// Pages hold this many items unless asked for fewer.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Portcullis admin API",
+        version = "1",
+        description = "Every agent, user, grant, token and call. A bearer token of this server for the resource \
+                       <issuer>/admin/api: portcullis.admin.read to read, portcullis.admin.write to change."
+    ),
+    paths(list_agents, get_agent, suspend_agent, resume_agent),
+    components(schemas(Agent, AgentPage, AgentStatus, Registration, ApiError)),
+    modifiers(&BearerScheme)
+)]
+struct ApiDoc;
+
+/// The document's security scheme: OAuth 2.0 bearer tokens of this server.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An access token of this server for <issuer>/admin/api"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document, with this server as its server.
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    let mut document = ApiDoc::openapi();
+    document.servers = Some(vec![utoipa::openapi::Server::new(state.server.settings().issuer.clone())]);
+    Json(document).into_response()
+}
+
+/// RFC 9728 metadata of the admin API.
+pub(crate) async fn protected_resource(State(state): State<AppState>) -> Response {
+    let settings = state.server.settings();
+    Json(serde_json::json!({
+        "resource": settings.admin_resource(),
+        "authorization_servers": [settings.issuer],
+        "scopes_supported": [ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Portcullis administration",
+    }))
+    .into_response()
+}
+
+/// A refusal, as the API answers every one.
+fn refusal(status: StatusCode, error: &str, description: impl Into<String>) -> Response {
+    (status, Json(ApiError { error: error.to_owned(), error_description: description.into() })).into_response()
+}
+
+fn server_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "admin API request failed");
+    refusal(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the request failed; see the server's log")
+}
+
+/// Who is calling, once admitted.
+struct Caller {
+    actor: Actor,
+}
+
+impl AppState {
+    fn admin_metadata_url(&self) -> String {
+        let origin = url::Url::parse(&self.server.settings().issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        format!("{origin}/.well-known/oauth-protected-resource{}{ADMIN_API_PATH}", self.base_path)
+    }
+
+    /// A 401 or 403 with the RFC 6750 challenge that says what to get.
+    fn admin_challenge(&self, status: StatusCode, error: Option<&str>, scope: &str, description: &str) -> Response {
+        let mut response = refusal(status, error.unwrap_or("invalid_token"), description);
+        let mut challenge = format!("Bearer resource_metadata=\"{}\", scope=\"{scope}\"", self.admin_metadata_url());
+        if let Some(error) = error {
+            challenge.push_str(&format!(", error=\"{error}\", error_description=\"{description}\""));
+        }
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+
+    /// Admits a caller holding `scope` for the admin API, or answers why not.
+    async fn admin_caller(&self, peer: Peer, headers: &HeaderMap, scope: &str) -> Result<Caller, Response> {
+        let values: Vec<&HeaderValue> = headers.get_all(header::AUTHORIZATION).iter().collect();
+        let token = match values.as_slice() {
+            [] => {
+                return Err(self.admin_challenge(
+                    StatusCode::UNAUTHORIZED,
+                    None,
+                    scope,
+                    "this API needs a bearer token for the admin API",
+                ));
+            }
+            [one] => one.to_str().ok().and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            }),
+            _ => None,
+        };
+        let invalid = |why: &str| self.admin_challenge(StatusCode::UNAUTHORIZED, Some("invalid_token"), scope, why);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(invalid("send one Authorization: Bearer header"));
+        };
+        let active = match self.server.active_access_token(token).await {
+            Ok(Some(active)) => active,
+            Ok(None) => return Err(invalid("the token is not active")),
+            Err(e) => return Err(server_error(e)),
+        };
+        if active.claims.aud != self.server.settings().admin_resource() {
+            return Err(invalid("the token is not for the admin API"));
+        }
+        if !active.status.scope.contains(scope) {
+            return Err(self.admin_challenge(
+                StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                scope,
+                &format!("this request needs the scope {scope}"),
+            ));
+        }
+        let source = Some(self.client_address(peer.0, headers));
+        let actor = match &active.status.user_id {
+            Some(user_id) => {
+                // A user's token works only while they are an administrator.
+                let user = self.server.store().find_user(user_id).await.map_err(server_error)?;
+                if !user.is_some_and(|u| u.is_admin && !u.is_disabled()) {
+                    return Err(refusal(
+                        StatusCode::FORBIDDEN,
+                        "access_denied",
+                        "the admin API is for administrators only",
+                    ));
+                }
+                Actor::Administrator { user_id: user_id.clone(), source }
+            }
+            None => Actor::Client { client_id: active.claims.client_id.clone(), source },
+        };
+        Ok(Caller { actor })
+    }
+}
+
+fn registration(origin: RegistrationOrigin) -> Registration {
+    match origin {
+        RegistrationOrigin::Admin => Registration::Operator,
+        RegistrationOrigin::Config => Registration::Configuration,
+        RegistrationOrigin::Dcr => Registration::Dynamic,
+        RegistrationOrigin::Cimd => Registration::MetadataDocument,
+        RegistrationOrigin::SoftwareStatement => Registration::SoftwareStatement,
+    }
+}
+
+fn origin_of(registration: Registration) -> RegistrationOrigin {
+    match registration {
+        Registration::Operator => RegistrationOrigin::Admin,
+        Registration::Configuration => RegistrationOrigin::Config,
+        Registration::Dynamic => RegistrationOrigin::Dcr,
+        Registration::MetadataDocument => RegistrationOrigin::Cimd,
+        Registration::SoftwareStatement => RegistrationOrigin::SoftwareStatement,
+    }
+}
+
+fn agent_status(status: ClientStatus) -> AgentStatus {
+    match status {
+        ClientStatus::Active => AgentStatus::Active,
+        ClientStatus::Pending => AgentStatus::Pending,
+        ClientStatus::Suspended => AgentStatus::Suspended,
+    }
+}
+
+fn status_of(status: AgentStatus) -> ClientStatus {
+    match status {
+        AgentStatus::Active => ClientStatus::Active,
+        AgentStatus::Pending => ClientStatus::Pending,
+        AgentStatus::Suspended => ClientStatus::Suspended,
+    }
+}
+
+fn agent(c: ClientRecord) -> Agent {
+    let mut redirect_hosts: Vec<String> =
+        c.redirect_uris.iter().filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_owned)).collect();
+    redirect_hosts.sort();
+    redirect_hosts.dedup();
+    Agent {
+        registration: registration(c.origin),
+        status: agent_status(c.status),
+        client_type: match c.client_type {
+            ClientType::Public => "public".into(),
+            ClientType::Confidential => "confidential".into(),
+        },
+        grant_types: c.grant_types.iter().map(|g| g.as_str().to_owned()).collect(),
+        redirect_hosts,
+        verified: c.verified,
+        created_at: c.created_at,
+        last_used_at: c.last_used_at,
+        client_name: c.client_name,
+        client_id: c.client_id,
+    }
+}
+
+/// Cursors are opaque to callers: the last id of a page, base64url.
+fn cursor_of(client_id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id)
+}
+
+fn after_cursor(cursor: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// What a list of agents shows.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AgentQuery {
+    /// Only agents with this status.
+    status: Option<AgentStatus>,
+    /// Only agents registered this way.
+    registration: Option<Registration>,
+    /// Only verified (or only unverified) agents.
+    verified: Option<bool>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+    /// At most this many (1 to 200; default 50).
+    limit: Option<u32>,
+}
+
+/// Every agent, by client id, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/agents",
+    params(AgentQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of agents", body = AgentPage),
+        (status = 400, description = "A filter or cursor that does not parse", body = ApiError),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn list_agents(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    query: Result<Query<AgentQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return refusal(StatusCode::BAD_REQUEST, "invalid_request", format!("limit must be 1 to {MAX_PAGE}"));
+    }
+    let after = match q.cursor.as_deref().map(after_cursor) {
+        Some(None) => {
+            return refusal(StatusCode::BAD_REQUEST, "invalid_request", "the cursor is not one this API gave");
+        }
+        Some(Some(after)) => Some(after),
+        None => None,
+    };
+    let filter =
+        ClientFilter { status: q.status.map(status_of), origin: q.registration.map(origin_of), verified: q.verified };
+    let mut found = match state.server.store().clients_page(&filter, after.as_deref(), i64::from(limit) + 1).await {
+        Ok(found) => found,
+        Err(e) => return server_error(e),
+    };
+    let more = found.len() > limit as usize;
+    found.truncate(limit as usize);
+    let next_cursor = if more { found.last().map(|c| cursor_of(&c.client_id)) } else { None };
+    Json(AgentPage { items: found.into_iter().map(agent).collect(), next_cursor }).into_response()
+}
+
+/// One agent.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/agents/{client_id}",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The agent", body = Agent),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn get_agent(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    found_agent(&state, &client_id).await
+}
+
+async fn found_agent(state: &AppState, client_id: &str) -> Response {
+    match state.server.store().find_client(client_id).await {
+        Ok(Some(c)) => Json(agent(c)).into_response(),
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}")),
+        Err(e) => server_error(e),
+    }
+}
+
+/// The kill switch: the agent is refused everywhere at once, and every grant it holds is revoked.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/agents/{client_id}/suspend",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The agent, suspended", body = Agent),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn suspend_agent(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    changed(&state, &client_id, state.server.control().suspend_client(&caller.actor, &client_id).await).await
+}
+
+/// Lets a suspended agent act again (its revoked grants stay revoked: users authorize it anew).
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/agents/{client_id}/resume",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The agent, active", body = Agent),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn resume_agent(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    changed(&state, &client_id, state.server.control().resume_client(&caller.actor, &client_id).await).await
+}
+
+async fn changed(state: &AppState, client_id: &str, outcome: Result<(), ControlError>) -> Response {
+    match outcome {
+        Ok(()) => found_agent(state, client_id).await,
+        Err(ControlError::ClientNotFound(_)) => {
+            refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}"))
+        }
+        Err(e) => server_error(e),
+    }
+}
