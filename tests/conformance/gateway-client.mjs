@@ -45,8 +45,10 @@ const freePort = () => new Promise((resolve) => {
   const s = createServer();
   s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
 });
-const port = await freePort();
-const issuer = `http://127.0.0.1:${port}`;
+// The port is chosen here, and the suite runs scenarios side by side: another scenario's
+// Portcullis may take it first. Starting is retried on a new port until `serve` says it listens.
+let port = await freePort();
+let issuer = `http://127.0.0.1:${port}`;
 const redirect = 'http://127.0.0.1:9/callback';
 const password = `conformance-${process.pid}-${Date.now()}`;
 const q = (s) => JSON.stringify(s);
@@ -61,7 +63,7 @@ const preconfigured = context.client_id
   ? `client_id = ${q(context.client_id)}\n${context.client_secret ? 'client_secret_env = "UPSTREAM_CLIENT_SECRET"\n' : ''}${
     context.token_endpoint_auth_method === 'client_secret_post' ? 'client_auth = "client_secret_post"\n' : ''}`
   : '';
-writeFileSync(join(tmp, 'portcullis.toml'), `
+const writeConfig = () => writeFileSync(join(tmp, 'portcullis.toml'), `
 [server]
 issuer = ${q(issuer)}
 listen = ${q(`127.0.0.1:${port}`)}
@@ -85,16 +87,25 @@ ${preconfigured}allow_http_loopback = true
 allowed_ranges = ["127.0.0.0/8", "::1/128"]
 timeout_secs = 5
 `);
+writeConfig();
+
 const env = { ...process.env, UPSTREAM_CLIENT_SECRET: context.client_secret ?? '' };
 const config = ['--config', join(tmp, 'portcullis.toml')];
 const added = spawnSync(bin, [...config, 'user', 'add', 'conformance-user', '--password-stdin'], { input: `${password}\n`, env });
 if (added.status !== 0) { log(`user add failed: ${added.stderr}`); stop(1); }
-child = spawn(bin, [...config, 'serve'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-for (let i = 0; ; i += 1) {
-  try { if ((await fetch(`${issuer}/.well-known/oauth-authorization-server`)).ok) break; } catch { /* not yet */ }
-  if (i > 100 || child.exitCode !== null) { log('Portcullis did not start'); stop(1); }
-  await new Promise((r) => setTimeout(r, 100));
+// `serve` prints one line on standard output once it listens, and exits if it cannot.
+const started = () => new Promise((resolve) => {
+  child = spawn(bin, [...config, 'serve'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  child.stdout.once('data', () => resolve(true));
+  child.once('exit', () => resolve(false));
+});
+for (let attempt = 0; !(await started()); attempt += 1) {
+  if (attempt >= 5) { log('Portcullis did not start'); stop(1); }
+  port = await freePort();
+  issuer = `http://127.0.0.1:${port}`;
+  writeConfig();
 }
+child.stdout.resume();
 
 // A browser of the user's at Portcullis (cookies of Portcullis's origin only).
 const cookies = new Map();

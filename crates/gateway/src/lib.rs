@@ -452,6 +452,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// A route's resource (its tokens' audience) and its compiled policy.
+    pub fn route_policy(&self, name: &str) -> Option<(String, Arc<Policy>)> {
+        self.0.routing().routes.get(name).map(|r| (r.settings.resource.clone(), Arc::clone(&r.settings.policy)))
+    }
+
     pub fn has_route(&self, name: &str) -> bool {
         self.0.routing().routes.contains_key(name)
     }

@@ -465,4 +465,36 @@ impl Store {
             .await?);
         rows.into_iter().map(TryInto::try_into).collect()
     }
+
+    /// One page (by grant id, after `after`) of the grants that are live now for `resource`:
+    /// unrevoked, unexpired, their client active and their user (if any) enabled, each with
+    /// when a token of it was last issued. What "who holds what" reads.
+    pub async fn live_grants_page(
+        &self,
+        resource: &str,
+        now: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(GrantRecord, Option<i64>)>> {
+        let rows: Vec<LiveGrantRow> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT g.*, (SELECT MAX(a.issued_at) FROM access_tokens a WHERE a.grant_id = g.id) AS last_token_at \
+             FROM grants g JOIN clients c ON c.client_id = g.client_id LEFT JOIN users u ON u.id = g.user_id \
+             WHERE g.resource = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 AND c.status = 'active' \
+             AND (g.user_id IS NULL OR u.disabled_at IS NULL) AND (CAST($3 AS TEXT) IS NULL OR g.id > $3) \
+             ORDER BY g.id LIMIT $4")
+            .bind(resource)
+            .bind(now)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(|r| Ok((r.grant.try_into()?, r.last_token_at))).collect()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveGrantRow {
+    #[sqlx(flatten)]
+    grant: GrantRow,
+    last_token_at: Option<i64>,
 }

@@ -60,4 +60,27 @@ impl Store {
             .await?);
         Ok(rows.into_iter().map(Into::into).collect())
     }
+
+    /// One page of users in id order, after `after`, at most `limit`, only disabled (or only
+    /// enabled) ones and only administrators (or only others) when asked.
+    pub async fn users_page(
+        &self,
+        disabled: Option<bool>,
+        admin: Option<bool>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<UserRecord>> {
+        let rows: Vec<UserRow> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT id, username, display_name, email, password_hash, is_admin, disabled_at, created_at, updated_at \
+             FROM users WHERE (CAST($1 AS TEXT) IS NULL OR id > $1) \
+             AND (CAST($2 AS BOOLEAN) IS NULL OR (disabled_at IS NOT NULL) = $2) \
+             AND (CAST($3 AS BOOLEAN) IS NULL OR is_admin = $3) ORDER BY id LIMIT $4")
+            .bind(after)
+            .bind(disabled)
+            .bind(admin)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
 }

@@ -73,3 +73,71 @@ pub struct ApiError {
     pub error: String,
     pub error_description: String,
 }
+
+/// A user of Portcullis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub administrator: bool,
+    pub disabled: bool,
+    /// The identity providers the user signs in with (none: a local password).
+    pub identity_providers: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One page of users; `next_cursor` fetches the next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<User>,
+    pub next_cursor: Option<String>,
+}
+
+/// A live grant able to reach a route (and, when asked, call a tool): who holds what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Holder {
+    pub grant_id: String,
+    /// The user it acts for; absent for a client acting on its own behalf.
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub client_id: String,
+    /// The scopes it holds, space-separated.
+    pub scope: String,
+    /// Unix seconds: granted at, and lives until.
+    pub since: i64,
+    pub expires_at: i64,
+    /// Unix seconds: when a token of it was last issued.
+    pub last_token_at: Option<i64>,
+}
+
+/// One page of who holds what on a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HolderPage {
+    pub route: String,
+    /// The tool asked about: only grants whose scopes the route's policy lets call it.
+    pub tool: Option<String>,
+    pub items: Vec<Holder>,
+    pub next_cursor: Option<String>,
+}
+
+/// A user's own account at an upstream, connected through the token vault (never its tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UpstreamConnection {
+    pub user_id: String,
+    pub route: String,
+    /// The upstream's authorization server, and the account there when it said.
+    pub issuer: String,
+    pub subject: Option<String>,
+    pub scope: String,
+    /// Unix seconds.
+    pub connected_at: i64,
+}
+
+/// How many grants a revocation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Revoked {
+    pub revoked: u64,
+}

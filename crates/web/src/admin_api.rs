@@ -19,7 +19,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use portcullis_control::{Actor, ControlError};
 use portcullis_store::{ClientFilter, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
 use portcullis_types::admin::{
-    ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, Registration,
+    ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, Holder, HolderPage,
+    Registration, Revoked, UpstreamConnection, User, UserPage,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -38,8 +39,32 @@ const MAX_PAGE: u32 = 200;
         description = "Every agent, user, grant, token and call. A bearer token of this server for the resource \
                        <issuer>/admin/api: portcullis.admin.read to read, portcullis.admin.write to change."
     ),
-    paths(list_agents, get_agent, suspend_agent, resume_agent),
-    components(schemas(Agent, AgentPage, AgentStatus, Registration, ApiError)),
+    paths(
+        list_agents,
+        get_agent,
+        suspend_agent,
+        resume_agent,
+        list_users,
+        get_user,
+        disable_user,
+        enable_user,
+        revoke_user_grants,
+        route_holders,
+        route_connections
+    ),
+    components(schemas(
+        Agent,
+        AgentPage,
+        AgentStatus,
+        Registration,
+        ApiError,
+        User,
+        UserPage,
+        Holder,
+        HolderPage,
+        UpstreamConnection,
+        Revoked
+    )),
     modifiers(&BearerScheme)
 )]
 struct ApiDoc;
@@ -245,6 +270,27 @@ fn after_cursor(cursor: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Where a page starts (after the cursor's id) and how long it is, or the refusal.
+fn paging(cursor: Option<&str>, limit: Option<u32>) -> Result<(Option<String>, u32), Response> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(refusal(StatusCode::BAD_REQUEST, "invalid_request", format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    match cursor.map(after_cursor) {
+        Some(None) => Err(refusal(StatusCode::BAD_REQUEST, "invalid_request", "the cursor is not one this API gave")),
+        Some(Some(after)) => Ok((Some(after), limit)),
+        None => Ok((None, limit)),
+    }
+}
+
+/// Cuts a page fetched with one item more than `limit`, and says where the next one starts.
+fn page_of<T>(mut found: Vec<T>, limit: u32, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+    let more = found.len() > limit as usize;
+    found.truncate(limit as usize);
+    let next = if more { found.last().map(|last| cursor_of(id(last))) } else { None };
+    (found, next)
+}
+
 /// What a list of agents shows.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -406,6 +452,368 @@ async fn changed(state: &AppState, client_id: &str, outcome: Result<(), ControlE
         Err(ControlError::ClientNotFound(_)) => {
             refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}"))
         }
+        Err(e) => server_error(e),
+    }
+}
+
+// ---- users ----
+
+async fn user_view(state: &AppState, u: portcullis_store::UserRecord) -> Result<User, Response> {
+    let identities = state.server.store().federated_identities_of(&u.id).await.map_err(server_error)?;
+    Ok(User {
+        disabled: u.is_disabled(),
+        identity_providers: identities.into_iter().map(|i| i.idp).collect(),
+        user_id: u.id,
+        username: u.username,
+        display_name: u.display_name,
+        email: u.email,
+        administrator: u.is_admin,
+        created_at: u.created_at,
+    })
+}
+
+/// What a list of users shows.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UserQuery {
+    /// Only disabled (or only enabled) users.
+    disabled: Option<bool>,
+    /// Only administrators (or only the others).
+    administrator: Option<bool>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+    /// At most this many (1 to 200; default 50).
+    limit: Option<u32>,
+}
+
+/// Every user, by id, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/users",
+    params(UserQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 400, description = "A filter or cursor that does not parse", body = ApiError),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn list_users(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    query: Result<Query<UserQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let (after, limit) = match paging(q.cursor.as_deref(), q.limit) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let store = state.server.store();
+    let found = match store.users_page(q.disabled, q.administrator, after.as_deref(), i64::from(limit) + 1).await {
+        Ok(found) => found,
+        Err(e) => return server_error(e),
+    };
+    let (found, next_cursor) = page_of(found, limit, |u| &u.id);
+    let mut items = Vec::with_capacity(found.len());
+    for u in found {
+        match user_view(&state, u).await {
+            Ok(view) => items.push(view),
+            Err(r) => return r,
+        }
+    }
+    Json(UserPage { items, next_cursor }).into_response()
+}
+
+async fn found_user(state: &AppState, user_id: &str) -> Response {
+    match state.server.store().find_user(user_id).await {
+        Ok(Some(u)) => match user_view(state, u).await {
+            Ok(view) => Json(view).into_response(),
+            Err(r) => r,
+        },
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
+        Err(e) => server_error(e),
+    }
+}
+
+/// One user.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/users/{user_id}",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn get_user(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    found_user(&state, &user_id).await
+}
+
+/// Disables (or enables) a user: every token of theirs stops at once, their sessions end and
+/// their upstream accounts are forgotten; enabling lets them sign in again.
+async fn set_disabled(state: AppState, peer: Peer, headers: HeaderMap, user_id: String, disabled: bool) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let username = match state.server.store().find_user(&user_id).await {
+        Ok(Some(u)) => u.username,
+        Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
+        Err(e) => return server_error(e),
+    };
+    let control = state.server.control();
+    let outcome = if disabled {
+        control.disable_user(&caller.actor, &username).await
+    } else {
+        control.enable_user(&caller.actor, &username).await
+    };
+    match outcome {
+        Ok(_) => found_user(&state, &user_id).await,
+        Err(ControlError::UserNotFound(_)) => {
+            refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}"))
+        }
+        Err(e) => server_error(e),
+    }
+}
+
+/// Disables a user: refused everywhere at once.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/users/{user_id}/disable",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user, disabled", body = User),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn disable_user(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Response {
+    set_disabled(state, peer, headers, user_id, true).await
+}
+
+/// Enables a disabled user.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/users/{user_id}/enable",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user, enabled", body = User),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn enable_user(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Response {
+    set_disabled(state, peer, headers, user_id, false).await
+}
+
+/// Revokes every grant a user gave, to every agent, and every token of theirs.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/users/{user_id}/revoke-grants",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many grants were revoked", body = Revoked),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn revoke_user_grants(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.server.store().find_user(&user_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
+        Err(e) => return server_error(e),
+    }
+    let selector = portcullis_store::GrantSelector::User(user_id);
+    match state
+        .server
+        .control()
+        .revoke_grants(&caller.actor, selector, portcullis_control::RevocationReason::AdministratorRequest)
+        .await
+    {
+        Ok(revoked) => Json(Revoked { revoked }).into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+// ---- who holds what ----
+
+/// Which grants on a route to show.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HolderQuery {
+    /// Only grants whose scopes let them call this tool (as the route's policy decides).
+    tool: Option<String>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<String>,
+    /// At most this many (1 to 200; default 50).
+    limit: Option<u32>,
+}
+
+/// Who holds what on a route: the live grants that reach it now (and, for a tool, those whose
+/// scopes let them call it), with whom they act for and when they were last used.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/routes/{route}/holders",
+    params(("route" = String, Path, description = "The gateway route"), HolderQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of live grants", body = HolderPage),
+        (status = 400, description = "A filter or cursor that does not parse", body = ApiError),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such route", body = ApiError),
+    ),
+    tag = "who holds what"
+)]
+pub(crate) async fn route_holders(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(route): Path<String>,
+    query: Result<Query<HolderQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let (after, limit) = match paging(q.cursor.as_deref(), q.limit) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some((resource, policy)) = state.gateway.as_ref().and_then(|g| g.route_policy(&route)) else {
+        return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no route {route:?}"));
+    };
+    let store = state.server.store();
+    let now = state.server.now();
+    // A page is cut from live grants in id order; with a tool, the policy keeps those that
+    // may call it, so a page may hold fewer than `limit` and still have a next one.
+    let found = match store.live_grants_page(&resource, now, after.as_deref(), i64::from(limit) + 1).await {
+        Ok(found) => found,
+        Err(e) => return server_error(e),
+    };
+    let (found, next_cursor) = page_of(found, limit, |(g, _)| &g.id);
+    let mut items = Vec::with_capacity(found.len());
+    for (grant, last_token_at) in found {
+        if let Some(tool) = &q.tool
+            && !policy.decide(&grant.scope, portcullis_authz::Operation::CallTool(tool)).is_allowed()
+        {
+            continue;
+        }
+        let username = match &grant.user_id {
+            Some(id) => match store.find_user(id).await {
+                Ok(u) => u.map(|u| u.username),
+                Err(e) => return server_error(e),
+            },
+            None => None,
+        };
+        items.push(Holder {
+            grant_id: grant.id,
+            user_id: grant.user_id,
+            username,
+            client_id: grant.client_id,
+            scope: grant.scope.to_string(),
+            since: grant.created_at,
+            expires_at: grant.expires_at,
+            last_token_at,
+        });
+    }
+    Json(HolderPage { route, tool: q.tool, items, next_cursor }).into_response()
+}
+
+/// The users who connected their own account at a route's upstream (the token vault).
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/routes/{route}/connections",
+    params(("route" = String, Path, description = "The gateway route")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every connected account, never its tokens", body = [UpstreamConnection]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such route", body = ApiError),
+    ),
+    tag = "who holds what"
+)]
+pub(crate) async fn route_connections(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(route): Path<String>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    if state.gateway.as_ref().and_then(|g| g.route_policy(&route)).is_none() {
+        return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no route {route:?}"));
+    }
+    match state.server.store().upstream_connections(Some(&route)).await {
+        Ok(rows) => Json(
+            rows.into_iter()
+                .map(|r| UpstreamConnection {
+                    user_id: r.user_id,
+                    route: r.route,
+                    issuer: r.issuer,
+                    subject: r.subject,
+                    scope: r.scope.to_string(),
+                    connected_at: r.updated_at,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => server_error(e),
     }
 }

@@ -124,7 +124,14 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/v1/agents", get(admin_api::list_agents))
         .route("/admin/api/v1/agents/{client_id}", get(admin_api::get_agent))
         .route("/admin/api/v1/agents/{client_id}/suspend", post(admin_api::suspend_agent))
-        .route("/admin/api/v1/agents/{client_id}/resume", post(admin_api::resume_agent));
+        .route("/admin/api/v1/agents/{client_id}/resume", post(admin_api::resume_agent))
+        .route("/admin/api/v1/users", get(admin_api::list_users))
+        .route("/admin/api/v1/users/{user_id}", get(admin_api::get_user))
+        .route("/admin/api/v1/users/{user_id}/disable", post(admin_api::disable_user))
+        .route("/admin/api/v1/users/{user_id}/enable", post(admin_api::enable_user))
+        .route("/admin/api/v1/users/{user_id}/revoke-grants", post(admin_api::revoke_user_grants))
+        .route("/admin/api/v1/routes/{route}/holders", get(admin_api::route_holders))
+        .route("/admin/api/v1/routes/{route}/connections", get(admin_api::route_connections));
     let pages = Router::new()
         .route("/", get(browser::home))
         .route("/authorize", get(browser::authorize_get).post(browser::authorize_post))

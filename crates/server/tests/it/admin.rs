@@ -224,3 +224,109 @@ async fn the_openapi_document_is_generated_from_the_code() -> TestResult {
     assert!(document["components"]["schemas"]["Agent"].is_object());
     Ok(())
 }
+
+#[tokio::test]
+async fn users_and_who_holds_what_on_a_route() -> TestResult {
+    let crm = portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned());
+    let server = TestServer::start_with(Options { upstreams: vec![crm], ..Options::default() }).await?;
+    let route = server.route("crm");
+    let hasher = portcullis::app::password_hasher(&portcullis::config::Config::default())?;
+    let bob = server
+        .control()?
+        .add_user(
+            &Actor::Operator,
+            NewUser {
+                username: "bob".into(),
+                display_name: Some("Bob".into()),
+                email: None,
+                password_hash: Some(hasher.hash_blocking(PASSWORD)?),
+                is_admin: false,
+            },
+        )
+        .await?;
+    let admin = alice_token_for(&server, &server.url("/admin/api"), &[READ, WRITE]).await?;
+    let get = http::Method::GET;
+
+    // Users, filtered and paged.
+    let users = api(&server, get.clone(), "/admin/api/v1/users", Some(&admin)).await?;
+    assert_eq!(users.status, 200, "{}", users.body);
+    let names: Vec<&str> = users.body["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|u| u["username"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"alice") && names.contains(&"bob"), "{names:?}");
+    let others = api(&server, get.clone(), "/admin/api/v1/users?administrator=false", Some(&admin)).await?;
+    assert_eq!(others.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(others.body["items"][0]["username"], "bob");
+    let first = api(&server, get.clone(), "/admin/api/v1/users?limit=1", Some(&admin)).await?;
+    let next = first.body["next_cursor"].as_str().ok_or("no next page")?;
+    let second = api(&server, get.clone(), &format!("/admin/api/v1/users?limit=1&cursor={next}"), Some(&admin)).await?;
+    assert_ne!(first.body["items"][0]["user_id"], second.body["items"][0]["user_id"]);
+
+    // Who holds what: Alice reads contacts, Bob also changes deals, a machine reads contacts.
+    let mut browser = Browser::default();
+    user_token_for(&server, &mut Browser::default(), "alice", &route, &["crm.contacts.read"]).await?;
+    user_token_for(&server, &mut browser, "bob", &route, &["crm.contacts.read", "crm.deals.write"]).await?;
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", MACHINE_CLIENT),
+            ("client_secret", MACHINE_SECRET),
+            ("resource", &route),
+        ])
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let holders = |tool: Option<&str>, admin: &str| {
+        let path = match tool {
+            Some(t) => format!("/admin/api/v1/routes/crm/holders?tool={t}"),
+            None => "/admin/api/v1/routes/crm/holders".to_owned(),
+        };
+        let (server, admin, get) = (&server, admin.to_owned(), get.clone());
+        async move {
+            let answer = api(server, get, &path, Some(&admin)).await?;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let mut who: Vec<String> = answer.body["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|h| h["username"].as_str().or(h["client_id"].as_str()).unwrap_or_default().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            who.sort();
+            AnyResult::Ok(who)
+        }
+    };
+    assert_eq!(holders(None, &admin).await?, ["alice", "bob", MACHINE_CLIENT]);
+    assert_eq!(holders(Some("update_deal"), &admin).await?, ["bob"]);
+    assert_eq!(holders(Some("export_contacts"), &admin).await?, Vec::<String>::new(), "nobody can export contacts");
+    assert_eq!(holders(Some("no_such_tool"), &admin).await?, Vec::<String>::new());
+
+    // Bob's grants revoked through the API: nobody can change deals any more.
+    let revoked =
+        api(&server, http::Method::POST, &format!("/admin/api/v1/users/{}/revoke-grants", bob.id), Some(&admin))
+            .await?;
+    assert!(revoked.body["revoked"].as_u64().is_some_and(|n| n >= 1), "{}", revoked.body);
+    assert_eq!(holders(Some("update_deal"), &admin).await?, Vec::<String>::new());
+    // The machine's grant lives as long as its token: expired, it holds nothing.
+    server.clock.advance(400);
+    let admin = alice_token_for(&server, &server.url("/admin/api"), &[READ, WRITE]).await?;
+    assert_eq!(holders(None, &admin).await?, ["alice"]);
+
+    // Disabling through the API: audited with the administrator as the actor.
+    let disabled =
+        api(&server, http::Method::POST, &format!("/admin/api/v1/users/{}/disable", bob.id), Some(&admin)).await?;
+    assert_eq!((disabled.status, disabled.body["disabled"].as_bool()), (200, Some(true)), "{}", disabled.body);
+    let enabled =
+        api(&server, http::Method::POST, &format!("/admin/api/v1/users/{}/enable", bob.id), Some(&admin)).await?;
+    assert_eq!(enabled.body["disabled"], false);
+    for (path, status) in [
+        ("/admin/api/v1/routes/nope/holders", 404),
+        ("/admin/api/v1/routes/nope/connections", 404),
+        ("/admin/api/v1/users/nobody", 404),
+        ("/admin/api/v1/routes/crm/connections", 200),
+    ] {
+        assert_eq!(api(&server, get.clone(), path, Some(&admin)).await?.status, status, "{path}");
+    }
+    Ok(())
+}
