@@ -467,7 +467,8 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
 
 async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
     let AuditCommand::Tail { lines, follow, json, kinds, user, client } = cmd;
-    let filter = AuditFilter { kinds: kinds.into_iter().flatten().collect(), user, client_id: client };
+    let filter =
+        AuditFilter { kinds: kinds.into_iter().flatten().collect(), user, client_id: client, ..Default::default() };
     let store = app::open_store(&config).await?;
     let print = |e: &portcullis_store::AuditEventRecord| {
         let ev = &e.event;

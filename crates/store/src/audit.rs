@@ -92,6 +92,7 @@ pub(crate) use audit_insert;
 fn push_filter<DB: sqlx::Database>(query: &mut sqlx::QueryBuilder<DB>, filter: &AuditFilter)
 where
     for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
 {
     if !filter.kinds.is_empty() {
         query.push(" AND kind IN (");
@@ -107,6 +108,21 @@ where
     }
     if let Some(client) = &filter.client_id {
         query.push(" AND client_id = ").push_bind(client.as_str());
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND occurred_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND occurred_at < ").push_bind(to);
+    }
+    if let Some(route) = &filter.route {
+        query.push(" AND route = ").push_bind(route.as_str());
+    }
+    if let Some(target) = &filter.target {
+        query.push(" AND target = ").push_bind(target.as_str());
+    }
+    if let Some(outcome) = filter.outcome {
+        query.push(" AND decision = ").push_bind(outcome.as_str());
     }
 }
 
@@ -152,5 +168,24 @@ impl Store {
             records.reverse();
         }
         Ok(records)
+    }
+
+    /// Events newest first, below `before_id` (a cursor: the last id of the page before), at
+    /// most `limit`, only those that match `filter`.
+    pub async fn audit_events_before(
+        &self,
+        before_id: Option<i64>,
+        limit: i64,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditEventRecord>> {
+        let rows: Vec<Row> = on_reader!(self, pool => {
+            let mut query = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE id < ");
+            query.push_bind(before_id.unwrap_or(i64::MAX));
+            push_filter(&mut query, filter);
+            query.push(" ORDER BY id DESC LIMIT ");
+            query.push_bind(limit);
+            query.build_query_as::<Row>().fetch_all(pool).await?
+        });
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 }

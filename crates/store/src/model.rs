@@ -515,6 +515,13 @@ pub struct AuditFilter {
     /// A user id or username.
     pub user: Option<String>,
     pub client_id: Option<String>,
+    /// Unix seconds: from (inclusive) and to (exclusive).
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub route: Option<String>,
+    /// The tool, prompt or resource a gateway decision named.
+    pub target: Option<String>,
+    pub outcome: Option<AuditOutcome>,
 }
 
 /// A committed change, as every node reads it from the change log.

@@ -753,6 +753,7 @@ async fn audit_events_are_written_in_batches_and_read_in_order() -> TestResult {
             kinds,
             user: user.map(str::to_owned),
             client_id: client.map(str::to_owned),
+            ..Default::default()
         };
         let suspended = store.audit_events(None, 10, &only(vec![AuditKind::ClientSuspended], None, None)).await?;
         assert_eq!(suspended.len(), 1);
@@ -763,6 +764,27 @@ async fn audit_events_are_written_in_batches_and_read_in_order() -> TestResult {
         assert_eq!(store.audit_events(None, 1000, &only(vec![], Some("u"), Some("c3"))).await?.len(), 150);
         let mcp = store.audit_events(None, 1000, &only(vec![AuditKind::McpMessage], None, Some("c"))).await?;
         assert_eq!(mcp.len(), 300);
+        // Time range (from inclusive, to exclusive), route, target and decision.
+        let window = AuditFilter { from: Some(1_900_000_010), to: Some(1_900_000_020), ..Default::default() };
+        assert_eq!(store.audit_events(Some(0), 1000, &window).await?.len(), 10);
+        let denied =
+            AuditFilter { route: Some("crm".into()), outcome: Some(AuditOutcome::Denied), ..Default::default() };
+        assert_eq!(store.audit_events(Some(0), 1000, &denied).await?.len(), 225);
+        let tool = AuditFilter { target: Some("tool-7".into()), ..Default::default() };
+        assert_eq!(store.audit_events(Some(0), 1000, &tool).await?.len(), 1);
+        assert_eq!(
+            store
+                .audit_events(Some(0), 1000, &AuditFilter { route: Some("other".into()), ..Default::default() })
+                .await?
+                .len(),
+            0
+        );
+        // Newest first, a page at a time below a cursor.
+        let first = store.audit_events_before(None, 2, &AuditFilter::default()).await?;
+        assert_eq!(first.len(), 2);
+        assert!(first[0].id > first[1].id);
+        let next = store.audit_events_before(Some(first[1].id), 2, &AuditFilter::default()).await?;
+        assert!(next.iter().all(|e| e.id < first[1].id));
     }
     Ok(())
 }

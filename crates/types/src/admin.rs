@@ -141,3 +141,38 @@ pub struct UpstreamConnection {
 pub struct Revoked {
     pub revoked: u64,
 }
+
+/// One record of the audit trail: a gateway decision or an identity action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    pub id: i64,
+    /// Unix seconds.
+    pub occurred_at: i64,
+    /// `mcp.message` for a gateway decision; otherwise the identity action (`client.suspended`, ...).
+    pub kind: String,
+    /// Who did it (`operator`, `admin:ID`, `user:ID`, `client:ID`, `system`); for a delegated
+    /// gateway call, the acting client and who delegated to it.
+    pub actor: Option<String>,
+    pub source_address: Option<String>,
+    pub route: Option<String>,
+    pub method: Option<String>,
+    /// The tool, prompt or resource a gateway decision named.
+    pub target: Option<String>,
+    /// `allowed` or `denied` (gateway decisions), `succeeded` or `failed` (actions).
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub issuer: Option<String>,
+    /// The HTTP status the caller got (gateway decisions).
+    pub status: Option<i64>,
+    pub latency_ms: Option<i64>,
+}
+
+/// One page of the audit trail, newest first; `next_cursor` fetches older records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEvent>,
+    pub next_cursor: Option<String>,
+}

@@ -19,8 +19,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use portcullis_control::{Actor, ControlError};
 use portcullis_store::{ClientFilter, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
 use portcullis_types::admin::{
-    ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, Holder, HolderPage,
-    Registration, Revoked, UpstreamConnection, User, UserPage,
+    ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, AuditEvent,
+    AuditPage, Holder, HolderPage, Registration, Revoked, UpstreamConnection, User, UserPage,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -50,7 +50,9 @@ const MAX_PAGE: u32 = 200;
         enable_user,
         revoke_user_grants,
         route_holders,
-        route_connections
+        route_connections,
+        list_audit,
+        export_audit
     ),
     components(schemas(
         Agent,
@@ -63,7 +65,9 @@ const MAX_PAGE: u32 = 200;
         Holder,
         HolderPage,
         UpstreamConnection,
-        Revoked
+        Revoked,
+        AuditEvent,
+        AuditPage
     )),
     modifiers(&BearerScheme)
 )]
@@ -816,4 +820,296 @@ pub(crate) async fn route_connections(
         .into_response(),
         Err(e) => server_error(e),
     }
+}
+
+// ---- the audit trail ----
+
+/// Which records of the audit trail to show.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Unix seconds: from (inclusive).
+    from: Option<i64>,
+    /// Unix seconds: to (exclusive).
+    to: Option<i64>,
+    /// Kinds, comma-separated (`mcp.message`, `client.suspended`, ...).
+    kind: Option<String>,
+    /// A user id or username.
+    user: Option<String>,
+    /// A client id.
+    client: Option<String>,
+    route: Option<String>,
+    /// The tool (or prompt, or resource) a gateway decision named.
+    tool: Option<String>,
+    /// `allowed`, `denied`, `succeeded` or `failed`.
+    decision: Option<String>,
+    /// The `next_cursor` of the page before (list only).
+    cursor: Option<String>,
+    /// At most this many (1 to 200; default 50; list only).
+    limit: Option<u32>,
+    /// `jsonl` (default) or `csv` (export only).
+    format: Option<String>,
+}
+
+/// The store's filter for a query, or the refusal.
+fn audit_filter(q: &AuditQuery) -> Result<portcullis_store::AuditFilter, Response> {
+    let bad = |what: String| refusal(StatusCode::BAD_REQUEST, "invalid_request", what);
+    let mut kinds = Vec::new();
+    for name in q.kind.iter().flat_map(|k| k.split(',')).map(str::trim).filter(|k| !k.is_empty()) {
+        kinds.push(portcullis_store::AuditKind::parse(name).ok_or_else(|| bad(format!("there is no kind {name:?}")))?);
+    }
+    let outcome = match q.decision.as_deref() {
+        None => None,
+        Some(d) => Some(
+            portcullis_store::AuditOutcome::parse(d)
+                .ok_or_else(|| bad(format!("decision must be allowed, denied, succeeded or failed, not {d:?}")))?,
+        ),
+    };
+    Ok(portcullis_store::AuditFilter {
+        kinds,
+        user: q.user.clone(),
+        client_id: q.client.clone(),
+        from: q.from,
+        to: q.to,
+        route: q.route.clone(),
+        target: q.tool.clone(),
+        outcome,
+    })
+}
+
+fn audit_view(record: portcullis_store::AuditEventRecord) -> AuditEvent {
+    let e = record.event;
+    AuditEvent {
+        id: record.id,
+        occurred_at: e.occurred_at,
+        kind: e.kind.as_str().to_owned(),
+        actor: e.actor,
+        source_address: e.source_address,
+        route: e.route,
+        method: e.method,
+        target: e.target,
+        outcome: e.outcome.as_str().to_owned(),
+        reason: e.reason,
+        user_id: e.user_id,
+        username: e.username,
+        client_id: e.client_id,
+        issuer: e.issuer,
+        status: e.status,
+        latency_ms: e.latency_ms,
+    }
+}
+
+/// The audit trail, newest first, searched by time, kind, user, client, route, tool and
+/// decision.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/audit",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of records, newest first", body = AuditPage),
+        (status = 400, description = "A filter or cursor that does not parse", body = ApiError),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+    ),
+    tag = "audit"
+)]
+pub(crate) async fn list_audit(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let (before, limit) = match paging(q.cursor.as_deref(), q.limit) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let before = match before.map(|b| b.parse::<i64>()) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            return refusal(StatusCode::BAD_REQUEST, "invalid_request", "the cursor is not one this API gave");
+        }
+        None => None,
+    };
+    let filter = match audit_filter(&q) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let found = match state.server.store().audit_events_before(before, i64::from(limit) + 1, &filter).await {
+        Ok(found) => found,
+        Err(e) => return server_error(e),
+    };
+    let ids: Vec<String> = found.iter().map(|r| r.id.to_string()).collect();
+    let (found, next_cursor) = {
+        let more = found.len() > limit as usize;
+        let mut found = found;
+        found.truncate(limit as usize);
+        let next = if more { ids.get(limit as usize - 1).map(|id| cursor_of(id)) } else { None };
+        (found, next)
+    };
+    Json(AuditPage { items: found.into_iter().map(audit_view).collect(), next_cursor }).into_response()
+}
+
+/// Rows read per step of an export: the export streams, so memory stays bounded.
+const EXPORT_STEP: i64 = 1000;
+const CSV_COLUMNS: [&str; 16] = [
+    "id",
+    "occurred_at",
+    "kind",
+    "actor",
+    "source_address",
+    "route",
+    "method",
+    "target",
+    "outcome",
+    "reason",
+    "user_id",
+    "username",
+    "client_id",
+    "issuer",
+    "status",
+    "latency_ms",
+];
+
+fn csv_line(row: Option<&AuditEvent>) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    match row {
+        None => writer.write_record(CSV_COLUMNS)?,
+        Some(e) => {
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+            writer.write_record([
+                e.id.to_string(),
+                e.occurred_at.to_string(),
+                e.kind.clone(),
+                opt(&e.actor),
+                opt(&e.source_address),
+                opt(&e.route),
+                opt(&e.method),
+                opt(&e.target),
+                e.outcome.clone(),
+                opt(&e.reason),
+                opt(&e.user_id),
+                opt(&e.username),
+                opt(&e.client_id),
+                opt(&e.issuer),
+                num(e.status),
+                num(e.latency_ms),
+            ])?
+        }
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
+}
+
+/// The audit trail as a file, oldest first: JSON lines (one record per line) or CSV, streamed
+/// (bounded memory whatever its length), with the same filters as the list.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/audit/export",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every matching record, oldest first: JSON lines, or CSV with format=csv", body = String, content_type = "application/jsonl"),
+        (status = 400, description = "A filter or format that does not parse", body = ApiError),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+    ),
+    tag = "audit"
+)]
+pub(crate) async fn export_audit(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("jsonl") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("format must be jsonl or csv, not {other:?}"),
+            );
+        }
+    };
+    if q.cursor.is_some() || q.limit.is_some() {
+        return refusal(StatusCode::BAD_REQUEST, "invalid_request", "an export has no cursor or limit: it is whole");
+    }
+    let filter = match audit_filter(&q) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    struct Export {
+        store: portcullis_store::Store,
+        filter: portcullis_store::AuditFilter,
+        after: i64,
+        header: bool,
+        done: bool,
+    }
+    let start = Export { store: state.server.store().clone(), filter, after: 0, header: csv, done: false };
+    let chunks = futures_util::stream::unfold(start, move |mut st| async move {
+        if st.header {
+            st.header = false;
+            return Some((csv_line(None).map(axum::body::Bytes::from).map_err(std::io::Error::other), st));
+        }
+        if st.done {
+            return None;
+        }
+        let page = match st.store.audit_events(Some(st.after), EXPORT_STEP, &st.filter).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "audit export failed");
+                st.done = true;
+                return Some((Err(std::io::Error::other("the audit export failed; see the server's log")), st));
+            }
+        };
+        if page.is_empty() {
+            return None;
+        }
+        st.done = (page.len() as i64) < EXPORT_STEP;
+        st.after = page.last().map_or(st.after, |r| r.id);
+        let mut chunk = Vec::new();
+        for record in page {
+            let view = audit_view(record);
+            let line = if csv {
+                csv_line(Some(&view)).map_err(std::io::Error::other)
+            } else {
+                serde_json::to_vec(&view)
+                    .map(|mut v| {
+                        v.push(b'\n');
+                        v
+                    })
+                    .map_err(std::io::Error::other)
+            };
+            match line {
+                Ok(bytes) => chunk.extend_from_slice(&bytes),
+                Err(e) => return Some((Err(e), st)),
+            }
+        }
+        Some((Ok(axum::body::Bytes::from(chunk)), st))
+    });
+    let (content_type, name) =
+        if csv { ("text/csv; charset=utf-8", "audit.csv") } else { ("application/jsonl", "audit.jsonl") };
+    let mut response = axum::body::Body::from_stream(chunks).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
 }

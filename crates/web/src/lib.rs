@@ -131,7 +131,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/v1/users/{user_id}/enable", post(admin_api::enable_user))
         .route("/admin/api/v1/users/{user_id}/revoke-grants", post(admin_api::revoke_user_grants))
         .route("/admin/api/v1/routes/{route}/holders", get(admin_api::route_holders))
-        .route("/admin/api/v1/routes/{route}/connections", get(admin_api::route_connections));
+        .route("/admin/api/v1/routes/{route}/connections", get(admin_api::route_connections))
+        .route("/admin/api/v1/audit", get(admin_api::list_audit))
+        .route("/admin/api/v1/audit/export", get(admin_api::export_audit));
     let pages = Router::new()
         .route("/", get(browser::home))
         .route("/authorize", get(browser::authorize_get).post(browser::authorize_post))

@@ -330,3 +330,79 @@ async fn users_and_who_holds_what_on_a_route() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn the_audit_trail_is_searched_paged_and_exported() -> TestResult {
+    let crm = portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned());
+    let server = TestServer::start_with(Options { upstreams: vec![crm], ..Options::default() }).await?;
+    let admin = alice_token_for(&server, &server.url("/admin/api"), &[READ, WRITE]).await?;
+    let get = http::Method::GET;
+    // Three calls the gateway refuses (no token), and an identity action.
+    for _ in 0..3 {
+        let refused = server
+            .http
+            .post(server.route("crm"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 401);
+    }
+    api(&server, http::Method::POST, &format!("/admin/api/v1/agents/{MACHINE_CLIENT}/suspend"), Some(&admin)).await?;
+    // Gateway decisions are written in batches, off the request path.
+    let started = std::time::Instant::now();
+    let denied = loop {
+        let page = api(&server, get.clone(), "/admin/api/v1/audit?route=crm&decision=denied", Some(&admin)).await?;
+        assert_eq!(page.status, 200, "{}", page.body);
+        if page.body["items"].as_array().is_some_and(|a| a.len() >= 3) || started.elapsed().as_secs() > 5 {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let items = denied.body["items"].as_array().ok_or("items")?;
+    assert_eq!(items.len(), 3, "{}", denied.body);
+    assert!(items.iter().all(|e| e["kind"] == "mcp.message" && e["outcome"] == "denied" && e["status"] == 401));
+    assert!(items.windows(2).all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()), "newest first");
+    let suspended = api(&server, get.clone(), "/admin/api/v1/audit?kind=client.suspended", Some(&admin)).await?;
+    assert_eq!(suspended.body["items"][0]["actor"], format!("admin:{}", server.alice_id));
+    // Paging newest first adds up.
+    let first = api(&server, get.clone(), "/admin/api/v1/audit?route=crm&limit=2", Some(&admin)).await?;
+    let next = first.body["next_cursor"].as_str().ok_or("no next page")?;
+    let rest = api(&server, get.clone(), &format!("/admin/api/v1/audit?route=crm&limit=2&cursor={next}"), Some(&admin))
+        .await?;
+    assert_eq!(rest.body["items"].as_array().map(Vec::len), Some(1));
+    assert!(rest.body["next_cursor"].is_null());
+    // Exports: JSON lines and CSV, oldest first, whole.
+    let export = |format: &str| {
+        let url = server.url(&format!("/admin/api/v1/audit/export?route=crm&format={format}"));
+        let request = server.http.get(url).bearer_auth(&admin);
+        async move {
+            let response = request.send().await?;
+            let content_type =
+                response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+            AnyResult::Ok((response.status().as_u16(), content_type, response.text().await?))
+        }
+    };
+    let (status, content_type, jsonl) = export("jsonl").await?;
+    assert_eq!((status, content_type.as_str()), (200, "application/jsonl"));
+    let lines: Vec<Value> = jsonl.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 3);
+    assert!(lines.windows(2).all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()), "oldest first");
+    let (status, content_type, csv) = export("csv").await?;
+    assert_eq!((status, content_type.as_str()), (200, "text/csv; charset=utf-8"));
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    assert!(rows[0].starts_with("id,occurred_at,kind,actor"), "{csv}");
+    for (path, error) in [
+        ("/admin/api/v1/audit?kind=no.such.kind", "invalid_request"),
+        ("/admin/api/v1/audit?decision=maybe", "invalid_request"),
+        ("/admin/api/v1/audit?from=yesterday", "invalid_request"),
+        ("/admin/api/v1/audit/export?format=xml", "invalid_request"),
+        ("/admin/api/v1/audit/export?limit=5", "invalid_request"),
+    ] {
+        let answer = api(&server, get.clone(), path, Some(&admin)).await?;
+        assert_eq!((answer.status, answer.body["error"].as_str()), (400, Some(error)), "{path}: {}", answer.body);
+    }
+    Ok(())
+}
