@@ -176,3 +176,21 @@ pub struct AuditPage {
     pub items: Vec<AuditEvent>,
     pub next_cursor: Option<String>,
 }
+
+/// A grant: what a user (or a client for itself) allowed an agent on one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Grant {
+    pub grant_id: String,
+    pub client_id: String,
+    /// Absent for a client acting on its own behalf.
+    pub user_id: Option<String>,
+    /// `authorization_code`, `client_credentials` or `identity_assertion`.
+    pub kind: String,
+    pub resource: String,
+    pub scope: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+}

@@ -20,7 +20,7 @@ use portcullis_control::{Actor, ControlError};
 use portcullis_store::{ClientFilter, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
 use portcullis_types::admin::{
     ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, AuditEvent,
-    AuditPage, Holder, HolderPage, Registration, Revoked, UpstreamConnection, User, UserPage,
+    AuditPage, Grant, Holder, HolderPage, Registration, Revoked, UpstreamConnection, User, UserPage,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -52,7 +52,11 @@ const MAX_PAGE: u32 = 200;
         route_holders,
         route_connections,
         list_audit,
-        export_audit
+        export_audit,
+        approve_agent,
+        reject_agent,
+        delete_agent,
+        agent_grants
     ),
     components(schemas(
         Agent,
@@ -67,7 +71,8 @@ const MAX_PAGE: u32 = 200;
         UpstreamConnection,
         Revoked,
         AuditEvent,
-        AuditPage
+        AuditPage,
+        Grant
     )),
     modifiers(&BearerScheme)
 )]
@@ -453,9 +458,157 @@ pub(crate) async fn resume_agent(
 async fn changed(state: &AppState, client_id: &str, outcome: Result<(), ControlError>) -> Response {
     match outcome {
         Ok(()) => found_agent(state, client_id).await,
-        Err(ControlError::ClientNotFound(_)) => {
+        Err(e) => agent_refusal(client_id, e),
+    }
+}
+
+fn agent_refusal(client_id: &str, e: ControlError) -> Response {
+    match e {
+        ControlError::ClientNotFound(_) => {
             refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}"))
         }
+        e @ ControlError::NotPending { .. } => refusal(StatusCode::CONFLICT, "not_pending", e.to_string()),
+        e => server_error(e),
+    }
+}
+
+/// Admits an agent waiting in the approval queue.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/agents/{client_id}/approve",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The agent, active", body = Agent),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+        (status = 409, description = "The agent is not waiting for approval", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn approve_agent(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    changed(&state, &client_id, state.server.control().approve_client(&caller.actor, &client_id).await).await
+}
+
+/// Turns away an agent waiting in the approval queue; it is removed.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/agents/{client_id}/reject",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Rejected and removed"),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+        (status = 409, description = "The agent is not waiting for approval", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn reject_agent(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.server.control().reject_client(&caller.actor, &client_id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => agent_refusal(&client_id, e),
+    }
+}
+
+/// Removes an agent and everything it holds: grants, tokens, consents.
+#[utoipa::path(
+    delete,
+    path = "/admin/api/v1/agents/{client_id}",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn delete_agent(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.server.control().delete_client(&caller.actor, &client_id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => agent_refusal(&client_id, e),
+    }
+}
+
+/// Every grant an agent holds or held, newest first (revoked ones say when and why).
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/agents/{client_id}/grants",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The agent's grants", body = [Grant]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn agent_grants(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+) -> Response {
+    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
+        return r;
+    }
+    let store = state.server.store();
+    match store.find_client(&client_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}")),
+        Err(e) => return server_error(e),
+    }
+    match store.list_grants(Some(&client_id), None).await {
+        Ok(grants) => Json(
+            grants
+                .into_iter()
+                .map(|g| Grant {
+                    grant_id: g.id,
+                    client_id: g.client_id,
+                    user_id: g.user_id,
+                    kind: g.kind.as_str().to_owned(),
+                    resource: g.resource,
+                    scope: g.scope.to_string(),
+                    created_at: g.created_at,
+                    expires_at: g.expires_at,
+                    revoked_at: g.revoked_at,
+                    revoked_reason: g.revoked_reason,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => server_error(e),
     }
 }

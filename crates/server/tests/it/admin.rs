@@ -147,6 +147,40 @@ async fn administrators_read_and_change_agents_and_nobody_else_gets_in() -> Test
     assert_eq!(resumed.body["status"], "active");
     let missing = api(&server, post.clone(), "/admin/api/v1/agents/no-such-agent/suspend", Some(&write)).await?;
     assert_eq!((missing.status, missing.body["error"].as_str()), (404, Some("not_found")));
+
+    // An active agent is not waiting for approval.
+    let approve =
+        api(&server, post.clone(), &format!("/admin/api/v1/agents/{MACHINE_CLIENT}/approve"), Some(&write)).await?;
+    assert_eq!((approve.status, approve.body["error"].as_str()), (409, Some("not_pending")), "{}", approve.body);
+    let reject =
+        api(&server, post.clone(), &format!("/admin/api/v1/agents/{MACHINE_CLIENT}/reject"), Some(&write)).await?;
+    assert_eq!(reject.status, 409);
+    // An agent's grants, newest first: Alice's to the desktop agent, for the CRM and the admin API.
+    let grants =
+        api(&server, get.clone(), &format!("/admin/api/v1/agents/{PUBLIC_CLIENT}/grants"), Some(&read)).await?;
+    let resources: Vec<&str> =
+        grants.body.as_array().map(|a| a.iter().filter_map(|g| g["resource"].as_str()).collect()).unwrap_or_default();
+    assert!(resources.contains(&server.resource.as_str()) && resources.contains(&admin.as_str()), "{}", grants.body);
+    assert!(grants.body.as_array().is_some_and(|a| a.iter().all(|g| g["user_id"] == server.alice_id.as_str())));
+    // Deleting an agent removes it and all it holds.
+    let delete = http::Method::DELETE;
+    assert_eq!(
+        api(&server, delete.clone(), &format!("/admin/api/v1/agents/{CONFIDENTIAL_CLIENT}"), Some(&write))
+            .await?
+            .status,
+        204
+    );
+    assert_eq!(
+        api(&server, get.clone(), &format!("/admin/api/v1/agents/{CONFIDENTIAL_CLIENT}"), Some(&read)).await?.status,
+        404
+    );
+    assert_eq!(
+        api(&server, delete.clone(), &format!("/admin/api/v1/agents/{CONFIDENTIAL_CLIENT}"), Some(&write))
+            .await?
+            .status,
+        404
+    );
+    assert_eq!(api(&server, delete, &format!("/admin/api/v1/agents/{MACHINE_CLIENT}"), Some(&read)).await?.status, 403);
     Ok(())
 }
 
