@@ -132,6 +132,40 @@ struct Caller {
     actor: Actor,
 }
 
+/// A caller admitted with `portcullis.admin.read`; extracted before anything else of the
+/// request, so an unadmitted request is refused (401/403) before its parameters are judged.
+pub(crate) struct AdminRead;
+
+/// A caller admitted with `portcullis.admin.write`: who acts, for the audit trail.
+pub(crate) struct AdminWrite(Caller);
+
+async fn admit(parts: &mut http::request::Parts, state: &AppState, scope: &str) -> Result<Caller, Response> {
+    use axum::extract::FromRequestParts as _;
+    let peer = Peer::from_request_parts(parts, state).await.map_err(|e| server_error(e.body_text()))?;
+    state.admin_caller(peer, &parts.headers, scope).await
+}
+
+impl axum::extract::FromRequestParts<AppState> for AdminRead {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &AppState) -> Result<Self, Response> {
+        admit(parts, state, ADMIN_READ_SCOPE).await.map(|_| Self)
+    }
+}
+
+impl axum::extract::FromRequestParts<AppState> for AdminWrite {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, state: &AppState) -> Result<Self, Response> {
+        admit(parts, state, ADMIN_WRITE_SCOPE).await.map(Self)
+    }
+}
+
+/// A query string, or the refusal that says what in it does not parse.
+fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+    query.map(|Query(q)| q).map_err(|e| refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
+}
+
 impl AppState {
     fn admin_metadata_url(&self) -> String {
         let origin = url::Url::parse(&self.server.settings().issuer)
@@ -333,16 +367,12 @@ pub(crate) struct AgentQuery {
 )]
 pub(crate) async fn list_agents(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     query: Result<Query<AgentQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
-    let Query(q) = match query {
+    let q = match parsed(query) {
         Ok(q) => q,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+        Err(r) => return r,
     };
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -381,15 +411,7 @@ pub(crate) async fn list_agents(
     ),
     tag = "agents"
 )]
-pub(crate) async fn get_agent(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    Path(client_id): Path<String>,
-) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
+pub(crate) async fn get_agent(State(state): State<AppState>, _: AdminRead, Path(client_id): Path<String>) -> Response {
     found_agent(&state, &client_id).await
 }
 
@@ -417,14 +439,9 @@ async fn found_agent(state: &AppState, client_id: &str) -> Response {
 )]
 pub(crate) async fn suspend_agent(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(client_id): Path<String>,
 ) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     changed(&state, &client_id, state.server.control().suspend_client(&caller.actor, &client_id).await).await
 }
 
@@ -444,14 +461,9 @@ pub(crate) async fn suspend_agent(
 )]
 pub(crate) async fn resume_agent(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(client_id): Path<String>,
 ) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     changed(&state, &client_id, state.server.control().resume_client(&caller.actor, &client_id).await).await
 }
 
@@ -489,14 +501,9 @@ fn agent_refusal(client_id: &str, e: ControlError) -> Response {
 )]
 pub(crate) async fn approve_agent(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(client_id): Path<String>,
 ) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     changed(&state, &client_id, state.server.control().approve_client(&caller.actor, &client_id).await).await
 }
 
@@ -517,14 +524,9 @@ pub(crate) async fn approve_agent(
 )]
 pub(crate) async fn reject_agent(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(client_id): Path<String>,
 ) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     match state.server.control().reject_client(&caller.actor, &client_id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => agent_refusal(&client_id, e),
@@ -547,14 +549,9 @@ pub(crate) async fn reject_agent(
 )]
 pub(crate) async fn delete_agent(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(client_id): Path<String>,
 ) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     match state.server.control().delete_client(&caller.actor, &client_id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => agent_refusal(&client_id, e),
@@ -577,13 +574,9 @@ pub(crate) async fn delete_agent(
 )]
 pub(crate) async fn agent_grants(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     Path(client_id): Path<String>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
     let store = state.server.store();
     match store.find_client(&client_id).await {
         Ok(Some(_)) => {}
@@ -660,16 +653,12 @@ pub(crate) struct UserQuery {
 )]
 pub(crate) async fn list_users(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     query: Result<Query<UserQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
-    let Query(q) = match query {
+    let q = match parsed(query) {
         Ok(q) => q,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+        Err(r) => return r,
     };
     let (after, limit) = match paging(q.cursor.as_deref(), q.limit) {
         Ok(p) => p,
@@ -716,25 +705,13 @@ async fn found_user(state: &AppState, user_id: &str) -> Response {
     ),
     tag = "users"
 )]
-pub(crate) async fn get_user(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    Path(user_id): Path<String>,
-) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
+pub(crate) async fn get_user(State(state): State<AppState>, _: AdminRead, Path(user_id): Path<String>) -> Response {
     found_user(&state, &user_id).await
 }
 
 /// Disables (or enables) a user: every token of theirs stops at once, their sessions end and
 /// their upstream accounts are forgotten; enabling lets them sign in again.
-async fn set_disabled(state: AppState, peer: Peer, headers: HeaderMap, user_id: String, disabled: bool) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn set_disabled(state: AppState, caller: Caller, user_id: String, disabled: bool) -> Response {
     let username = match state.server.store().find_user(&user_id).await {
         Ok(Some(u)) => u.username,
         Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
@@ -771,11 +748,10 @@ async fn set_disabled(state: AppState, peer: Peer, headers: HeaderMap, user_id: 
 )]
 pub(crate) async fn disable_user(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(user_id): Path<String>,
 ) -> Response {
-    set_disabled(state, peer, headers, user_id, true).await
+    set_disabled(state, caller, user_id, true).await
 }
 
 /// Enables a disabled user.
@@ -794,11 +770,10 @@ pub(crate) async fn disable_user(
 )]
 pub(crate) async fn enable_user(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(user_id): Path<String>,
 ) -> Response {
-    set_disabled(state, peer, headers, user_id, false).await
+    set_disabled(state, caller, user_id, false).await
 }
 
 /// Revokes every grant a user gave, to every agent, and every token of theirs.
@@ -817,14 +792,9 @@ pub(crate) async fn enable_user(
 )]
 pub(crate) async fn revoke_user_grants(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    AdminWrite(caller): AdminWrite,
     Path(user_id): Path<String>,
 ) -> Response {
-    let caller = match state.admin_caller(peer, &headers, ADMIN_WRITE_SCOPE).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     match state.server.store().find_user(&user_id).await {
         Ok(Some(_)) => {}
         Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
@@ -875,17 +845,13 @@ pub(crate) struct HolderQuery {
 )]
 pub(crate) async fn route_holders(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     Path(route): Path<String>,
     query: Result<Query<HolderQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
-    let Query(q) = match query {
+    let q = match parsed(query) {
         Ok(q) => q,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+        Err(r) => return r,
     };
     let (after, limit) = match paging(q.cursor.as_deref(), q.limit) {
         Ok(p) => p,
@@ -947,13 +913,9 @@ pub(crate) async fn route_holders(
 )]
 pub(crate) async fn route_connections(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     Path(route): Path<String>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
     if state.gateway.as_ref().and_then(|g| g.route_policy(&route)).is_none() {
         return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no route {route:?}"));
     }
@@ -1070,16 +1032,12 @@ fn audit_view(record: portcullis_store::AuditEventRecord) -> AuditEvent {
 )]
 pub(crate) async fn list_audit(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
-    let Query(q) = match query {
+    let q = match parsed(query) {
         Ok(q) => q,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+        Err(r) => return r,
     };
     let (before, limit) = match paging(q.cursor.as_deref(), q.limit) {
         Ok(p) => p,
@@ -1179,16 +1137,12 @@ fn csv_line(row: Option<&AuditEvent>) -> Result<Vec<u8>, csv::Error> {
 )]
 pub(crate) async fn export_audit(
     State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
+    _: AdminRead,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    if let Err(r) = state.admin_caller(peer, &headers, ADMIN_READ_SCOPE).await {
-        return r;
-    }
-    let Query(q) = match query {
+    let q = match parsed(query) {
         Ok(q) => q,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()),
+        Err(r) => return r,
     };
     let csv = match q.format.as_deref() {
         None | Some("jsonl") => false,
