@@ -462,7 +462,8 @@ impl Gateway {
         let outgoing = if batch { Value::Array(messages) } else { messages.into_iter().next().unwrap_or(Value::Null) };
         match &route.settings.upstream {
             UpstreamSettings::StreamableHttp { url } => {
-                let body = outgoing.to_string();
+                // Bytes, so that a retry after a refresh resends it without a copy.
+                let body = Bytes::from(outgoing.to_string());
                 self.forward_http(route, principal, headers, url, body, session, forward).await
             }
             UpstreamSettings::Stdio(_) | UpstreamSettings::LegacySse { .. } => {
@@ -488,7 +489,7 @@ impl Gateway {
         principal: &Principal,
         headers: &HeaderMap,
         url: &url::Url,
-        body: String,
+        body: Bytes,
         session: Option<Arc<Session>>,
         forward: Forward,
     ) -> Result<Reply, GatewayError> {

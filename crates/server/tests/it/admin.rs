@@ -188,20 +188,7 @@ async fn administrators_read_and_change_agents_and_nobody_else_gets_in() -> Test
 async fn only_administrators_and_operators_clients_hold_admin_tokens() -> TestResult {
     let server = TestServer::start().await?;
     let admin = server.url("/admin/api");
-    let hasher = portcullis::app::password_hasher(&portcullis::config::Config::default())?;
-    server
-        .control()?
-        .add_user(
-            &Actor::Operator,
-            NewUser {
-                username: "bob".into(),
-                display_name: None,
-                email: None,
-                password_hash: Some(hasher.hash_blocking(PASSWORD)?),
-                is_admin: false,
-            },
-        )
-        .await?;
+    add_user(&server, "bob", false).await?;
     // Bob is no administrator: the consent page never offers him the admin API's scopes.
     let (_, challenge) = pkce()?;
     let url =
@@ -264,20 +251,7 @@ async fn users_and_who_holds_what_on_a_route() -> TestResult {
     let crm = portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned());
     let server = TestServer::start_with(Options { upstreams: vec![crm], ..Options::default() }).await?;
     let route = server.route("crm");
-    let hasher = portcullis::app::password_hasher(&portcullis::config::Config::default())?;
-    let bob = server
-        .control()?
-        .add_user(
-            &Actor::Operator,
-            NewUser {
-                username: "bob".into(),
-                display_name: Some("Bob".into()),
-                email: None,
-                password_hash: Some(hasher.hash_blocking(PASSWORD)?),
-                is_admin: false,
-            },
-        )
-        .await?;
+    let bob = add_user(&server, "bob", false).await?;
     let admin = alice_token_for(&server, &server.url("/admin/api"), &[READ, WRITE]).await?;
     let get = http::Method::GET;
 

@@ -728,6 +728,19 @@ pub async fn tokens_for_alice(server: &TestServer, browser: &mut Browser) -> Any
     Ok(body)
 }
 
+/// Adds a local user with [`PASSWORD`]; returns their record.
+pub async fn add_user(server: &TestServer, username: &str, is_admin: bool) -> AnyResult<portcullis_store::UserRecord> {
+    let hasher = app::password_hasher(&Config::default())?;
+    let user = NewUser {
+        username: username.into(),
+        display_name: None,
+        email: None,
+        password_hash: Some(hasher.hash_blocking(PASSWORD)?),
+        is_admin,
+    };
+    Ok(server.control()?.add_user(&Actor::Operator, user).await?)
+}
+
 /// Alice's access token for `resource` holding exactly `scopes` (she consents to just those).
 pub async fn alice_token_for(server: &TestServer, resource: &str, scopes: &[&str]) -> AnyResult<String> {
     user_token_for(server, &mut Browser::default(), "alice", resource, scopes).await

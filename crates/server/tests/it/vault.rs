@@ -129,20 +129,7 @@ async fn setup_with(
     edit(&mut route);
     let options = Options { upstreams: vec![route], access_token_ttl: 3600, ..Options::default() };
     let server = TestServer::start_with(options).await?;
-    let hasher = portcullis::app::password_hasher(&portcullis::config::Config::default())?;
-    let bob = server
-        .control()?
-        .add_user(
-            &Actor::Operator,
-            NewUser {
-                username: "bob".into(),
-                display_name: None,
-                email: None,
-                password_hash: Some(hasher.hash_blocking(PASSWORD)?),
-                is_admin: false,
-            },
-        )
-        .await?;
+    let bob = add_user(&server, "bob", false).await?;
     let route = server.route("notes");
     let mut alice = Browser::default();
     let alice_token = user_token_for(&server, &mut alice, "alice", &route, &["notes.read", "notes.write"]).await?;
