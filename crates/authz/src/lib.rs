@@ -74,6 +74,19 @@ pub enum DenyReason {
     Confusable { mapped: String },
 }
 
+/// What an operation needs, before any token is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement<'p> {
+    /// A protocol method that names nothing: any valid token.
+    Protocol,
+    /// Mapped by name (or pattern) to these scopes.
+    Mapped(&'p ScopeSet),
+    /// Not mapped: refused (`None`), or allowed with the scopes configured for unmapped names.
+    Unmapped(Option<&'p ScopeSet>),
+    /// Not mapped, but looks like this mapped name: refused.
+    Confusable { mapped: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
@@ -212,12 +225,12 @@ impl Policy {
         Ok(Self { tools, prompts, resources, unmapped, folded_tools, folded_prompts })
     }
 
-    /// The one decision function.
-    pub fn decide(&self, granted: &ScopeSet, operation: Operation<'_>) -> Decision {
+    /// What an operation needs, as the policy maps it: the one place a name is looked up.
+    pub fn requirement(&self, operation: Operation<'_>) -> Requirement<'_> {
         let (needed, confusable) = match operation {
             Operation::Method(method) => {
                 if PROTOCOL_METHODS.contains(&method) {
-                    return Decision::Allow;
+                    return Requirement::Protocol;
                 }
                 let folded = fold(method);
                 let lookalike = PROTOCOL_METHODS.iter().chain(NAMED_METHODS).find(|known| fold(known) == folded);
@@ -230,20 +243,49 @@ impl Policy {
             }
         };
         if let Some(mapped) = confusable {
-            return Decision::Deny { reason: DenyReason::Confusable { mapped }, required: ScopeSet::new() };
+            return Requirement::Confusable { mapped };
         }
-        let needed = match (needed, &self.unmapped) {
-            (Some(needed), _) => needed,
-            (None, Unmapped::RequireScopes(scopes)) => scopes,
-            (None, Unmapped::Deny) => {
+        match (needed, &self.unmapped) {
+            (Some(needed), _) => Requirement::Mapped(needed),
+            (None, Unmapped::RequireScopes(scopes)) => Requirement::Unmapped(Some(scopes)),
+            (None, Unmapped::Deny) => Requirement::Unmapped(None),
+        }
+    }
+
+    /// The one decision function.
+    pub fn decide(&self, granted: &ScopeSet, operation: Operation<'_>) -> Decision {
+        let needed = match self.requirement(operation) {
+            Requirement::Protocol => return Decision::Allow,
+            Requirement::Confusable { mapped } => {
+                return Decision::Deny { reason: DenyReason::Confusable { mapped }, required: ScopeSet::new() };
+            }
+            Requirement::Unmapped(None) => {
                 return Decision::Deny { reason: DenyReason::Unmapped, required: ScopeSet::new() };
             }
+            Requirement::Mapped(needed) | Requirement::Unmapped(Some(needed)) => needed,
         };
         if needed.is_subset(granted) {
             Decision::Allow
         } else {
             Decision::Deny { reason: DenyReason::InsufficientScope, required: needed.clone() }
         }
+    }
+
+    /// The mapped tools and the scopes each needs, by name.
+    pub fn tools(&self) -> impl Iterator<Item = (&str, &ScopeSet)> {
+        self.tools.iter().map(|(name, scopes)| (name.as_str(), scopes))
+    }
+
+    /// The mapped prompts and the scopes each needs, by name.
+    pub fn prompts(&self) -> impl Iterator<Item = (&str, &ScopeSet)> {
+        self.prompts.iter().map(|(name, scopes)| (name.as_str(), scopes))
+    }
+
+    /// The mapped resource patterns (as configured, `*` for a prefix) and their scopes.
+    pub fn resources(&self) -> impl Iterator<Item = (String, &ScopeSet)> {
+        self.resources
+            .iter()
+            .map(|(p, scopes)| (if p.prefix { format!("{}*", p.text) } else { p.text.clone() }, scopes))
     }
 
     fn lookup<'p>(

@@ -26,7 +26,7 @@ impl ListKind {
     }
 
     /// The member of the result that holds the items, and the item member naming each.
-    fn members(self) -> (&'static str, &'static str) {
+    pub(crate) fn members(self) -> (&'static str, &'static str) {
         match self {
             Self::Tools => ("tools", "name"),
             Self::Prompts => ("prompts", "name"),

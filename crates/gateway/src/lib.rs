@@ -20,6 +20,7 @@ mod auth;
 mod channel;
 mod filter;
 pub mod jsonrpc;
+pub mod observed;
 mod proxy;
 mod revocation;
 mod sessions;
@@ -67,6 +68,52 @@ pub enum UpstreamSettings {
     StreamableHttp { url: url::Url },
     /// A 2024-11-05 HTTP+SSE endpoint (the GET stream's URL).
     LegacySse { url: url::Url },
+}
+
+/// How a route reaches its upstream, as the control plane names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Stdio,
+    StreamableHttp,
+    LegacySse,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdio => "stdio",
+            Self::StreamableHttp => "streamable_http",
+            Self::LegacySse => "legacy_sse",
+        }
+    }
+}
+
+/// A route with what its upstream offered lately: what the admin API and dashboard show.
+#[derive(Debug, Clone)]
+pub struct RouteOverview {
+    pub name: String,
+    pub resource: String,
+    pub transport: Transport,
+    /// The upstream's URL without user information or query, or the program a stdio route
+    /// runs (never its arguments or environment): any of those may hold a secret.
+    pub upstream: String,
+    pub authentication: bool,
+    /// `static`, `user` or `client_credentials`.
+    pub upstream_auth: &'static str,
+    pub policy: Arc<Policy>,
+    pub offered: observed::Offered,
+    pub health: observed::Health,
+}
+
+/// An upstream URL as it may be shown: without user information or query, either of which
+/// may carry a credential.
+fn shown_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 /// One gateway route, `/mcp/NAME`.
@@ -277,6 +324,8 @@ pub struct Handled {
 pub(crate) struct Route {
     pub settings: RouteSettings,
     pub slots: Arc<Semaphore>,
+    /// What its upstream offered and how it answered (kept over reloads).
+    pub observed: Arc<observed::Observed>,
     pub headers: HeaderMap,
 }
 
@@ -303,7 +352,9 @@ impl Routing {
                 .filter(|old| old.settings.max_sessions == r.max_sessions)
                 .map(|old| Arc::clone(&old.slots))
                 .unwrap_or_else(|| Arc::new(Semaphore::new(r.max_sessions.max(1))));
-            let route = Arc::new(Route { settings: r.clone(), slots, headers });
+            let observed =
+                previous.and_then(|p| p.routes.get(&r.name)).map(|old| Arc::clone(&old.observed)).unwrap_or_default();
+            let route = Arc::new(Route { settings: r.clone(), slots, headers, observed });
             if routes.insert(r.name.clone(), route).is_some() {
                 return Err(GatewayConfigError::DuplicateRoute(r.name.clone()));
             }
@@ -459,6 +510,41 @@ impl Gateway {
 
     pub fn has_route(&self, name: &str) -> bool {
         self.0.routing().routes.contains_key(name)
+    }
+
+    /// Every route as the control plane shows it, by name.
+    pub fn route_overviews(&self) -> Vec<RouteOverview> {
+        let routing = self.0.routing();
+        let mut overviews: Vec<RouteOverview> = routing
+            .routes
+            .values()
+            .map(|r| {
+                let s = &r.settings;
+                let (transport, upstream) = match &s.upstream {
+                    UpstreamSettings::Stdio(command) => (Transport::Stdio, command.program.clone()),
+                    UpstreamSettings::StreamableHttp { url } => (Transport::StreamableHttp, shown_url(url)),
+                    UpstreamSettings::LegacySse { url } => (Transport::LegacySse, shown_url(url)),
+                };
+                let (offered, health) = r.observed.snapshot();
+                RouteOverview {
+                    name: s.name.clone(),
+                    resource: s.resource.clone(),
+                    transport,
+                    upstream,
+                    authentication: s.authentication,
+                    upstream_auth: match &s.upstream_auth {
+                        UpstreamAuth::Static => "static",
+                        UpstreamAuth::User(_) => "user",
+                        UpstreamAuth::ClientCredentials(_) => "client_credentials",
+                    },
+                    policy: Arc::clone(&s.policy),
+                    offered,
+                    health,
+                }
+            })
+            .collect();
+        overviews.sort_by(|a, b| a.name.cmp(&b.name));
+        overviews
     }
 
     pub fn route_names(&self) -> Vec<String> {

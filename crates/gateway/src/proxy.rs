@@ -18,6 +18,7 @@ use crate::auth::Principal;
 use crate::channel::{self, ChannelSession, Delivery};
 use crate::filter::{ListKind, filter_list_response};
 use crate::jsonrpc::{self, Kind};
+use crate::observed::Observed;
 use crate::sessions::{Session, SessionUpstream};
 use crate::vault::Credential;
 use crate::{
@@ -220,29 +221,43 @@ struct Forward {
     url_elicitation: bool,
 }
 
-/// Removes what the policy would not allow from one message or a batch of them.
-fn filter_message(
-    message: &mut Value,
-    lists: &HashMap<String, ListKind>,
-    by_shape: bool,
-    policy: &Policy,
-    scopes: &ScopeSet,
-) -> bool {
-    if let Value::Array(items) = message {
-        let mut changed = false;
-        for item in items {
-            changed |= filter_message(item, lists, by_shape, policy, scopes);
+/// What filtering one caller's list answers on a route needs: the route's policy, the
+/// caller's scopes, and where the names the upstream offered are noted.
+#[derive(Clone)]
+struct ListFilter {
+    policy: Arc<Policy>,
+    scopes: ScopeSet,
+    observed: Arc<Observed>,
+}
+
+impl ListFilter {
+    fn new(route: &Route, principal: &Principal) -> Self {
+        Self {
+            policy: Arc::clone(&route.settings.policy),
+            scopes: principal.scopes.clone(),
+            observed: Arc::clone(&route.observed),
         }
-        return changed;
     }
-    let Ok(Kind::Response { id }) = jsonrpc::classify(message) else { return false };
-    let kind = lists
-        .get(&jsonrpc::id_key(&id))
-        .copied()
-        .or_else(|| if by_shape { message.get("result").and_then(ListKind::from_shape) } else { None });
-    match kind {
-        Some(kind) => filter_list_response(message, kind, policy, scopes) > 0,
-        None => false,
+
+    /// Removes what the policy would not allow from one message or a batch of them.
+    fn apply(&self, message: &mut Value, lists: &HashMap<String, ListKind>, by_shape: bool) -> bool {
+        if let Value::Array(items) = message {
+            let mut changed = false;
+            for item in items {
+                changed |= self.apply(item, lists, by_shape);
+            }
+            return changed;
+        }
+        let Ok(Kind::Response { id }) = jsonrpc::classify(message) else { return false };
+        let kind = lists
+            .get(&jsonrpc::id_key(&id))
+            .copied()
+            .or_else(|| if by_shape { message.get("result").and_then(ListKind::from_shape) } else { None });
+        let Some(kind) = kind else { return false };
+        if let Some(items) = message.get("result").and_then(|r| r.get(kind.members().0)).and_then(Value::as_array) {
+            self.observed.listed(kind, items);
+        }
+        filter_list_response(message, kind, &self.policy, &self.scopes) > 0
     }
 }
 
@@ -251,14 +266,13 @@ fn filtered_event_stream(
     upstream: reqwest::Response,
     lists: HashMap<String, ListKind>,
     by_shape: bool,
-    policy: Arc<Policy>,
-    scopes: ScopeSet,
+    filter: ListFilter,
 ) -> Body {
     let events = SseByteStream::new(upstream.bytes_stream()).map(move |event| {
         event.map(|mut event| {
             if let Some(data) = event.data.as_deref()
                 && let Ok(mut message) = serde_json::from_str::<Value>(data)
-                && filter_message(&mut message, &lists, by_shape, &policy, &scopes)
+                && filter.apply(&mut message, &lists, by_shape)
             {
                 event.data = Some(message.to_string());
             }
@@ -301,7 +315,22 @@ impl Gateway {
     pub async fn post(&self, route: &str, principal: &Principal, headers: &HeaderMap, body: Bytes) -> Handled {
         let mut decisions = Vec::new();
         let reply = self.post_inner(route, principal, headers, body, &mut decisions).await;
+        if let Err(e) = &reply {
+            self.note_failure(route, e);
+        }
         Handled { reply: reply.map(|r| self.guarded(principal, r)), decisions }
+    }
+
+    /// Notes on the route's health an error that says its upstream failed.
+    fn note_failure(&self, route: &str, e: &GatewayError) {
+        let why = match e {
+            GatewayError::UpstreamUnavailable { message, .. } => message.clone(),
+            GatewayError::UpstreamTimeout { seconds, .. } => format!("did not answer within {seconds} s"),
+            _ => return,
+        };
+        if let Some(route) = self.0.routing().routes.get(route) {
+            route.observed.failed(&why);
+        }
     }
 
     async fn post_inner(
@@ -702,6 +731,7 @@ impl Gateway {
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable { message: describe(&e), id }),
             Ok(Ok(r)) => r,
         };
+        route.observed.answered();
         if response.status() == StatusCode::NOT_FOUND
             && let Some(s) = session
         {
@@ -741,9 +771,9 @@ impl Gateway {
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase())
             .unwrap_or_default();
-        let policy = route.settings.policy.clone();
+        let filter = ListFilter::new(route, principal);
         if media == EVENT_STREAM {
-            let body = filtered_event_stream(response, lists, by_shape, policy, principal.scopes.clone());
+            let body = filtered_event_stream(response, lists, by_shape, filter);
             return Ok(Reply { status: ReplyStatus::Upstream(status), content_type, session_id, body });
         }
         if media == "application/json" {
@@ -765,7 +795,7 @@ impl Gateway {
             }
             let body = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(mut message) => {
-                    filter_message(&mut message, &lists, by_shape, &policy, &principal.scopes);
+                    filter.apply(&mut message, &lists, by_shape);
                     Body::from(message.to_string())
                 }
                 // Not JSON after all: a list answer that cannot be filtered is not passed on.
@@ -807,7 +837,10 @@ impl Gateway {
         let wants_events = accepts(headers, EVENT_STREAM) && !forward.initialize;
         let lines: Vec<String> = messages.iter().map(Value::to_string).collect();
         let mut answers = match channel.send(lines, &forward.request_ids, wants_events).await {
-            Ok(a) => a,
+            Ok(a) => {
+                route.observed.answered();
+                a
+            }
             Err(reason) => {
                 self.0.sessions.remove(&session.id);
                 return Err(GatewayError::UpstreamUnavailable { message: reason, id: first_id });
@@ -818,8 +851,7 @@ impl Gateway {
         }
         let session_id = created.then(|| session.id.clone());
         let timeout = route.settings.request_timeout;
-        let policy = route.settings.policy.clone();
-        let scopes = principal.scopes.clone();
+        let filter = ListFilter::new(route, principal);
         let mut remaining: HashSet<String> = forward.request_ids.iter().map(jsonrpc::id_key).collect();
         if !wants_events {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -830,7 +862,7 @@ impl Gateway {
                         if let Ok(Kind::Response { id }) = jsonrpc::classify(&m)
                             && remaining.remove(&jsonrpc::id_key(&id))
                         {
-                            filter_message(&mut m, &forward.lists, false, &policy, &scopes);
+                            filter.apply(&mut m, &forward.lists, false);
                             collected.push(m);
                         }
                     }
@@ -864,8 +896,7 @@ impl Gateway {
             remaining: HashSet<String>,
             deadline: tokio::time::Instant,
             lists: HashMap<String, ListKind>,
-            policy: Arc<Policy>,
-            scopes: ScopeSet,
+            filter: ListFilter,
             seconds: u64,
             gateway: Gateway,
             session_id: String,
@@ -876,8 +907,7 @@ impl Gateway {
             remaining,
             deadline: tokio::time::Instant::now() + timeout,
             lists: forward.lists,
-            policy,
-            scopes,
+            filter,
             seconds: timeout.as_secs(),
             gateway: self.clone(),
             session_id: session.id.clone(),
@@ -905,7 +935,7 @@ impl Gateway {
                 Ok(Some(Delivery::Message(mut m))) => {
                     if let Ok(Kind::Response { id }) = jsonrpc::classify(&m) {
                         st.remaining.remove(&jsonrpc::id_key(&id));
-                        filter_message(&mut m, &st.lists, false, &st.policy, &st.scopes);
+                        st.filter.apply(&mut m, &st.lists, false);
                     }
                     Some((Ok(Sse::default().event("message").data(m.to_string())), st))
                 }
@@ -943,7 +973,8 @@ impl Gateway {
         principal: &Principal,
         headers: &HeaderMap,
     ) -> Result<Reply, GatewayError> {
-        let reply = self.get_inner(route_name, principal, headers).await?;
+        let reply =
+            self.get_inner(route_name, principal, headers).await.inspect_err(|e| self.note_failure(route_name, e))?;
         Ok(self.guarded(principal, reply))
     }
 
@@ -982,8 +1013,7 @@ impl Gateway {
                     self.0.sessions.remove(&session.id);
                     GatewayError::UpstreamUnavailable { message, id: None }
                 })?;
-                let policy = route.settings.policy.clone();
-                let scopes = principal.scopes.clone();
+                let filter = ListFilter::new(route, principal);
                 let lists = HashMap::new();
                 let backlog = futures_util::stream::iter(backlog.into_iter().map(Delivery::Message));
                 let live = futures_util::stream::unfold(receiver, |mut rx| async move {
@@ -996,7 +1026,7 @@ impl Gateway {
                     let Delivery::Message(mut m) = delivery else {
                         return Ok::<_, std::convert::Infallible>(Sse::default().event("message").data("{}"));
                     };
-                    filter_message(&mut m, &lists, true, &policy, &scopes);
+                    filter.apply(&mut m, &lists, true);
                     Ok(Sse::default().event("message").data(m.to_string()))
                 });
                 Ok(Reply {

@@ -170,6 +170,21 @@ impl Store {
         Ok(records)
     }
 
+    /// Gateway decisions since `since`, counted per `bucket_secs`-long interval (aligned to
+    /// multiples of it), oldest first; intervals without any are left out.
+    pub async fn decision_histogram(&self, since: i64, bucket_secs: i64) -> Result<Vec<crate::DecisionBucket>> {
+        let bucket_secs = bucket_secs.max(1);
+        let rows: Vec<(i64, i64, i64)> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT (occurred_at / $2) * $2 AS bucket, \
+             COUNT(CASE WHEN decision = 'allowed' THEN 1 END), COUNT(CASE WHEN decision = 'denied' THEN 1 END) \
+             FROM audit_events WHERE occurred_at >= $1 AND kind = 'mcp.message' GROUP BY bucket ORDER BY bucket")
+            .bind(since)
+            .bind(bucket_secs)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(|(start, allowed, denied)| crate::DecisionBucket { start, allowed, denied }).collect())
+    }
+
     /// Events newest first, below `before_id` (a cursor: the last id of the page before), at
     /// most `limit`, only those that match `filter`.
     pub async fn audit_events_before(

@@ -104,6 +104,20 @@ impl Store {
         rows.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// How many clients there are of each status and verification (the dashboard's overview).
+    pub async fn client_counts(&self) -> Result<Vec<crate::ClientCount>> {
+        let rows: Vec<(String, bool, i64)> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT status, verified, COUNT(*) FROM clients GROUP BY status, verified ORDER BY status, verified")
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter()
+            .map(|(status, verified, count)| {
+                let status = crate::stored(ClientStatus::parse, &status, "client status", || "clients".to_owned())?;
+                Ok(crate::ClientCount { status, verified, count })
+            })
+            .collect()
+    }
+
     /// Counts clients registered through `origin` (the cap on dynamic registrations).
     pub async fn count_clients(&self, origin: RegistrationOrigin) -> Result<i64> {
         let (n,): (i64,) = on_reader!(self, pool => sqlx::query_as("SELECT COUNT(*) FROM clients WHERE origin = $1")

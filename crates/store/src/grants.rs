@@ -3,6 +3,21 @@
 //! each is a single conditional UPDATE inside a transaction.
 
 use crate::changes::record_in_tx;
+
+/// A query over the grants for resource `$1` that are live at `$2`: not revoked, not expired,
+/// held by an active client, for a user who is not disabled (or for the client itself). The
+/// one statement of what "live" means, for every listing of who holds what.
+macro_rules! live_grants {
+    ($select:literal, $rest:literal) => {
+        concat!(
+            $select,
+            " FROM grants g JOIN clients c ON c.client_id = g.client_id LEFT JOIN users u ON u.id = g.user_id \
+             WHERE g.resource = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 AND c.status = 'active' \
+             AND (g.user_id IS NULL OR u.disabled_at IS NULL) ",
+            $rest
+        )
+    };
+}
 use crate::{
     AccessTokenStatus, Actor, AuditKind, AuditOutcome, AuthorizationCodeRecord, ClientStatus, CodeRedemption,
     GrantKind, GrantRecord, NewAccessToken, NewAuditEvent, NewRefreshToken, RefreshRotation, RefreshTokenRecord,
@@ -469,6 +484,23 @@ impl Store {
     /// One page (by grant id, after `after`) of the grants that are live now for `resource`:
     /// unrevoked, unexpired, their client active and their user (if any) enabled, each with
     /// when a token of it was last issued. What "who holds what" reads.
+    /// The live grants for `resource` (as [`Store::live_grants_page`] counts them live),
+    /// counted per distinct scope set: what "who can call this tool" sums over.
+    pub async fn live_grant_scopes(&self, resource: &str, now: i64) -> Result<Vec<crate::ScopeHolders>> {
+        let rows: Vec<(String, i64, i64)> = on_reader!(self, pool => sqlx::query_as(
+            live_grants!("SELECT g.scope, COUNT(*), COUNT(DISTINCT g.user_id)", "GROUP BY g.scope ORDER BY g.scope"))
+            .bind(resource)
+            .bind(now)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter()
+            .map(|(scope, grants, users)| {
+                let scope = crate::stored_scopes(&scope, || format!("grants of {resource}"))?;
+                Ok(crate::ScopeHolders { scope, grants, users })
+            })
+            .collect()
+    }
+
     pub async fn live_grants_page(
         &self,
         resource: &str,
@@ -477,11 +509,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(GrantRecord, Option<i64>)>> {
         let rows: Vec<LiveGrantRow> = on_reader!(self, pool => sqlx::query_as(
-            "SELECT g.*, (SELECT MAX(a.issued_at) FROM access_tokens a WHERE a.grant_id = g.id) AS last_token_at \
-             FROM grants g JOIN clients c ON c.client_id = g.client_id LEFT JOIN users u ON u.id = g.user_id \
-             WHERE g.resource = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 AND c.status = 'active' \
-             AND (g.user_id IS NULL OR u.disabled_at IS NULL) AND (CAST($3 AS TEXT) IS NULL OR g.id > $3) \
-             ORDER BY g.id LIMIT $4")
+            live_grants!(
+                "SELECT g.*, (SELECT MAX(a.issued_at) FROM access_tokens a WHERE a.grant_id = g.id) AS last_token_at",
+                "AND (CAST($3 AS TEXT) IS NULL OR g.id > $3) ORDER BY g.id LIMIT $4"
+            ))
             .bind(resource)
             .bind(now)
             .bind(after)

@@ -175,6 +175,14 @@ pub struct ClientFilter {
     pub verified: Option<bool>,
 }
 
+/// How many clients have one status and verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCount {
+    pub status: ClientStatus,
+    pub verified: bool,
+    pub count: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialAccessTokenRecord {
     pub label: String,
@@ -506,6 +514,24 @@ impl NewAuditEvent {
 pub struct AuditEventRecord {
     pub id: i64,
     pub event: NewAuditEvent,
+}
+
+/// Gateway decisions within one interval of a histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionBucket {
+    /// Unix seconds: where the interval starts.
+    pub start: i64,
+    pub allowed: i64,
+    pub denied: i64,
+}
+
+/// Live grants for a resource that hold exactly one set of scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeHolders {
+    pub scope: portcullis_types::ScopeSet,
+    pub grants: i64,
+    /// Distinct users they act for (a client acting for itself counts as none).
+    pub users: i64,
 }
 
 /// Which audit records to read; empty fields match everything.

@@ -28,6 +28,19 @@ pub enum Registration {
     SoftwareStatement,
 }
 
+impl Registration {
+    /// In words, as the dashboard shows it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Configuration => "configuration",
+            Self::Dynamic => "dynamic registration",
+            Self::MetadataDocument => "metadata document",
+            Self::SoftwareStatement => "software statement",
+        }
+    }
+}
+
 /// Whether an agent may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +50,16 @@ pub enum AgentStatus {
     Pending,
     /// Switched off: refused everywhere, its grants revoked.
     Suspended,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Pending => "pending",
+            Self::Suspended => "suspended",
+        }
+    }
 }
 
 /// An agent: an OAuth client of Portcullis.
@@ -193,4 +216,62 @@ pub struct Grant {
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
+}
+
+/// How a route reaches its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTransport {
+    Stdio,
+    StreamableHttp,
+    LegacySse,
+}
+
+/// How a route's upstream answered lately (as this node saw it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RouteHealth {
+    /// `unknown` (nothing forwarded yet), `up` or `failing` (the latest exchange failed).
+    pub state: String,
+    /// Unix seconds.
+    pub last_ok_at: Option<i64>,
+    pub last_error_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A tool, prompt or resource of a route: what the policy maps, what the upstream offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RouteItem {
+    /// A name, a resource URI or template, or a resource pattern of the policy (`*` at the end).
+    pub name: String,
+    /// The scopes calling it needs; absent when nothing can call it.
+    pub scopes: Option<String>,
+    /// `mapped` (the policy names it), `unmapped_allowed` (not named, allowed by the rule for
+    /// unmapped names), `unmapped` (not named, refused: flagged) or `confusable` (refused: it
+    /// looks like a mapped name).
+    pub mapping: String,
+    /// Unix seconds: when a list answer of the upstream last offered it; absent when never.
+    pub last_listed_at: Option<i64>,
+}
+
+/// A gateway route with its upstream, health and what it offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Route {
+    pub name: String,
+    /// Its resource: the audience of its tokens.
+    pub resource: String,
+    pub transport: RouteTransport,
+    /// The upstream's URL (without user information or query), or the program a stdio route runs.
+    pub upstream: String,
+    /// `false` for a route deliberately left open.
+    pub authentication: bool,
+    /// `static`, `user` (each user's own account, from the token vault) or `client_credentials`.
+    pub upstream_auth: String,
+    pub health: RouteHealth,
+    pub tools: Vec<RouteItem>,
+    pub prompts: Vec<RouteItem>,
+    pub resources: Vec<RouteItem>,
+    /// The upstream offered tools that no policy maps and that are refused.
+    pub unmapped_tools: Vec<String>,
+    /// A list held more names than are kept; some are not shown.
+    pub truncated: bool,
 }
