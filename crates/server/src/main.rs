@@ -451,8 +451,9 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     println!("  Portcullis demo is running.");
     println!();
     println!("  MCP server URL:  {issuer}/mcp/crm");
-    println!("  Dashboard:       {issuer}/account");
-    println!("  Sign in as:      alice");
+    println!("  Dashboard:       {issuer}/admin");
+    println!("  Your account:    {issuer}/account");
+    println!("  Sign in as:      alice (an administrator)");
     if generated {
         println!("  Password:        {password}");
     } else {

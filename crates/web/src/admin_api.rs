@@ -20,7 +20,8 @@ use portcullis_control::{Actor, ControlError};
 use portcullis_store::{ClientFilter, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
 use portcullis_types::admin::{
     ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, AuditEvent,
-    AuditPage, Grant, Holder, HolderPage, Registration, Revoked, UpstreamConnection, User, UserPage,
+    AuditPage, Grant, Holder, HolderPage, Registration, Revoked, Route, RouteHealth, RouteItem, RouteTransport,
+    UpstreamConnection, User, UserPage,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -56,7 +57,12 @@ const MAX_PAGE: u32 = 200;
         approve_agent,
         reject_agent,
         delete_agent,
-        agent_grants
+        agent_grants,
+        list_routes,
+        get_route,
+        revoke_grant,
+        revoke_agent_grants,
+        revoke_route_grants
     ),
     components(schemas(
         Agent,
@@ -72,7 +78,11 @@ const MAX_PAGE: u32 = 200;
         Revoked,
         AuditEvent,
         AuditPage,
-        Grant
+        Grant,
+        Route,
+        RouteHealth,
+        RouteItem,
+        RouteTransport
     )),
     modifiers(&BearerScheme)
 )]
@@ -245,7 +255,7 @@ impl AppState {
     }
 }
 
-fn registration(origin: RegistrationOrigin) -> Registration {
+pub(crate) fn registration(origin: RegistrationOrigin) -> Registration {
     match origin {
         RegistrationOrigin::Admin => Registration::Operator,
         RegistrationOrigin::Config => Registration::Configuration,
@@ -255,7 +265,7 @@ fn registration(origin: RegistrationOrigin) -> Registration {
     }
 }
 
-fn origin_of(registration: Registration) -> RegistrationOrigin {
+pub(crate) fn origin_of(registration: Registration) -> RegistrationOrigin {
     match registration {
         Registration::Operator => RegistrationOrigin::Admin,
         Registration::Configuration => RegistrationOrigin::Config,
@@ -265,7 +275,7 @@ fn origin_of(registration: Registration) -> RegistrationOrigin {
     }
 }
 
-fn agent_status(status: ClientStatus) -> AgentStatus {
+pub(crate) fn agent_status(status: ClientStatus) -> AgentStatus {
     match status {
         ClientStatus::Active => AgentStatus::Active,
         ClientStatus::Pending => AgentStatus::Pending,
@@ -273,7 +283,7 @@ fn agent_status(status: ClientStatus) -> AgentStatus {
     }
 }
 
-fn status_of(status: AgentStatus) -> ClientStatus {
+pub(crate) fn status_of(status: AgentStatus) -> ClientStatus {
     match status {
         AgentStatus::Active => ClientStatus::Active,
         AgentStatus::Pending => ClientStatus::Pending,
@@ -281,7 +291,7 @@ fn status_of(status: AgentStatus) -> ClientStatus {
     }
 }
 
-fn agent(c: ClientRecord) -> Agent {
+pub(crate) fn agent(c: ClientRecord) -> Agent {
     let mut redirect_hosts: Vec<String> =
         c.redirect_uris.iter().filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_owned)).collect();
     redirect_hosts.sort();
@@ -584,31 +594,29 @@ pub(crate) async fn agent_grants(
         Err(e) => return server_error(e),
     }
     match store.list_grants(Some(&client_id), None).await {
-        Ok(grants) => Json(
-            grants
-                .into_iter()
-                .map(|g| Grant {
-                    grant_id: g.id,
-                    client_id: g.client_id,
-                    user_id: g.user_id,
-                    kind: g.kind.as_str().to_owned(),
-                    resource: g.resource,
-                    scope: g.scope.to_string(),
-                    created_at: g.created_at,
-                    expires_at: g.expires_at,
-                    revoked_at: g.revoked_at,
-                    revoked_reason: g.revoked_reason,
-                })
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
+        Ok(grants) => Json(grants.into_iter().map(grant_view).collect::<Vec<_>>()).into_response(),
         Err(e) => server_error(e),
+    }
+}
+
+pub(crate) fn grant_view(g: portcullis_store::GrantRecord) -> Grant {
+    Grant {
+        grant_id: g.id,
+        client_id: g.client_id,
+        user_id: g.user_id,
+        kind: g.kind.as_str().to_owned(),
+        resource: g.resource,
+        scope: g.scope.to_string(),
+        created_at: g.created_at,
+        expires_at: g.expires_at,
+        revoked_at: g.revoked_at,
+        revoked_reason: g.revoked_reason,
     }
 }
 
 // ---- users ----
 
-async fn user_view(state: &AppState, u: portcullis_store::UserRecord) -> Result<User, Response> {
+pub(crate) async fn user_view(state: &AppState, u: portcullis_store::UserRecord) -> Result<User, Response> {
     let identities = state.server.store().federated_identities_of(&u.id).await.map_err(server_error)?;
     Ok(User {
         disabled: u.is_disabled(),
@@ -800,16 +808,7 @@ pub(crate) async fn revoke_user_grants(
         Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
         Err(e) => return server_error(e),
     }
-    let selector = portcullis_store::GrantSelector::User(user_id);
-    match state
-        .server
-        .control()
-        .revoke_grants(&caller.actor, selector, portcullis_control::RevocationReason::AdministratorRequest)
-        .await
-    {
-        Ok(revoked) => Json(Revoked { revoked }).into_response(),
-        Err(e) => server_error(e),
-    }
+    revoke(&state, &caller, portcullis_store::GrantSelector::User(user_id)).await
 }
 
 // ---- who holds what ----
@@ -940,45 +939,44 @@ pub(crate) async fn route_connections(
 // ---- the audit trail ----
 
 /// Which records of the audit trail to show.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     /// Unix seconds: from (inclusive).
-    from: Option<i64>,
+    pub(crate) from: Option<i64>,
     /// Unix seconds: to (exclusive).
-    to: Option<i64>,
+    pub(crate) to: Option<i64>,
     /// Kinds, comma-separated (`mcp.message`, `client.suspended`, ...).
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// A user id or username.
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// A client id.
-    client: Option<String>,
-    route: Option<String>,
+    pub(crate) client: Option<String>,
+    pub(crate) route: Option<String>,
     /// The tool (or prompt, or resource) a gateway decision named.
-    tool: Option<String>,
+    pub(crate) tool: Option<String>,
     /// `allowed`, `denied`, `succeeded` or `failed`.
-    decision: Option<String>,
+    pub(crate) decision: Option<String>,
     /// The `next_cursor` of the page before (list only).
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
     /// At most this many (1 to 200; default 50; list only).
-    limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// `jsonl` (default) or `csv` (export only).
-    format: Option<String>,
+    pub(crate) format: Option<String>,
 }
 
-/// The store's filter for a query, or the refusal.
-fn audit_filter(q: &AuditQuery) -> Result<portcullis_store::AuditFilter, Response> {
-    let bad = |what: String| refusal(StatusCode::BAD_REQUEST, "invalid_request", what);
+/// The store's filter for a query, or what in it does not parse.
+pub(crate) fn audit_filter(q: &AuditQuery) -> Result<portcullis_store::AuditFilter, String> {
     let mut kinds = Vec::new();
     for name in q.kind.iter().flat_map(|k| k.split(',')).map(str::trim).filter(|k| !k.is_empty()) {
-        kinds.push(portcullis_store::AuditKind::parse(name).ok_or_else(|| bad(format!("there is no kind {name:?}")))?);
+        kinds.push(portcullis_store::AuditKind::parse(name).ok_or_else(|| format!("there is no kind {name:?}"))?);
     }
     let outcome = match q.decision.as_deref() {
         None => None,
         Some(d) => Some(
             portcullis_store::AuditOutcome::parse(d)
-                .ok_or_else(|| bad(format!("decision must be allowed, denied, succeeded or failed, not {d:?}")))?,
+                .ok_or_else(|| format!("decision must be allowed, denied, succeeded or failed, not {d:?}"))?,
         ),
     };
     Ok(portcullis_store::AuditFilter {
@@ -993,7 +991,7 @@ fn audit_filter(q: &AuditQuery) -> Result<portcullis_store::AuditFilter, Respons
     })
 }
 
-fn audit_view(record: portcullis_store::AuditEventRecord) -> AuditEvent {
+pub(crate) fn audit_view(record: portcullis_store::AuditEventRecord) -> AuditEvent {
     let e = record.event;
     AuditEvent {
         id: record.id,
@@ -1052,7 +1050,7 @@ pub(crate) async fn list_audit(
     };
     let filter = match audit_filter(&q) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(why) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
     let found = match state.server.store().audit_events_before(before, i64::from(limit) + 1, &filter).await {
         Ok(found) => found,
@@ -1160,8 +1158,14 @@ pub(crate) async fn export_audit(
     }
     let filter = match audit_filter(&q) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(why) => return refusal(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
+    export(state.server.store().clone(), filter, csv)
+}
+
+/// The audit records `filter` matches as a file, oldest first, streamed in steps (bounded
+/// memory whatever their number): JSON lines, or CSV.
+pub(crate) fn export(store: portcullis_store::Store, filter: portcullis_store::AuditFilter, csv: bool) -> Response {
     struct Export {
         store: portcullis_store::Store,
         filter: portcullis_store::AuditFilter,
@@ -1169,7 +1173,7 @@ pub(crate) async fn export_audit(
         header: bool,
         done: bool,
     }
-    let start = Export { store: state.server.store().clone(), filter, after: 0, header: csv, done: false };
+    let start = Export { store, filter, after: 0, header: csv, done: false };
     let chunks = futures_util::stream::unfold(start, move |mut st| async move {
         if st.header {
             st.header = false;
@@ -1219,4 +1223,227 @@ pub(crate) async fn export_audit(
         response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+// ---- routes ----
+
+fn requirement_view(requirement: portcullis_authz::Requirement<'_>) -> (Option<String>, &'static str) {
+    use portcullis_authz::Requirement;
+    match requirement {
+        Requirement::Protocol => (Some(String::new()), "mapped"),
+        Requirement::Mapped(scopes) => (Some(scopes.to_string()), "mapped"),
+        Requirement::Unmapped(Some(scopes)) => (Some(scopes.to_string()), "unmapped_allowed"),
+        Requirement::Unmapped(None) => (None, "unmapped"),
+        Requirement::Confusable { .. } => (None, "confusable"),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ItemKind {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+/// The items of one kind: every name the policy maps and every name the upstream offered.
+fn route_items(
+    policy: &portcullis_authz::Policy,
+    mapped: impl Iterator<Item = String>,
+    offered: &std::collections::BTreeMap<String, i64>,
+    kind: ItemKind,
+) -> Vec<RouteItem> {
+    use portcullis_authz::Operation;
+    let operation = |name: &str| -> (Option<String>, &'static str) {
+        requirement_view(policy.requirement(match kind {
+            ItemKind::Tool => Operation::CallTool(name),
+            ItemKind::Prompt => Operation::GetPrompt(name),
+            ItemKind::Resource => Operation::ReadResource(name),
+        }))
+    };
+    let mut names: std::collections::BTreeSet<String> = mapped.collect();
+    names.extend(offered.keys().cloned());
+    names
+        .into_iter()
+        .map(|name| {
+            let (scopes, mapping) = operation(&name);
+            RouteItem { scopes, mapping: mapping.to_owned(), last_listed_at: offered.get(&name).copied(), name }
+        })
+        .collect()
+}
+
+/// A route as the admin API and the dashboard show it.
+pub(crate) fn route_view(o: portcullis_gateway::RouteOverview) -> Route {
+    let policy = &*o.policy;
+    let tools = route_items(policy, policy.tools().map(|(n, _)| n.to_owned()), &o.offered.tools, ItemKind::Tool);
+    let prompts =
+        route_items(policy, policy.prompts().map(|(n, _)| n.to_owned()), &o.offered.prompts, ItemKind::Prompt);
+    let resources = route_items(policy, policy.resources().map(|(p, _)| p), &o.offered.resources, ItemKind::Resource);
+    let unmapped_tools = tools
+        .iter()
+        .filter(|t| t.last_listed_at.is_some() && matches!(t.mapping.as_str(), "unmapped" | "confusable"))
+        .map(|t| t.name.clone())
+        .collect();
+    let health = RouteHealth {
+        state: match (o.health.failing(), o.health.last_ok_at) {
+            (true, _) => "failing",
+            (false, Some(_)) => "up",
+            (false, None) => "unknown",
+        }
+        .to_owned(),
+        last_ok_at: o.health.last_ok_at,
+        last_error_at: o.health.last_error_at,
+        last_error: o.health.last_error,
+    };
+    Route {
+        name: o.name,
+        resource: o.resource,
+        transport: match o.transport {
+            portcullis_gateway::Transport::Stdio => RouteTransport::Stdio,
+            portcullis_gateway::Transport::StreamableHttp => RouteTransport::StreamableHttp,
+            portcullis_gateway::Transport::LegacySse => RouteTransport::LegacySse,
+        },
+        upstream: o.upstream,
+        authentication: o.authentication,
+        upstream_auth: o.upstream_auth.to_owned(),
+        health,
+        tools,
+        prompts,
+        resources,
+        unmapped_tools,
+        truncated: o.offered.truncated,
+    }
+}
+
+/// Every route, its upstream's transport and health, and the tools, prompts and resources it
+/// offers (as last seen in a list answer) with the scopes each needs; tools no policy maps are
+/// flagged.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/routes",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every route, by name", body = [Route]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+    ),
+    tag = "routes"
+)]
+pub(crate) async fn list_routes(State(state): State<AppState>, _: AdminRead) -> Response {
+    let routes: Vec<Route> =
+        state.gateway.as_ref().map(|g| g.route_overviews().into_iter().map(route_view).collect()).unwrap_or_default();
+    Json(routes).into_response()
+}
+
+/// One route.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/routes/{route}",
+    params(("route" = String, Path, description = "The gateway route")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The route", body = Route),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such route", body = ApiError),
+    ),
+    tag = "routes"
+)]
+pub(crate) async fn get_route(State(state): State<AppState>, _: AdminRead, Path(route): Path<String>) -> Response {
+    let found = state.gateway.as_ref().and_then(|g| g.route_overviews().into_iter().find(|o| o.name == route));
+    match found {
+        Some(o) => Json(route_view(o)).into_response(),
+        None => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no route {route:?}")),
+    }
+}
+
+// ---- revocation ----
+
+/// Revokes the grants `selector` picks, as the administrator.
+async fn revoke(state: &AppState, caller: &Caller, selector: portcullis_store::GrantSelector) -> Response {
+    match state
+        .server
+        .control()
+        .revoke_grants(&caller.actor, selector, portcullis_control::RevocationReason::AdministratorRequest)
+        .await
+    {
+        Ok(revoked) => Json(Revoked { revoked }).into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Revokes one grant (its tokens stop at once, on every node).
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/grants/{grant_id}/revoke",
+    params(("grant_id" = String, Path, description = "The grant's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many grants were revoked (0 when it was revoked before)", body = Revoked),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such grant", body = ApiError),
+    ),
+    tag = "who holds what"
+)]
+pub(crate) async fn revoke_grant(
+    State(state): State<AppState>,
+    AdminWrite(caller): AdminWrite,
+    Path(grant_id): Path<String>,
+) -> Response {
+    match state.server.store().find_grant(&grant_id).await {
+        Ok(Some(_)) => revoke(&state, &caller, portcullis_store::GrantSelector::Grant(grant_id)).await,
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no grant {grant_id:?}")),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Revokes every grant an agent holds; unlike suspending, it may be authorized again.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/agents/{client_id}/revoke-grants",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many grants were revoked", body = Revoked),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn revoke_agent_grants(
+    State(state): State<AppState>,
+    AdminWrite(caller): AdminWrite,
+    Path(client_id): Path<String>,
+) -> Response {
+    match state.server.store().find_client(&client_id).await {
+        Ok(Some(_)) => revoke(&state, &caller, portcullis_store::GrantSelector::Client(client_id)).await,
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}")),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Revokes every grant for a route: nobody can call it until they are authorized again.
+#[utoipa::path(
+    post,
+    path = "/admin/api/v1/routes/{route}/revoke-grants",
+    params(("route" = String, Path, description = "The gateway route")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many grants were revoked", body = Revoked),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.write", body = ApiError),
+        (status = 404, description = "No such route", body = ApiError),
+    ),
+    tag = "who holds what"
+)]
+pub(crate) async fn revoke_route_grants(
+    State(state): State<AppState>,
+    AdminWrite(caller): AdminWrite,
+    Path(route): Path<String>,
+) -> Response {
+    match state.gateway.as_ref().and_then(|g| g.route_policy(&route)) {
+        Some((resource, _)) => revoke(&state, &caller, portcullis_store::GrantSelector::Resource(resource)).await,
+        None => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no route {route:?}")),
+    }
 }

@@ -91,7 +91,7 @@ impl AppState {
     }
 
     /// The signed-in user, or the answer that sends the browser to sign in and come back.
-    fn signed_in_or_login(
+    pub(crate) fn signed_in_or_login(
         &self,
         jar: CookieJar,
         session: Option<BrowserSession>,
@@ -107,14 +107,22 @@ impl AppState {
     }
 
     /// Where to go after signing in without an authorization request: back to a connection
-    /// page the browser was on, else the account page. Only our own `/connect/` paths.
+    /// or dashboard page the browser was on, else the account page. Only our own `/connect/`
+    /// and `/admin` paths.
     pub(crate) fn after_sign_in(&self, jar: CookieJar) -> (CookieJar, String) {
         let name = self.cookie_name(RETURN_COOKIE);
         let back = jar.get(&name).map(|c| c.value().to_owned());
         let jar = jar.remove(self.cookie(RETURN_COOKIE, String::new(), None));
-        let prefix = self.path("/connect/");
+        let ours = |path: &str| {
+            let path_only = path.split('?').next().unwrap_or_default();
+            (path.starts_with(&self.path("/connect/"))
+                || path_only == self.path("/admin")
+                || path.starts_with(&self.path("/admin/")))
+                && !path.contains("//")
+                && !path.contains('\\')
+        };
         match back {
-            Some(path) if path.starts_with(&prefix) && !path.contains("//") && !path.contains('\\') => (jar, path),
+            Some(path) if ours(&path) => (jar, path),
             _ => (jar, self.path("/account")),
         }
     }

@@ -13,6 +13,10 @@ use http::{HeaderName, HeaderValue, StatusCode};
 /// Pages may load our stylesheet and nothing else, and may not be framed.
 pub(crate) const PAGE_CSP: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The dashboard's pages may also run our own script (the audit viewer's live tail) and fetch
+/// from our own origin.
+pub(crate) const DASHBOARD_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+                                        connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// `secure` is whether the issuer is https, which turns on HSTS.
@@ -24,7 +28,11 @@ pub(crate) async fn security_headers(State(secure): State<bool>, request: Reques
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(if is_html { PAGE_CSP } else { API_CSP }));
+    // A handler may have chosen the dashboard's policy; any other is replaced.
+    let dashboard = h.get(CONTENT_SECURITY_POLICY).is_some_and(|v| v == DASHBOARD_CSP);
+    if !(is_html && dashboard) {
+        h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(if is_html { PAGE_CSP } else { API_CSP }));
+    }
     if secure {
         h.insert(http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     }

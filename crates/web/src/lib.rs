@@ -7,6 +7,7 @@
 mod admin_api;
 mod browser;
 mod connect;
+mod dashboard;
 mod error;
 mod headers;
 mod limits;
@@ -128,11 +129,16 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/api/v1/agents/{client_id}/grants", get(admin_api::agent_grants))
         .route("/admin/api/v1/agents/{client_id}/suspend", post(admin_api::suspend_agent))
         .route("/admin/api/v1/agents/{client_id}/resume", post(admin_api::resume_agent))
+        .route("/admin/api/v1/agents/{client_id}/revoke-grants", post(admin_api::revoke_agent_grants))
+        .route("/admin/api/v1/grants/{grant_id}/revoke", post(admin_api::revoke_grant))
+        .route("/admin/api/v1/routes/{route}/revoke-grants", post(admin_api::revoke_route_grants))
         .route("/admin/api/v1/users", get(admin_api::list_users))
         .route("/admin/api/v1/users/{user_id}", get(admin_api::get_user))
         .route("/admin/api/v1/users/{user_id}/disable", post(admin_api::disable_user))
         .route("/admin/api/v1/users/{user_id}/enable", post(admin_api::enable_user))
         .route("/admin/api/v1/users/{user_id}/revoke-grants", post(admin_api::revoke_user_grants))
+        .route("/admin/api/v1/routes", get(admin_api::list_routes))
+        .route("/admin/api/v1/routes/{route}", get(admin_api::get_route))
         .route("/admin/api/v1/routes/{route}/holders", get(admin_api::route_holders))
         .route("/admin/api/v1/routes/{route}/connections", get(admin_api::route_connections))
         .route("/admin/api/v1/audit", get(admin_api::list_audit))
@@ -153,7 +159,22 @@ pub fn router(state: AppState) -> Router {
         .route("/connect/{route}", get(connect::page).post(connect::start))
         .route("/connect-callback", get(connect::callback))
         .route("/connect-client.json", get(connect::client_metadata))
-        .route("/assets/portcullis.css", get(pages::stylesheet));
+        .route("/assets/portcullis.css", get(pages::stylesheet))
+        .route("/assets/admin.js", get(dashboard::script))
+        .route("/admin", get(dashboard::overview))
+        .route("/admin/agents", get(dashboard::agents))
+        .route("/admin/agents/{client_id}", get(dashboard::agent))
+        .route("/admin/agents/{client_id}/{action}", get(dashboard::confirm_agent_action).post(dashboard::agent_action))
+        .route("/admin/users", get(dashboard::users))
+        .route("/admin/users/{user_id}", get(dashboard::user))
+        .route("/admin/users/{user_id}/{action}", post(dashboard::user_action))
+        .route("/admin/tools", get(dashboard::tools))
+        .route("/admin/routes", get(dashboard::routes))
+        .route("/admin/routes/{route}/holders", get(dashboard::holders))
+        .route("/admin/grants/{grant_id}/revoke", post(dashboard::revoke_grant))
+        .route("/admin/audit", get(dashboard::audit))
+        .route("/admin/audit/tail", get(dashboard::audit_tail))
+        .route("/admin/audit/export", get(dashboard::audit_export));
     let base = state.base_path.clone();
     let secure = state.server.settings().secure_cookies;
     let issuer_routes = api.merge(pages).merge(admin);

@@ -368,9 +368,17 @@ async fn demo_serves_the_crm_route_and_stops_cleanly() -> TestResult {
         .send()
         .await?;
     assert_eq!(registered.status(), 201, "{}", registered.text().await?);
-    for line in ["Sign in as:      alice", "Password:        (from PORTCULLIS_DEMO_PASSWORD)", "Dashboard:"] {
+    let dashboard = format!("Dashboard:       {base}/admin");
+    for line in
+        ["Sign in as:      alice (an administrator)", "Password:        (from PORTCULLIS_DEMO_PASSWORD)", &dashboard]
+    {
         assert!(printed.contains(line), "{printed}");
     }
+    // The dashboard is there, behind sign-in.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let dashboard = no_redirects.get(format!("{base}/admin")).send().await?;
+    assert_eq!(dashboard.status(), 303);
+    assert_eq!(dashboard.headers()["location"], "/login");
     let status = stop_with_sigterm(&mut child).await?;
     assert!(status.success(), "demo should exit 0 on SIGTERM, got {status}");
     Ok(())

@@ -790,3 +790,12 @@ pub async fn spawn_until_ready(mut command: tokio::process::Command) -> AnyResul
         line.and_then(|l| l.strip_prefix("READY ").map(str::to_owned)).ok_or("the peer printed no READY line")?;
     Ok((child, ready))
 }
+
+/// A peer's directory under tests/peers, once its npm packages are installed.
+pub fn peer_dir(name: &str) -> AnyResult<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers").join(name);
+    if !dir.join("node_modules").exists() {
+        return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
+    }
+    Ok(dir)
+}

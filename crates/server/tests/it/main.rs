@@ -7,6 +7,7 @@ mod authorize;
 mod cimd;
 mod cli;
 mod cluster;
+mod dashboard;
 mod e2e;
 mod exchange;
 mod gateway;

@@ -24,14 +24,6 @@ struct Upstream {
     http: reqwest::Client,
 }
 
-fn peer_dir(name: &str) -> AnyResult<std::path::PathBuf> {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers").join(name);
-    if !dir.join("node_modules").exists() {
-        return Err(format!("run `npm ci --prefix {}` (scripts/test does)", dir.display()).into());
-    }
-    Ok(dir)
-}
-
 fn free_port() -> AnyResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
