@@ -508,6 +508,19 @@ impl Gateway {
         self.0.routing().routes.get(name).map(|r| (r.settings.resource.clone(), Arc::clone(&r.settings.policy)))
     }
 
+    /// The tools of the route whose resource is `resource` that `scopes` let a token call (as
+    /// the route's policy decides), by name; empty when no route has that resource.
+    pub fn tools_unlocked(&self, resource: &str, scopes: &ScopeSet) -> Vec<String> {
+        let routing = self.0.routing();
+        let Some(route) = routing.routes.values().find(|r| r.settings.resource == resource) else { return Vec::new() };
+        let policy = &route.settings.policy;
+        policy
+            .tools()
+            .filter(|(name, _)| policy.decide(scopes, portcullis_authz::Operation::CallTool(name)).is_allowed())
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
     pub fn has_route(&self, name: &str) -> bool {
         self.0.routing().routes.contains_key(name)
     }

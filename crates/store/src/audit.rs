@@ -185,6 +185,18 @@ impl Store {
         Ok(rows.into_iter().map(|(start, allowed, denied)| crate::DecisionBucket { start, allowed, denied }).collect())
     }
 
+    /// When `client_id` last acted for `user_id` through the gateway (unix seconds).
+    pub async fn last_acted(&self, user_id: &str, client_id: &str) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT occurred_at FROM audit_events WHERE user_id = $1 AND client_id = $2 AND kind = 'mcp.message' \
+             ORDER BY id DESC LIMIT 1")
+            .bind(user_id)
+            .bind(client_id)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(|(at,)| at))
+    }
+
     /// Events newest first, below `before_id` (a cursor: the last id of the page before), at
     /// most `limit`, only those that match `filter`.
     pub async fn audit_events_before(

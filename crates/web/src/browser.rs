@@ -544,19 +544,34 @@ pub(crate) async fn account(State(state): State<AppState>, jar: CookieJar) -> Re
             return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
         }
     };
+    let failed = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "the account page failed");
+        state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error())
+    };
     let mut views = Vec::with_capacity(consents.len());
     for c in consents {
-        let client_name = match store.find_client(&c.client_id).await {
-            Ok(Some(client)) => client.client_name,
-            Ok(None) => c.client_id.clone(),
-            Err(e) => {
-                tracing::error!(error = %e, "client lookup failed");
-                return state.page_error(StatusCode::INTERNAL_SERVER_ERROR, &OAuthError::server_error());
-            }
+        let (client_name, client_verified) = match store.find_client(&c.client_id).await {
+            Ok(Some(client)) => (client.client_name, client.verified),
+            Ok(None) => (c.client_id.clone(), false),
+            Err(e) => return failed(&e),
         };
         let scopes = c.scope.iter().map(|s| state.server.settings().describe_scope(&c.resource, s.as_str())).collect();
+        let tools = state.gateway.as_ref().map(|g| g.tools_unlocked(&c.resource, &c.scope)).unwrap_or_default();
+        let last_acted = match store.last_acted(&session.user.id, &c.client_id).await {
+            Ok(at) => at.map(crate::dashboard::when),
+            Err(e) => return failed(&e),
+        };
         let granted_on = day(c.updated_at);
-        views.push(ConsentView { client_id: c.client_id, client_name, resource: c.resource, scopes, granted_on });
+        views.push(ConsentView {
+            client_id: c.client_id,
+            client_name,
+            client_verified,
+            resource: c.resource,
+            scopes,
+            tools,
+            granted_on,
+            last_acted,
+        });
     }
     let upstreams = match store.upstream_credentials_of(&session.user.id).await {
         Ok(list) => list

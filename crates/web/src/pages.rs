@@ -71,9 +71,15 @@ pub(crate) struct ErrorPage<'a> {
 pub(crate) struct ConsentView {
     pub client_id: String,
     pub client_name: String,
+    pub client_verified: bool,
     pub resource: String,
+    /// Each scope in plain words.
     pub scopes: Vec<String>,
+    /// The gateway tools those scopes let the agent call.
+    pub tools: Vec<String>,
     pub granted_on: String,
+    /// When the agent last acted for the user through the gateway.
+    pub last_acted: Option<String>,
 }
 
 #[derive(Template)]

@@ -217,6 +217,18 @@ async fn the_kill_switch_stops_an_agent_everywhere_and_is_audited() -> TestResul
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
+    // Bob's own account page says what he allowed, in words, the tools it unlocks and when
+    // the agent last acted.
+    let mut bobs = signed_in(&server, "bob").await?;
+    let account = bobs.get(&server, "/account").await?;
+    assert!(account.body.contains("Read your CRM contacts"), "{}", account.body);
+    assert!(
+        account.body.contains("Tools this unlocks: <code>list_contacts</code>, <code>update_deal</code>"),
+        "{}",
+        account.body
+    );
+    assert!(account.body.contains("last acted 20"), "{}", account.body);
+
     let mut browser = signed_in(&server, "alice").await?;
     // The audit viewer shows the call, linked to the agent that made it.
     let audit = browser.get(&server, "/admin/audit?kind=mcp.message&tool=list_contacts").await?;

@@ -243,7 +243,7 @@ async fn users_see_and_revoke_their_consents_on_the_account_page() -> TestResult
     assert_eq!(revoked.status, 303);
     assert!(server.store()?.find_consent(&server.alice_id, PUBLIC_CLIENT, &server.resource).await?.is_none());
     assert_eq!(server.introspect(&access).await?["active"], false, "revoking consent revokes its grants");
-    assert!(browser.get(&server, &server.url("/account")).await?.body.contains("not allowed any application"));
+    assert!(browser.get(&server, &server.url("/account")).await?.body.contains("not allowed any agent"));
     // Without a session the account page sends you to sign in, and that sign-in comes back here.
     let mut stranger = Browser::default();
     let to_login = stranger.get(&server, &server.url("/account")).await?;
