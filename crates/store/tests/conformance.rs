@@ -785,6 +785,71 @@ async fn audit_events_are_written_in_batches_and_read_in_order() -> TestResult {
         assert!(first[0].id > first[1].id);
         let next = store.audit_events_before(Some(first[1].id), 2, &AuditFilter::default()).await?;
         assert!(next.iter().all(|e| e.id < first[1].id));
+        // The overview's histogram: gateway decisions per interval, aligned, empty ones left out.
+        let buckets = store.decision_histogram(1_900_000_000, 100).await?;
+        let starts: Vec<i64> = buckets.iter().map(|b| b.start).collect();
+        assert_eq!(starts, [1_900_000_000, 1_900_000_100, 1_900_000_200, 1_900_000_300, 1_900_000_400]);
+        assert_eq!((buckets[0].allowed, buckets[0].denied), (50, 50));
+        assert_eq!((buckets[4].allowed, buckets[4].denied), (25, 25), "the suspension is no gateway decision");
+        assert!(store.decision_histogram(1_900_002_000, 100).await?.is_empty());
+        // When an agent last acted for a user.
+        assert_eq!(store.last_acted("u", "c3").await?, Some(1_900_000_447));
+        assert_eq!(store.last_acted("u", "nobody").await?, None);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_overview_counts_clients_and_live_grants_per_scope_set() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        seed(store).await?;
+        let mut pending = client("c2");
+        pending.status = ClientStatus::Pending;
+        pending.verified = false;
+        apply(store, Mutation::InsertClient(Box::new(pending)), 100).await?;
+        apply(store, Mutation::InsertClient(Box::new(client("c3"))), 100).await?;
+        let counts = store.client_counts().await?;
+        let of = |status: ClientStatus, verified: bool| {
+            counts.iter().find(|c| c.status == status && c.verified == verified).map_or(0, |c| c.count)
+        };
+        assert_eq!((of(ClientStatus::Active, true), of(ClientStatus::Pending, false)), (2, 1), "{counts:?}");
+        assert_eq!(of(ClientStatus::Suspended, true), 0);
+
+        // Live grants for one resource, per distinct scope set.
+        apply(store, Mutation::InsertUser(Box::new(user("u2"))), 100).await?;
+        let resource = "https://mcp.test/mcp";
+        let grant = |id: &str, client_id: &str, user_id: &str, scope: &str, expires_at: i64| GrantRecord {
+            id: id.into(),
+            client_id: client_id.into(),
+            user_id: Some(user_id.into()),
+            kind: GrantKind::AuthorizationCode,
+            resource: resource.into(),
+            scope: scopes(scope),
+            auth_time: Some(100),
+            created_at: 100,
+            expires_at,
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        for (i, (client_id, user_id, scope, expires)) in [
+            ("c1", "u1", "a", 10_000),
+            ("c3", "u1", "a", 10_000),
+            ("c3", "u2", "a b", 10_000),
+            ("c1", "u2", "a b", 150),
+            ("c2", "u2", "a b", 10_000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let g = grant(&format!("g{i}"), client_id, user_id, scope, expires);
+            store.insert_grant_with_access_token(&g, &access(&format!("j{i}"), 100)).await?;
+        }
+        let live = store.live_grant_scopes(resource, 200).await?;
+        let summary: Vec<(String, i64, i64)> = live.iter().map(|h| (h.scope.to_string(), h.grants, h.users)).collect();
+        // Expired (g3) and held by a pending client (g4): not live.
+        assert_eq!(summary, [("a".to_owned(), 2, 1), ("a b".to_owned(), 1, 1)], "{}", store.backend_name());
+        assert!(store.live_grant_scopes("https://elsewhere.test/mcp", 200).await?.is_empty());
     }
     Ok(())
 }
