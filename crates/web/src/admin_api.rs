@@ -152,7 +152,13 @@ pub(crate) struct AdminWrite(Caller);
 async fn admit(parts: &mut http::request::Parts, state: &AppState, scope: &str) -> Result<Caller, Response> {
     use axum::extract::FromRequestParts as _;
     let peer = Peer::from_request_parts(parts, state).await.map_err(|e| server_error(e.body_text()))?;
-    state.admin_caller(peer, &parts.headers, scope).await
+    let caller = state.admin_caller(peer, &parts.headers, scope).await?;
+    // No id, name or filter holds a NUL (and PostgreSQL cannot even compare one): refused here,
+    // once, rather than failing deep in a query.
+    if parts.uri.to_string().to_ascii_lowercase().contains("%00") {
+        return Err(refusal(StatusCode::BAD_REQUEST, "invalid_request", "the request holds a NUL character"));
+    }
+    Ok(caller)
 }
 
 impl axum::extract::FromRequestParts<AppState> for AdminRead {
@@ -1126,7 +1132,8 @@ fn csv_line(row: Option<&AuditEvent>) -> Result<Vec<u8>, csv::Error> {
     params(AuditQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Every matching record, oldest first: JSON lines, or CSV with format=csv", body = String, content_type = "application/jsonl"),
+        (status = 200, description = "Every matching record, oldest first: JSON lines, or CSV with format=csv",
+         content((String = "application/jsonl"), (String = "text/csv"))),
         (status = 400, description = "A filter or format that does not parse", body = ApiError),
         (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
         (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),

@@ -414,3 +414,88 @@ async fn the_audit_trail_is_searched_paged_and_exported() -> TestResult {
     }
     Ok(())
 }
+
+/// An operator's client's token for the admin API with `scope`.
+async fn operator_token(server: &TestServer, scope: &str) -> AnyResult<String> {
+    let admin = server.url("/admin/api");
+    let (status, body) = server
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", RESOURCE_SERVER),
+            ("client_secret", RESOURCE_SERVER_SECRET),
+            ("resource", &admin),
+            ("scope", scope),
+        ])
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    Ok(body["access_token"].as_str().ok_or("no token")?.to_owned())
+}
+
+/// Runs schemathesis against the admin API's OpenAPI document with `token` (if any) and our
+/// own checks (tests/peers/schemathesis/hooks.py); fails with its report unless it finds nothing.
+async fn schemathesis(
+    server: &TestServer,
+    token: Option<&str>,
+    checks: &str,
+    expect: u16,
+    only_writes: bool,
+) -> TestResult {
+    let venv = std::env::var("PORTCULLIS_SCHEMATHESIS").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/portcullis/schemathesis")
+    });
+    let program = venv.join("bin/schemathesis");
+    if !program.exists() {
+        return Err(format!("{} is missing: run scripts/install-test-deps", program.display()).into());
+    }
+    let hooks = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/schemathesis");
+    let reports = tempfile::tempdir()?;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("run")
+        .arg(server.url("/admin/api/openapi.json"))
+        .args(["--checks", checks, "--max-examples", "25", "--seed", "20261205", "--workers", "1"])
+        .args(["--phases", "examples,coverage,fuzzing", "--generation-allow-x00", "true", "--no-color"])
+        .args(["--request-timeout", "10", "--max-failures", "20", "--warnings", "off"])
+        .arg("--report-dir")
+        .arg(reports.path())
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", &hooks)
+        .env("EXPECT_STATUS", expect.to_string())
+        .env("NO_COLOR", "1")
+        .current_dir(reports.path())
+        .kill_on_drop(true);
+    if only_writes {
+        command.args(["--exclude-method", "GET"]);
+    }
+    if let Some(token) = token {
+        command.args(["--header", &format!("Authorization: Bearer {token}")]);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(300), command.output())
+        .await
+        .map_err(|_| "schemathesis ran for more than 300 s")??;
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(out.contains("No issues found"), "{out}");
+    let generated = out.lines().find(|l| l.contains(" generated")).unwrap_or_default();
+    println!("schemathesis ({checks}): {}", generated.trim());
+    Ok(())
+}
+
+/// schemathesis (PyPI) generates requests from the OpenAPI document: with an administrator's
+/// token nothing answers with a server error or off its schema, and authentication is
+/// enforced; without a token every write is refused with 401, with a read-only token with 403.
+#[tokio::test]
+async fn schemathesis_finds_no_fault_in_the_admin_api() -> TestResult {
+    let crm = portcullis::demo_crm::demo_upstream(env!("CARGO_BIN_EXE_portcullis").to_owned());
+    let server = TestServer::start_with(Options { upstreams: vec![crm], ..Options::default() }).await?;
+    user_token_for(&server, &mut Browser::default(), "alice", &server.route("crm"), &["crm.contacts.read"]).await?;
+    let write = operator_token(&server, &format!("{READ} {WRITE}")).await?;
+    let read = operator_token(&server, READ).await?;
+    let conformance = "not_a_server_error,status_code_conformance,content_type_conformance,\
+                       response_schema_conformance,ignored_auth";
+    // The refusals first: the administrator's run changes (and deletes) what it finds.
+    schemathesis(&server, None, "not_a_server_error,writes_are_refused", 401, true).await?;
+    schemathesis(&server, Some(&read), "not_a_server_error,writes_are_refused", 403, true).await?;
+    schemathesis(&server, Some(&write), conformance, 0, false).await?;
+    Ok(())
+}
