@@ -525,6 +525,15 @@ pub struct DecisionBucket {
     pub denied: i64,
 }
 
+/// A grant live now, with whom it acts for and when a token of it was last issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveGrant {
+    pub grant: GrantRecord,
+    /// The user's username (absent for a client acting for itself).
+    pub username: Option<String>,
+    pub last_token_at: Option<i64>,
+}
+
 /// Live grants for a resource that hold exactly one set of scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeHolders {

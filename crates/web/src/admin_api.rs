@@ -873,32 +873,25 @@ pub(crate) async fn route_holders(
         Ok(found) => found,
         Err(e) => return server_error(e),
     };
-    let (found, next_cursor) = page_of(found, limit, |(g, _)| &g.id);
-    let mut items = Vec::with_capacity(found.len());
-    for (grant, last_token_at) in found {
-        if let Some(tool) = &q.tool
-            && !policy.decide(&grant.scope, portcullis_authz::Operation::CallTool(tool)).is_allowed()
-        {
-            continue;
-        }
-        let username = match &grant.user_id {
-            Some(id) => match store.find_user(id).await {
-                Ok(u) => u.map(|u| u.username),
-                Err(e) => return server_error(e),
-            },
-            None => None,
-        };
-        items.push(Holder {
-            grant_id: grant.id,
-            user_id: grant.user_id,
-            username,
-            client_id: grant.client_id,
-            scope: grant.scope.to_string(),
-            since: grant.created_at,
-            expires_at: grant.expires_at,
-            last_token_at,
-        });
-    }
+    let (found, next_cursor) = page_of(found, limit, |live| &live.grant.id);
+    let items = found
+        .into_iter()
+        .filter(|live| {
+            q.tool.as_deref().is_none_or(|tool| {
+                policy.decide(&live.grant.scope, portcullis_authz::Operation::CallTool(tool)).is_allowed()
+            })
+        })
+        .map(|live| Holder {
+            grant_id: live.grant.id,
+            user_id: live.grant.user_id,
+            username: live.username,
+            client_id: live.grant.client_id,
+            scope: live.grant.scope.to_string(),
+            since: live.grant.created_at,
+            expires_at: live.grant.expires_at,
+            last_token_at: live.last_token_at,
+        })
+        .collect();
     Json(HolderPage { route, tool: q.tool, items, next_cursor }).into_response()
 }
 

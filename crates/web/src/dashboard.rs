@@ -900,8 +900,10 @@ pub(crate) async fn holders(
             Ok(f) => f,
             Err(e) => return state.dashboard_failed(e),
         };
-        let last = found.last().map(|(g, _)| g.id.clone());
-        for (grant, last_token_at) in &found {
+        let last = found.last().map(|live| live.grant.id.clone());
+        let full = found.len() == 500;
+        for live in found {
+            let grant = live.grant;
             if !tool.is_empty()
                 && !policy.decide(&grant.scope, portcullis_authz::Operation::CallTool(&tool)).is_allowed()
             {
@@ -911,25 +913,22 @@ pub(crate) async fn holders(
                 truncated = true;
                 break;
             }
-            let who = match &grant.user_id {
-                Some(id) => match store.find_user(id).await {
-                    Ok(u) => u.map_or_else(|| id.clone(), |u| u.username),
-                    Err(e) => return state.dashboard_failed(e),
-                },
-                None => "(the agent itself)".to_owned(),
-            };
             holders.push(HolderRow {
-                grant_id: grant.id.clone(),
-                who,
-                user_id: grant.user_id.clone(),
-                client_id: grant.client_id.clone(),
-                scope: grant.scope.to_string(),
+                who: match (&live.username, &grant.user_id) {
+                    (Some(name), _) => name.clone(),
+                    (None, Some(id)) => id.clone(),
+                    (None, None) => "(the agent itself)".to_owned(),
+                },
                 since: when(grant.created_at),
                 expires: when(grant.expires_at),
-                last_used: when_opt(*last_token_at),
+                last_used: when_opt(live.last_token_at),
+                scope: grant.scope.to_string(),
+                grant_id: grant.id,
+                user_id: grant.user_id,
+                client_id: grant.client_id,
             });
         }
-        if truncated || found.len() < 500 {
+        if truncated || !full {
             break;
         }
         after = last;
