@@ -47,4 +47,14 @@ impl Store {
             .await?);
         rows.into_iter().map(TryInto::try_into).collect()
     }
+
+    /// Every user's remembered consent to one client.
+    pub async fn consents_to_client(&self, client_id: &str) -> Result<Vec<ConsentRecord>> {
+        let rows: Vec<Row> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT * FROM consents WHERE client_id = $1 ORDER BY user_id, resource")
+            .bind(client_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
 }

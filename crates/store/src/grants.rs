@@ -504,6 +504,41 @@ impl Store {
             .collect()
     }
 
+    /// The live token families (one per grant) of a client or a user: each grant not revoked
+    /// or expired, with its unrotated refresh token's expiry and its unexpired access tokens.
+    pub async fn token_families(
+        &self,
+        client_id: Option<&str>,
+        user_id: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<crate::TokenFamily>> {
+        let rows: Vec<FamilyRow> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT g.*, \
+             (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.grant_id = g.id AND r.rotated_at IS NULL \
+              AND r.expires_at > $3) AS refresh_expires_at, \
+             (SELECT COUNT(*) FROM access_tokens a WHERE a.grant_id = g.id AND a.expires_at > $3 \
+              AND a.revoked_at IS NULL) AS live_access_tokens, \
+             (SELECT MAX(a.issued_at) FROM access_tokens a WHERE a.grant_id = g.id) AS last_issued_at \
+             FROM grants g WHERE (CAST($1 AS TEXT) IS NULL OR g.client_id = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR g.user_id = $2) AND g.revoked_at IS NULL AND g.expires_at > $3 \
+             ORDER BY g.created_at DESC, g.id")
+            .bind(client_id)
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter()
+            .map(|r| {
+                Ok(crate::TokenFamily {
+                    grant: r.grant.try_into()?,
+                    refresh_expires_at: r.refresh_expires_at,
+                    live_access_tokens: r.live_access_tokens,
+                    last_issued_at: r.last_issued_at,
+                })
+            })
+            .collect()
+    }
+
     pub async fn live_grants_page(
         &self,
         resource: &str,
@@ -525,10 +560,23 @@ impl Store {
             .await?);
         rows.into_iter()
             .map(|r| {
-                Ok(crate::LiveGrant { grant: r.grant.try_into()?, username: r.username, last_token_at: r.last_token_at })
+                Ok(crate::LiveGrant {
+                    grant: r.grant.try_into()?,
+                    username: r.username,
+                    last_token_at: r.last_token_at,
+                })
             })
             .collect()
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct FamilyRow {
+    #[sqlx(flatten)]
+    grant: GrantRow,
+    refresh_expires_at: Option<i64>,
+    live_access_tokens: i64,
+    last_issued_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]

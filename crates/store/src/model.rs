@@ -525,6 +525,27 @@ pub struct DecisionBucket {
     pub denied: i64,
 }
 
+/// A live grant with its tokens: one refresh-token family and the access tokens issued from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFamily {
+    pub grant: GrantRecord,
+    /// When its current (unrotated) refresh token expires; absent when it has none live.
+    pub refresh_expires_at: Option<i64>,
+    /// Access tokens of it that have not expired or been revoked.
+    pub live_access_tokens: i64,
+    pub last_issued_at: Option<i64>,
+}
+
+/// A live browser session, as an administrator may see it (never its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub auth_time: i64,
+    /// The identity provider it was signed in with; absent for a local password.
+    pub identity_provider: Option<String>,
+}
+
 /// A grant live now, with whom it acts for and when a token of it was last issued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveGrant {

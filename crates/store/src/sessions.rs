@@ -82,6 +82,26 @@ impl Store {
         }))
     }
 
+    /// A user's live browser sessions, newest first (never their ids).
+    pub async fn sessions_of_user(&self, user_id: &str, now: i64) -> Result<Vec<crate::SessionSummary>> {
+        let rows: Vec<(i64, i64, i64, Option<String>)> = on_reader!(self, pool => sqlx::query_as(
+            "SELECT created_at, expires_at, auth_time, idp FROM browser_sessions \
+             WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC")
+            .bind(user_id)
+            .bind(now)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(created_at, expires_at, auth_time, idp)| crate::SessionSummary {
+                created_at,
+                expires_at,
+                auth_time,
+                identity_provider: idp,
+            })
+            .collect())
+    }
+
     pub async fn delete_session(&self, id_digest: &[u8]) -> Result<()> {
         on_pool!(self, pool => sqlx::query("DELETE FROM browser_sessions WHERE id_digest = $1").bind(id_digest).execute(pool).await.map(|_| ()))?;
         Ok(())

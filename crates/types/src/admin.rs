@@ -108,6 +108,8 @@ pub struct User {
     pub disabled: bool,
     /// The identity providers the user signs in with (none: a local password).
     pub identity_providers: Vec<String>,
+    /// The groups their identity providers last asserted.
+    pub groups: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -274,4 +276,45 @@ pub struct Route {
     pub unmapped_tools: Vec<String>,
     /// A list held more names than are kept; some are not shown.
     pub truncated: bool,
+}
+
+/// A user's remembered consent to an agent, for one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Consent {
+    pub user_id: String,
+    pub client_id: String,
+    pub resource: String,
+    pub scope: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A live grant's tokens: its refresh-token family and the access tokens issued from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenFamily {
+    pub grant_id: String,
+    pub client_id: String,
+    /// Absent for a client acting on its own behalf.
+    pub user_id: Option<String>,
+    pub resource: String,
+    pub scope: String,
+    /// Unix seconds: when its current refresh token expires; absent when it has none.
+    pub refresh_token_expires_at: Option<i64>,
+    /// Access tokens of it neither expired nor revoked.
+    pub live_access_tokens: i64,
+    /// Unix seconds: when an access token of it was last issued.
+    pub last_issued_at: Option<i64>,
+}
+
+/// A live browser session of a user (never its id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// When the user last proved who they are.
+    pub auth_time: i64,
+    /// The identity provider it was signed in with; absent for a local password.
+    pub identity_provider: Option<String>,
 }

@@ -20,8 +20,8 @@ use portcullis_control::{Actor, ControlError};
 use portcullis_store::{ClientFilter, ClientRecord, ClientStatus, ClientType, RegistrationOrigin};
 use portcullis_types::admin::{
     ADMIN_API_PATH, ADMIN_READ_SCOPE, ADMIN_WRITE_SCOPE, Agent, AgentPage, AgentStatus, ApiError, AuditEvent,
-    AuditPage, Grant, Holder, HolderPage, Registration, Revoked, Route, RouteHealth, RouteItem, RouteTransport,
-    UpstreamConnection, User, UserPage,
+    AuditPage, Consent, Grant, Holder, HolderPage, Registration, Revoked, Route, RouteHealth, RouteItem,
+    RouteTransport, Session, TokenFamily, UpstreamConnection, User, UserPage,
 };
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
@@ -62,7 +62,13 @@ const MAX_PAGE: u32 = 200;
         get_route,
         revoke_grant,
         revoke_agent_grants,
-        revoke_route_grants
+        revoke_route_grants,
+        agent_consents,
+        agent_tokens,
+        user_consents,
+        user_grants,
+        user_tokens,
+        user_sessions
     ),
     components(schemas(
         Agent,
@@ -82,7 +88,10 @@ const MAX_PAGE: u32 = 200;
         Route,
         RouteHealth,
         RouteItem,
-        RouteTransport
+        RouteTransport,
+        Consent,
+        TokenFamily,
+        Session
     )),
     modifiers(&BearerScheme)
 )]
@@ -593,16 +602,10 @@ pub(crate) async fn agent_grants(
     _: AdminRead,
     Path(client_id): Path<String>,
 ) -> Response {
-    let store = state.server.store();
-    match store.find_client(&client_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}")),
-        Err(e) => return server_error(e),
+    if let Err(r) = known_agent(&state, &client_id).await {
+        return r;
     }
-    match store.list_grants(Some(&client_id), None).await {
-        Ok(grants) => Json(grants.into_iter().map(grant_view).collect::<Vec<_>>()).into_response(),
-        Err(e) => server_error(e),
-    }
+    listed(state.server.store().list_grants(Some(&client_id), None).await, grant_view)
 }
 
 pub(crate) fn grant_view(g: portcullis_store::GrantRecord) -> Grant {
@@ -624,8 +627,12 @@ pub(crate) fn grant_view(g: portcullis_store::GrantRecord) -> Grant {
 
 pub(crate) async fn user_view(state: &AppState, u: portcullis_store::UserRecord) -> Result<User, Response> {
     let identities = state.server.store().federated_identities_of(&u.id).await.map_err(server_error)?;
+    let mut groups: Vec<String> = identities.iter().flat_map(|i| i.groups.iter().cloned()).collect();
+    groups.sort();
+    groups.dedup();
     Ok(User {
         disabled: u.is_disabled(),
+        groups,
         identity_providers: identities.into_iter().map(|i| i.idp).collect(),
         user_id: u.id,
         username: u.username,
@@ -1445,5 +1452,214 @@ pub(crate) async fn revoke_route_grants(
     match state.gateway.as_ref().and_then(|g| g.route_policy(&route)) {
         Some((resource, _)) => revoke(&state, &caller, portcullis_store::GrantSelector::Resource(resource)).await,
         None => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no route {route:?}")),
+    }
+}
+
+// ---- what an agent or a user holds ----
+
+pub(crate) fn consent_view(c: portcullis_store::ConsentRecord) -> Consent {
+    Consent {
+        user_id: c.user_id,
+        client_id: c.client_id,
+        resource: c.resource,
+        scope: c.scope.to_string(),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    }
+}
+
+pub(crate) fn family_view(f: portcullis_store::TokenFamily) -> TokenFamily {
+    TokenFamily {
+        grant_id: f.grant.id,
+        client_id: f.grant.client_id,
+        user_id: f.grant.user_id,
+        resource: f.grant.resource,
+        scope: f.grant.scope.to_string(),
+        refresh_token_expires_at: f.refresh_expires_at,
+        live_access_tokens: f.live_access_tokens,
+        last_issued_at: f.last_issued_at,
+    }
+}
+
+/// 404 unless the agent exists.
+async fn known_agent(state: &AppState, client_id: &str) -> Result<(), Response> {
+    match state.server.store().find_client(client_id).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}"))),
+        Err(e) => Err(server_error(e)),
+    }
+}
+
+/// 404 unless the user exists.
+async fn known_user(state: &AppState, user_id: &str) -> Result<(), Response> {
+    match state.server.store().find_user(user_id).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}"))),
+        Err(e) => Err(server_error(e)),
+    }
+}
+
+/// A list read from the store, or the refusal.
+fn listed<R, T: serde::Serialize>(
+    found: Result<Vec<R>, portcullis_store::StoreError>,
+    view: impl Fn(R) -> T,
+) -> Response {
+    match found {
+        Ok(rows) => Json(rows.into_iter().map(view).collect::<Vec<T>>()).into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+/// Every user's remembered consent to an agent.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/agents/{client_id}/consents",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Its consents", body = [Consent]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn agent_consents(
+    State(state): State<AppState>,
+    _: AdminRead,
+    Path(client_id): Path<String>,
+) -> Response {
+    if let Err(r) = known_agent(&state, &client_id).await {
+        return r;
+    }
+    listed(state.server.store().consents_to_client(&client_id).await, consent_view)
+}
+
+/// An agent's live token families: each live grant, its refresh token and live access tokens.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/agents/{client_id}/tokens",
+    params(("client_id" = String, Path, description = "The agent's client id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Its live token families, newest first", body = [TokenFamily]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such agent", body = ApiError),
+    ),
+    tag = "agents"
+)]
+pub(crate) async fn agent_tokens(
+    State(state): State<AppState>,
+    _: AdminRead,
+    Path(client_id): Path<String>,
+) -> Response {
+    if let Err(r) = known_agent(&state, &client_id).await {
+        return r;
+    }
+    let found = state.server.store().token_families(Some(&client_id), None, state.server.now()).await;
+    listed(found, family_view)
+}
+
+/// A user's remembered consents.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/users/{user_id}/consents",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Their consents", body = [Consent]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn user_consents(
+    State(state): State<AppState>,
+    _: AdminRead,
+    Path(user_id): Path<String>,
+) -> Response {
+    if let Err(r) = known_user(&state, &user_id).await {
+        return r;
+    }
+    listed(state.server.store().list_consents(&user_id).await, consent_view)
+}
+
+/// Every grant a user made or makes, newest first (revoked ones say when and why).
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/users/{user_id}/grants",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Their grants", body = [Grant]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn user_grants(State(state): State<AppState>, _: AdminRead, Path(user_id): Path<String>) -> Response {
+    if let Err(r) = known_user(&state, &user_id).await {
+        return r;
+    }
+    listed(state.server.store().list_grants(None, Some(&user_id)).await, grant_view)
+}
+
+/// The live token families of the agents a user allowed.
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/users/{user_id}/tokens",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Their live token families, newest first", body = [TokenFamily]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn user_tokens(State(state): State<AppState>, _: AdminRead, Path(user_id): Path<String>) -> Response {
+    if let Err(r) = known_user(&state, &user_id).await {
+        return r;
+    }
+    let found = state.server.store().token_families(None, Some(&user_id), state.server.now()).await;
+    listed(found, family_view)
+}
+
+/// A user's live browser sessions at Portcullis (never their ids).
+#[utoipa::path(
+    get,
+    path = "/admin/api/v1/users/{user_id}/sessions",
+    params(("user_id" = String, Path, description = "The user's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Their live sessions, newest first", body = [Session]),
+        (status = 401, description = "No token, or not an active token for the admin API", body = ApiError),
+        (status = 403, description = "Not an administrator, or without portcullis.admin.read", body = ApiError),
+        (status = 404, description = "No such user", body = ApiError),
+    ),
+    tag = "users"
+)]
+pub(crate) async fn user_sessions(
+    State(state): State<AppState>,
+    _: AdminRead,
+    Path(user_id): Path<String>,
+) -> Response {
+    if let Err(r) = known_user(&state, &user_id).await {
+        return r;
+    }
+    let found = state.server.store().sessions_of_user(&user_id, state.server.now()).await;
+    listed(found, session_view)
+}
+
+pub(crate) fn session_view(s: portcullis_store::SessionSummary) -> Session {
+    Session {
+        created_at: s.created_at,
+        expires_at: s.expires_at,
+        auth_time: s.auth_time,
+        identity_provider: s.identity_provider,
     }
 }

@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use portcullis_control::{Actor, ControlError, RevocationReason};
 use portcullis_oauth::{OAuthError, Params};
 use portcullis_store::{BrowserSession, ClientFilter, ClientStatus, GrantSelector};
-use portcullis_types::admin::{Agent, AuditEvent, Grant, Route, User};
+use portcullis_types::admin::{Agent, AuditEvent, Consent, Grant, Route, Session, TokenFamily, User};
 
 use crate::admin_api::{self, AuditQuery};
 use crate::pages::render;
@@ -158,6 +158,8 @@ pub(crate) struct AgentsPage {
 pub(crate) struct AgentPage {
     pub frame: Frame,
     pub agent: Agent,
+    pub consents: Vec<Consent>,
+    pub families: Vec<TokenFamily>,
     pub grants: Vec<Grant>,
     pub calls: Vec<AuditEvent>,
     pub notice: Option<&'static str>,
@@ -187,6 +189,9 @@ pub(crate) struct UsersPage {
 pub(crate) struct UserPage {
     pub frame: Frame,
     pub user: User,
+    pub consents: Vec<Consent>,
+    pub sessions: Vec<Session>,
+    pub families: Vec<TokenFamily>,
     pub grants: Vec<Grant>,
     pub calls: Vec<AuditEvent>,
     pub notice: Option<&'static str>,
@@ -558,16 +563,25 @@ pub(crate) async fn agent(
         Ok(None) => return state.admin_error(StatusCode::NOT_FOUND, "There is no such agent."),
         Err(e) => return state.dashboard_failed(e),
     };
-    let grants = match store.list_grants(Some(&client_id), None).await {
-        Ok(g) => grant_views(g),
-        Err(e) => return state.dashboard_failed(e),
+    let now = state.server.now();
+    let (consents, families, grants) = match (
+        store.consents_to_client(&client_id).await,
+        store.token_families(Some(&client_id), None, now).await,
+        store.list_grants(Some(&client_id), None).await,
+    ) {
+        (Ok(c), Ok(f), Ok(g)) => (
+            c.into_iter().map(admin_api::consent_view).collect(),
+            f.into_iter().map(admin_api::family_view).collect(),
+            grant_views(g),
+        ),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return state.dashboard_failed(e),
     };
     let filter = portcullis_store::AuditFilter { client_id: Some(client_id), ..Default::default() };
     let calls = match recent_calls(&state, filter).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    page(jar, &AgentPage { frame, agent, grants, calls, notice: notice(&q) })
+    page(jar, &AgentPage { frame, agent, consents, families, grants, calls, notice: notice(&q) })
 }
 
 /// What an action on an agent is called, does, and asks before doing.
@@ -780,16 +794,29 @@ pub(crate) async fn user(
         Ok(None) => return state.admin_error(StatusCode::NOT_FOUND, "There is no such user."),
         Err(e) => return state.dashboard_failed(e),
     };
-    let grants = match store.list_grants(None, Some(&user_id)).await {
-        Ok(g) => grant_views(g),
-        Err(e) => return state.dashboard_failed(e),
+    let now = state.server.now();
+    let (consents, sessions, families, grants) = match (
+        store.list_consents(&user_id).await,
+        store.sessions_of_user(&user_id, now).await,
+        store.token_families(None, Some(&user_id), now).await,
+        store.list_grants(None, Some(&user_id)).await,
+    ) {
+        (Ok(c), Ok(s), Ok(f), Ok(g)) => (
+            c.into_iter().map(admin_api::consent_view).collect(),
+            s.into_iter().map(admin_api::session_view).collect(),
+            f.into_iter().map(admin_api::family_view).collect(),
+            grant_views(g),
+        ),
+        (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
+            return state.dashboard_failed(e);
+        }
     };
     let filter = portcullis_store::AuditFilter { user: Some(user_id), ..Default::default() };
     let calls = match recent_calls(&state, filter).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    page(jar, &UserPage { frame, user, grants, calls, notice: notice(&q) })
+    page(jar, &UserPage { frame, user, consents, sessions, families, grants, calls, notice: notice(&q) })
 }
 
 pub(crate) async fn user_action(

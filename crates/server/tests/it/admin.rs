@@ -306,6 +306,41 @@ async fn users_and_who_holds_what_on_a_route() -> TestResult {
         }
     };
     assert_eq!(holders(None, &admin).await?, ["alice", "bob", MACHINE_CLIENT]);
+
+    // What Bob holds, and what the agent holds: consents, grants, live token families, sessions.
+    let of = |path: String| {
+        let (server, admin, get) = (&server, admin.clone(), get.clone());
+        async move {
+            let answer = api(server, get, &path, Some(&admin)).await?;
+            assert_eq!(answer.status, 200, "{path}: {}", answer.body);
+            AnyResult::Ok(answer.body.as_array().cloned().unwrap_or_default())
+        }
+    };
+    let consents = of(format!("/admin/api/v1/users/{}/consents", bob.id)).await?;
+    assert_eq!(consents.len(), 1);
+    assert_eq!(
+        (consents[0]["client_id"].as_str(), consents[0]["resource"].as_str()),
+        (Some(PUBLIC_CLIENT), Some(route.as_str()))
+    );
+    assert_eq!(consents[0]["scope"], "crm.contacts.read crm.deals.write");
+    let grants = of(format!("/admin/api/v1/users/{}/grants", bob.id)).await?;
+    assert_eq!(grants.len(), 1);
+    let families = of(format!("/admin/api/v1/users/{}/tokens", bob.id)).await?;
+    assert_eq!(families.len(), 1);
+    assert_eq!(families[0]["grant_id"], grants[0]["grant_id"]);
+    assert_eq!(families[0]["live_access_tokens"], 1);
+    assert!(families[0]["refresh_token_expires_at"].is_i64(), "{}", families[0]);
+    let sessions = of(format!("/admin/api/v1/users/{}/sessions", bob.id)).await?;
+    assert_eq!(sessions.len(), 1, "Bob signed in once");
+    assert!(sessions[0]["identity_provider"].is_null() && sessions[0].get("id").is_none(), "{}", sessions[0]);
+    let agent_consents = of(format!("/admin/api/v1/agents/{PUBLIC_CLIENT}/consents")).await?;
+    assert!(agent_consents.len() >= 2, "alice and bob: {agent_consents:?}");
+    let agent_families = of(format!("/admin/api/v1/agents/{PUBLIC_CLIENT}/tokens")).await?;
+    assert!(agent_families.iter().any(|f| f["user_id"] == bob.id.as_str()));
+    for path in ["/admin/api/v1/users/nobody/tokens", "/admin/api/v1/agents/nobody/consents"] {
+        let answer = api(&server, get.clone(), path, Some(&admin)).await?;
+        assert_eq!((answer.status, answer.body["error"].as_str()), (404, Some("not_found")), "{path}");
+    }
     assert_eq!(holders(Some("update_deal"), &admin).await?, ["bob"]);
     assert_eq!(holders(Some("export_contacts"), &admin).await?, Vec::<String>::new(), "nobody can export contacts");
     assert_eq!(holders(Some("no_such_tool"), &admin).await?, Vec::<String>::new());
