@@ -40,16 +40,14 @@ pub struct Health {
     /// When it last could not be reached, timed out or broke off.
     pub last_error_at: Option<i64>,
     pub last_error: Option<String>,
+    /// Whether the latest exchange failed (kept apart from the times, which have whole seconds).
+    latest_failed: bool,
 }
 
 impl Health {
     /// Whether the latest exchange failed.
     pub fn failing(&self) -> bool {
-        match (self.last_ok_at, self.last_error_at) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(ok), Some(error)) => error >= ok,
-        }
+        self.latest_failed
     }
 }
 
@@ -87,6 +85,7 @@ impl Observed {
     pub(crate) fn answered(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.1.last_ok_at = Some(now());
+            state.1.latest_failed = false;
         }
     }
 
@@ -94,6 +93,7 @@ impl Observed {
         if let Ok(mut state) = self.state.lock() {
             state.1.last_error_at = Some(now());
             state.1.last_error = Some(why.chars().take(MAX_ERROR_CHARS).collect());
+            state.1.latest_failed = true;
         }
     }
 

@@ -76,6 +76,11 @@ pub struct Agent {
     pub grant_types: Vec<String>,
     /// The hosts of its redirect URIs.
     pub redirect_hosts: Vec<String>,
+    /// Who answers for it: the domain that publishes its metadata document, else the host of
+    /// the home page it registered (`client_uri`); absent for operators' and configured agents.
+    pub owner: Option<String>,
+    /// The address it registered itself from (dynamic registration).
+    pub registered_from: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Unix seconds, to the minute; absent when never used.

@@ -311,7 +311,15 @@ pub(crate) fn agent(c: ClientRecord) -> Agent {
         c.redirect_uris.iter().filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_owned)).collect();
     redirect_hosts.sort();
     redirect_hosts.dedup();
+    let host = |u: &str| url::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let owner = match c.origin {
+        RegistrationOrigin::Cimd => host(&c.client_id),
+        RegistrationOrigin::Admin | RegistrationOrigin::Config => None,
+        RegistrationOrigin::Dcr | RegistrationOrigin::SoftwareStatement => c.client_uri.as_deref().and_then(host),
+    };
     Agent {
+        owner,
+        registered_from: c.registered_from,
         registration: registration(c.origin),
         status: agent_status(c.status),
         client_type: match c.client_type {
