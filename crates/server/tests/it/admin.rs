@@ -201,18 +201,8 @@ async fn only_administrators_and_operators_clients_hold_admin_tokens() -> TestRe
     assert!(!answer.contains_key("code"));
 
     // An operator's client, by client credentials: yes.
-    let (status, body) = server
-        .token(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", RESOURCE_SERVER),
-            ("client_secret", RESOURCE_SERVER_SECRET),
-            ("resource", &admin),
-            ("scope", READ),
-        ])
-        .await?;
-    assert_eq!(status, 200, "{body}");
-    let token = body["access_token"].as_str().ok_or("no token")?;
-    let listed = api(&server, http::Method::GET, "/admin/api/v1/agents", Some(token)).await?;
+    let token = operator_token(&server, READ).await?;
+    let listed = api(&server, http::Method::GET, "/admin/api/v1/agents", Some(&token)).await?;
     assert_eq!(listed.status, 200, "{}", listed.body);
 
     // Token exchange never leads into the admin API.

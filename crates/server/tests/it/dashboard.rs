@@ -40,41 +40,6 @@ fn fill(path: &str, client: &str, user: &str, grant: &str) -> String {
     path.replace("{client}", client).replace("{user}", user).replace("{grant}", grant)
 }
 
-/// Initializes a session on `route` and sends one request; the HTTP status and the answer.
-async fn mcp(server: &TestServer, route: &str, token: &str, method: &str, params: Value) -> AnyResult<(u16, Value)> {
-    let post = |body: Value, session: Option<String>| {
-        let mut request = server
-            .http
-            .post(server.route(route))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .body(body.to_string());
-        if let Some(s) = session {
-            request = request.header("mcp-session-id", s);
-        }
-        request.send()
-    };
-    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name":"it","version":"1"}}});
-    let answer = post(init, None).await?;
-    if answer.status() != 200 {
-        let status = answer.status().as_u16();
-        return Ok((status, answer.json().await.unwrap_or(Value::Null)));
-    }
-    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    post(json!({"jsonrpc":"2.0","method":"notifications/initialized"}), session.clone()).await?;
-    let answer = post(json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}), session).await?;
-    let status = answer.status().as_u16();
-    let text = answer.text().await?;
-    let message = match text.lines().find_map(|l| l.strip_prefix("data:")) {
-        Some(data) => serde_json::from_str(data.trim())?,
-        None => serde_json::from_str(&text).unwrap_or(Value::Null),
-    };
-    Ok((status, message))
-}
-
 /// The demo CRM, but with `export_contacts` left out of the policy: the upstream still
 /// offers it, so the dashboard must flag it.
 async fn start() -> AnyResult<TestServer> {

@@ -35,39 +35,7 @@ fn claims(jwt: &str) -> AnyResult<Value> {
 
 /// Initializes a session on `route` and calls `tool`; returns the HTTP status and the message.
 async fn call_tool(server: &TestServer, route: &str, token: &str, tool: &str) -> AnyResult<(u16, Value)> {
-    let post = |body: Value, session: Option<String>| {
-        let mut request = server
-            .http
-            .post(server.route(route))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .body(body.to_string());
-        if let Some(s) = session {
-            request = request.header("mcp-session-id", s);
-        }
-        request.send()
-    };
-    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name":"it","version":"1"}}});
-    let answer = post(init, None).await?;
-    if answer.status() != 200 {
-        let status = answer.status().as_u16();
-        return Ok((status, answer.json().await.unwrap_or(Value::Null)));
-    }
-    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
-    post(note, session.clone()).await?;
-    let call = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":tool,"arguments":{}}});
-    let answer = post(call, session).await?;
-    let status = answer.status().as_u16();
-    let text = answer.text().await?;
-    let message = match text.lines().find_map(|l| l.strip_prefix("data:")) {
-        Some(data) => serde_json::from_str(data.trim())?,
-        None => serde_json::from_str(&text)?,
-    };
-    Ok((status, message))
+    mcp(server, route, token, "tools/call", json!({"name": tool, "arguments": {}})).await
 }
 
 #[tokio::test]

@@ -799,3 +799,44 @@ pub fn peer_dir(name: &str) -> AnyResult<std::path::PathBuf> {
     }
     Ok(dir)
 }
+
+/// Initializes a session on `route` and sends one request; the HTTP status and the answer.
+pub async fn mcp(
+    server: &TestServer,
+    route: &str,
+    token: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> AnyResult<(u16, serde_json::Value)> {
+    let post = |body: serde_json::Value, session: Option<String>| {
+        let mut request = server
+            .http
+            .post(server.route(route))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(body.to_string());
+        if let Some(s) = session {
+            request = request.header("mcp-session-id", s);
+        }
+        request.send()
+    };
+    let init = serde_json::json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name":"it","version":"1"}}});
+    let answer = post(init, None).await?;
+    if answer.status() != 200 {
+        let status = answer.status().as_u16();
+        return Ok((status, answer.json().await.unwrap_or(serde_json::Value::Null)));
+    }
+    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    post(serde_json::json!({"jsonrpc":"2.0","method":"notifications/initialized"}), session.clone()).await?;
+    let answer = post(serde_json::json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}), session).await?;
+    let status = answer.status().as_u16();
+    let text = answer.text().await?;
+    let message = match text.lines().find_map(|l| l.strip_prefix("data:")) {
+        Some(data) => serde_json::from_str(data.trim())?,
+        None => serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    };
+    Ok((status, message))
+}
