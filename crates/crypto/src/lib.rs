@@ -5,12 +5,14 @@
 //! pinned to the key) and argon2 (password hashing), so that the backends can change without
 //! the rest of the workspace noticing.
 
+mod chain;
 mod jwt;
 mod keys;
 mod password;
 mod secret;
 mod vault;
 
+pub use chain::{CHAIN_START, ChainHash, chain_link};
 pub use jwt::{
     ForeignAlgorithm, ForeignKeys, JwtError, VerifiedJwt, sign_jwt, unverified_kid, unverified_string_claim,
     verify_foreign_jwt, verify_jwt,

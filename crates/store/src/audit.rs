@@ -57,15 +57,15 @@ impl TryFrom<Row> for AuditEventRecord {
     }
 }
 
-/// A multi-row INSERT of audit records: the one place their columns are listed, for the
-/// batched gateway decisions and for the record each commit writes.
+/// A multi-row INSERT of audit records with their places and hashes (from
+/// [`crate::chain::audit_append`], the only caller): the one place their columns are listed.
 macro_rules! audit_insert {
-    ($events:expr) => {{
+    ($linked:expr) => {{
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
-             reason, user_id, username, client_id, issuer, subject, status, latency_ms) ",
+             reason, user_id, username, client_id, issuer, subject, status, latency_ms, seq, hash) ",
         );
-        insert.push_values($events, |mut row, e: &$crate::NewAuditEvent| {
+        insert.push_values($linked, |mut row, (e, (seq, hash)): (&$crate::NewAuditEvent, &(i64, [u8; 32]))| {
             row.push_bind(e.occurred_at)
                 .push_bind(e.kind.as_str())
                 .push_bind(&e.actor)
@@ -81,7 +81,9 @@ macro_rules! audit_insert {
                 .push_bind(&e.issuer)
                 .push_bind(&e.subject)
                 .push_bind(e.status)
-                .push_bind(e.latency_ms);
+                .push_bind(e.latency_ms)
+                .push_bind(*seq)
+                .push_bind(hash.to_vec());
         });
         insert
     }};
@@ -127,20 +129,16 @@ where
 }
 
 impl Store {
-    /// Appends a batch of events in one transaction (all of them or none), as multi-row
-    /// INSERTs: the audit trail is written on every gateway request, and one statement per row
-    /// would cost more than the request.
+    /// Appends a batch of events to the chain in one transaction (all of them or none), as
+    /// multi-row INSERTs: the audit trail is written on every gateway request, and one
+    /// statement per row would cost more than the request.
     pub async fn append_audit_events(&self, events: &[NewAuditEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        // 15 columns x 200 rows stays far below both backends' limits on bound parameters.
-        const ROWS_PER_STATEMENT: usize = 200;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                audit_insert!(chunk).build().execute(&mut *tx).await?;
-            }
+            crate::chain::audit_append!(tx, events);
             tx.commit().await?
         });
         Ok(())

@@ -164,7 +164,7 @@ pub struct Committed {
 macro_rules! record_in_tx {
     ($tx:ident, $audit:expr, $change:expr) => {{
         let e: &$crate::NewAuditEvent = $audit;
-        $crate::audit::audit_insert!(std::slice::from_ref(e)).build().execute(&mut *$tx).await?;
+        $crate::chain::audit_append!($tx, std::slice::from_ref(e));
         if $change {
             let (revision,): (i64,) =
                 sqlx::query_as("UPDATE change_log_head SET revision = revision + 1 WHERE id = 1 RETURNING revision")

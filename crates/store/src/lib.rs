@@ -12,6 +12,7 @@
 //! with [`StoreError::Timeout`] instead of hanging on the pool.
 
 mod audit;
+mod chain;
 mod changes;
 mod clients;
 mod consents;
@@ -31,6 +32,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub use chain::{ChainFault, ChainReport};
 pub use changes::{ChangeListener, Committed, GrantSelector, Mutation};
 pub use model::*;
 
@@ -195,6 +197,10 @@ impl Store {
         match &self.backend {
             Backend::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await?,
             Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        let chained = self.chain_unchained_records().await?;
+        if chained > 0 {
+            tracing::info!(chained, "audit records written before the hash chain existed are now chained");
         }
         Ok(())
     }

@@ -1012,3 +1012,165 @@ async fn postgres_announces_each_change_to_its_own_schema_only() -> TestResult {
     }
     Ok(())
 }
+
+/// A trail of 60 records: two batches of gateway decisions and ten identity actions between.
+async fn chained_trail(store: &Store) -> TestResult {
+    let decision = |n: i64| NewAuditEvent {
+        occurred_at: 1_900_000_000 + n,
+        kind: AuditKind::McpMessage,
+        actor: None,
+        source_address: Some("127.0.0.1".into()),
+        route: Some("crm".into()),
+        method: Some("tools/call".into()),
+        target: Some(format!("tool-{n}")),
+        outcome: AuditOutcome::Allowed,
+        reason: None,
+        user_id: Some("u".into()),
+        username: Some("ursula".into()),
+        client_id: Some("c".into()),
+        issuer: None,
+        subject: None,
+        status: Some(200),
+        latency_ms: Some(n),
+    };
+    store.append_audit_events(&(1..=25).map(decision).collect::<Vec<_>>()).await?;
+    for n in 0..10 {
+        store
+            .commit(
+                &Mutation::RecordOnly,
+                &NewAuditEvent::action(AuditKind::ClientSuspended, &Actor::System, 1_900_000_100 + n),
+            )
+            .await?;
+    }
+    store.append_audit_events(&(26..=50).map(decision).collect::<Vec<_>>()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_audit_chain_names_the_first_record_that_was_tampered_with() -> TestResult {
+    // Each case on a fresh trail of both backends; in a fresh store record n has id n and place n.
+    let cases: &[(&str, &[&str], Option<ChainFault>)] = &[
+        ("intact", &[], None),
+        (
+            "altered",
+            &["UPDATE audit_events SET target = 'export_contacts' WHERE seq = 10"],
+            Some(ChainFault::Altered { seq: 10, id: 10, occurred_at: 1_900_000_010 }),
+        ),
+        (
+            "a decision changed from denied to allowed",
+            &["UPDATE audit_events SET decision = 'denied' WHERE seq = 30"],
+            Some(ChainFault::Altered { seq: 30, id: 30, occurred_at: 1_900_000_104 }),
+        ),
+        (
+            "deleted",
+            &["DELETE FROM audit_events WHERE seq = 12"],
+            Some(ChainFault::Deleted { seq: 12, after_id: Some(11), after_occurred_at: Some(1_900_000_011) }),
+        ),
+        (
+            "inserted without a place",
+            &["INSERT INTO audit_events (occurred_at, kind, decision) VALUES (1900000020, 'mcp.message', 'allowed')"],
+            Some(ChainFault::Inserted { id: 61, occurred_at: 1_900_000_020 }),
+        ),
+        (
+            "inserted past the head",
+            &[
+                "INSERT INTO audit_events (occurred_at, kind, decision, seq) VALUES (1900000020, 'mcp.message', 'allowed', 99)",
+            ],
+            Some(ChainFault::Inserted { id: 61, occurred_at: 1_900_000_020 }),
+        ),
+        (
+            "reordered",
+            &[
+                "UPDATE audit_events SET seq = -1 WHERE seq = 5",
+                "UPDATE audit_events SET seq = 5 WHERE seq = 40",
+                "UPDATE audit_events SET seq = 40 WHERE seq = -1",
+            ],
+            Some(ChainFault::Altered { seq: 5, id: 40, occurred_at: 1_900_000_030 }),
+        ),
+        (
+            "the tail cut off",
+            &["DELETE FROM audit_events WHERE seq > 55"],
+            Some(ChainFault::Truncated { last_seq: 55, head_seq: 60 }),
+        ),
+    ];
+    for (name, tampering, expected) in cases {
+        let (stores, _dir) = stores().await?;
+        for store in &stores {
+            chained_trail(store).await?;
+            for statement in *tampering {
+                store.execute_admin_sql(statement).await?;
+            }
+            let report = store.verify_audit_chain().await?;
+            assert_eq!(&report.fault, expected, "{name} on {}", store.backend_name());
+            match expected {
+                None => assert_eq!(report.verified, 60, "{name}"),
+                Some(ChainFault::Altered { seq, .. } | ChainFault::Deleted { seq, .. }) => {
+                    assert_eq!(report.verified as i64, seq - 1, "{name}")
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn records_written_before_the_chain_are_chained_once_on_migration() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        chained_trail(store).await?;
+        // As a database from before the chain: no places, no head.
+        store.execute_admin_sql("UPDATE audit_events SET seq = NULL, hash = NULL").await?;
+        store
+            .execute_admin_sql("UPDATE audit_chain_head SET seq = 0, hash = X''")
+            .await
+            .or(store.execute_admin_sql("UPDATE audit_chain_head SET seq = 0, hash = ''::bytea").await)?;
+        store.migrate().await?;
+        assert_eq!(
+            store.verify_audit_chain().await?,
+            ChainReport { verified: 60, fault: None },
+            "{}",
+            store.backend_name()
+        );
+        // Once the chain has begun, a record without a place is never taken in.
+        store
+            .execute_admin_sql(
+                "INSERT INTO audit_events (occurred_at, kind, decision) VALUES (1, 'mcp.message', 'denied')",
+            )
+            .await?;
+        store.migrate().await?;
+        assert!(matches!(store.verify_audit_chain().await?.fault, Some(ChainFault::Inserted { .. })));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn writers_appending_at_once_make_one_chain() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        let mut writers = Vec::new();
+        for w in 0..8_i64 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for b in 0..10_i64 {
+                    let batch: Vec<NewAuditEvent> = (0..10)
+                        .map(|n| NewAuditEvent {
+                            target: Some(format!("w{w}-b{b}-n{n}")),
+                            ..NewAuditEvent::action(AuditKind::McpMessage, &Actor::System, 1_900_000_000 + n)
+                        })
+                        .collect();
+                    store.append_audit_events(&batch).await?;
+                    let action = NewAuditEvent::action(AuditKind::ClientUpdated, &Actor::System, 1_900_000_000 + b);
+                    store.commit(&Mutation::RecordOnly, &action).await?;
+                }
+                Ok::<(), StoreError>(())
+            }));
+        }
+        for writer in writers {
+            writer.await??;
+        }
+        let report = store.verify_audit_chain().await?;
+        assert_eq!(report, ChainReport { verified: 8 * 10 * 11, fault: None }, "{}", store.backend_name());
+    }
+    Ok(())
+}

@@ -454,3 +454,34 @@ async fn every_operator_action_is_audited() -> TestResult {
     assert!(!unknown.ok && unknown.stderr.contains("no audit record kind \"nonsense\""), "{}", unknown.stderr);
     Ok(())
 }
+
+/// `audit verify` walks the hash chain: intact, it says how many records it checked (exit 0);
+/// after a record is changed in the database, it names that record (exit 1).
+#[tokio::test]
+async fn audit_verify_names_the_record_that_was_changed() -> TestResult {
+    let cli = Cli::new().await?;
+    for name in ["carol", "dave", "erin"] {
+        let out = cli.run(&["user", "add", name, "--password-stdin"], Some("a long enough password\n"))?;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let intact = cli.run(&["audit", "verify"], None)?;
+    assert!(intact.ok, "{}", intact.stderr);
+    assert!(intact.stdout.starts_with("audit trail intact: "), "{}", intact.stdout);
+
+    // Someone with database access makes Dave's addition look like Erin's.
+    let store = portcullis_store::Store::connect(&database_url_of(&cli.config)?, 1).await?;
+    let filter = portcullis_store::AuditFilter { user: Some("dave".into()), ..Default::default() };
+    let dave = store.audit_events(None, 10, &filter).await?;
+    let record = dave.first().ok_or("no record of dave")?;
+    store.execute_admin_sql(&format!("UPDATE audit_events SET username = 'erin' WHERE id = {}", record.id)).await?;
+    store.close().await;
+    let caught = cli.run(&["audit", "verify"], None)?;
+    assert!(!caught.ok, "{}", caught.stdout);
+    assert!(
+        caught.stderr.contains("the audit trail was tampered with")
+            && caught.stderr.contains(&format!("record {} ", record.id)),
+        "{}",
+        caught.stderr
+    );
+    Ok(())
+}
