@@ -325,6 +325,7 @@ impl Store {
     /// is still empty. Runs as part of [`Store::migrate`].
     pub(crate) async fn chain_unchained_records(&self) -> Result<u64> {
         let mut chained = 0_u64;
+        let mut after_id = 0_i64;
         loop {
             let done = on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
@@ -332,28 +333,37 @@ impl Store {
                     sqlx::query_as("UPDATE audit_chain_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
                         .fetch_one(&mut *tx)
                         .await?;
-                // Only a chain that was never started takes old records in: later, a record
-                // without a place is one that was slipped in, and verification says so.
-                let (started,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE seq IS NOT NULL")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if seq != started || (seq > 0 && chained == 0) {
+                // Only a chain that was never started takes old records in (this run's own steps
+                // go on): later, a record without a place is one that was slipped in, and
+                // verification says so.
+                if seq > 0 && chained == 0 {
                     tx.commit().await?;
                     true
                 } else {
+                    // Forward from the last record chained, along the primary key: each step
+                    // reads only its own records, however long the old trail.
                     let rows: Vec<ChainRow> =
-                        sqlx::query_as(chain_select!("WHERE seq IS NULL ORDER BY id LIMIT 1000")).fetch_all(&mut *tx).await?;
+                        sqlx::query_as(chain_select!("WHERE id > $1 AND seq IS NULL ORDER BY id LIMIT 1000"))
+                            .bind(after_id)
+                            .fetch_all(&mut *tx)
+                            .await?;
                     let mut hash = stored_hash(&head, || "audit_chain_head".to_owned())?;
+                    let mut links = Vec::with_capacity(rows.len());
                     for row in &rows {
                         seq += 1;
-                        debug_assert!(row.seq.is_none());
                         hash = row.fields().link(&hash, seq);
-                        sqlx::query("UPDATE audit_events SET seq = $1, hash = $2 WHERE id = $3")
-                            .bind(seq)
-                            .bind(&hash[..])
-                            .bind(row.id)
-                            .execute(&mut *tx)
-                            .await?;
+                        links.push((row.id, seq, hash));
+                    }
+                    // One statement per step, not per record: an old trail may hold millions.
+                    if !links.is_empty() {
+                        let mut update = sqlx::QueryBuilder::new("WITH v (id, seq, hash) AS (");
+                        update.push_values(&links, |mut b, (id, seq, hash)| {
+                            b.push_bind(*id).push_bind(*seq).push_bind(hash.to_vec());
+                        });
+                        update.push(
+                            ") UPDATE audit_events SET seq = v.seq, hash = v.hash FROM v WHERE audit_events.id = v.id",
+                        );
+                        update.build().execute(&mut *tx).await?;
                     }
                     sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
                         .bind(seq)
@@ -362,6 +372,7 @@ impl Store {
                         .await?;
                     tx.commit().await?;
                     chained += rows.len() as u64;
+                    after_id = rows.last().map_or(after_id, |r| r.id);
                     rows.len() < 1000
                 }
             });

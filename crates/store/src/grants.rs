@@ -506,27 +506,29 @@ impl Store {
 
     /// The live token families (one per grant) of a client or a user: each grant not revoked
     /// or expired, with its unrotated refresh token's expiry and its unexpired access tokens.
-    pub async fn token_families(
-        &self,
-        client_id: Option<&str>,
-        user_id: Option<&str>,
-        now: i64,
-    ) -> Result<Vec<crate::TokenFamily>> {
-        let rows: Vec<FamilyRow> = on_reader!(self, pool => sqlx::query_as(
-            "SELECT g.*, \
-             (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.grant_id = g.id AND r.rotated_at IS NULL \
-              AND r.expires_at > $3) AS refresh_expires_at, \
-             (SELECT COUNT(*) FROM access_tokens a WHERE a.grant_id = g.id AND a.expires_at > $3 \
-              AND a.revoked_at IS NULL) AS live_access_tokens, \
-             (SELECT MAX(a.issued_at) FROM access_tokens a WHERE a.grant_id = g.id) AS last_issued_at \
-             FROM grants g WHERE (CAST($1 AS TEXT) IS NULL OR g.client_id = $1) \
-             AND (CAST($2 AS TEXT) IS NULL OR g.user_id = $2) AND g.revoked_at IS NULL AND g.expires_at > $3 \
-             ORDER BY g.created_at DESC, g.id")
-            .bind(client_id)
-            .bind(user_id)
-            .bind(now)
-            .fetch_all(pool)
-            .await?);
+    pub async fn token_families(&self, of: crate::FamiliesOf<'_>, now: i64) -> Result<Vec<crate::TokenFamily>> {
+        macro_rules! families {
+            ($holder:literal) => {
+                concat!(
+                    "SELECT g.*, \
+                     (SELECT MAX(r.expires_at) FROM refresh_tokens r WHERE r.grant_id = g.id AND r.rotated_at IS NULL \
+                      AND r.expires_at > $2) AS refresh_expires_at, \
+                     (SELECT COUNT(*) FROM access_tokens a WHERE a.grant_id = g.id AND a.expires_at > $2 \
+                      AND a.revoked_at IS NULL) AS live_access_tokens, \
+                     (SELECT MAX(a.issued_at) FROM access_tokens a WHERE a.grant_id = g.id) AS last_issued_at \
+                     FROM grants g WHERE ",
+                    $holder,
+                    " = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 ORDER BY g.created_at DESC, g.id"
+                )
+            };
+        }
+        // One statement per holder, so each is planned on its own index.
+        let (sql, id) = match of {
+            crate::FamiliesOf::Client(id) => (families!("g.client_id"), id),
+            crate::FamiliesOf::User(id) => (families!("g.user_id"), id),
+        };
+        let rows: Vec<FamilyRow> =
+            on_reader!(self, pool => sqlx::query_as(sql).bind(id).bind(now).fetch_all(pool).await?);
         rows.into_iter()
             .map(|r| {
                 Ok(crate::TokenFamily {

@@ -525,6 +525,13 @@ pub struct DecisionBucket {
     pub denied: i64,
 }
 
+/// Whose token families to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamiliesOf<'a> {
+    Client(&'a str),
+    User(&'a str),
+}
+
 /// A live grant with its tokens: one refresh-token family and the access tokens issued from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenFamily {

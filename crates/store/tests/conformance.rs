@@ -851,14 +851,14 @@ async fn the_overview_counts_clients_and_live_grants_per_scope_set() -> TestResu
         assert_eq!(summary, [("a".to_owned(), 2, 1), ("a b".to_owned(), 1, 1)], "{}", store.backend_name());
         assert!(store.live_grant_scopes("https://elsewhere.test/mcp", 200).await?.is_empty());
         // Token families: the live grants of a client (or a user), with their live tokens.
-        let families = store.token_families(Some("c3"), None, 200).await?;
+        let families = store.token_families(FamiliesOf::Client("c3"), 200).await?;
         let ids: Vec<&str> = families.iter().map(|f| f.grant.id.as_str()).collect();
         assert_eq!(ids, ["g1", "g2"], "{}", store.backend_name());
         assert!(families.iter().all(|f| f.live_access_tokens == 1 && f.refresh_expires_at.is_none()));
         assert_eq!(families[0].last_issued_at, Some(100));
-        let of_u2 = store.token_families(None, Some("u2"), 200).await?;
+        let of_u2 = store.token_families(FamiliesOf::User("u2"), 200).await?;
         assert_eq!(of_u2.len(), 2, "g3 expired; g2 and g4 live (g4's client is pending, still a family)");
-        assert!(store.token_families(None, Some("u2"), 400).await?.iter().all(|f| f.live_access_tokens == 0));
+        assert!(store.token_families(FamiliesOf::User("u2"), 400).await?.iter().all(|f| f.live_access_tokens == 0));
         assert_eq!(store.consents_to_client("c1").await?, Vec::new());
         assert!(store.sessions_of_user("u1", 200).await?.is_empty());
     }

@@ -1565,7 +1565,8 @@ pub(crate) async fn agent_tokens(
     if let Err(r) = known_agent(&state, &client_id).await {
         return r;
     }
-    let found = state.server.store().token_families(Some(&client_id), None, state.server.now()).await;
+    let found =
+        state.server.store().token_families(portcullis_store::FamiliesOf::Client(&client_id), state.server.now()).await;
     listed(found, family_view)
 }
 
@@ -1633,7 +1634,8 @@ pub(crate) async fn user_tokens(State(state): State<AppState>, _: AdminRead, Pat
     if let Err(r) = known_user(&state, &user_id).await {
         return r;
     }
-    let found = state.server.store().token_families(None, Some(&user_id), state.server.now()).await;
+    let found =
+        state.server.store().token_families(portcullis_store::FamiliesOf::User(&user_id), state.server.now()).await;
     listed(found, family_view)
 }
 

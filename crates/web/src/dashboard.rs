@@ -566,7 +566,7 @@ pub(crate) async fn agent(
     let now = state.server.now();
     let (consents, families, grants) = match (
         store.consents_to_client(&client_id).await,
-        store.token_families(Some(&client_id), None, now).await,
+        store.token_families(portcullis_store::FamiliesOf::Client(&client_id), now).await,
         store.list_grants(Some(&client_id), None).await,
     ) {
         (Ok(c), Ok(f), Ok(g)) => (
@@ -798,7 +798,7 @@ pub(crate) async fn user(
     let (consents, sessions, families, grants) = match (
         store.list_consents(&user_id).await,
         store.sessions_of_user(&user_id, now).await,
-        store.token_families(None, Some(&user_id), now).await,
+        store.token_families(portcullis_store::FamiliesOf::User(&user_id), now).await,
         store.list_grants(None, Some(&user_id)).await,
     ) {
         (Ok(c), Ok(s), Ok(f), Ok(g)) => (
