@@ -7,25 +7,29 @@ use crate::{
     on_reader, stored,
 };
 
+/// An audit record as stored; the chain walk reads the same rows (`chain.rs`).
 #[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    occurred_at: i64,
-    kind: String,
-    actor: Option<String>,
-    source_address: Option<String>,
-    route: Option<String>,
-    method: Option<String>,
-    target: Option<String>,
-    decision: String,
-    reason: Option<String>,
-    user_id: Option<String>,
-    username: Option<String>,
-    client_id: Option<String>,
-    issuer: Option<String>,
-    subject: Option<String>,
-    status: Option<i64>,
-    latency_ms: Option<i64>,
+pub(crate) struct Row {
+    pub id: i64,
+    /// Its place in the hash chain and its hash (absent only on records slipped in by hand).
+    pub seq: Option<i64>,
+    pub hash: Option<Vec<u8>>,
+    pub occurred_at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub source_address: Option<String>,
+    pub route: Option<String>,
+    pub method: Option<String>,
+    pub target: Option<String>,
+    pub decision: String,
+    pub reason: Option<String>,
+    pub user_id: Option<String>,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    pub status: Option<i64>,
+    pub latency_ms: Option<i64>,
 }
 
 impl TryFrom<Row> for AuditEventRecord {

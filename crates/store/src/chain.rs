@@ -194,32 +194,8 @@ pub struct ChainReport {
 /// Records read per step of a walk.
 const VERIFY_STEP: i64 = 5000;
 
-#[derive(sqlx::FromRow)]
-struct ChainRow {
-    id: i64,
-    /// Absent only on records from before the chain (and on records slipped in by hand).
-    seq: Option<i64>,
-    hash: Option<Vec<u8>>,
-    occurred_at: i64,
-    kind: String,
-    actor: Option<String>,
-    source_address: Option<String>,
-    route: Option<String>,
-    method: Option<String>,
-    target: Option<String>,
-    decision: String,
-    reason: Option<String>,
-    user_id: Option<String>,
-    username: Option<String>,
-    client_id: Option<String>,
-    issuer: Option<String>,
-    subject: Option<String>,
-    status: Option<i64>,
-    latency_ms: Option<i64>,
-}
-
-impl ChainRow {
-    fn fields(&self) -> Fields<'_> {
+impl crate::audit::Row {
+    pub(crate) fn fields(&self) -> Fields<'_> {
         Fields {
             occurred_at: self.occurred_at,
             kind: &self.kind,
@@ -241,17 +217,6 @@ impl ChainRow {
     }
 }
 
-/// A query of audit records with what a chain walk reads of each.
-macro_rules! chain_select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, seq, hash, occurred_at, kind, actor, source_address, route, method, target, decision, reason, \
-             user_id, username, client_id, issuer, subject, status, latency_ms FROM audit_events ",
-            $rest
-        )
-    };
-}
-
 impl Store {
     /// Walks the whole chain in order, a page at a time, and reports the first record that
     /// does not fit: altered, deleted, inserted or moved, or a cut tail.
@@ -265,8 +230,8 @@ impl Store {
         let mut verified = 0_u64;
         let fault = |verified, fault| Ok(ChainReport { verified, fault: Some(fault) });
         while expected <= head_seq {
-            let rows: Vec<ChainRow> = on_reader!(self, pool => sqlx::query_as(
-                chain_select!("WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"))
+            let rows: Vec<crate::audit::Row> = on_reader!(self, pool => sqlx::query_as(
+                "SELECT * FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3")
                 .bind(expected)
                 .bind(head_seq)
                 .bind(VERIFY_STEP)
@@ -342,8 +307,8 @@ impl Store {
                 } else {
                     // Forward from the last record chained, along the primary key: each step
                     // reads only its own records, however long the old trail.
-                    let rows: Vec<ChainRow> =
-                        sqlx::query_as(chain_select!("WHERE id > $1 AND seq IS NULL ORDER BY id LIMIT 1000"))
+                    let rows: Vec<crate::audit::Row> =
+                        sqlx::query_as("SELECT * FROM audit_events WHERE id > $1 AND seq IS NULL ORDER BY id LIMIT 1000")
                             .bind(after_id)
                             .fetch_all(&mut *tx)
                             .await?;
