@@ -713,3 +713,48 @@ async fn a_removed_route_forgets_its_users_upstream_accounts() -> TestResult {
     assert!(store.find_upstream_credential(&dana.id, "crm").await?.is_some(), "the remaining route's stays");
     node.stop().await
 }
+
+/// Two nodes writing audit records at the same time (gateway decisions in batches, and
+/// identity actions from the CLI meanwhile) make one hash chain that verifies.
+#[tokio::test]
+async fn two_nodes_writing_at_once_make_one_audit_chain() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let (_, _, token) = cluster.agent("Chain writer").await?;
+    let on_a = Conversation::open(&cluster.http, &cluster.a.base, &token).await?;
+    let on_b = Conversation::open(&cluster.http, &cluster.b.base, &token).await?;
+    let calls = |conversation: Conversation| async move {
+        let sent: Vec<_> = (1..=40).map(|id| conversation.send(list_contacts(id))).collect();
+        for answer in futures_util::future::join_all(sent).await {
+            let (status, body) = answer.map_err(|e| e.to_string())?;
+            if status != 200 {
+                return Err(format!("{status}: {body}"));
+            }
+        }
+        Ok::<(), String>(())
+    };
+    let (config, master_key) = (cluster.config.clone(), cluster.master_key.clone());
+    let actions = tokio::task::spawn_blocking(move || {
+        for n in 0..5 {
+            portcullis(&config, &master_key, &["iat", "create", "--label", &format!("while-writing-{n}")])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    });
+    let (a, b, actions) = tokio::join!(calls(on_a), calls(on_b), actions);
+    a?;
+    b?;
+    actions??;
+    // Stopping drains each node's audit queue; the database stays (it lives in `_dir`).
+    let Cluster { config, master_key, a, b, _dir, .. } = cluster;
+    a.stop().await?;
+    b.stop().await?;
+    let verified = portcullis(&config, &master_key, &["audit", "verify"])?;
+    let count: u64 = verified
+        .strip_prefix("audit trail intact: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or(format!("not intact: {verified}"))?;
+    // 80 calls, two sessions' initialize and initialized, five actions, the client's registration.
+    assert!(count > 80 + 4 + 5, "{verified}");
+    Ok(())
+}
