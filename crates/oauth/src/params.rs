@@ -16,12 +16,15 @@ pub enum ParamError {
     Repeated(String),
     #[error("parameter {name:?} is longer than {MAX_PARAM_LEN} characters ({len})")]
     TooLong { name: String, len: usize },
+    /// No identifier, secret or value of OAuth holds one (and PostgreSQL cannot store one).
+    #[error("parameter {0:?} holds a NUL character")]
+    Nul(String),
 }
 
 impl ParamError {
     pub fn parameter(&self) -> &str {
         match self {
-            Self::Repeated(name) | Self::TooLong { name, .. } => name,
+            Self::Repeated(name) | Self::TooLong { name, .. } | Self::Nul(name) => name,
         }
     }
 }
@@ -44,6 +47,7 @@ impl Params {
             None | Some([]) => Ok(None),
             Some([v]) if v.is_empty() => Ok(None),
             Some([v]) if v.len() > MAX_PARAM_LEN => Err(ParamError::TooLong { name: name.to_owned(), len: v.len() }),
+            Some([v]) if v.contains('\0') => Err(ParamError::Nul(name.to_owned())),
             Some([v]) => Ok(Some(v.as_str())),
             Some(_) => Err(ParamError::Repeated(name.to_owned())),
         }
@@ -81,5 +85,6 @@ mod tests {
         check(&[], "a", Ok(None));
         check(&[("a", "1"), ("a", "2")], "a", Err("parameter \"a\" was given more than once"));
         check(&[("token", &long)], "token", Err("parameter \"token\" is longer than 4096 characters (4097)"));
+        check(&[("client_id", "a\0b")], "client_id", Err("parameter \"client_id\" holds a NUL character"));
     }
 }

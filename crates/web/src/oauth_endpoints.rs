@@ -45,10 +45,15 @@ pub(crate) fn form_params(headers: &HeaderMap, body: &Bytes) -> Result<Params, O
     Ok(Params::from_pairs(form_urlencoded::parse(body).into_owned()))
 }
 
-/// Decodes one half of HTTP Basic client credentials: RFC 6749 §2.3.1 form-encodes them.
+/// Decodes one half of HTTP Basic client credentials: RFC 6749 §2.3.1 form-encodes them. No
+/// client id or secret holds a NUL.
 fn form_decode(part: &str) -> Option<String> {
     let spaced = part.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|s| s.into_owned())
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+        .filter(|s| !s.contains('\0'))
 }
 
 pub(crate) fn client_credentials(headers: &HeaderMap, params: &Params) -> Result<ClientCredentials, OAuthError> {

@@ -500,3 +500,33 @@ async fn oversized_and_repeated_input_is_named() -> TestResult {
     }
     Ok(())
 }
+
+/// A NUL in a parameter (PostgreSQL cannot even compare one) is a client's error, not ours.
+#[tokio::test]
+async fn a_nul_in_a_parameter_is_refused_as_a_bad_request() -> TestResult {
+    let server = TestServer::start().await?;
+    for form in [
+        vec![("grant_type", "client_credentials"), ("client_id", "mach\0ine"), ("client_secret", "x")],
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", MACHINE_CLIENT),
+            ("client_secret", MACHINE_SECRET),
+            ("scope", "a\0b"),
+        ],
+    ] {
+        let (status, body) = server.token(&form).await?;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_request")), "{form:?}: {body}");
+    }
+    // In HTTP Basic client authentication: not valid client authentication.
+    let basic = server
+        .http
+        .post(server.url("/token"))
+        .basic_auth("mach\0ine", Some(MACHINE_SECRET))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await?;
+    let status = basic.status().as_u16();
+    let body: serde_json::Value = basic.json().await?;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    Ok(())
+}
