@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -54,7 +55,13 @@ impl Health {
 /// One route's observations, shared by every request on it (and kept over reloads).
 #[derive(Debug, Default)]
 pub struct Observed {
-    state: Mutex<(Offered, Health)>,
+    offered: Mutex<Offered>,
+    /// Every forwarded message notes its answer: atomics, written only when they change, so
+    /// the data path takes no lock and does not bounce a cache line between cores.
+    last_ok_at: AtomicI64,
+    latest_failed: AtomicBool,
+    /// When and why the upstream last failed (written only on failures).
+    failure: Mutex<Option<(i64, String)>>,
 }
 
 impl Observed {
@@ -62,8 +69,7 @@ impl Observed {
     pub(crate) fn listed(&self, kind: ListKind, items: &[Value]) {
         let (_, name_member) = kind.members();
         let at = now();
-        let Ok(mut state) = self.state.lock() else { return };
-        let offered = &mut state.0;
+        let Ok(mut offered) = self.offered.lock() else { return };
         let mut truncated = false;
         let names = match kind {
             ListKind::Tools => &mut offered.tools,
@@ -83,23 +89,31 @@ impl Observed {
     }
 
     pub(crate) fn answered(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.1.last_ok_at = Some(now());
-            state.1.latest_failed = false;
+        let at = now();
+        if self.last_ok_at.load(Ordering::Relaxed) != at {
+            self.last_ok_at.store(at, Ordering::Relaxed);
+        }
+        if self.latest_failed.load(Ordering::Relaxed) {
+            self.latest_failed.store(false, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn failed(&self, why: &str) {
-        if let Ok(mut state) = self.state.lock() {
-            state.1.last_error_at = Some(now());
-            state.1.last_error = Some(why.chars().take(MAX_ERROR_CHARS).collect());
-            state.1.latest_failed = true;
+        if let Ok(mut failure) = self.failure.lock() {
+            *failure = Some((now(), why.chars().take(MAX_ERROR_CHARS).collect()));
         }
+        self.latest_failed.store(true, Ordering::Relaxed);
     }
 
     /// A copy of what was seen.
     pub fn snapshot(&self) -> (Offered, Health) {
-        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+        let offered = self.offered.lock().map(|o| o.clone()).unwrap_or_default();
+        let (last_error_at, last_error) =
+            self.failure.lock().ok().and_then(|f| f.clone()).map_or((None, None), |(at, why)| (Some(at), Some(why)));
+        let last_ok_at = Some(self.last_ok_at.load(Ordering::Relaxed)).filter(|at| *at > 0);
+        let health =
+            Health { last_ok_at, last_error_at, last_error, latest_failed: self.latest_failed.load(Ordering::Relaxed) };
+        (offered, health)
     }
 }
 

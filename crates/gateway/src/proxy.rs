@@ -771,9 +771,8 @@ impl Gateway {
             .and_then(|v| v.split(';').next())
             .map(|v| v.trim().to_ascii_lowercase())
             .unwrap_or_default();
-        let filter = ListFilter::new(route, principal);
         if media == EVENT_STREAM {
-            let body = filtered_event_stream(response, lists, by_shape, filter);
+            let body = filtered_event_stream(response, lists, by_shape, ListFilter::new(route, principal));
             return Ok(Reply { status: ReplyStatus::Upstream(status), content_type, session_id, body });
         }
         if media == "application/json" {
@@ -795,7 +794,7 @@ impl Gateway {
             }
             let body = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(mut message) => {
-                    filter.apply(&mut message, &lists, by_shape);
+                    ListFilter::new(route, principal).apply(&mut message, &lists, by_shape);
                     Body::from(message.to_string())
                 }
                 // Not JSON after all: a list answer that cannot be filtered is not passed on.

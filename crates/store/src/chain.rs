@@ -112,19 +112,39 @@ pub(crate) fn stored_hash(bytes: &[u8], row: impl FnOnce() -> String) -> Result<
     })
 }
 
+/// Inside a transaction of either backend (`$tx`): locks the chain head until the transaction
+/// ends and evaluates to its place and hash. An UPDATE (not a plain SELECT), so the row is
+/// locked on PostgreSQL and the write lock taken on SQLite before the head is read.
+macro_rules! lock_chain_head {
+    ($tx:ident) => {{
+        let (seq, head): (i64, Vec<u8>) =
+            sqlx::query_as("UPDATE audit_chain_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *$tx)
+                .await?;
+        (seq, $crate::chain::stored_hash(&head, || "audit_chain_head".to_owned())?)
+    }};
+}
+pub(crate) use lock_chain_head;
+
+/// Inside the transaction that locked it: moves the chain head to place `$seq`, hash `$hash`.
+macro_rules! move_chain_head {
+    ($tx:ident, $seq:expr, $hash:expr) => {
+        sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind($seq)
+            .bind(&$hash[..])
+            .execute(&mut *$tx)
+            .await?
+    };
+}
+pub(crate) use move_chain_head;
+
 /// Inside a transaction of either backend (`$tx`): appends `$events` to the chain, each with its
 /// place and hash, holding the chain head's lock until the transaction ends.
 macro_rules! audit_append {
     ($tx:ident, $events:expr) => {{
         let events: &[$crate::NewAuditEvent] = $events;
         if !events.is_empty() {
-            // An UPDATE (not a plain SELECT) so the row is locked on PostgreSQL and the write
-            // lock taken on SQLite before the head is read.
-            let (mut seq, head): (i64, Vec<u8>) =
-                sqlx::query_as("UPDATE audit_chain_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-                    .fetch_one(&mut *$tx)
-                    .await?;
-            let mut hash = $crate::chain::stored_hash(&head, || "audit_chain_head".to_owned())?;
+            let (mut seq, mut hash) = $crate::chain::lock_chain_head!($tx);
             let mut links = Vec::with_capacity(events.len());
             for e in events {
                 seq += 1;
@@ -135,11 +155,7 @@ macro_rules! audit_append {
             for (chunk, chunk_links) in events.chunks(200).zip(links.chunks(200)) {
                 $crate::audit::audit_insert!(chunk.iter().zip(chunk_links)).build().execute(&mut *$tx).await?;
             }
-            sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(&hash[..])
-                .execute(&mut *$tx)
-                .await?;
+            $crate::chain::move_chain_head!($tx, seq, hash);
         }
     }};
 }
@@ -294,10 +310,7 @@ impl Store {
         loop {
             let done = on_pool!(self, pool => {
                 let mut tx = pool.begin().await?;
-                let (mut seq, head): (i64, Vec<u8>) =
-                    sqlx::query_as("UPDATE audit_chain_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let (mut seq, mut hash) = lock_chain_head!(tx);
                 // Only a chain that was never started takes old records in (this run's own steps
                 // go on): later, a record without a place is one that was slipped in, and
                 // verification says so.
@@ -312,7 +325,6 @@ impl Store {
                             .bind(after_id)
                             .fetch_all(&mut *tx)
                             .await?;
-                    let mut hash = stored_hash(&head, || "audit_chain_head".to_owned())?;
                     let mut links = Vec::with_capacity(rows.len());
                     for row in &rows {
                         seq += 1;
@@ -330,11 +342,7 @@ impl Store {
                         );
                         update.build().execute(&mut *tx).await?;
                     }
-                    sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
-                        .bind(seq)
-                        .bind(&hash[..])
-                        .execute(&mut *tx)
-                        .await?;
+                    move_chain_head!(tx, seq, hash);
                     tx.commit().await?;
                     chained += rows.len() as u64;
                     after_id = rows.last().map_or(after_id, |r| r.id);

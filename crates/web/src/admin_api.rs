@@ -407,26 +407,17 @@ pub(crate) async fn list_agents(
         Ok(q) => q,
         Err(r) => return r,
     };
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return refusal(StatusCode::BAD_REQUEST, "invalid_request", format!("limit must be 1 to {MAX_PAGE}"));
-    }
-    let after = match q.cursor.as_deref().map(after_cursor) {
-        Some(None) => {
-            return refusal(StatusCode::BAD_REQUEST, "invalid_request", "the cursor is not one this API gave");
-        }
-        Some(Some(after)) => Some(after),
-        None => None,
+    let (after, limit) = match paging(q.cursor.as_deref(), q.limit) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let filter =
         ClientFilter { status: q.status.map(status_of), origin: q.registration.map(origin_of), verified: q.verified };
-    let mut found = match state.server.store().clients_page(&filter, after.as_deref(), i64::from(limit) + 1).await {
+    let found = match state.server.store().clients_page(&filter, after.as_deref(), i64::from(limit) + 1).await {
         Ok(found) => found,
         Err(e) => return server_error(e),
     };
-    let more = found.len() > limit as usize;
-    found.truncate(limit as usize);
-    let next_cursor = if more { found.last().map(|c| cursor_of(&c.client_id)) } else { None };
+    let (found, next_cursor) = page_of(found, limit, |c| &c.client_id);
     Json(AgentPage { items: found.into_iter().map(agent).collect(), next_cursor }).into_response()
 }
 
@@ -824,10 +815,8 @@ pub(crate) async fn revoke_user_grants(
     AdminWrite(caller): AdminWrite,
     Path(user_id): Path<String>,
 ) -> Response {
-    match state.server.store().find_user(&user_id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no user {user_id:?}")),
-        Err(e) => return server_error(e),
+    if let Err(r) = known_user(&state, &user_id).await {
+        return r;
     }
     revoke(&state, &caller, portcullis_store::GrantSelector::User(user_id)).await
 }
@@ -1431,11 +1420,10 @@ pub(crate) async fn revoke_agent_grants(
     AdminWrite(caller): AdminWrite,
     Path(client_id): Path<String>,
 ) -> Response {
-    match state.server.store().find_client(&client_id).await {
-        Ok(Some(_)) => revoke(&state, &caller, portcullis_store::GrantSelector::Client(client_id)).await,
-        Ok(None) => refusal(StatusCode::NOT_FOUND, "not_found", format!("there is no agent {client_id:?}")),
-        Err(e) => server_error(e),
+    if let Err(r) = known_agent(&state, &client_id).await {
+        return r;
     }
+    revoke(&state, &caller, portcullis_store::GrantSelector::Client(client_id)).await
 }
 
 /// Revokes every grant for a route: nobody can call it until they are authorized again.

@@ -67,6 +67,19 @@ impl AppState {
         format!("{}{}", self.base_path, path)
     }
 
+    /// Whether `target` (from a cookie or a form) is one of our own pages under one of
+    /// `prefixes` (paths below the issuer's), and so safe to redirect to: never another host
+    /// (`//host`, or `\` that browsers read as `/`).
+    pub(crate) fn is_own_page(&self, target: &str, prefixes: &[&str]) -> bool {
+        let page = target.split('?').next().unwrap_or_default();
+        !target.contains("//")
+            && !target.contains('\\')
+            && prefixes.iter().any(|prefix| {
+                let prefix = self.path(prefix);
+                page == prefix.trim_end_matches('/') || target.starts_with(&prefix)
+            })
+    }
+
     /// The browser's CSRF binding: a random cookie, created on first sight.
     pub(crate) fn browser_id(&self, jar: CookieJar) -> Result<(CookieJar, String), Response> {
         let name = self.cookie_name("portcullis_browser");

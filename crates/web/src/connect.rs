@@ -113,16 +113,8 @@ impl AppState {
         let name = self.cookie_name(RETURN_COOKIE);
         let back = jar.get(&name).map(|c| c.value().to_owned());
         let jar = jar.remove(self.cookie(RETURN_COOKIE, String::new(), None));
-        let ours = |path: &str| {
-            let path_only = path.split('?').next().unwrap_or_default();
-            (path.starts_with(&self.path("/connect/"))
-                || path_only == self.path("/admin")
-                || path.starts_with(&self.path("/admin/")))
-                && !path.contains("//")
-                && !path.contains('\\')
-        };
         match back {
-            Some(path) if ours(&path) => (jar, path),
+            Some(path) if self.is_own_page(&path, &["/connect/", "/admin/"]) => (jar, path),
             _ => (jar, self.path("/account")),
         }
     }

@@ -985,12 +985,7 @@ pub(crate) async fn revoke_grant(
     }
     // Back where the button was: only one of our own dashboard paths.
     let back = params.single("back").ok().flatten().unwrap_or_default();
-    let prefix = state.path("/admin/");
-    let to = if back.starts_with(&prefix) && !back.contains("//") && !back.contains('\\') {
-        back.to_owned()
-    } else {
-        state.path("/admin/tools")
-    };
+    let to = if state.is_own_page(back, &["/admin/"]) { back.to_owned() } else { state.path("/admin/tools") };
     Redirect::to(&to).into_response()
 }
 
