@@ -11,6 +11,7 @@
 //! `LISTEN/NOTIFY` plus a read by revision, or a cheap revision poll on SQLite) and hands each
 //! change to whatever keeps state in memory.
 
+mod audit;
 mod clients;
 mod federation;
 mod feed;
@@ -25,6 +26,7 @@ use portcullis_store::{
 };
 use portcullis_types::{Clock, ScopeSet};
 
+pub use audit::{AuditSigner, TrustedAuditKeys, trusted_audit_keys};
 pub use clients::{ClientAuth, ClientSpec, ClientSpecError, default_grant_types, parse_grant_types};
 pub use federation::{
     AssertedIdentity, EmailMatch, FederatedSignIn, LinkDecision, LinkPolicy, SignInMethod, SignInRefusal,
@@ -54,6 +56,8 @@ pub enum ControlError {
     Store(StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    #[error("the audit trail was tampered with: {0}; nothing was pruned (`portcullis audit verify` says more)")]
+    AuditTampered(portcullis_store::ChainFault),
 }
 
 impl From<StoreError> for ControlError {

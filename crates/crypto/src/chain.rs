@@ -23,6 +23,21 @@ pub fn chain_link(previous: &ChainHash, record: &[u8]) -> ChainHash {
     out
 }
 
+const CHECKPOINT_TAG: &[u8] = b"portcullis audit checkpoint v1\n";
+
+/// What an audit checkpoint's signature covers: its kind (`periodic`, or `base` where a pruned
+/// trail now starts), the place and hash of the chain there, and when it was signed.
+pub fn checkpoint_message(kind: &str, seq: i64, hash: &ChainHash, signed_at: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHECKPOINT_TAG.len() + 8 + kind.len() + 8 + 32 + 8);
+    out.extend_from_slice(CHECKPOINT_TAG);
+    out.extend_from_slice(&(kind.len() as u64).to_be_bytes());
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(hash);
+    out.extend_from_slice(&signed_at.to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +48,14 @@ mod tests {
         assert_ne!(first, chain_link(&CHAIN_START, b"b"));
         assert_ne!(chain_link(&first, b"a"), chain_link(&CHAIN_START, b"a"));
         assert_eq!(first, chain_link(&CHAIN_START, b"a"), "deterministic");
+    }
+
+    #[test]
+    fn a_checkpoint_message_covers_each_of_its_parts() {
+        let base = checkpoint_message("periodic", 7, &CHAIN_START, 100);
+        assert_ne!(base, checkpoint_message("base", 7, &CHAIN_START, 100));
+        assert_ne!(base, checkpoint_message("periodic", 8, &CHAIN_START, 100));
+        assert_ne!(base, checkpoint_message("periodic", 7, &[1; 32], 100));
+        assert_ne!(base, checkpoint_message("periodic", 7, &CHAIN_START, 101));
     }
 }

@@ -2,7 +2,10 @@
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hmac;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, UnparsedPublicKey,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_jwk::PublicJwk;
@@ -96,6 +99,9 @@ impl MasterKey {
 pub struct PublicKey {
     kid: String,
     decoding: jsonwebtoken::DecodingKey,
+    /// The uncompressed SEC1 point, for signatures over raw messages (audit checkpoints).
+    point: Vec<u8>,
+    jwk: PublicJwk,
 }
 
 impl std::fmt::Debug for PublicKey {
@@ -110,7 +116,43 @@ impl PublicKey {
     pub fn from_p256_jwk(x: &str, y: &str, kid: Option<&str>) -> Result<Self, CryptoError> {
         let decoding = jsonwebtoken::DecodingKey::from_ec_components(x, y)
             .map_err(|_| CryptoError::MalformedKey("public key components"))?;
-        Ok(Self { kid: kid.map(str::to_owned).unwrap_or_else(|| thumbprint(x, y)), decoding })
+        let coordinate = |c: &str| match URL_SAFE_NO_PAD.decode(c) {
+            Ok(bytes) if bytes.len() == 32 => Ok(bytes),
+            _ => Err(CryptoError::MalformedKey("a P-256 coordinate is 32 bytes, base64url")),
+        };
+        let mut point = vec![0x04];
+        point.extend(coordinate(x)?);
+        point.extend(coordinate(y)?);
+        Ok(Self {
+            kid: kid.map(str::to_owned).unwrap_or_else(|| thumbprint(x, y)),
+            decoding,
+            point,
+            jwk: PublicJwk { x: x.to_owned(), y: y.to_owned() },
+        })
+    }
+
+    /// The RFC 7638 thumbprint of the key itself, whatever `kid` it was given.
+    pub fn thumbprint(&self) -> String {
+        thumbprint(&self.jwk.x, &self.jwk.y)
+    }
+
+    /// As a JWK (`alg` ES256, `use` sig).
+    pub fn jwk(&self) -> portcullis_types::wire::Jwk {
+        portcullis_types::wire::Jwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: self.jwk.x.clone(),
+            y: self.jwk.y.clone(),
+            kid: self.kid.clone(),
+            use_: "sig".into(),
+            alg: SigningKey::ALG.into(),
+        }
+    }
+
+    /// Whether `signature` (64 bytes, r || s) is this key's ECDSA P-256 SHA-256 signature of
+    /// `message`.
+    pub fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.point).verify(message, signature).is_ok()
     }
 
     pub fn kid(&self) -> &str {
@@ -184,6 +226,16 @@ impl SigningKey {
         }
     }
 
+    /// An ECDSA P-256 SHA-256 signature of `message`, 64 bytes (r || s). For messages that are
+    /// not JWTs (audit checkpoints).
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.pkcs8)
+            .map_err(|_| CryptoError::MalformedKey("not a P-256 PKCS#8 key"))?;
+        let signature =
+            pair.sign(&SystemRandom::new(), message).map_err(|_| CryptoError::Sign("ECDSA signing failed".into()))?;
+        Ok(signature.as_ref().to_vec())
+    }
+
     pub(crate) fn encoding_key(&self) -> &jsonwebtoken::EncodingKey {
         &self.encoding
     }
@@ -222,6 +274,20 @@ mod tests {
         let again = SigningKey::from_pkcs8(key.pkcs8_der())?;
         assert_eq!(key.kid(), again.kid());
         assert_eq!(key.public_jwk(), again.public_jwk());
+        Ok(())
+    }
+
+    #[test]
+    fn raw_signatures_verify_only_for_the_same_message_and_key() -> Result<(), CryptoError> {
+        let key = SigningKey::generate()?;
+        let signature = key.sign_bytes(b"checkpoint 7")?;
+        assert!(key.public().verify_bytes(b"checkpoint 7", &signature));
+        assert!(!key.public().verify_bytes(b"checkpoint 8", &signature));
+        let jwk = key.public_jwk();
+        let again = PublicKey::from_p256_jwk(&jwk.x, &jwk.y, None)?;
+        assert!(again.verify_bytes(b"checkpoint 7", &signature));
+        assert_eq!(again.thumbprint(), key.kid());
+        assert!(!SigningKey::generate()?.public().verify_bytes(b"checkpoint 7", &signature));
         Ok(())
     }
 

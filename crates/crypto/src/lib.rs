@@ -12,7 +12,7 @@ mod password;
 mod secret;
 mod vault;
 
-pub use chain::{CHAIN_START, ChainHash, chain_link};
+pub use chain::{CHAIN_START, ChainHash, chain_link, checkpoint_message};
 pub use jwt::{
     ForeignAlgorithm, ForeignKeys, JwtError, VerifiedJwt, sign_jwt, unverified_kid, unverified_string_claim,
     verify_foreign_jwt, verify_jwt,

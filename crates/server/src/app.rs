@@ -476,6 +476,9 @@ pub async fn start_on(
     forget_removed_routes(&control, &config).await?;
     let keys = KeyRing::new(Arc::clone(&master));
     keys.initialize(&control, now, config.longest_token_lifetime()).await?;
+    let audit_signer = portcullis_control::AuditSigner::load_or_create(&store, &master, now)
+        .await
+        .context("opening the audit signing key")?;
     let feed = ChangeFeed::start(
         store.clone(),
         control.local_commits(),
@@ -537,6 +540,13 @@ pub async fn start_on(
     };
     tokio::spawn(apply_changes(feed.clone(), server.clone(), reloader.clone(), shutdown.subscribe()));
     tokio::spawn(maintain(server.clone(), shutdown.subscribe()));
+    tokio::spawn(sign_audit_checkpoints(
+        audit_signer,
+        store.clone(),
+        Arc::clone(&clock),
+        Duration::from_secs(config.audit.checkpoint_interval_secs),
+        shutdown.subscribe(),
+    ));
 
     let draining = gateway.clone();
     let mut deadline_rx = shutdown.subscribe();
@@ -678,6 +688,37 @@ async fn apply_changes(
 }
 
 /// Purges what has expired and sweeps unused self-registered clients, every ten minutes.
+/// Signs the audit chain's head at every interval when it moved. Each checkpoint is also a log
+/// line: a witness outside the database, for the one thing signatures alone cannot show (the
+/// tail, its checkpoints and the head all cut back together).
+async fn sign_audit_checkpoints(
+    signer: portcullis_control::AuditSigner,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sign = async |store: &Store| match signer.checkpoint(store, clock.now()).await {
+        Ok(Some(c)) => tracing::info!(
+            target: "portcullis::audit",
+            seq = c.seq,
+            hash = %hex::encode(c.hash),
+            kid = %c.kid,
+            "signed an audit checkpoint"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not sign an audit checkpoint"),
+    };
+    loop {
+        tokio::select! {
+            _ = tick.tick() => sign(&store).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 async fn maintain(server: AuthorizationServer, mut stop: watch::Receiver<bool>) {
     let mut purge = tokio::time::interval(Duration::from_secs(600));
     loop {

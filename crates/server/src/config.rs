@@ -18,6 +18,7 @@ pub struct Config {
     pub resources: Vec<ResourceConfig>,
     pub clients: Vec<ClientConfig>,
     pub gateway: GatewayConfig,
+    pub audit: AuditConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub identity_providers: Vec<IdentityProviderConfig>,
 }
@@ -525,6 +526,21 @@ impl Default for GatewayConfig {
             trusted_issuers: Vec::new(),
             client_metadata_document_url: None,
         }
+    }
+}
+
+/// The audit trail's signed checkpoints (`portcullis audit verify`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often a serving node signs the chain's head when it moved: records newer than the
+    /// last checkpoint are chained but not yet signed.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { checkpoint_interval_secs: 60 }
     }
 }
 
@@ -1096,6 +1112,9 @@ impl Config {
                 )));
             }
             other => return Err(ConfigError::Invalid(format!("server.issuer scheme {other:?} is not http or https"))),
+        }
+        if !(1..=86_400).contains(&self.audit.checkpoint_interval_secs) {
+            return Err(ConfigError::Invalid("audit.checkpoint_interval_secs must be 1 to 86400".into()));
         }
         let t = &self.tokens;
         for (name, v) in [

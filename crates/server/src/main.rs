@@ -1,5 +1,7 @@
 //! The `portcullis` command.
 
+mod audit_cli;
+
 use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use portcullis::config::{Config, LogFormat};
 use portcullis_control::{Actor, NewUser, RevocationReason, parse_grant_types};
 use portcullis_crypto::{digest, random_token};
 use portcullis_oauth::KeyRing;
-use portcullis_store::{AuditFilter, AuditKind, ClientRecord, ClientStatus, GrantSelector, RegistrationOrigin};
+use portcullis_store::{ClientRecord, ClientStatus, GrantSelector, RegistrationOrigin};
 use portcullis_types::{Clock, ScopeSet, SystemClock};
 
 #[derive(Parser)]
@@ -56,7 +58,7 @@ enum Command {
     Iat(IatCommand),
     /// The gateway's audit trail.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit_cli::AuditCommand),
     /// Everything in one command: the authorization server, the gateway at /mcp/crm and the
     /// demo CRM behind it, user alice, registration open to loopback clients.
     Demo {
@@ -73,49 +75,6 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Shows the newest records, gateway decisions and identity actions alike; with --follow,
-    /// keeps printing new ones.
-    Tail {
-        #[arg(long, short = 'n', default_value_t = 20)]
-        lines: i64,
-        #[arg(long, short)]
-        follow: bool,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Only records of this kind (repeat): a kind such as client.suspended, or a family
-        /// such as client, user, signin, consent, grants, key, mcp.
-        #[arg(long = "kind", value_parser = parse_audit_kinds)]
-        kinds: Vec<Vec<AuditKind>>,
-        /// Only records about this user (username or id).
-        #[arg(long, allow_hyphen_values = true)]
-        user: Option<String>,
-        /// Only records about this client.
-        #[arg(long, allow_hyphen_values = true)]
-        client: Option<String>,
-    },
-    /// Walks the whole hash chain of the trail and reports the first record that was altered,
-    /// deleted, inserted or moved, or a cut tail (exit status 1); otherwise how many records
-    /// it checked. Reads a page at a time, so any length verifies in bounded memory.
-    Verify,
-}
-
-/// A kind (`client.suspended`) or a family of kinds (`client`).
-fn parse_audit_kinds(text: &str) -> Result<Vec<AuditKind>, String> {
-    if let Some(kind) = AuditKind::parse(text) {
-        return Ok(vec![kind]);
-    }
-    let family: Vec<AuditKind> =
-        AuditKind::ALL.iter().copied().filter(|k| k.as_str().split('.').next() == Some(text)).collect();
-    if family.is_empty() {
-        let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
-        return Err(format!("no audit record kind {text:?}; use one of {}", known.join(", ")));
-    }
-    Ok(family)
 }
 
 #[derive(Subcommand)]
@@ -337,7 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(config.server.log_format);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
-        Command::Audit(cmd) => audit(config, cmd).await,
+        Command::Audit(cmd) => audit_cli::run(config, cmd).await,
         Command::Demo { .. } | Command::DemoCrm { .. } => Ok(()),
         Command::Serve => serve(config, clock, cli.config.clone()).await,
         Command::Reload => {
@@ -470,116 +429,7 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     run_until_signal(running).await
 }
 
-/// Unix seconds as RFC 3339, or as they are when out of range.
-fn rfc3339(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| at.to_string())
-}
-
-async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
-    let (lines, follow, json, kinds, user, client) = match cmd {
-        AuditCommand::Tail { lines, follow, json, kinds, user, client } => (lines, follow, json, kinds, user, client),
-        AuditCommand::Verify => {
-            let store = app::open_store(&config).await?;
-            let started = std::time::Instant::now();
-            let report = store.verify_audit_chain().await?;
-            store.close().await;
-            return match report.fault {
-                None => {
-                    println!(
-                        "audit trail intact: {} records verified in {:.1} s",
-                        report.verified,
-                        started.elapsed().as_secs_f64()
-                    );
-                    Ok(())
-                }
-                Some(fault) => {
-                    let when = match &fault {
-                        portcullis_store::ChainFault::Altered { occurred_at, .. }
-                        | portcullis_store::ChainFault::Inserted { occurred_at, .. } => {
-                            format!(" (record time {})", rfc3339(*occurred_at))
-                        }
-                        portcullis_store::ChainFault::Deleted { after_occurred_at: Some(at), .. } => {
-                            format!(" (the record before it: {})", rfc3339(*at))
-                        }
-                        _ => String::new(),
-                    };
-                    anyhow::bail!(
-                        "the audit trail was tampered with: {fault}{when}; {} records before it verified",
-                        report.verified
-                    )
-                }
-            };
-        }
-    };
-    let filter =
-        AuditFilter { kinds: kinds.into_iter().flatten().collect(), user, client_id: client, ..Default::default() };
-    let store = app::open_store(&config).await?;
-    let print = |e: &portcullis_store::AuditEventRecord| {
-        let ev = &e.event;
-        if json {
-            let value = serde_json::json!({
-                "id": e.id, "occurred_at": ev.occurred_at, "kind": ev.kind.as_str(), "actor": ev.actor,
-                "source_address": ev.source_address, "route": ev.route, "method": ev.method,
-                "target": ev.target, "decision": ev.outcome.as_str(), "reason": ev.reason, "user_id": ev.user_id,
-                "username": ev.username, "client_id": ev.client_id, "issuer": ev.issuer,
-                "status": ev.status, "latency_ms": ev.latency_ms,
-            });
-            println!("{value}");
-            return;
-        }
-        let when = time::OffsetDateTime::from_unix_timestamp(ev.occurred_at)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_else(|| ev.occurred_at.to_string());
-        let who = ev.username.clone().or_else(|| ev.user_id.clone()).unwrap_or_else(|| "-".into());
-        let client = ev.client_id.as_deref().unwrap_or("-");
-        let target = ev.target.as_deref().map(|t| format!(" {t}")).unwrap_or_default();
-        let reason = ev.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
-        if ev.kind == AuditKind::McpMessage {
-            println!(
-                "{when}  {:<9} {:>3}  {:>5}ms  {}  user={who} client={client}  {}{target}{reason}",
-                ev.outcome,
-                ev.status.unwrap_or(0),
-                ev.latency_ms.unwrap_or(0),
-                ev.route.as_deref().unwrap_or("-"),
-                ev.method.as_deref().unwrap_or("-"),
-            );
-        } else {
-            println!(
-                "{when}  {:<9} {}  by {}{}  user={who} client={client}{target}{reason}",
-                ev.outcome,
-                ev.kind,
-                ev.actor.as_deref().unwrap_or("-"),
-                ev.source_address.as_deref().map(|a| format!(" from {a}")).unwrap_or_default(),
-            );
-        }
-    };
-    let mut last = None;
-    for e in store.audit_events(None, lines.max(1), &filter).await? {
-        print(&e);
-        last = Some(e.id);
-    }
-    if follow {
-        let mut stop = Box::pin(shutdown_signal());
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-            }
-            for e in store.audit_events(Some(last.unwrap_or(0)), 1000, &filter).await? {
-                print(&e);
-                last = Some(e.id);
-            }
-        }
-    }
-    store.close().await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

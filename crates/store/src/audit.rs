@@ -7,12 +7,15 @@ use crate::{
     on_reader, stored,
 };
 
-/// An audit record as stored; the chain walk reads the same rows (`chain.rs`).
-#[derive(sqlx::FromRow)]
-pub(crate) struct Row {
+/// An audit record exactly as stored, with its place and hash: what the chain walk reads
+/// (`chain.rs`) and what an export writes, one JSON line each (`export.rs`). Text stays text
+/// here (not parsed into enums), so a value changed by hand is caught by the chain, not lost.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub struct ChainedRecord {
     pub id: i64,
     /// Its place in the hash chain and its hash (absent only on records slipped in by hand).
     pub seq: Option<i64>,
+    #[serde(with = "crate::export::hex_bytes")]
     pub hash: Option<Vec<u8>>,
     pub occurred_at: i64,
     pub kind: String,
@@ -32,10 +35,10 @@ pub(crate) struct Row {
     pub latency_ms: Option<i64>,
 }
 
-impl TryFrom<Row> for AuditEventRecord {
+impl TryFrom<ChainedRecord> for AuditEventRecord {
     type Error = StoreError;
 
-    fn try_from(r: Row) -> Result<Self> {
+    fn try_from(r: ChainedRecord) -> Result<Self> {
         let row = || format!("audit record {}", r.id);
         Ok(Self {
             id: r.id,
@@ -157,13 +160,13 @@ impl Store {
         limit: i64,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEventRecord>> {
-        let rows: Vec<Row> = on_reader!(self, pool => {
+        let rows: Vec<ChainedRecord> = on_reader!(self, pool => {
             let mut query = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE id > ");
             query.push_bind(after_id.unwrap_or(0));
             push_filter(&mut query, filter);
             query.push(if after_id.is_some() { " ORDER BY id LIMIT " } else { " ORDER BY id DESC LIMIT " });
             query.push_bind(limit);
-            query.build_query_as::<Row>().fetch_all(pool).await?
+            query.build_query_as::<ChainedRecord>().fetch_all(pool).await?
         });
         let mut records = rows.into_iter().map(TryInto::try_into).collect::<Result<Vec<AuditEventRecord>>>()?;
         if after_id.is_none() {
@@ -207,13 +210,13 @@ impl Store {
         limit: i64,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditEventRecord>> {
-        let rows: Vec<Row> = on_reader!(self, pool => {
+        let rows: Vec<ChainedRecord> = on_reader!(self, pool => {
             let mut query = sqlx::QueryBuilder::new("SELECT * FROM audit_events WHERE id < ");
             query.push_bind(before_id.unwrap_or(i64::MAX));
             push_filter(&mut query, filter);
             query.push(" ORDER BY id DESC LIMIT ");
             query.push_bind(limit);
-            query.build_query_as::<Row>().fetch_all(pool).await?
+            query.build_query_as::<ChainedRecord>().fetch_all(pool).await?
         });
         rows.into_iter().map(TryInto::try_into).collect()
     }

@@ -11,6 +11,8 @@
 //! rewrite the whole suffix (the hash is public) or cut the tail and the head together; signed
 //! checkpoints are for that.
 
+use std::ops::ControlFlow;
+
 use portcullis_crypto::{CHAIN_START, ChainHash, chain_link};
 
 use crate::{NewAuditEvent, Result, Store, StoreError, on_pool, on_reader};
@@ -161,7 +163,7 @@ macro_rules! audit_append {
 }
 pub(crate) use audit_append;
 
-/// The first place where the stored trail does not fit its chain.
+/// The first place where the stored trail does not fit its chain or its checkpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainFault {
     /// The record at this place does not hash to what is stored: it was altered, or moved here
@@ -173,28 +175,63 @@ pub enum ChainFault {
     Inserted { id: i64, occurred_at: i64 },
     /// The chain ends before its head says it does: records after `last_seq` were removed.
     Truncated { last_seq: i64, head_seq: i64 },
+    /// A checkpoint that no audit key signed: forged, or altered after signing.
+    Forged { seq: i64, kid: String },
+    /// Every record fits the one before it, but the chain at a signed checkpoint is not what
+    /// was signed: the records after `after_seq` up to the checkpoint were rewritten (with
+    /// every hash after them).
+    Rewritten { seq: i64, after_seq: i64, id: i64, occurred_at: i64, signed_at: i64 },
+    /// A signed checkpoint vouches for a place the chain no longer reaches: its tail (and head)
+    /// were cut back to `last_seq`.
+    CutOff { seq: i64, signed_at: i64, last_seq: i64 },
 }
 
 impl std::fmt::Display for ChainFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Altered { seq, id, occurred_at } => write!(
+            Self::Altered { seq, id, .. } => write!(
                 f,
-                "record {id} (place {seq}, at {occurred_at}) does not match its hash: it was altered, or moved from \
-                 another place"
+                "record {id} (place {seq}) does not match its hash: it was altered, or moved from another place"
             ),
-            Self::Deleted { seq, after_id: Some(id), after_occurred_at: Some(at) } => {
-                write!(f, "the record at place {seq}, after record {id} (at {at}), was deleted")
+            Self::Deleted { seq, after_id: Some(id), .. } => {
+                write!(f, "the record at place {seq}, after record {id}, was deleted")
             }
             Self::Deleted { seq, .. } => write!(f, "the record at place {seq}, the first, was deleted"),
-            Self::Inserted { id, occurred_at } => {
-                write!(f, "record {id} (at {occurred_at}) was inserted: it has no place in the chain")
-            }
+            Self::Inserted { id, .. } => write!(f, "record {id} was inserted: it has no place in the chain"),
             Self::Truncated { last_seq, head_seq } => write!(
                 f,
                 "the chain ends at place {last_seq} but its head is at {head_seq}: the records after {last_seq} were \
                  deleted"
             ),
+            Self::Forged { seq, kid } => write!(
+                f,
+                "the checkpoint at place {seq} is not signed by an audit key of this installation (key {kid}): it \
+                 was forged or altered"
+            ),
+            Self::Rewritten { seq, after_seq, id, .. } => write!(
+                f,
+                "the chain at record {id} (place {seq}) is not what its signed checkpoint says: the records after \
+                 place {after_seq} up to {seq} were rewritten"
+            ),
+            Self::CutOff { seq, last_seq, .. } => write!(
+                f,
+                "a signed checkpoint vouches for place {seq} but the chain ends at place {last_seq}: the records \
+                 after {last_seq} were cut off"
+            ),
+        }
+    }
+}
+
+impl ChainFault {
+    /// When the record the fault names happened (or, for a checkpoint, when it was signed),
+    /// Unix seconds: what a report shows beside the record's id.
+    pub fn occurred_at(&self) -> Option<i64> {
+        match self {
+            Self::Altered { occurred_at, .. } | Self::Inserted { occurred_at, .. } => Some(*occurred_at),
+            Self::Deleted { after_occurred_at, .. } => *after_occurred_at,
+            Self::Rewritten { occurred_at, .. } => Some(*occurred_at),
+            Self::CutOff { signed_at, .. } => Some(*signed_at),
+            Self::Truncated { .. } | Self::Forged { .. } => None,
         }
     }
 }
@@ -202,15 +239,188 @@ impl std::fmt::Display for ChainFault {
 /// What a walk of the chain found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
-    /// Records that fit the chain, from the start up to the first fault (or all of them).
+    /// Records that fit the chain, from where the walk started up to the first fault (or all).
     pub verified: u64,
+    /// Signed checkpoints whose signature and place in the chain were checked.
+    pub checkpoints: u64,
+    /// The last checkpoint the walk passed (place, when signed).
+    pub last_checkpoint: Option<(i64, i64)>,
+    /// Records after the last checkpoint: they fit the chain, but no signature vouches for them
+    /// yet (the next checkpoint will).
+    pub unsigned: u64,
+    /// The place the walk started after: 0, a pruned trail's base, or the checkpoint `--from`
+    /// chose.
+    pub started_after: i64,
     pub fault: Option<ChainFault>,
+}
+
+/// Where a chain ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: ChainHash,
+}
+
+/// Where a walk starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyFrom {
+    /// From the start of the trail (after the base checkpoint, if it was pruned).
+    #[default]
+    Start,
+    /// From the last signed checkpoint before the first record at or after this time (Unix
+    /// seconds): that checkpoint, once its signature is checked, stands for everything before.
+    Time(i64),
+}
+
+/// The rules of the chain, in one place: fed records and checkpoints in chain order (each
+/// checkpoint right after the record at its place), it names the first that does not fit. The
+/// store's walk and an export's walk both drive it.
+pub struct ChainWalk<'k> {
+    keys: &'k crate::CheckpointKeys,
+    previous: ChainHash,
+    /// The place the next record must have.
+    expected: i64,
+    started_after: i64,
+    /// The record before (id, time).
+    last: Option<(i64, i64)>,
+    verified: u64,
+    checkpoints: u64,
+    last_checkpoint: Option<(i64, i64)>,
+}
+
+impl<'k> ChainWalk<'k> {
+    /// A walk from the start of the chain, or from `anchor` (a base or a `--from` checkpoint,
+    /// whose signature is checked here).
+    pub fn new(keys: &'k crate::CheckpointKeys, anchor: Option<&crate::AuditCheckpoint>) -> Result<Self, ChainFault> {
+        let mut walk = Self::from_start(keys);
+        if let Some(anchor) = anchor {
+            walk.check_signature(anchor)?;
+            walk.previous = anchor.hash;
+            walk.expected = anchor.seq + 1;
+            walk.started_after = anchor.seq;
+            walk.checkpoints = 1;
+            walk.last_checkpoint = Some((anchor.seq, anchor.signed_at));
+        }
+        Ok(walk)
+    }
+
+    /// A walk from the first record of the chain.
+    pub fn from_start(keys: &'k crate::CheckpointKeys) -> Self {
+        Self {
+            keys,
+            previous: CHAIN_START,
+            expected: 1,
+            started_after: 0,
+            last: None,
+            verified: 0,
+            checkpoints: 0,
+            last_checkpoint: None,
+        }
+    }
+
+    fn check_signature(&self, checkpoint: &crate::AuditCheckpoint) -> Result<(), ChainFault> {
+        if self.keys.verify(checkpoint) {
+            Ok(())
+        } else {
+            Err(ChainFault::Forged { seq: checkpoint.seq, kid: checkpoint.kid.clone() })
+        }
+    }
+
+    /// The next record of the chain.
+    pub fn record(&mut self, record: &crate::ChainedRecord) -> Result<(), ChainFault> {
+        let Some(seq) = record.seq else {
+            return Err(ChainFault::Inserted { id: record.id, occurred_at: record.occurred_at });
+        };
+        if seq != self.expected {
+            return Err(ChainFault::Deleted {
+                seq: self.expected,
+                after_id: self.last.map(|(id, _)| id),
+                after_occurred_at: self.last.map(|(_, at)| at),
+            });
+        }
+        let computed = record.fields().link(&self.previous, seq);
+        if record.hash.as_deref() != Some(&computed[..]) {
+            return Err(ChainFault::Altered { seq, id: record.id, occurred_at: record.occurred_at });
+        }
+        self.previous = computed;
+        self.last = Some((record.id, record.occurred_at));
+        self.expected += 1;
+        self.verified += 1;
+        Ok(())
+    }
+
+    /// A checkpoint; it must come right after the record at its place.
+    pub fn checkpoint(&mut self, checkpoint: &crate::AuditCheckpoint) -> Result<(), ChainFault> {
+        self.check_signature(checkpoint)?;
+        if checkpoint.seq != self.expected - 1 {
+            // Its record was not the last one fed: past the end of what the walk saw.
+            return Err(ChainFault::CutOff {
+                seq: checkpoint.seq,
+                signed_at: checkpoint.signed_at,
+                last_seq: self.expected - 1,
+            });
+        }
+        if checkpoint.hash != self.previous {
+            let (id, occurred_at) = self.last.unwrap_or_default();
+            return Err(ChainFault::Rewritten {
+                seq: checkpoint.seq,
+                after_seq: self.last_checkpoint.map_or(self.started_after, |(seq, _)| seq),
+                id,
+                occurred_at,
+                signed_at: checkpoint.signed_at,
+            });
+        }
+        self.checkpoints += 1;
+        self.last_checkpoint = Some((checkpoint.seq, checkpoint.signed_at));
+        Ok(())
+    }
+
+    /// The place of the last record that fit.
+    pub fn last_seq(&self) -> i64 {
+        self.expected - 1
+    }
+
+    /// The end of the walk: the chain must reach `head` (where the store, or the export, says
+    /// it ends) with the same hash.
+    pub fn finish(&self, head: &ChainHead) -> Result<(), ChainFault> {
+        let last_seq = self.last_seq();
+        if last_seq != head.seq || self.previous != head.hash {
+            return Err(ChainFault::Truncated { last_seq, head_seq: head.seq });
+        }
+        Ok(())
+    }
+
+    /// What the walk found, ending in `fault` (or none).
+    pub fn report(&self, fault: Option<ChainFault>) -> ChainReport {
+        let signed_up_to = self.last_checkpoint.map_or(self.started_after, |(seq, _)| seq);
+        ChainReport {
+            verified: self.verified,
+            checkpoints: self.checkpoints,
+            last_checkpoint: self.last_checkpoint,
+            unsigned: u64::try_from(self.last_seq() - signed_up_to).unwrap_or(0),
+            started_after: self.started_after,
+            fault,
+        }
+    }
+}
+
+/// One step of the chain in order.
+pub(crate) enum ChainItem<'a> {
+    Record(&'a crate::ChainedRecord),
+    Checkpoint(&'a crate::AuditCheckpoint),
 }
 
 /// Records read per step of a walk.
 const VERIFY_STEP: i64 = 5000;
 
-impl crate::audit::Row {
+impl crate::ChainedRecord {
+    /// The hash this record has after `previous` at its place (none without a place). Public
+    /// so that anyone can check a chain by hand; no secret is involved, which is why the
+    /// checkpoints are signed.
+    pub fn chain_hash(&self, previous: &ChainHash) -> Option<ChainHash> {
+        self.seq.map(|seq| self.fields().link(previous, seq))
+    }
+
     pub(crate) fn fields(&self) -> Fields<'_> {
         Fields {
             occurred_at: self.occurred_at,
@@ -234,54 +444,21 @@ impl crate::audit::Row {
 }
 
 impl Store {
-    /// Walks the whole chain in order, a page at a time, and reports the first record that
-    /// does not fit: altered, deleted, inserted or moved, or a cut tail.
-    pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
+    /// Walks the chain in order, a page at a time (bounded memory), with its signed
+    /// checkpoints, and reports the first record that does not fit: altered, deleted, inserted
+    /// or moved, a cut tail, a forged checkpoint or a rewritten stretch.
+    pub async fn verify_audit_chain(&self, keys: &crate::CheckpointKeys, from: VerifyFrom) -> Result<ChainReport> {
         // The chain as far as its head says now; records appended while the walk goes on are
         // past it, and are left for the next walk.
-        let (head_seq, head_hash) = self.audit_chain_head().await?;
-        let mut previous = CHAIN_START;
-        let mut expected = 1_i64;
-        let mut last: Option<(i64, i64)> = None;
-        let mut verified = 0_u64;
-        let fault = |verified, fault| Ok(ChainReport { verified, fault: Some(fault) });
-        while expected <= head_seq {
-            let rows: Vec<crate::audit::Row> = on_reader!(self, pool => sqlx::query_as(
-                "SELECT * FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3")
-                .bind(expected)
-                .bind(head_seq)
-                .bind(VERIFY_STEP)
-                .fetch_all(pool)
-                .await?);
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                let seq = row.seq.unwrap_or_default();
-                if seq != expected {
-                    return fault(
-                        verified,
-                        ChainFault::Deleted {
-                            seq: expected,
-                            after_id: last.map(|(id, _)| id),
-                            after_occurred_at: last.map(|(_, at)| at),
-                        },
-                    );
-                }
-                let stored = row.hash.as_deref().and_then(|h| ChainHash::try_from(h).ok());
-                let computed = row.fields().link(&previous, seq);
-                if stored != Some(computed) {
-                    return fault(verified, ChainFault::Altered { seq, id: row.id, occurred_at: row.occurred_at });
-                }
-                previous = computed;
-                last = Some((row.id, row.occurred_at));
-                expected += 1;
-                verified += 1;
-            }
-        }
-        let last_seq = expected - 1;
-        if last_seq < head_seq || previous != head_hash {
-            return fault(verified, ChainFault::Truncated { last_seq, head_seq });
+        let head = self.audit_chain_head().await?;
+        let anchor = self.walk_anchor(from).await?;
+        let mut walk = match ChainWalk::new(keys, anchor.as_ref()) {
+            Ok(walk) => walk,
+            Err(fault) => return Ok(ChainWalk::from_start(keys).report(Some(fault))),
+        };
+        let outcome = self.walk_stored(&mut walk, &head).await?;
+        if let Err(fault) = outcome {
+            return Ok(walk.report(Some(fault)));
         }
         // Records without a place, or past the head, were put there by hand. The head is read
         // again in the same statement (one snapshot): the chain may have grown meanwhile.
@@ -290,16 +467,99 @@ impl Store {
              OR seq > (SELECT h.seq FROM audit_chain_head h WHERE h.id = 1) ORDER BY id LIMIT 1")
             .fetch_optional(pool)
             .await?);
-        Ok(ChainReport { verified, fault: outside.map(|(id, occurred_at)| ChainFault::Inserted { id, occurred_at }) })
+        Ok(walk.report(outside.map(|(id, occurred_at)| ChainFault::Inserted { id, occurred_at })))
+    }
+
+    /// Feeds the stored chain after the walk's start up to `head` to `walk`, then checks it
+    /// reaches the head.
+    async fn walk_stored(
+        &self,
+        walk: &mut ChainWalk<'_>,
+        head: &ChainHead,
+    ) -> Result<std::result::Result<(), ChainFault>> {
+        let visited = self
+            .stream_chain(walk.last_seq(), head.seq, |item| {
+                let fit = match item {
+                    ChainItem::Record(record) => walk.record(record),
+                    ChainItem::Checkpoint(checkpoint) => walk.checkpoint(checkpoint),
+                };
+                fit.map_or_else(ControlFlow::Break, ControlFlow::Continue)
+            })
+            .await?;
+        Ok(match visited {
+            ControlFlow::Break(fault) => Err(fault),
+            ControlFlow::Continue(()) => walk.finish(head),
+        })
+    }
+
+    /// Hands `visit` the stored chain after place `after` up to `head_seq`, in order, a page
+    /// at a time: each record, each checkpoint right after the record at its place, and last
+    /// the checkpoints past where the records end (they show a cut tail). Stops when `visit`
+    /// breaks.
+    pub(crate) async fn stream_chain<B>(
+        &self,
+        after: i64,
+        head_seq: i64,
+        mut visit: impl FnMut(ChainItem<'_>) -> ControlFlow<B>,
+    ) -> Result<ControlFlow<B>> {
+        let mut from = after + 1;
+        while from <= head_seq {
+            let rows: Vec<crate::ChainedRecord> = on_reader!(self, pool => sqlx::query_as(
+                "SELECT * FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+                .bind(from)
+                .bind(head_seq)
+                .bind(VERIFY_STEP)
+                .fetch_all(pool)
+                .await?);
+            let Some(last) = rows.last().and_then(|r| r.seq) else { break };
+            let checkpoints = self.audit_checkpoints_between(from, last).await?;
+            let mut checkpoints = checkpoints.iter().peekable();
+            for row in &rows {
+                if let ControlFlow::Break(b) = visit(ChainItem::Record(row)) {
+                    return Ok(ControlFlow::Break(b));
+                }
+                while let Some(checkpoint) = checkpoints.next_if(|c| Some(c.seq) <= row.seq) {
+                    if let ControlFlow::Break(b) = visit(ChainItem::Checkpoint(checkpoint)) {
+                        return Ok(ControlFlow::Break(b));
+                    }
+                }
+            }
+            from = last + 1;
+        }
+        for checkpoint in self.audit_checkpoints_between(from, i64::MAX).await? {
+            if let ControlFlow::Break(b) = visit(ChainItem::Checkpoint(&checkpoint)) {
+                return Ok(ControlFlow::Break(b));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The checkpoint a walk starts from: the latest base (where a pruned trail starts), or,
+    /// from a time, the latest checkpoint before the first record at or after it.
+    pub(crate) async fn walk_anchor(&self, from: VerifyFrom) -> Result<Option<crate::AuditCheckpoint>> {
+        let base = self.audit_base_checkpoint().await?;
+        let VerifyFrom::Time(at) = from else { return Ok(base) };
+        let first: Option<i64> = on_reader!(self, pool => sqlx::query_scalar(
+            "SELECT MIN(seq) FROM audit_events WHERE occurred_at >= $1")
+            .bind(at)
+            .fetch_one(pool)
+            .await?);
+        let before = first.map_or(i64::MAX, |seq| seq - 1);
+        let latest = self.latest_audit_checkpoint_at_or_before(before).await?;
+        Ok(match (base, latest) {
+            (Some(base), Some(latest)) if latest.seq < base.seq => Some(base),
+            (base, None) => base,
+            (_, latest) => latest,
+        })
     }
 
     /// Where the chain ends and the hash there.
-    async fn audit_chain_head(&self) -> Result<(i64, ChainHash)> {
+    pub async fn audit_chain_head(&self) -> Result<ChainHead> {
         let (seq, hash): (i64, Vec<u8>) = on_reader!(self, pool => sqlx::query_as(
             "SELECT seq, hash FROM audit_chain_head WHERE id = 1")
             .fetch_one(pool)
             .await?);
-        Ok((seq, stored_hash(&hash, || "audit_chain_head".to_owned())?))
+        Ok(ChainHead { seq, hash: stored_hash(&hash, || "audit_chain_head".to_owned())? })
     }
 
     /// Chains the records written before the chain existed (in id order), once: when the chain
@@ -320,7 +580,7 @@ impl Store {
                 } else {
                     // Forward from the last record chained, along the primary key: each step
                     // reads only its own records, however long the old trail.
-                    let rows: Vec<crate::audit::Row> =
+                    let rows: Vec<crate::ChainedRecord> =
                         sqlx::query_as("SELECT * FROM audit_events WHERE id > $1 AND seq IS NULL ORDER BY id LIMIT 1000")
                             .bind(after_id)
                             .fetch_all(&mut *tx)

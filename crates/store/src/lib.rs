@@ -14,8 +14,10 @@
 mod audit;
 mod chain;
 mod changes;
+mod checkpoints;
 mod clients;
 mod consents;
+mod export;
 mod federation;
 mod grants;
 mod keys;
@@ -32,8 +34,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-pub use chain::{ChainFault, ChainReport};
+pub use audit::ChainedRecord;
+pub use chain::{ChainFault, ChainHead, ChainReport, ChainWalk, VerifyFrom};
 pub use changes::{ChangeListener, Committed, GrantSelector, Mutation};
+pub use checkpoints::{AuditCheckpoint, AuditSigningKeyRecord, CheckpointKeys, PruneReport};
+pub use export::{CheckpointLine, EXPORT_FORMAT, ExportError, ExportHeader, ExportLine, ExportSummary, verify_export};
 pub use model::*;
 
 /// Expands `$body` once per backend with `$pool` bound to the concrete pool, within the store's

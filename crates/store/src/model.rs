@@ -96,12 +96,24 @@ text_enum!(
         ConfigReloaded = "config.reloaded",
         ConfigReloadRequested = "config.reload_requested",
         InitialAccessTokenCreated = "iat.created",
+        /// Old records removed on purpose, leaving a signed base checkpoint.
+        AuditPruned = "audit.pruned",
     }
 );
 text_enum!(
     /// How an audited event ended: a gateway decision is allowed or denied, an identity action
     /// succeeded or failed.
     AuditOutcome { Allowed = "allowed", Denied = "denied", Succeeded = "succeeded", Failed = "failed" }
+);
+
+text_enum!(
+    /// What a checkpoint marks.
+    CheckpointKind {
+        /// Signed at an interval, over the chain as it then was.
+        Periodic = "periodic",
+        /// Where a pruned trail now starts: the records up to it were removed on purpose.
+        Base = "base",
+    }
 );
 
 impl AuditKind {
@@ -132,6 +144,7 @@ impl AuditKind {
         Self::ConfigReloaded,
         Self::ConfigReloadRequested,
         Self::InitialAccessTokenCreated,
+        Self::AuditPruned,
     ];
 }
 

@@ -1100,7 +1100,7 @@ async fn the_audit_chain_names_the_first_record_that_was_tampered_with() -> Test
             for statement in *tampering {
                 store.execute_admin_sql(statement).await?;
             }
-            let report = store.verify_audit_chain().await?;
+            let report = store.verify_audit_chain(&CheckpointKeys::default(), VerifyFrom::Start).await?;
             assert_eq!(&report.fault, expected, "{name} on {}", store.backend_name());
             match expected {
                 None => assert_eq!(report.verified, 60, "{name}"),
@@ -1126,12 +1126,8 @@ async fn records_written_before_the_chain_are_chained_once_on_migration() -> Tes
             .await
             .or(store.execute_admin_sql("UPDATE audit_chain_head SET seq = 0, hash = ''::bytea").await)?;
         store.migrate().await?;
-        assert_eq!(
-            store.verify_audit_chain().await?,
-            ChainReport { verified: 60, fault: None },
-            "{}",
-            store.backend_name()
-        );
+        let report = store.verify_audit_chain(&CheckpointKeys::default(), VerifyFrom::Start).await?;
+        assert_eq!((report.verified, report.fault), (60, None), "{}", store.backend_name());
         // Once the chain has begun, a record without a place is never taken in.
         store
             .execute_admin_sql(
@@ -1139,7 +1135,10 @@ async fn records_written_before_the_chain_are_chained_once_on_migration() -> Tes
             )
             .await?;
         store.migrate().await?;
-        assert!(matches!(store.verify_audit_chain().await?.fault, Some(ChainFault::Inserted { .. })));
+        assert!(matches!(
+            store.verify_audit_chain(&CheckpointKeys::default(), VerifyFrom::Start).await?.fault,
+            Some(ChainFault::Inserted { .. })
+        ));
     }
     Ok(())
 }
@@ -1169,8 +1168,298 @@ async fn writers_appending_at_once_make_one_chain() -> TestResult {
         for writer in writers {
             writer.await??;
         }
-        let report = store.verify_audit_chain().await?;
-        assert_eq!(report, ChainReport { verified: 8 * 10 * 11, fault: None }, "{}", store.backend_name());
+        let report = store.verify_audit_chain(&CheckpointKeys::default(), VerifyFrom::Start).await?;
+        assert_eq!((report.verified, report.fault), (8 * 10 * 11, None), "{}", store.backend_name());
+    }
+    Ok(())
+}
+
+/// The audit key the checkpoint tests sign with, as a serving node would.
+fn audit_key() -> std::result::Result<portcullis_crypto::SigningKey, Box<dyn std::error::Error>> {
+    Ok(portcullis_crypto::SigningKey::generate()?)
+}
+
+fn trusting(key: &portcullis_crypto::SigningKey) -> CheckpointKeys {
+    let jwk = key.public_jwk();
+    CheckpointKeys::new(portcullis_crypto::PublicKey::from_p256_jwk(&jwk.x, &jwk.y, Some(key.kid())))
+}
+
+fn signed(
+    key: &portcullis_crypto::SigningKey,
+    kind: CheckpointKind,
+    seq: i64,
+    hash: [u8; 32],
+    signed_at: i64,
+) -> std::result::Result<AuditCheckpoint, Box<dyn std::error::Error>> {
+    let mut checkpoint =
+        AuditCheckpoint { kind, seq, hash, signed_at, kid: key.kid().to_owned(), signature: Vec::new() };
+    checkpoint.signature = key.sign_bytes(&checkpoint.message())?;
+    Ok(checkpoint)
+}
+
+/// 60 gateway decisions, record n at 1_900_000_000 + n, with a checkpoint signed after 20, 40
+/// and 60 (at 2_000_000_020 and so on).
+async fn checkpointed_trail(store: &Store, key: &portcullis_crypto::SigningKey) -> TestResult {
+    for part in 0..3_i64 {
+        let batch: Vec<NewAuditEvent> = (1..=20)
+            .map(|n| NewAuditEvent {
+                target: Some(format!("tool-{}", part * 20 + n)),
+                username: Some("ursula".into()),
+                ..NewAuditEvent::action(AuditKind::McpMessage, &Actor::System, 1_900_000_000 + part * 20 + n)
+            })
+            .collect();
+        store.append_audit_events(&batch).await?;
+        let head = store.audit_chain_head().await?;
+        let checkpoint = signed(key, CheckpointKind::Periodic, head.seq, head.hash, 2_000_000_000 + head.seq)?;
+        assert!(store.add_audit_checkpoint(&checkpoint).await?);
+        assert!(!store.add_audit_checkpoint(&checkpoint).await?, "one checkpoint per place");
+    }
+    Ok(())
+}
+
+/// The stored chain as export lines (records with places and hashes), read back.
+async fn exported(
+    store: &Store,
+    keys: &CheckpointKeys,
+) -> std::result::Result<Vec<ExportLine>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    store.export_audit(&mut out, VerifyFrom::Start, keys, 2_100_000_000).await?;
+    Ok(String::from_utf8(out)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+}
+
+fn bytes_literal(store: &Store, bytes: &[u8]) -> String {
+    match store.backend_name() {
+        "postgres" => format!("'\\x{}'::bytea", hex::encode(bytes)),
+        _ => format!("X'{}'", hex::encode(bytes)),
+    }
+}
+
+/// What someone with write access to every table, but not the audit key, can do: change the
+/// record at `from` and recompute every hash after it, and the head's.
+async fn rewrite_from(store: &Store, from: i64) -> TestResult {
+    let lines = exported(store, &CheckpointKeys::default()).await?;
+    let mut previous = [0u8; 32];
+    for line in lines {
+        let ExportLine::Record(mut record) = line else { continue };
+        let seq = record.seq.ok_or("a record without a place")?;
+        if seq == from {
+            record.target = Some("export_contacts".into());
+        }
+        let hash = record.chain_hash(&previous).ok_or("no place")?;
+        if seq >= from {
+            store
+                .execute_admin_sql(&format!(
+                    "UPDATE audit_events SET target = '{}', hash = {} WHERE seq = {seq}",
+                    record.target.as_deref().unwrap_or_default(),
+                    bytes_literal(store, &hash)
+                ))
+                .await?;
+        }
+        previous = hash;
+    }
+    store.execute_admin_sql(&format!("UPDATE audit_chain_head SET hash = {}", bytes_literal(store, &previous))).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn signed_checkpoints_catch_a_rewritten_chain_a_cut_tail_and_a_forgery() -> TestResult {
+    let key = audit_key()?;
+    let keys = trusting(&key);
+    let stranger = trusting(&audit_key()?);
+    enum Tamper {
+        Sql(&'static [&'static str]),
+        RewriteFrom(i64),
+    }
+    let kid = key.kid().to_owned();
+    let cases: Vec<(&str, Tamper, &CheckpointKeys, Option<ChainFault>)> = vec![
+        ("intact", Tamper::Sql(&[]), &keys, None),
+        (
+            "the chain rewritten from place 30 on, hashes and head recomputed",
+            Tamper::RewriteFrom(30),
+            &keys,
+            Some(ChainFault::Rewritten {
+                seq: 40,
+                after_seq: 20,
+                id: 40,
+                occurred_at: 1_900_000_040,
+                signed_at: 2_000_000_040,
+            }),
+        ),
+        (
+            "the tail cut back to place 45 and the head moved with it",
+            Tamper::Sql(&[
+                "DELETE FROM audit_events WHERE seq > 45",
+                "UPDATE audit_chain_head SET seq = 45, hash = (SELECT hash FROM audit_events WHERE seq = 45)",
+            ]),
+            &keys,
+            Some(ChainFault::CutOff { seq: 60, signed_at: 2_000_000_060, last_seq: 45 }),
+        ),
+        (
+            "a checkpoint's time changed",
+            Tamper::Sql(&["UPDATE audit_checkpoints SET signed_at = signed_at + 1 WHERE seq = 40"]),
+            &keys,
+            Some(ChainFault::Forged { seq: 40, kid: kid.clone() }),
+        ),
+        (
+            "a checkpoint copied to another place",
+            Tamper::Sql(&["UPDATE audit_checkpoints SET seq = 41 WHERE seq = 40"]),
+            &keys,
+            Some(ChainFault::Forged { seq: 41, kid: kid.clone() }),
+        ),
+        (
+            "signed by a key the walk does not trust",
+            Tamper::Sql(&[]),
+            &stranger,
+            Some(ChainFault::Forged { seq: 20, kid: kid.clone() }),
+        ),
+    ];
+    for (name, tamper, trusted, expected) in cases {
+        let (stores, _dir) = stores().await?;
+        for store in &stores {
+            checkpointed_trail(store, &key).await?;
+            match &tamper {
+                Tamper::Sql(statements) => {
+                    for statement in *statements {
+                        store.execute_admin_sql(statement).await?;
+                    }
+                }
+                Tamper::RewriteFrom(seq) => rewrite_from(store, *seq).await?,
+            }
+            let report = store.verify_audit_chain(trusted, VerifyFrom::Start).await?;
+            assert_eq!(report.fault, expected, "{name} on {}", store.backend_name());
+            if expected.is_none() {
+                assert_eq!((report.verified, report.checkpoints, report.unsigned), (60, 3, 0), "{name}");
+                assert_eq!(report.last_checkpoint, Some((60, 2_000_000_060)));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_walk_can_start_at_the_checkpoint_before_a_time() -> TestResult {
+    let key = audit_key()?;
+    let keys = trusting(&key);
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        checkpointed_trail(store, &key).await?;
+        store
+            .append_audit_events(&[NewAuditEvent::action(AuditKind::McpMessage, &Actor::System, 1_900_000_061)])
+            .await?;
+        // The first record at or after ...035 is place 35; the last checkpoint before it is 20.
+        let report = store.verify_audit_chain(&keys, VerifyFrom::Time(1_900_000_035)).await?;
+        assert_eq!(
+            (report.started_after, report.verified, report.checkpoints, report.unsigned, report.fault),
+            (20, 41, 3, 1, None),
+            "{}",
+            store.backend_name()
+        );
+        // A record altered before the anchor is not looked at; one after it is.
+        store.execute_admin_sql("UPDATE audit_events SET target = 'x' WHERE seq = 30").await?;
+        let report = store.verify_audit_chain(&keys, VerifyFrom::Time(1_900_000_035)).await?;
+        assert_eq!(report.fault, Some(ChainFault::Altered { seq: 30, id: 30, occurred_at: 1_900_000_030 }));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pruned_trail_starts_at_a_signed_base_and_still_verifies() -> TestResult {
+    let key = audit_key()?;
+    let keys = trusting(&key);
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        checkpointed_trail(store, &key).await?;
+        let pruned = NewAuditEvent::action(AuditKind::AuditPruned, &Actor::Operator, 2_000_000_100);
+        let sign = |seq, hash| signed(&key, CheckpointKind::Base, seq, hash, 2_000_000_100).map_err(|e| e.to_string());
+        // Records before ...026 are places 1 to 25.
+        let report = store.prune_audit(1_900_000_026, sign, &pruned).await?;
+        assert_eq!(report, PruneReport { removed: 25, base_seq: 25 }, "{}", store.backend_name());
+        let base = store.audit_base_checkpoint().await?.ok_or("no base checkpoint")?;
+        assert_eq!((base.kind, base.seq), (CheckpointKind::Base, 25));
+        let walk = store.verify_audit_chain(&keys, VerifyFrom::Start).await?;
+        // 35 kept, and the record of the prune itself, which says what it did.
+        assert_eq!((walk.started_after, walk.verified, walk.fault), (25, 36, None), "{}", store.backend_name());
+        let trail = store
+            .audit_events(None, 1, &AuditFilter { kinds: vec![AuditKind::AuditPruned], ..Default::default() })
+            .await?;
+        let record = trail.first().ok_or("no audit.pruned record")?;
+        assert_eq!(record.event.reason.as_deref(), Some("25 record(s) removed; the trail now starts after place 25"));
+        // The checkpoint at 20 went with its records; 40 and 60 stay.
+        assert!(store.audit_checkpoints_between(0, 24).await?.is_empty());
+        // Pruning again before the same time removes nothing.
+        let sign = |seq, hash| signed(&key, CheckpointKind::Base, seq, hash, 2_000_000_101).map_err(|e| e.to_string());
+        assert_eq!(store.prune_audit(1_900_000_026, sign, &pruned).await?.removed, 0);
+
+        // Without its base, the trail is missing its beginning.
+        store.execute_admin_sql("DELETE FROM audit_checkpoints WHERE kind = 'base'").await?;
+        let walk = store.verify_audit_chain(&keys, VerifyFrom::Start).await?;
+        assert_eq!(walk.fault, Some(ChainFault::Deleted { seq: 1, after_id: None, after_occurred_at: None }));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_export_verifies_on_its_own_and_catches_an_edited_copy() -> TestResult {
+    let key = audit_key()?;
+    let keys = trusting(&key);
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        checkpointed_trail(store, &key).await?;
+        let mut out = Vec::new();
+        let summary = store.export_audit(&mut out, VerifyFrom::Start, &keys, 2_100_000_000).await?;
+        assert_eq!((summary.records, summary.checkpoints, summary.head_seq), (60, 3, 60));
+        let text = String::from_utf8(out)?;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 60 + 3 + 1, "header, records, checkpoints, end");
+
+        let check = |lines: &[&str], pinned: Option<&CheckpointKeys>| {
+            verify_export(std::io::Cursor::new(lines.join("\n")), pinned).map(|(_, report)| report)
+        };
+        let intact = check(&lines, None)?;
+        assert_eq!((intact.verified, intact.checkpoints, intact.fault), (60, 3, None), "{}", store.backend_name());
+        assert_eq!(check(&lines, Some(&keys))?.fault, None);
+
+        // One record's decision edited in the copy (line n is record n up to 20).
+        let mut edited = lines.clone();
+        let changed = edited[10].replace("\"decision\":\"succeeded\"", "\"decision\":\"failed\"");
+        assert_ne!(changed, edited[10]);
+        edited[10] = &changed;
+        assert_eq!(
+            check(&edited, None)?.fault,
+            Some(ChainFault::Altered { seq: 10, id: 10, occurred_at: 1_900_000_010 })
+        );
+        // A line taken out.
+        let mut removed = lines.clone();
+        removed.remove(5);
+        assert!(matches!(check(&removed, None)?.fault, Some(ChainFault::Deleted { seq: 5, .. })));
+        // Cut short: the end line is missing.
+        assert!(matches!(check(&lines[..40], None), Err(ExportError::Unterminated { lines: 40 })));
+        // Cut after record 43 (line 45) with an end line made to agree: a consistent shorter
+        // export, unless a checkpoint from past its end is left in.
+        let record_43: ChainedRecord = match serde_json::from_str(lines[45])? {
+            ExportLine::Record(r) => *r,
+            other => return Err(format!("line 45 is not a record: {other:?}").into()),
+        };
+        assert_eq!(record_43.seq, Some(43));
+        let end = serde_json::to_string(&ExportLine::End {
+            head_seq: 43,
+            head_hash: hex::encode(record_43.hash.unwrap_or_default()),
+        })?;
+        let mut short: Vec<&str> = lines[..=45].to_vec();
+        short.push(&end);
+        assert_eq!(check(&short, None)?.fault, None);
+        let checkpoint_60 = lines[63];
+        short.insert(46, checkpoint_60);
+        assert_eq!(
+            check(&short, None)?.fault,
+            Some(ChainFault::CutOff { seq: 60, signed_at: 2_000_000_060, last_seq: 43 })
+        );
+        // Someone else's keys in the header: pinned keys refuse them.
+        let stranger = trusting(&audit_key()?);
+        assert_eq!(
+            check(&lines, Some(&stranger))?.fault,
+            Some(ChainFault::Forged { seq: 20, kid: key.kid().to_owned() })
+        );
     }
     Ok(())
 }

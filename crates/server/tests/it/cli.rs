@@ -485,3 +485,94 @@ async fn audit_verify_names_the_record_that_was_changed() -> TestResult {
     );
     Ok(())
 }
+
+/// Export, verify the export on its own (with the keys it carries, and pinned), prune, and a
+/// rewritten copy or a trail cut back with its head are caught.
+#[tokio::test]
+async fn audit_export_verifies_on_its_own_and_prune_leaves_a_trail_that_verifies() -> TestResult {
+    let cli = Cli::new().await?;
+    for name in ["carol", "dave", "erin"] {
+        let out = cli.run(&["user", "add", name, "--password-stdin"], Some("a long enough password\n"))?;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let dir = tempfile::tempdir()?;
+    let export = dir.path().join("trail.jsonl");
+    let export_arg = export.to_str().ok_or("path")?;
+    let out = cli.run(&["audit", "export", "--output", export_arg], None)?;
+    assert!(out.ok, "{}", out.stderr);
+    // The export signs the head first: every record is vouched for.
+    assert!(out.stderr.contains("exported 3 records and 1 signed checkpoints up to place 3"), "{}", out.stderr);
+    let text = std::fs::read_to_string(&export)?;
+    let lines: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 1 + 3 + 1 + 1, "{text}");
+    assert_eq!(lines[0]["format"], "portcullis-audit-export/1");
+    assert_eq!(lines[1]["type"], "record");
+    assert_eq!(lines[1]["kind"], "user.added");
+    assert_eq!(lines[1]["hash"].as_str().map(str::len), Some(64));
+    assert_eq!(lines[4]["type"], "checkpoint");
+
+    let verified = cli.run(&["audit", "verify", "--file", export_arg], None)?;
+    assert!(verified.ok, "{}", verified.stderr);
+    assert!(verified.stdout.starts_with("audit trail intact: 3 records verified in "), "{}", verified.stdout);
+    assert!(verified.stdout.contains(", 1 signed checkpoints"), "{}", verified.stdout);
+    // Pinned to the installation's own keys.
+    let keys = cli.run(&["audit", "keys"], None)?;
+    assert!(keys.ok, "{}", keys.stderr);
+    let keys_file = dir.path().join("keys.json");
+    std::fs::write(&keys_file, &keys.stdout)?;
+    let keys_arg = keys_file.to_str().ok_or("path")?;
+    let pinned = cli.run(&["audit", "verify", "--file", export_arg, "--keys", keys_arg], None)?;
+    assert!(pinned.ok, "{}", pinned.stderr);
+
+    // A copy with a username changed is caught, by line's record id.
+    let edited = dir.path().join("edited.jsonl");
+    std::fs::write(&edited, text.replacen("\"username\":\"dave\"", "\"username\":\"mallory\"", 1))?;
+    let caught = cli.run(&["audit", "verify", "--file", edited.to_str().ok_or("path")?], None)?;
+    assert!(!caught.ok);
+    assert!(caught.stderr.contains("the audit trail was tampered with: record 2 (place 2)"), "{}", caught.stderr);
+    // A file that is not an export.
+    let garbage = dir.path().join("garbage.jsonl");
+    std::fs::write(&garbage, "hello\n")?;
+    let refused = cli.run(&["audit", "verify", "--file", garbage.to_str().ok_or("path")?], None)?;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("line 1 of the export is not an export line"), "{}", refused.stderr);
+
+    // Someone cuts the trail back to its first record and moves the head with it: the signed
+    // checkpoint at place 3 shows it.
+    let store = portcullis_store::Store::connect(&database_url_of(&cli.config)?, 1).await?;
+    store.execute_admin_sql("DELETE FROM audit_events WHERE seq > 1").await?;
+    store
+        .execute_admin_sql("UPDATE audit_chain_head SET seq = 1, hash = (SELECT hash FROM audit_events WHERE seq = 1)")
+        .await?;
+    let cut = cli.run(&["audit", "verify"], None)?;
+    assert!(!cut.ok);
+    assert!(
+        cut.stderr.contains("a signed checkpoint vouches for place 3 but the chain ends at place 1"),
+        "{}",
+        cut.stderr
+    );
+    store.close().await;
+    // A prune refuses a trail that was tampered with: it would destroy the evidence.
+    let refused = cli.run(&["audit", "prune", "--before", "2100-01-01"], None)?;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("nothing was pruned"), "{}", refused.stderr);
+
+    // On an intact trail, prune everything before tomorrow.
+    let cli = Cli::new().await?;
+    let added = cli.run(&["user", "add", "frank", "--password-stdin"], Some("a long enough password\n"))?;
+    assert!(added.ok, "{}", added.stderr);
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1)).date().to_string();
+    let pruned = cli.run(&["audit", "prune", "--before", &tomorrow], None)?;
+    assert!(pruned.ok, "{}", pruned.stderr);
+    assert!(pruned.stdout.starts_with("removed 1 audit records before "), "{}", pruned.stdout);
+    let after = cli.run(&["audit", "verify"], None)?;
+    assert!(after.ok, "{}", after.stderr);
+    // The record of the prune itself remains, after the signed base.
+    assert!(after.stdout.starts_with("audit trail intact: 1 records after place 1 verified"), "{}", after.stdout);
+    let trail = cli.run(&["audit", "tail", "--json", "--kind", "audit"], None)?;
+    assert!(trail.stdout.contains("\"kind\":\"audit.pruned\""), "{}", trail.stdout);
+    let bad = cli.run(&["audit", "prune", "--before", "last tuesday"], None)?;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("is not a time (RFC 3339"), "{}", bad.stderr);
+    Ok(())
+}

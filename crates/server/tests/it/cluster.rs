@@ -176,6 +176,9 @@ url = {database:?}
 [gateway]
 allowed_hosts = ["127.0.0.1:{port_b}"]
 
+[audit]
+checkpoint_interval_secs = 1
+
 [[upstreams]]
 name = "crm"
 command = [{bin:?}, "demo-crm"]
@@ -744,6 +747,8 @@ async fn two_nodes_writing_at_once_make_one_audit_chain() -> TestResult {
     a?;
     b?;
     actions??;
+    // Both nodes sign the head every second; one checkpoint per place is kept.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // Stopping drains each node's audit queue; the database stays (it lives in `_dir`).
     let Cluster { config, master_key, a, b, _dir, .. } = cluster;
     a.stop().await?;
@@ -756,5 +761,12 @@ async fn two_nodes_writing_at_once_make_one_audit_chain() -> TestResult {
         .ok_or(format!("not intact: {verified}"))?;
     // 80 calls, two sessions' initialize and initialized, five actions, the client's registration.
     assert!(count > 80 + 4 + 5, "{verified}");
+    let checkpoints: u64 = verified
+        .split(", ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or(format!("no checkpoint count: {verified}"))?;
+    assert!(checkpoints >= 1, "the nodes signed no checkpoint: {verified}");
     Ok(())
 }
