@@ -284,6 +284,7 @@ impl Control {
             groups: asserted.groups.clone(),
         };
         self.commit(mutation, audit).await?;
+        portcullis_telemetry::sign_in(&asserted.idp, portcullis_telemetry::SignIn::Succeeded);
         Ok(Ok(user))
     }
 
@@ -305,6 +306,7 @@ impl Control {
             ..self.federated_event(AuditKind::SignInFailed, asserted, source)
         };
         self.commit(Mutation::RecordOnly, audit).await?;
+        portcullis_telemetry::sign_in(&asserted.idp, portcullis_telemetry::SignIn::Failed);
         Ok(())
     }
 

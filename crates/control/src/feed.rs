@@ -93,6 +93,16 @@ impl ChangeFeed {
         self.0.current_at.lock().map(|at| at.elapsed() <= self.0.settings.fail_closed_after).unwrap_or(false)
     }
 
+    /// How long since the log was last read to its end: how far behind this node may be.
+    pub fn staleness(&self) -> Duration {
+        self.0.current_at.lock().map(|at| at.elapsed()).unwrap_or(Duration::MAX)
+    }
+
+    /// Sets the change feed's gauges (for a scrape).
+    pub fn report(&self) {
+        portcullis_telemetry::set_change_feed(self.staleness().as_secs_f64(), self.is_current());
+    }
+
     pub fn stop(&self) {
         let _ = self.0.stop.send(true);
     }

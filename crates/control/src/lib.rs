@@ -12,6 +12,8 @@
 //! change to whatever keeps state in memory.
 
 mod audit;
+
+use portcullis_telemetry::SignIn;
 mod clients;
 mod federation;
 mod feed;
@@ -556,6 +558,10 @@ impl Control {
             Ok(()) => (AuditKind::SignInSucceeded, AuditOutcome::Succeeded, None),
             Err(reason) => (AuditKind::SignInFailed, AuditOutcome::Failed, Some(reason)),
         };
+        portcullis_telemetry::sign_in(
+            "local",
+            if outcome == AuditOutcome::Succeeded { SignIn::Succeeded } else { SignIn::Failed },
+        );
         let audit = NewAuditEvent {
             user_id: user.map(|u| u.id.clone()),
             username: Some(username.chars().take(100).collect()),

@@ -32,7 +32,10 @@ impl AuditLog {
                 let mut attempt = 0;
                 loop {
                     match store.append_audit_events(&batch).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            portcullis_telemetry::audit_written(batch.len());
+                            break;
+                        }
                         Err(e) if attempt < 5 => {
                             attempt += 1;
                             tracing::warn!(error = %e, attempt, "writing the audit trail failed; retrying");
@@ -40,6 +43,7 @@ impl AuditLog {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, events = batch.len(), "audit events could not be written");
+                            portcullis_telemetry::audit_dropped(batch.len());
                             break;
                         }
                     }
@@ -55,6 +59,7 @@ impl AuditLog {
     pub fn record(&self, events: Vec<NewAuditEvent>) {
         let Some(tx) = self.sender.lock().ok().and_then(|s| s.clone()) else {
             tracing::warn!(events = events.len(), "audit event after shutdown");
+            portcullis_telemetry::audit_dropped(events.len());
             return;
         };
         for event in events {
@@ -65,6 +70,11 @@ impl AuditLog {
                 });
             }
         }
+    }
+
+    /// Records queued and not yet taken by the writer.
+    pub fn depth(&self) -> usize {
+        self.sender.lock().ok().and_then(|s| s.as_ref().map(|tx| tx.max_capacity() - tx.capacity())).unwrap_or(0)
     }
 
     /// Stops accepting events and waits until every queued one is written.

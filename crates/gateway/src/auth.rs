@@ -354,14 +354,16 @@ impl TokenValidator {
 
     fn recall(&self, key: &[u8; 32], now: i64) -> Option<Verified> {
         let mut cache = self.verified.lock().ok()?;
-        match cache.get(key) {
+        let found = match cache.get(key) {
             Some(hit) if hit.until > now => Some(hit.verified.clone()),
             Some(_) => {
                 cache.remove(key);
                 None
             }
             None => None,
-        }
+        };
+        portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::ForeignTokens, found.is_some());
+        found
     }
 
     /// The bearer token of an `Authorization` header value (RFC 6750 §2.1: scheme is

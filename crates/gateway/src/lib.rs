@@ -312,6 +312,8 @@ pub struct Decided {
     pub target: Option<String>,
     pub allowed: bool,
     pub reason: Option<String>,
+    /// Why it was refused, as a bounded label for metrics.
+    pub denial: Option<portcullis_telemetry::Refusal>,
 }
 
 /// A POST's outcome and what was decided on the way.
@@ -721,6 +723,17 @@ impl Gateway {
         })?;
         let document = client.settings().metadata_document.clone()?;
         Some(upstream_oauth::client_metadata_document(client.settings(), document.as_str(), &routing.settings.issuer))
+    }
+
+    /// Sets the gauges a scrape reads: each route's live sessions and channel children, and
+    /// the audit queue's depth.
+    pub fn report_load(&self) {
+        let load = self.0.sessions.load();
+        for name in self.0.routing().routes.keys() {
+            let (sessions, children) = load.get(name).copied().unwrap_or_default();
+            portcullis_telemetry::set_route_load(name, sessions, children);
+        }
+        portcullis_telemetry::set_audit_queue_depth(self.0.audit.depth());
     }
 
     /// Queues audit events (written off the request path).

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use portcullis_authz::{Decision, DenyReason, Operation, Policy};
+use portcullis_telemetry::{Refusal, UpstreamError};
 use portcullis_types::ScopeSet;
 use serde_json::Value;
 use sse_stream::{Sse, SseBody, SseByteStream};
@@ -323,11 +324,18 @@ impl Gateway {
 
     /// Notes on the route's health an error that says its upstream failed.
     fn note_failure(&self, route: &str, e: &GatewayError) {
-        let why = match e {
-            GatewayError::UpstreamUnavailable { message, .. } => message.clone(),
-            GatewayError::UpstreamTimeout { seconds, .. } => format!("did not answer within {seconds} s"),
+        let (why, kind) = match e {
+            GatewayError::UpstreamUnavailable { message, .. } => (message.clone(), UpstreamError::Unavailable),
+            GatewayError::UpstreamTimeout { seconds, .. } => {
+                (format!("did not answer within {seconds} s"), UpstreamError::Timeout)
+            }
+            GatewayError::UpstreamRefused { .. } => {
+                portcullis_telemetry::upstream_error(route, UpstreamError::Refused);
+                return;
+            }
             _ => return,
         };
+        portcullis_telemetry::upstream_error(route, kind);
         if let Some(route) = self.0.routing().routes.get(route) {
             route.observed.failed(&why);
         }
@@ -456,7 +464,19 @@ impl Gateway {
                     (false, Some(format!("looks like {mapped:?} but is not")))
                 }
             };
-            decisions.push(Decided { method: method.to_owned(), target: target.map(str::to_owned), allowed, reason });
+            let denial = match &decision {
+                Decision::Allow => None,
+                Decision::Deny { reason: DenyReason::InsufficientScope, .. } => Some(Refusal::InsufficientScope),
+                Decision::Deny { reason: DenyReason::Unmapped, .. } => Some(Refusal::NotMapped),
+                Decision::Deny { reason: DenyReason::Confusable { .. }, .. } => Some(Refusal::Confusable),
+            };
+            decisions.push(Decided {
+                method: method.to_owned(),
+                target: target.map(str::to_owned),
+                allowed,
+                reason,
+                denial,
+            });
             if let (true, Some(kind), Some(id)) = (allowed, ListKind::for_method(method), id) {
                 lists.insert(jsonrpc::id_key(id), kind);
             }
@@ -725,7 +745,10 @@ impl Gateway {
             request = request.header(SESSION_HEADER, upstream_id);
         }
         let seconds = route.settings.request_timeout.as_secs();
-        let response = match tokio::time::timeout(route.settings.request_timeout, request.send()).await {
+        let started = std::time::Instant::now();
+        let sent = tokio::time::timeout(route.settings.request_timeout, request.send()).await;
+        portcullis_telemetry::gateway_upstream_duration(&route.settings.name, started.elapsed().as_secs_f64());
+        let response = match sent {
             Err(_) => return Err(GatewayError::UpstreamTimeout { seconds, id }),
             Ok(Err(e)) if e.is_timeout() => return Err(GatewayError::UpstreamTimeout { seconds, id }),
             Ok(Err(e)) => return Err(GatewayError::UpstreamUnavailable { message: describe(&e), id }),
@@ -835,6 +858,7 @@ impl Gateway {
         };
         let wants_events = accepts(headers, EVENT_STREAM) && !forward.initialize;
         let lines: Vec<String> = messages.iter().map(Value::to_string).collect();
+        let started = std::time::Instant::now();
         let mut answers = match channel.send(lines, &forward.request_ids, wants_events).await {
             Ok(a) => {
                 route.observed.answered();
@@ -881,6 +905,7 @@ impl Gateway {
                     }
                 }
             }
+            portcullis_telemetry::gateway_upstream_duration(&route.settings.name, started.elapsed().as_secs_f64());
             let body = if collected.len() == 1 && forward.request_ids.len() == 1 {
                 collected.remove(0)
             } else {
@@ -889,7 +914,9 @@ impl Gateway {
             return Ok(json_reply(ReplyStatus::Ok, &body, session_id));
         }
 
-        // An event stream: server messages and answers as they come, then the end.
+        // An event stream: server messages and answers as they come, then the end. The
+        // upstream's share counted is what it took to accept the messages.
+        portcullis_telemetry::gateway_upstream_duration(&route.settings.name, started.elapsed().as_secs_f64());
         struct State {
             answers: channel::PostStream,
             remaining: HashSet<String>,

@@ -127,6 +127,22 @@ impl Sessions {
         self.map.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Live sessions per route, and how many of them hold a channel of their own (a stdio
+    /// child or a legacy SSE connection).
+    pub fn load(&self) -> HashMap<String, (usize, usize)> {
+        let mut load: HashMap<String, (usize, usize)> = HashMap::new();
+        if let Ok(map) = self.map.lock() {
+            for s in map.values() {
+                let entry = load.entry(s.route.clone()).or_default();
+                entry.0 += 1;
+                if matches!(s.upstream, SessionUpstream::Channel(_)) {
+                    entry.1 += 1;
+                }
+            }
+        }
+        load
+    }
+
     pub fn clear(&self) {
         if let Ok(mut map) = self.map.lock() {
             map.clear();

@@ -56,7 +56,9 @@ const MAX_CACHE_ENTRIES: usize = 10_000;
 impl CimdCache {
     fn get(&self, client_id: &str, now: i64) -> Option<ClientRecord> {
         let entries = self.entries.lock().ok()?;
-        entries.get(client_id).filter(|(_, until)| *until > now).map(|(c, _)| c.clone())
+        let found = entries.get(client_id).filter(|(_, until)| *until > now).map(|(c, _)| c.clone());
+        portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::ClientMetadataDocuments, found.is_some());
+        found
     }
 
     pub(crate) fn forget(&self, client_id: &str) {

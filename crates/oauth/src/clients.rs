@@ -26,7 +26,9 @@ pub(crate) struct ClientCache {
 
 impl ClientCache {
     fn get(&self, client_id: &str) -> Option<ClientRecord> {
-        self.entries.lock().ok()?.get(client_id).cloned()
+        let found = self.entries.lock().ok()?.get(client_id).cloned();
+        portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::Clients, found.is_some());
+        found
     }
 
     fn put(&self, record: ClientRecord, read_at_generation: u64) {

@@ -127,6 +127,13 @@ impl AuthorizationServer {
         request: TokenRequest,
     ) -> Result<TokenResponseOutcome, OAuthError> {
         let client = self.authenticate_client(credentials).await?;
+        let grant_type = match &request {
+            TokenRequest::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            TokenRequest::RefreshToken { .. } => GrantType::RefreshToken,
+            TokenRequest::ClientCredentials { .. } => GrantType::ClientCredentials,
+            TokenRequest::JwtBearer { .. } => GrantType::JwtBearer,
+            TokenRequest::TokenExchange(_) => GrantType::TokenExchange,
+        };
         let response = match request {
             TokenRequest::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
                 self.redeem_code(&client, &code, redirect_uri.as_deref(), code_verifier.as_deref(), resource.as_deref())
@@ -156,6 +163,7 @@ impl AuthorizationServer {
         if client.last_used_at.is_none_or(|t| now - t >= LAST_USED_PRECISION) {
             self.touch_client(&client.client_id, now).await?;
         }
+        portcullis_telemetry::token_issued(grant_type.as_str());
         Ok(TokenResponseOutcome { response, client_id: client.client_id })
     }
 

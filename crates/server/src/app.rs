@@ -421,6 +421,8 @@ pub async fn sync_config_clients(control: &Control, config: &Config) -> anyhow::
 /// A server that is accepting connections.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub issuer: String,
     pub server: AuthorizationServer,
     pub feed: ChangeFeed,
@@ -540,6 +542,13 @@ pub async fn start_on(
     };
     tokio::spawn(apply_changes(feed.clone(), server.clone(), reloader.clone(), shutdown.subscribe()));
     tokio::spawn(maintain(server.clone(), shutdown.subscribe()));
+    let metrics_addr = match config.metrics.listen {
+        Some(listen) => {
+            let sources = crate::metrics::Sources { gateway: gateway.clone(), feed: feed.clone() };
+            Some(crate::metrics::serve(listen, sources, shutdown.subscribe()).await?)
+        }
+        None => None,
+    };
     tokio::spawn(sign_audit_checkpoints(
         audit_signer,
         store.clone(),
@@ -575,7 +584,7 @@ pub async fn start_on(
         }
     });
     tracing::info!(%addr, issuer = %config.issuer(), backend = store.backend_name(), "Portcullis is listening");
-    Ok(RunningServer { addr, issuer: config.issuer(), server, feed, gateway, reloader, shutdown, task })
+    Ok(RunningServer { addr, metrics_addr, issuer: config.issuer(), server, feed, gateway, reloader, shutdown, task })
 }
 
 /// Takes a changed configuration file without a restart: routes and their policies, trusted
@@ -701,13 +710,16 @@ async fn sign_audit_checkpoints(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sign = async |store: &Store| match signer.checkpoint(store, clock.now()).await {
-        Ok(Some(c)) => tracing::info!(
-            target: "portcullis::audit",
-            seq = c.seq,
-            hash = %hex::encode(c.hash),
-            kid = %c.kid,
-            "signed an audit checkpoint"
-        ),
+        Ok(Some(c)) => {
+            portcullis_telemetry::audit_checkpoint(c.seq);
+            tracing::info!(
+                target: "portcullis::audit",
+                seq = c.seq,
+                hash = %hex::encode(c.hash),
+                kid = %c.kid,
+                "signed an audit checkpoint"
+            )
+        }
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "could not sign an audit checkpoint"),
     };

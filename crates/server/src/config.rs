@@ -19,6 +19,7 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     pub gateway: GatewayConfig,
     pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub identity_providers: Vec<IdentityProviderConfig>,
 }
@@ -527,6 +528,15 @@ impl Default for GatewayConfig {
             client_metadata_document_url: None,
         }
     }
+}
+
+/// Prometheus metrics on a listener of their own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served (off when absent). Keep it on a private interface: it needs
+    /// no token.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The audit trail's signed checkpoints (`portcullis audit verify`).

@@ -5,3 +5,4 @@ pub mod app;
 pub mod config;
 pub mod demo_crm;
 pub mod gateway;
+pub mod metrics;

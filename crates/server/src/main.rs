@@ -380,6 +380,13 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     config.registration.initial_access_token = portcullis::config::InitialAccessTokenMode::Optional;
     config.registration.allowed_networks = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
     config.upstreams = vec![portcullis::demo_crm::demo_upstream(program.to_string_lossy().into_owned())];
+    // Metrics beside the demo: the port after the demo's (any free one when that is taken).
+    let metrics_port = addr.port().checked_add(1).filter(|_| listen.port() != 0).unwrap_or(0);
+    let metrics_listen = std::net::SocketAddr::new(addr.ip(), metrics_port);
+    config.metrics.listen = Some(match std::net::TcpListener::bind(metrics_listen) {
+        Ok(_) => metrics_listen,
+        Err(_) => std::net::SocketAddr::new(addr.ip(), 0),
+    });
     config.validate()?;
 
     // alice: the password from PORTCULLIS_DEMO_PASSWORD, else a fresh one printed below.
@@ -415,6 +422,9 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     println!();
     println!("  MCP server URL:  {issuer}/mcp/crm");
     println!("  Dashboard:       {issuer}/admin");
+    if let Some(metrics) = running.metrics_addr {
+        println!("  Metrics:         http://{metrics}/metrics");
+    }
     println!("  Your account:    {issuer}/account");
     println!("  Sign in as:      alice (an administrator)");
     if generated {

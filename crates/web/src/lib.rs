@@ -215,7 +215,27 @@ pub fn router(state: AppState) -> Router {
             headers::refuse_repeated_headers,
         ))
         .layer(axum::middleware::from_fn_with_state(secure, headers::security_headers))
+        .layer(axum::middleware::from_fn(measure_http))
         .with_state(state)
+}
+
+/// Counts every request by endpoint (the route template, never the path itself: paths carry
+/// ids), method and status, and how long it took to answer (to the response's head).
+async fn measure_http(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let endpoint = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    portcullis_telemetry::http_request(
+        &endpoint,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// The peer address, as the login limits see it.

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use portcullis_gateway::{Gateway, GatewayError, Principal, ReplyStatus, TokenError};
 use portcullis_store::{AuditKind, AuditOutcome, NewAuditEvent};
+use portcullis_telemetry::{Decision, Refusal};
 
 use crate::AppState;
 
@@ -36,6 +37,47 @@ fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// Why a request the gateway answered with an error was refused, when it was a refusal (not
+/// an upstream failure or an internal error), as a metric label.
+fn refusal_of(e: &GatewayError) -> Option<Refusal> {
+    Some(match e {
+        GatewayError::Unauthenticated(TokenError::Missing) => Refusal::TokenMissing,
+        GatewayError::Unauthenticated(TokenError::IssuerUnavailable(_)) => Refusal::IssuerUnavailable,
+        GatewayError::Unauthenticated(_) => Refusal::InvalidToken,
+        GatewayError::InsufficientScope { .. } => Refusal::InsufficientScope,
+        GatewayError::OriginNotAllowed(_) | GatewayError::HostNotAllowed(_) => Refusal::OriginOrHost,
+        GatewayError::InvalidMessage { .. }
+        | GatewayError::HeaderMismatch(_)
+        | GatewayError::UnsupportedProtocolVersion(_)
+        | GatewayError::SessionRequired
+        | GatewayError::MethodNotAllowed(_)
+        | GatewayError::PayloadTooLarge(_)
+        | GatewayError::NotAcceptable
+        | GatewayError::UnsupportedMediaType
+        | GatewayError::SessionNotFound => Refusal::InvalidMessage,
+        GatewayError::TooManySessions => Refusal::TooManySessions,
+        GatewayError::ConnectionRequired { .. } | GatewayError::UserRequired { .. } => Refusal::ConnectionRequired,
+        GatewayError::UpstreamUnavailable { .. }
+        | GatewayError::UpstreamRefused { .. }
+        | GatewayError::UpstreamTimeout { .. }
+        | GatewayError::Internal(_) => return None,
+    })
+}
+
+/// Counts what was decided about one request on `route`: each message, each refusal, and how
+/// long the whole request took.
+fn measure(route: &str, events: &[NewAuditEvent], refusals: impl IntoIterator<Item = Refusal>, started: Instant) {
+    for e in events {
+        let decision = if e.outcome == AuditOutcome::Allowed { Decision::Allowed } else { Decision::Denied };
+        let status = e.status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+        portcullis_telemetry::gateway_message(route, e.method.as_deref().unwrap_or_default(), decision, status);
+    }
+    for refusal in refusals {
+        portcullis_telemetry::gateway_refusal(refusal);
+    }
+    portcullis_telemetry::gateway_request_duration(route, started.elapsed().as_secs_f64());
 }
 
 /// An RFC 6750 §3 quoted-string value: our messages never hold quotes or backslashes, but a
@@ -139,7 +181,9 @@ async fn admit(
             _ => None,
         };
         let audit = Audit { route, principal: claimed.as_ref(), started, now: state.server.now() };
-        gateway.record(vec![audit.event(&label, None, false, Some(e.to_string()), response.status())]);
+        let events = vec![audit.event(&label, None, false, Some(e.to_string()), response.status())];
+        measure(route, &events, refusal_of(&e), started);
+        gateway.record(events);
         response
     };
     if let Err(e) = gateway.check_host_and_origin(headers, uri.authority().map(|a| a.as_str())) {
@@ -211,6 +255,12 @@ pub(crate) async fn post(
     };
     let handled = gateway.post(&route, &principal, &headers, bytes).await;
     let failure = handled.reply.as_ref().err().map(ToString::to_string);
+    let mut refusals: Vec<Refusal> = handled.decisions.iter().filter_map(|d| d.denial).collect();
+    if refusals.is_empty()
+        && let Some(refusal) = handled.reply.as_ref().err().and_then(refusal_of)
+    {
+        refusals.push(refusal);
+    }
     let response = render(&gateway, &route, handled.reply);
     let audit = Audit { route: &route, principal: Some(&principal), started, now: state.server.now() };
     let status = response.status();
@@ -229,6 +279,7 @@ pub(crate) async fn post(
     {
         events.push(audit.event("POST", None, false, Some(reason), status));
     }
+    measure(&route, &events, refusals, started);
     gateway.record(events);
     response
 }
@@ -262,7 +313,9 @@ pub(crate) async fn delete(
     let reply = gateway.delete(&route, &principal, &headers).await;
     let response = render(&gateway, &route, reply);
     let audit = Audit { route: &route, principal: Some(&principal), started, now: state.server.now() };
-    gateway.record(vec![audit.event("DELETE", None, response.status().is_success(), None, response.status())]);
+    let events = vec![audit.event("DELETE", None, response.status().is_success(), None, response.status())];
+    measure(&route, &events, None, started);
+    gateway.record(events);
     response
 }
 

@@ -379,6 +379,23 @@ async fn demo_serves_the_crm_route_and_stops_cleanly() -> TestResult {
     let dashboard = no_redirects.get(format!("{base}/admin")).send().await?;
     assert_eq!(dashboard.status(), 303);
     assert_eq!(dashboard.headers()["location"], "/login");
+    // Metrics beside it, in Prometheus text format: the refused ping and the registration.
+    let metrics = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Metrics:"))
+        .map(str::trim)
+        .ok_or(format!("no metrics URL printed: {printed}"))?;
+    assert!(metrics.starts_with("http://127.0.0.1:") && metrics.ends_with("/metrics"), "{metrics}");
+    let scraped = http.get(metrics).send().await?;
+    assert_eq!(scraped.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let text = scraped.text().await?;
+    for series in [
+        r#"portcullis_gateway_refusals_total{reason="token_missing"} 1"#,
+        r#"portcullis_http_requests_total{endpoint="/register",method="POST",status="201"} 1"#,
+        "\nportcullis_audit_records_dropped_total 0\n",
+    ] {
+        assert!(text.contains(series), "{series} not in {text}");
+    }
     let status = stop_with_sigterm(&mut child).await?;
     assert!(status.success(), "demo should exit 0 on SIGTERM, got {status}");
     Ok(())
