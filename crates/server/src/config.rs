@@ -1044,6 +1044,9 @@ impl Config {
         if let Some(v) = get("PORTCULLIS_LISTEN") {
             self.server.listen = parse("PORTCULLIS_LISTEN", v)?;
         }
+        if let Some(v) = get("PORTCULLIS_METRICS_LISTEN") {
+            self.metrics.listen = Some(parse("PORTCULLIS_METRICS_LISTEN", v)?);
+        }
         if let Some(v) = get("PORTCULLIS_DATA_DIR") {
             self.server.data_dir = PathBuf::from(v);
         }

@@ -15,7 +15,7 @@ use crate::harness::*;
 const VERSION: &str = "2025-11-25";
 
 /// `portcullis` with the shared master key, as an operator on one of the nodes would run it.
-fn portcullis(config: &Path, master_key: &str, args: &[&str]) -> AnyResult<String> {
+pub(crate) fn portcullis(config: &Path, master_key: &str, args: &[&str]) -> AnyResult<String> {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("--config")
         .arg(config)
@@ -31,17 +31,28 @@ fn portcullis(config: &Path, master_key: &str, args: &[&str]) -> AnyResult<Strin
 }
 
 /// One `portcullis serve` process.
-struct Node {
+pub(crate) struct Node {
     child: tokio::process::Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Node {
     async fn start(config: &Path, master_key: &str, port: u16) -> AnyResult<Self> {
+        Self::start_with_env(config, master_key, port, &[]).await
+    }
+
+    /// With more environment variables (a node of its own's settings).
+    pub(crate) async fn start_with_env(
+        config: &Path,
+        master_key: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> AnyResult<Self> {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("--config")
             .arg(config)
             .arg("serve")
+            .envs(env.iter().copied())
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("PORTCULLIS_MASTER_KEY", master_key)
             .env("PORTCULLIS_LOG", "warn")
@@ -58,7 +69,7 @@ impl Node {
         Ok(Self { child, base: format!("http://127.0.0.1:{port}") })
     }
 
-    async fn stop(mut self) -> TestResult {
+    pub(crate) async fn stop(mut self) -> TestResult {
         let pid = self.child.id().ok_or("no pid")?.to_string();
         std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
         tokio::time::timeout(Duration::from_secs(15), self.child.wait())
@@ -68,12 +79,12 @@ impl Node {
     }
 }
 
-fn free_port() -> AnyResult<u16> {
+pub(crate) fn free_port() -> AnyResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// An MCP conversation on one node's `/mcp/crm`.
-struct Conversation {
+pub(crate) struct Conversation {
     http: reqwest::Client,
     url: String,
     token: String,
@@ -81,7 +92,7 @@ struct Conversation {
 }
 
 impl Conversation {
-    async fn open(http: &reqwest::Client, node: &str, token: &str) -> AnyResult<Self> {
+    pub(crate) async fn open(http: &reqwest::Client, node: &str, token: &str) -> AnyResult<Self> {
         let url = format!("{node}/mcp/crm");
         let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
             "protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name":"cluster","version":"1"}}});
@@ -105,7 +116,7 @@ impl Conversation {
         Ok(conversation)
     }
 
-    async fn send(&self, message: Value) -> AnyResult<(u16, String)> {
+    pub(crate) async fn send(&self, message: Value) -> AnyResult<(u16, String)> {
         let response = self
             .http
             .post(&self.url)
@@ -228,7 +239,7 @@ tools = {{ list_contacts = ["crm.contacts.read"], update_deal = ["crm.deals.writ
     }
 }
 
-fn list_contacts(id: i64) -> Value {
+pub(crate) fn list_contacts(id: i64) -> Value {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"list_contacts","arguments":{}}})
 }
 

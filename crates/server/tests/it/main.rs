@@ -13,6 +13,7 @@ mod exchange;
 mod gateway;
 mod harness;
 mod metadata;
+mod observability;
 mod pages;
 mod peers;
 mod registration;
