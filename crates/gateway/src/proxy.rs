@@ -14,6 +14,7 @@ use portcullis_telemetry::{Refusal, UpstreamError};
 use portcullis_types::ScopeSet;
 use serde_json::Value;
 use sse_stream::{Sse, SseBody, SseByteStream};
+use tracing::Instrument as _;
 
 use crate::auth::Principal;
 use crate::channel::{self, ChannelSession, Delivery};
@@ -220,6 +221,9 @@ struct Forward {
     initialize: bool,
     /// The client can be asked to open a URL (MCP URL-mode elicitation).
     url_elicitation: bool,
+    /// `traceparent`/`tracestate` naming the gateway's upstream span (empty when traces are
+    /// off): sent as headers to HTTP upstreams (and in `_meta`, already in the messages).
+    trace: Vec<(String, String)>,
 }
 
 /// What filtering one caller's list answers on a route needs: the route's policy, the
@@ -404,6 +408,7 @@ impl Gateway {
         }
 
         // Decide every message before anything is forwarded.
+        let deciding = portcullis_telemetry::span!("decide", messages = messages.len()).entered();
         let mut needed = ScopeSet::new();
         let mut refusals: Vec<(Option<Value>, i64, String)> = Vec::new();
         let mut lists = HashMap::new();
@@ -481,6 +486,7 @@ impl Gateway {
                 lists.insert(jsonrpc::id_key(id), kind);
             }
         }
+        drop(deciding);
         if !needed.is_empty() {
             let id = if batch { None } else { request_ids.first().cloned() };
             let route_scopes = route.settings.policy.all_scopes();
@@ -507,13 +513,17 @@ impl Gateway {
             (None, false) => declares_url_elicitation(messages.first().and_then(declared_capabilities)),
             (None, true) => false,
         };
-        let forward = Forward { lists, request_ids, initialize, url_elicitation };
+        let upstream = portcullis_telemetry::span!("upstream", route = %route_name);
+        let trace = portcullis_telemetry::propagation(&upstream);
+        let mut messages = messages;
+        portcullis_telemetry::into_meta(&mut messages, &trace);
+        let forward = Forward { lists, request_ids, initialize, url_elicitation, trace };
         let outgoing = if batch { Value::Array(messages) } else { messages.into_iter().next().unwrap_or(Value::Null) };
         match &route.settings.upstream {
             UpstreamSettings::StreamableHttp { url } => {
                 // Bytes, so that a retry after a refresh resends it without a copy.
                 let body = Bytes::from(outgoing.to_string());
-                self.forward_http(route, principal, headers, url, body, session, forward).await
+                self.forward_http(route, principal, headers, url, body, session, forward).instrument(upstream).await
             }
             UpstreamSettings::Stdio(_) | UpstreamSettings::LegacySse { .. } => {
                 if stateless {
@@ -526,7 +536,7 @@ impl Gateway {
                     Value::Array(items) => items,
                     one => vec![one],
                 };
-                self.forward_channel(route, principal, headers, outgoing, session, forward).await
+                self.forward_channel(route, principal, headers, outgoing, session, forward).instrument(upstream).await
             }
         }
     }
@@ -549,6 +559,12 @@ impl Gateway {
         let mut retried = false;
         let response = loop {
             let mut outgoing = self.upstream_headers(route, headers);
+            for (name, value) in &forward.trace {
+                if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name.as_str()), HeaderValue::from_str(value))
+                {
+                    outgoing.insert(name, value);
+                }
+            }
             if let Some(c) = &credential {
                 outgoing.insert(http::header::AUTHORIZATION, c.header()?);
             }

@@ -20,6 +20,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
+    pub tracing: TracingConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub identity_providers: Vec<IdentityProviderConfig>,
 }
@@ -527,6 +528,23 @@ impl Default for GatewayConfig {
             trusted_issuers: Vec::new(),
             client_metadata_document_url: None,
         }
+    }
+}
+
+/// OpenTelemetry traces, exported over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP receiver's base URL (spans go to `<it>/v1/traces`); off when absent.
+    pub otlp_endpoint: Option<url::Url>,
+    pub service_name: String,
+    /// The share of new traces kept (0 to 1); a trace a client started follows its decision.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "portcullis".into(), sample_ratio: 1.0 }
     }
 }
 
@@ -1044,6 +1062,9 @@ impl Config {
         if let Some(v) = get("PORTCULLIS_LISTEN") {
             self.server.listen = parse("PORTCULLIS_LISTEN", v)?;
         }
+        if let Some(v) = get("PORTCULLIS_OTLP_ENDPOINT") {
+            self.tracing.otlp_endpoint = Some(parse("PORTCULLIS_OTLP_ENDPOINT", v)?);
+        }
         if let Some(v) = get("PORTCULLIS_METRICS_LISTEN") {
             self.metrics.listen = Some(parse("PORTCULLIS_METRICS_LISTEN", v)?);
         }
@@ -1125,6 +1146,14 @@ impl Config {
                 )));
             }
             other => return Err(ConfigError::Invalid(format!("server.issuer scheme {other:?} is not http or https"))),
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(ConfigError::Invalid("tracing.sample_ratio must be between 0 and 1".into()));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint
+            && !matches!(endpoint.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::Invalid("tracing.otlp_endpoint must be an http or https URL".into()));
         }
         if !(1..=86_400).contains(&self.audit.checkpoint_interval_secs) {
             return Err(ConfigError::Invalid("audit.checkpoint_interval_secs must be 1 to 86400".into()));

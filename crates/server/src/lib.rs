@@ -6,3 +6,4 @@ pub mod config;
 pub mod demo_crm;
 pub mod gateway;
 pub mod metrics;
+pub mod telemetry;

@@ -247,15 +247,6 @@ enum GrantCommand {
     },
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -287,13 +278,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Demo { listen, data_dir } => {
-            init_tracing(LogFormat::Text);
+            let _traces = portcullis::telemetry::init(LogFormat::Text, &Default::default())?;
             return demo(listen, data_dir).await;
         }
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;
-    init_tracing(config.server.log_format);
+    // Spans are exported by the server only; the CLI's commands log and leave.
+    let traces = if matches!(cli.command, Command::Serve) { config.tracing.clone() } else { Default::default() };
+    let _traces = portcullis::telemetry::init(config.server.log_format, &traces)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match cli.command {
         Command::Audit(cmd) => audit_cli::run(config, cmd).await,

@@ -1,4 +1,4 @@
-//! What Portcullis measures, in one place.
+//! What Portcullis measures, in one place: metrics, and the spans of traces (`traces.rs`).
 //!
 //! Every metric is named, described and given its labels here; the rest of the workspace calls
 //! these functions with typed arguments, so no label can take an unbounded value (a method
@@ -9,6 +9,10 @@
 //!
 //! Names follow Prometheus conventions: `portcullis_` prefix, base units (seconds), `_total`
 //! on counters.
+
+mod traces;
+
+pub use traces::{continue_trace, enable_tracing, into_meta, propagation, trace_id, tracing_enabled};
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 

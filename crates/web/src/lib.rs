@@ -220,21 +220,32 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Counts every request by endpoint (the route template, never the path itself: paths carry
-/// ids), method and status, and how long it took to answer (to the response's head).
+/// ids), method and status, and how long it took to answer (to the response's head). When
+/// traces are on, the request is a span that continues the client's `traceparent`, and log
+/// lines inside it carry its trace id.
 async fn measure_http(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
     let endpoint = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
-    let response = next.run(request).await;
-    portcullis_telemetry::http_request(
-        &endpoint,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
+    let span = portcullis_telemetry::span!(
+        "request",
+        otel.name = %format_args!("{method} {endpoint}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %endpoint,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    portcullis_telemetry::continue_trace(&span, request.headers(), None);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    span.in_scope(|| tracing::debug!(target: "portcullis::access", status, "answered"));
+    portcullis_telemetry::http_request(&endpoint, method.as_str(), status, started.elapsed().as_secs_f64());
     response
 }
 

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use portcullis_gateway::{Gateway, GatewayError, Principal, ReplyStatus, TokenError};
 use portcullis_store::{AuditKind, AuditOutcome, NewAuditEvent};
 use portcullis_telemetry::{Decision, Refusal};
+use tracing::Instrument as _;
 
 use crate::AppState;
 
@@ -78,6 +79,11 @@ fn measure(route: &str, events: &[NewAuditEvent], refusals: impl IntoIterator<It
         portcullis_telemetry::gateway_refusal(refusal);
     }
     portcullis_telemetry::gateway_request_duration(route, started.elapsed().as_secs_f64());
+}
+
+/// Queues the request's audit records (a span of its own when traces are on).
+fn enqueue(gateway: &Gateway, events: Vec<NewAuditEvent>) {
+    portcullis_telemetry::span!("audit.enqueue", records = events.len()).in_scope(|| gateway.record(events));
 }
 
 /// An RFC 6750 §3 quoted-string value: our messages never hold quotes or backslashes, but a
@@ -183,13 +189,14 @@ async fn admit(
         let audit = Audit { route, principal: claimed.as_ref(), started, now: state.server.now() };
         let events = vec![audit.event(&label, None, false, Some(e.to_string()), response.status())];
         measure(route, &events, refusal_of(&e), started);
-        gateway.record(events);
+        enqueue(&gateway, events);
         response
     };
     if let Err(e) = gateway.check_host_and_origin(headers, uri.authority().map(|a| a.as_str())) {
         return Err(refused(e));
     }
-    match gateway.authenticate(route, headers.get(header::AUTHORIZATION)).await {
+    let authenticating = portcullis_telemetry::span!("authenticate", route);
+    match gateway.authenticate(route, headers.get(header::AUTHORIZATION)).instrument(authenticating).await {
         Ok(principal) => Ok((gateway, principal)),
         Err(e) => Err(refused(e)),
     }
@@ -253,6 +260,11 @@ pub(crate) async fn post(
             return unread_body(version, error_response(&gateway, &route, &GatewayError::PayloadTooLarge(limit)));
         }
     };
+    // A client without a traceparent header may carry one in the message's `_meta`.
+    if portcullis_telemetry::tracing_enabled() && !headers.contains_key("traceparent") {
+        let message: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        portcullis_telemetry::continue_trace(&tracing::Span::current(), &headers, message.as_ref());
+    }
     let handled = gateway.post(&route, &principal, &headers, bytes).await;
     let failure = handled.reply.as_ref().err().map(ToString::to_string);
     let mut refusals: Vec<Refusal> = handled.decisions.iter().filter_map(|d| d.denial).collect();
@@ -280,7 +292,7 @@ pub(crate) async fn post(
         events.push(audit.event("POST", None, false, Some(reason), status));
     }
     measure(&route, &events, refusals, started);
-    gateway.record(events);
+    enqueue(&gateway, events);
     response
 }
 
@@ -315,7 +327,7 @@ pub(crate) async fn delete(
     let audit = Audit { route: &route, principal: Some(&principal), started, now: state.server.now() };
     let events = vec![audit.event("DELETE", None, response.status().is_success(), None, response.status())];
     measure(&route, &events, None, started);
-    gateway.record(events);
+    enqueue(&gateway, events);
     response
 }
 

@@ -38,26 +38,32 @@ pub(crate) struct Node {
 
 impl Node {
     async fn start(config: &Path, master_key: &str, port: u16) -> AnyResult<Self> {
-        Self::start_with_env(config, master_key, port, &[]).await
+        Self::start_with_env(config, master_key, port, &[], None).await
     }
 
-    /// With more environment variables (a node of its own's settings).
+    /// With more environment variables (a node of its own's settings; `PORTCULLIS_LOG` among
+    /// them overrides `warn`), and its log in `log` when given.
     pub(crate) async fn start_with_env(
         config: &Path,
         master_key: &str,
         port: u16,
         env: &[(&str, &str)],
+        log: Option<&Path>,
     ) -> AnyResult<Self> {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path)?),
+            None => Stdio::inherit(),
+        };
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("--config")
             .arg(config)
             .arg("serve")
+            .env("PORTCULLIS_LOG", "warn")
             .envs(env.iter().copied())
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("PORTCULLIS_MASTER_KEY", master_key)
-            .env("PORTCULLIS_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().ok_or("stdout")?;

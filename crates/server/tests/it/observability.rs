@@ -1,5 +1,7 @@
 //! What an operator watches: a real Prometheus scrapes `/metrics` after a scripted scenario,
-//! and its query API returns the expected series.
+//! and its query API returns the expected series; the OTLP export of one `tools/call`, decoded
+//! with the OpenTelemetry protocol's own message definitions, has the expected parent/child
+//! structure, and the HTTP upstream saw the same trace.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -46,7 +48,8 @@ tools = {{ list_contacts = ["crm.contacts.read"], update_deal = ["crm.deals.writ
             ),
         )?;
         portcullis(&config, &master_key, &["migrate"])?;
-        let node = Node::start_with_env(&config, &master_key, port, env).await?;
+        let log = dir.path().join("serve.log");
+        let node = Node::start_with_env(&config, &master_key, port, env, Some(&log)).await?;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         Ok(Self { config, master_key, node, http, _dir: dir })
     }
@@ -304,4 +307,213 @@ async fn prometheus_scrapes_the_gateway_and_token_series() -> TestResult {
     assert!(checked >= 14, "{checked} queries");
     drop(prometheus);
     single.node.stop().await
+}
+
+/// One span as the receiver decoded it.
+#[derive(Debug, Clone)]
+struct ReceivedSpan {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+}
+
+/// An OTLP/HTTP receiver (protobuf, `POST /v1/traces`): decodes each export with the
+/// `opentelemetry-proto` messages and keeps the spans.
+async fn otlp_receiver() -> AnyResult<(String, std::sync::Arc<std::sync::Mutex<Vec<ReceivedSpan>>>)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: http::HeaderMap, body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-protobuf"));
+                let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                    return http::StatusCode::BAD_REQUEST;
+                };
+                let mut spans = kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        for span in scope.spans {
+                            spans.push(ReceivedSpan {
+                                name: span.name,
+                                trace_id: hex(&span.trace_id),
+                                span_id: hex(&span.span_id),
+                                parent_span_id: hex(&span.parent_span_id),
+                            });
+                        }
+                    }
+                }
+                http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://{addr}"), spans))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the HTTP upstream saw of each request: its `traceparent` header and `_meta`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+
+/// A Streamable HTTP MCP server with one tool, `echo`, that notes the trace context of every
+/// message it receives.
+async fn traced_upstream() -> AnyResult<(String, Seen)> {
+    let seen: Seen = Default::default();
+    let noted = seen.clone();
+    let app = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |headers: http::HeaderMap, axum::Json(message): axum::Json<Value>| {
+            let noted = noted.clone();
+            async move {
+                let method = message["method"].as_str().unwrap_or_default().to_owned();
+                let header = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let meta = message["params"]["_meta"]["traceparent"].as_str().map(str::to_owned);
+                noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((method.clone(), header, meta));
+                use axum::response::IntoResponse as _;
+                let answer = match method.as_str() {
+                    "initialize" => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                           "serverInfo": {"name": "traced", "version": "1"}}),
+                    "tools/call" => json!({"content": [{"type": "text", "text": "echo"}]}),
+                    _ => return http::StatusCode::ACCEPTED.into_response(),
+                };
+                (
+                    [("mcp-session-id", "upstream-session")],
+                    axum::Json(json!({"jsonrpc": "2.0", "id": message["id"], "result": answer})),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((format!("http://{addr}/mcp"), seen))
+}
+
+/// A `tools/call` that carries a client's `traceparent` is one trace: the gateway's request
+/// span is the client's child, with children for token validation, the policy decision, the
+/// upstream call and the audit enqueue; the upstream was called as a child of the upstream span,
+/// in the header and in `_meta`.
+#[tokio::test]
+async fn a_tool_call_is_one_trace_from_the_client_through_the_upstream() -> TestResult {
+    let (receiver, spans) = otlp_receiver().await?;
+    let (upstream, seen) = traced_upstream().await?;
+    let route = format!(
+        "[[upstreams]]\nname = \"traced\"\nurl = \"{upstream}\"\ntools = {{ echo = [\"crm.contacts.read\"] }}\n"
+    );
+    let env = [
+        ("PORTCULLIS_OTLP_ENDPOINT", receiver.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("PORTCULLIS_LOG", "warn,portcullis_web=info,portcullis::access=debug"),
+        ("PORTCULLIS_LOG_FORMAT", "json"),
+    ];
+    let single = Single::start(&env, &route).await?;
+    let (client_id, secret) = single.agent("Traced agent")?;
+    let url = format!("{}/mcp/traced", single.node.base);
+    let body: Value = single
+        .http
+        .post(format!("{}/token", single.node.base))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("resource", &url)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = body["access_token"].as_str().ok_or(format!("no token: {body}"))?;
+    let post = |message: Value, session: Option<String>, traceparent: Option<&str>| {
+        let mut request = single
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&message);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        request.send()
+    };
+    let initialize = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name":"traced","version":"1"}}});
+    let answer = post(initialize, None, None).await?;
+    assert_eq!(answer.status(), 200);
+    let session = answer.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let call =
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"secret":"s3cr3t"}}});
+    let answer = post(call, session, Some(&format!("00-{client_trace}-{client_span}-01"))).await?;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await?);
+
+    // Stopping flushes the spans still queued.
+    let Single { node, _dir: dir, config, master_key, .. } = single;
+    node.stop().await?;
+    // Payload privacy: the audit trail names the tool and the decision, never the arguments.
+    let trail = portcullis(&config, &master_key, &["audit", "tail", "--json", "-n", "50"])?;
+    assert!(trail.contains("\"target\":\"echo\""), "{trail}");
+    assert!(!trail.contains("s3cr3t"), "{trail}");
+    // The node's log line for the call carries the client's trace id.
+    let log = std::fs::read_to_string(dir.path().join("serve.log"))?;
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["span"]["trace_id"] == client_trace)
+        .ok_or(format!("no log line with the trace id: {log}"))?;
+    assert_eq!(line["fields"]["message"], "answered");
+    assert_eq!(line["span"]["http.route"], "/mcp/{route}");
+    assert!(!log.contains("s3cr3t"), "{log}");
+    let started = Instant::now();
+    let trace: Vec<ReceivedSpan> = loop {
+        let trace: Vec<ReceivedSpan> = spans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|s| s.trace_id == client_trace)
+            .cloned()
+            .collect();
+        if trace.len() >= 5 || started.elapsed() > Duration::from_secs(10) {
+            break trace;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<&str> = trace.iter().map(|s| s.name.as_str()).collect();
+    let request = trace.iter().find(|s| s.name == "POST /mcp/{route}").ok_or_else(|| {
+        let all = spans.lock().map(|s| format!("{s:?}")).unwrap_or_default();
+        format!("no request span in the client's trace: {names:?}; all received: {all}")
+    })?;
+    assert_eq!(request.parent_span_id, client_span, "the gateway continues the client's trace");
+    let child = |name: &str| -> AnyResult<&ReceivedSpan> {
+        let span = trace.iter().find(|s| s.name == name).ok_or(format!("no {name} span in {names:?}"))?;
+        assert_eq!(span.parent_span_id, request.span_id, "{name} is a child of the request");
+        Ok(span)
+    };
+    child("authenticate")?;
+    child("decide")?;
+    let upstream_span = child("upstream")?;
+    child("audit.enqueue")?;
+
+    // The upstream saw the same trace, with the gateway's upstream span as the parent, as a
+    // header and in _meta; and nothing for the initialize the client did not trace... except
+    // the gateway's own new trace.
+    let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let (_, header, meta) = seen.iter().find(|(m, _, _)| m == "tools/call").ok_or("the call did not arrive")?;
+    let expected = format!("00-{client_trace}-{}-01", upstream_span.span_id);
+    assert_eq!(header.as_deref(), Some(expected.as_str()));
+    assert_eq!(meta.as_deref(), Some(expected.as_str()));
+    let (_, header, _) = seen.iter().find(|(m, _, _)| m == "initialize").ok_or("no initialize")?;
+    assert!(header.as_deref().is_some_and(|h| !h.contains(client_trace)), "{header:?}");
+    Ok(())
 }
