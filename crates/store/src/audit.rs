@@ -65,14 +65,15 @@ impl TryFrom<ChainedRecord> for AuditEventRecord {
 }
 
 /// A multi-row INSERT of audit records with their places and hashes (from
-/// [`crate::chain::audit_append`], the only caller): the one place their columns are listed.
+/// [`crate::chain::audit_append`]; without them only in the benchmark's baseline): the one
+/// place their columns are listed.
 macro_rules! audit_insert {
     ($linked:expr) => {{
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
              reason, user_id, username, client_id, issuer, subject, status, latency_ms, seq, hash) ",
         );
-        insert.push_values($linked, |mut row, (e, (seq, hash)): (&$crate::NewAuditEvent, &(i64, [u8; 32]))| {
+        insert.push_values($linked, |mut row, (e, link): (&$crate::NewAuditEvent, Option<&(i64, [u8; 32])>)| {
             row.push_bind(e.occurred_at)
                 .push_bind(e.kind.as_str())
                 .push_bind(&e.actor)
@@ -89,8 +90,8 @@ macro_rules! audit_insert {
                 .push_bind(&e.subject)
                 .push_bind(e.status)
                 .push_bind(e.latency_ms)
-                .push_bind(*seq)
-                .push_bind(hash.to_vec());
+                .push_bind(link.map(|(seq, _)| *seq))
+                .push_bind(link.map(|(_, hash)| hash.to_vec()));
         });
         insert
     }};
@@ -146,6 +147,20 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             crate::chain::audit_append!(tx, events);
+            tx.commit().await?
+        });
+        Ok(())
+    }
+
+    /// The audit write as it was before the chain (no places, no hashes, no head lock), for
+    /// the benchmark that prices the chain (`bench/audit-append`); never built into the server.
+    #[cfg(feature = "bench-baseline")]
+    pub async fn append_audit_events_unchained(&self, events: &[NewAuditEvent]) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in events.chunks(200) {
+                audit_insert!(chunk.iter().map(|e| (e, None))).build().execute(&mut *tx).await?;
+            }
             tx.commit().await?
         });
         Ok(())

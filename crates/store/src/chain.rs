@@ -155,7 +155,10 @@ macro_rules! audit_append {
             }
             // 17 columns x 200 rows stays far below both backends' limits on bound parameters.
             for (chunk, chunk_links) in events.chunks(200).zip(links.chunks(200)) {
-                $crate::audit::audit_insert!(chunk.iter().zip(chunk_links)).build().execute(&mut *$tx).await?;
+                $crate::audit::audit_insert!(chunk.iter().zip(chunk_links.iter().map(Some)))
+                    .build()
+                    .execute(&mut *$tx)
+                    .await?;
             }
             $crate::chain::move_chain_head!($tx, seq, hash);
         }
