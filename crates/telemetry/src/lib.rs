@@ -12,7 +12,7 @@
 
 mod traces;
 
-pub use traces::{continue_trace, enable_tracing, into_meta, propagation, trace_id, tracing_enabled};
+pub use traces::{continue_trace, enable_tracing, into_meta, message_span, propagation, trace_id, tracing_enabled};
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 

@@ -67,28 +67,49 @@ fn has_remote_parent(cx: &opentelemetry::Context) -> bool {
     cx.span().span_context().is_valid()
 }
 
-/// Makes `span` continue the trace a client started: from its `traceparent` header, else from
-/// `_meta` of the JSON-RPC message (`params._meta.traceparent`). Records the trace id on the
-/// span's `trace_id` field, so log lines inside it carry it. A malformed value is ignored.
-pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap, message: Option<&serde_json::Value>) {
+/// Makes `span` (not yet entered) continue the trace a client started with its `traceparent`
+/// header. Records the trace id on the span's `trace_id` field, so log lines inside it carry
+/// it. A malformed value is ignored.
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     if !tracing_enabled() || span.is_disabled() {
         return;
     }
-    let from_headers = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
-    let parent = if has_remote_parent(&from_headers) {
-        Some(from_headers)
-    } else {
-        message
-            .and_then(|m| m.get("params")?.get("_meta")?.as_object())
-            .map(|meta| opentelemetry::global::get_text_map_propagator(|p| p.extract(&Meta(meta))))
-            .filter(has_remote_parent)
-    };
-    if let Some(parent) = parent {
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    if has_remote_parent(&parent) {
         let _ = span.set_parent(parent);
     }
     if let Some(id) = trace_id(span) {
         span.record("trace_id", id.as_str());
     }
+}
+
+/// For a message whose client put its trace only in `params._meta` (SEP-414; a client without
+/// the header): a span for the message in that trace, linked to the HTTP request's span
+/// (`request`, which started before the body was read and so could not join it). A disabled
+/// span when traces are off, when the request carried a `traceparent` header (the request's
+/// span already continues it), or when `_meta` has none.
+pub fn message_span(request: &tracing::Span, headers: &http::HeaderMap, body: &[u8]) -> tracing::Span {
+    if !tracing_enabled() || headers.contains_key("traceparent") {
+        return tracing::Span::none();
+    }
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(body) else { return tracing::Span::none() };
+    let Some(meta) = message.get("params").and_then(|p| p.get("_meta")).and_then(serde_json::Value::as_object) else {
+        return tracing::Span::none();
+    };
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Meta(meta)));
+    if !has_remote_parent(&parent) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("mcp.message", trace_id = tracing::field::Empty);
+    let _ = span.set_parent(parent);
+    let request_context = request.context().span().span_context().clone();
+    if request_context.is_valid() {
+        span.add_link(request_context);
+    }
+    if let Some(id) = trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
+    span
 }
 
 /// The trace id of `span` (32 hex digits), when traces are on.

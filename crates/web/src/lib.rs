@@ -240,7 +240,7 @@ async fn measure_http(request: axum::extract::Request, next: axum::middleware::N
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    portcullis_telemetry::continue_trace(&span, request.headers(), None);
+    portcullis_telemetry::continue_trace(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);

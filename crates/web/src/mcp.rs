@@ -260,12 +260,10 @@ pub(crate) async fn post(
             return unread_body(version, error_response(&gateway, &route, &GatewayError::PayloadTooLarge(limit)));
         }
     };
-    // A client without a traceparent header may carry one in the message's `_meta`.
-    if portcullis_telemetry::tracing_enabled() && !headers.contains_key("traceparent") {
-        let message: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-        portcullis_telemetry::continue_trace(&tracing::Span::current(), &headers, message.as_ref());
-    }
-    let handled = gateway.post(&route, &principal, &headers, bytes).await;
+    // A client without a traceparent header may carry its trace in the message's `_meta`: the
+    // message is then a span of that trace (disabled otherwise, and the request's span goes on).
+    let message = portcullis_telemetry::message_span(&tracing::Span::current(), &headers, &bytes);
+    let handled = gateway.post(&route, &principal, &headers, bytes).instrument(message.clone()).await;
     let failure = handled.reply.as_ref().err().map(ToString::to_string);
     let mut refusals: Vec<Refusal> = handled.decisions.iter().filter_map(|d| d.denial).collect();
     if refusals.is_empty()
@@ -292,7 +290,7 @@ pub(crate) async fn post(
         events.push(audit.event("POST", None, false, Some(reason), status));
     }
     measure(&route, &events, refusals, started);
-    enqueue(&gateway, events);
+    message.in_scope(|| enqueue(&gateway, events));
     response
 }
 

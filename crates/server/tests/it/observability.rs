@@ -455,7 +455,14 @@ async fn a_tool_call_is_one_trace_from_the_client_through_the_upstream() -> Test
     let client_span = "00f067aa0ba902b7";
     let call =
         json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"secret":"s3cr3t"}}});
-    let answer = post(call, session, Some(&format!("00-{client_trace}-{client_span}-01"))).await?;
+    let answer = post(call, session.clone(), Some(&format!("00-{client_trace}-{client_span}-01"))).await?;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await?);
+    // A client that carries its trace only in _meta (SEP-414), as over stdio.
+    let meta_trace = "0af7651916cd43dd8448eb211c80319c";
+    let meta_span = "b7ad6b7169203331";
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{},
+        "_meta": {"traceparent": format!("00-{meta_trace}-{meta_span}-01")}}});
+    let answer = post(call, session, None).await?;
     assert_eq!(answer.status(), 200, "{}", answer.text().await?);
 
     // Stopping flushes the spans still queued.
@@ -484,7 +491,10 @@ async fn a_tool_call_is_one_trace_from_the_client_through_the_upstream() -> Test
             .filter(|s| s.trace_id == client_trace)
             .cloned()
             .collect();
-        if trace.len() >= 5 || started.elapsed() > Duration::from_secs(10) {
+        if trace.len() >= 5
+            && spans.lock().map(|s| s.iter().any(|s| s.trace_id == "0af7651916cd43dd8448eb211c80319c")).unwrap_or(false)
+            || started.elapsed() > Duration::from_secs(10)
+        {
             break trace;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -515,5 +525,24 @@ async fn a_tool_call_is_one_trace_from_the_client_through_the_upstream() -> Test
     assert_eq!(meta.as_deref(), Some(expected.as_str()));
     let (_, header, _) = seen.iter().find(|(m, _, _)| m == "initialize").ok_or("no initialize")?;
     assert!(header.as_deref().is_some_and(|h| !h.contains(client_trace)), "{header:?}");
+
+    // The call whose trace came in _meta: the message is a span of that trace, with the
+    // decision, the upstream call and the audit enqueue under it, and passed on.
+    let received = spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let message = received
+        .iter()
+        .find(|s| s.trace_id == meta_trace && s.name == "mcp.message")
+        .ok_or(format!("no message span in the _meta trace: {received:?}"))?;
+    assert_eq!(message.parent_span_id, meta_span);
+    for name in ["decide", "upstream", "audit.enqueue"] {
+        assert!(
+            received.iter().any(|s| s.name == name && s.parent_span_id == message.span_id),
+            "no {name} under the message span: {received:?}"
+        );
+    }
+    let calls: Vec<_> = seen.iter().filter(|(m, _, _)| m == "tools/call").collect();
+    let (_, header, meta) = calls.get(1).ok_or("the second call did not arrive")?;
+    assert!(header.as_deref().is_some_and(|h| h.contains(meta_trace)), "{header:?}");
+    assert!(meta.as_deref().is_some_and(|h| h.contains(meta_trace) && !h.contains(meta_span)), "{meta:?}");
     Ok(())
 }
