@@ -101,6 +101,24 @@ impl TryFrom<Row> for AuditCheckpoint {
     }
 }
 
+/// The INSERT of a checkpoint, with what to do when one is at its place already (`$conflict`):
+/// the one place its columns are listed.
+macro_rules! insert_checkpoint {
+    ($checkpoint:expr, $conflict:literal) => {{
+        let checkpoint: &AuditCheckpoint = $checkpoint;
+        sqlx::query(concat!(
+            "INSERT INTO audit_checkpoints (seq, kind, hash, signed_at, kid, signature) VALUES ($1, $2, $3, $4, $5, $6) ",
+            $conflict
+        ))
+        .bind(checkpoint.seq)
+        .bind(checkpoint.kind.as_str())
+        .bind(checkpoint.hash.to_vec())
+        .bind(checkpoint.signed_at)
+        .bind(checkpoint.kid.clone())
+        .bind(checkpoint.signature.clone())
+    }};
+}
+
 fn checkpoints(rows: Vec<Row>) -> Result<Vec<AuditCheckpoint>> {
     rows.into_iter().map(TryInto::try_into).collect()
 }
@@ -135,15 +153,7 @@ impl Store {
     /// Keeps a signed checkpoint; false if one is already at its place (another node signed
     /// the same head).
     pub async fn add_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<bool> {
-        let added = on_pool!(self, pool => sqlx::query(
-            "INSERT INTO audit_checkpoints (seq, kind, hash, signed_at, kid, signature) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (seq) DO NOTHING")
-            .bind(checkpoint.seq)
-            .bind(checkpoint.kind.as_str())
-            .bind(&checkpoint.hash[..])
-            .bind(checkpoint.signed_at)
-            .bind(&checkpoint.kid)
-            .bind(&checkpoint.signature)
+        let added = on_pool!(self, pool => insert_checkpoint!(checkpoint, "ON CONFLICT (seq) DO NOTHING")
             .execute(pool)
             .await?
             .rows_affected());
@@ -223,21 +233,10 @@ impl Store {
                         .into(),
                 })?;
             let hash = stored_hash(&hash, || format!("audit record at place {base_seq}"))?;
-            let base = sign(base_seq, hash).map_err(|detail| StoreError::Corrupt {
-                what: "audit signing key",
-                row: "audit_signing_keys".into(),
-                detail,
-            })?;
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (seq, kind, hash, signed_at, kid, signature) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (seq) DO UPDATE SET kind = excluded.kind, hash = excluded.hash, signed_at = excluded.signed_at, \
-                 kid = excluded.kid, signature = excluded.signature")
-                .bind(base.seq)
-                .bind(base.kind.as_str())
-                .bind(&base.hash[..])
-                .bind(base.signed_at)
-                .bind(&base.kid)
-                .bind(&base.signature)
+            let base = sign(base_seq, hash).map_err(StoreError::Signing)?;
+            // The base replaces a periodic checkpoint at the same place.
+            insert_checkpoint!(&base, "ON CONFLICT (seq) DO UPDATE SET kind = excluded.kind, hash = excluded.hash, \
+                signed_at = excluded.signed_at, kid = excluded.kid, signature = excluded.signature")
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("DELETE FROM audit_checkpoints WHERE seq < $1").bind(base_seq).execute(&mut *tx).await?;

@@ -94,6 +94,8 @@ pub enum StoreError {
     Corrupt { what: &'static str, row: String, detail: String },
     #[error("the database did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("could not sign the audit checkpoint: {0}; nothing was changed")]
+    Signing(String),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }

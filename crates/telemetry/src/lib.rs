@@ -14,6 +14,8 @@ mod traces;
 
 pub use traces::{continue_trace, enable_tracing, into_meta, message_span, propagation, trace_id, tracing_enabled};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 pub const GATEWAY_REQUESTS: &str = "portcullis_gateway_requests_total";
@@ -40,8 +42,17 @@ pub const LATENCY_HISTOGRAMS: &[&str] = &[GATEWAY_REQUEST_DURATION, GATEWAY_UPST
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Describes every metric to the installed recorder (help text and unit in the exposition).
+static METRICS: AtomicBool = AtomicBool::new(false);
+
+/// Whether a recorder is installed: without one, nothing below builds its labels.
+fn on() -> bool {
+    METRICS.load(Ordering::Relaxed)
+}
+
+/// Describes every metric to the installed recorder (help text and unit in the exposition),
+/// and turns recording on.
 pub fn describe() {
+    METRICS.store(true, Ordering::Relaxed);
     describe_counter!(GATEWAY_REQUESTS, "MCP messages the gateway decided, by route, method, decision and HTTP status");
     describe_histogram!(GATEWAY_REQUEST_DURATION, Unit::Seconds, "Time to answer a gateway request, upstream included");
     describe_histogram!(GATEWAY_UPSTREAM_DURATION, Unit::Seconds, "The upstream's share of a gateway request");
@@ -152,6 +163,9 @@ impl Decision {
 
 /// One decided message on a route.
 pub fn gateway_message(route: &str, method: &str, decision: Decision, status: u16) {
+    if !on() {
+        return;
+    }
     counter!(
         GATEWAY_REQUESTS,
         "route" => route.to_owned(),
@@ -164,11 +178,17 @@ pub fn gateway_message(route: &str, method: &str, decision: Decision, status: u1
 
 /// How long one gateway request took, upstream included.
 pub fn gateway_request_duration(route: &str, seconds: f64) {
+    if !on() {
+        return;
+    }
     histogram!(GATEWAY_REQUEST_DURATION, "route" => route.to_owned()).record(seconds);
 }
 
 /// How long the upstream took to answer (to its first byte, for streamed answers).
 pub fn gateway_upstream_duration(route: &str, seconds: f64) {
+    if !on() {
+        return;
+    }
     histogram!(GATEWAY_UPSTREAM_DURATION, "route" => route.to_owned()).record(seconds);
 }
 
@@ -215,6 +235,9 @@ impl Refusal {
 }
 
 pub fn gateway_refusal(reason: Refusal) {
+    if !on() {
+        return;
+    }
     counter!(GATEWAY_REFUSALS, "reason" => reason.label()).increment(1);
 }
 
@@ -230,6 +253,9 @@ pub enum UpstreamError {
 }
 
 pub fn upstream_error(route: &str, kind: UpstreamError) {
+    if !on() {
+        return;
+    }
     let kind = match kind {
         UpstreamError::Unavailable => "unavailable",
         UpstreamError::Timeout => "timeout",
@@ -240,6 +266,9 @@ pub fn upstream_error(route: &str, kind: UpstreamError) {
 
 /// Live sessions and running stdio children of a route.
 pub fn set_route_load(route: &str, sessions: usize, stdio_children: usize) {
+    if !on() {
+        return;
+    }
     gauge!(GATEWAY_SESSIONS, "route" => route.to_owned()).set(sessions as f64);
     gauge!(GATEWAY_STDIO_CHILDREN, "route" => route.to_owned()).set(stdio_children as f64);
 }
@@ -247,6 +276,9 @@ pub fn set_route_load(route: &str, sessions: usize, stdio_children: usize) {
 /// One HTTP request answered; `endpoint` is the route template (`/token`, `/mcp/{route}`), or
 /// `unmatched`.
 pub fn http_request(endpoint: &str, method: &str, status: u16, seconds: f64) {
+    if !on() {
+        return;
+    }
     let method = match method {
         "GET" => "GET",
         "POST" => "POST",
@@ -268,6 +300,9 @@ pub fn http_request(endpoint: &str, method: &str, status: u16, seconds: f64) {
 
 /// An access token issued; `grant_type` is the grant's registered name.
 pub fn token_issued(grant_type: &'static str) {
+    if !on() {
+        return;
+    }
     counter!(TOKENS_ISSUED, "grant_type" => grant_type).increment(1);
 }
 
@@ -280,6 +315,9 @@ pub enum SignIn {
 
 /// A sign-in with a password (`idp` = `local`) or through a configured identity provider.
 pub fn sign_in(idp: &str, outcome: SignIn) {
+    if !on() {
+        return;
+    }
     let outcome = match outcome {
         SignIn::Succeeded => "succeeded",
         SignIn::Failed => "failed",
@@ -288,18 +326,30 @@ pub fn sign_in(idp: &str, outcome: SignIn) {
 }
 
 pub fn set_audit_queue_depth(depth: usize) {
+    if !on() {
+        return;
+    }
     gauge!(AUDIT_QUEUE_DEPTH).set(depth as f64);
 }
 
 pub fn audit_written(records: usize) {
+    if !on() {
+        return;
+    }
     counter!(AUDIT_WRITTEN).increment(records as u64);
 }
 
 pub fn audit_dropped(records: usize) {
+    if !on() {
+        return;
+    }
     counter!(AUDIT_DROPPED).increment(records as u64);
 }
 
 pub fn audit_checkpoint(seq: i64) {
+    if !on() {
+        return;
+    }
     gauge!(AUDIT_CHECKPOINT).set(seq as f64);
 }
 
@@ -315,6 +365,9 @@ pub enum Cache {
 }
 
 pub fn cache_lookup(cache: Cache, hit: bool) {
+    if !on() {
+        return;
+    }
     let cache = match cache {
         Cache::Clients => "clients",
         Cache::ClientMetadataDocuments => "client_metadata_documents",
@@ -325,6 +378,9 @@ pub fn cache_lookup(cache: Cache, hit: bool) {
 
 /// How far behind the change log this node may be, and whether it still serves.
 pub fn set_change_feed(lag_seconds: f64, current: bool) {
+    if !on() {
+        return;
+    }
     gauge!(CHANGE_FEED_LAG).set(lag_seconds);
     gauge!(CHANGE_FEED_CURRENT).set(if current { 1.0 } else { 0.0 });
 }
