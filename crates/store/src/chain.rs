@@ -463,11 +463,17 @@ impl Store {
         if let Err(fault) = outcome {
             return Ok(walk.report(Some(fault)));
         }
-        // Records without a place, or past the head, were put there by hand. The head is read
-        // again in the same statement (one snapshot): the chain may have grown meanwhile.
+        // Records without a place, past the head, or (in a pruned trail walked from its start)
+        // at or before its base were put there by hand. The head is read again in the same
+        // statement (one snapshot): the chain may have grown meanwhile.
+        let base_seq = match (from, &anchor) {
+            (VerifyFrom::Start, Some(base)) => base.seq,
+            _ => 0,
+        };
         let outside: Option<(i64, i64)> = on_reader!(self, pool => sqlx::query_as(
-            "SELECT id, occurred_at FROM audit_events WHERE seq IS NULL \
+            "SELECT id, occurred_at FROM audit_events WHERE seq IS NULL OR seq <= $1 \
              OR seq > (SELECT h.seq FROM audit_chain_head h WHERE h.id = 1) ORDER BY id LIMIT 1")
+            .bind(base_seq)
             .fetch_optional(pool)
             .await?);
         Ok(walk.report(outside.map(|(id, occurred_at)| ChainFault::Inserted { id, occurred_at })))

@@ -1390,6 +1390,21 @@ async fn a_pruned_trail_starts_at_a_signed_base_and_still_verifies() -> TestResu
         let sign = |seq, hash| signed(&key, CheckpointKind::Base, seq, hash, 2_000_000_101).map_err(|e| e.to_string());
         assert_eq!(store.prune_audit(1_900_000_026, sign, &pruned).await?.removed, 0);
 
+        // A record slipped in below the base, where pruned records were, is not in the chain.
+        store
+            .execute_admin_sql(
+                "INSERT INTO audit_events (occurred_at, kind, decision, seq) VALUES (1900000005, 'mcp.message', 'allowed', 5)",
+            )
+            .await?;
+        let walk = store.verify_audit_chain(&keys, VerifyFrom::Start).await?;
+        assert!(
+            matches!(walk.fault, Some(ChainFault::Inserted { occurred_at: 1_900_000_005, .. })),
+            "{:?} on {}",
+            walk.fault,
+            store.backend_name()
+        );
+        store.execute_admin_sql("DELETE FROM audit_events WHERE seq = 5").await?;
+
         // Without its base, the trail is missing its beginning.
         store.execute_admin_sql("DELETE FROM audit_checkpoints WHERE kind = 'base'").await?;
         let walk = store.verify_audit_chain(&keys, VerifyFrom::Start).await?;

@@ -244,7 +244,14 @@ async fn measure_http(request: axum::extract::Request, next: axum::middleware::N
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
-    span.in_scope(|| tracing::debug!(target: "portcullis::access", status, "answered"));
+    // The trace id is a field of the line itself too: a log filter that leaves the request's
+    // span out (it is info level) must not lose it.
+    match portcullis_telemetry::trace_id(&span) {
+        Some(trace_id) => {
+            span.in_scope(|| tracing::debug!(target: "portcullis::access", %trace_id, status, "answered"))
+        }
+        None => tracing::debug!(target: "portcullis::access", status, "answered"),
+    }
     portcullis_telemetry::http_request(&endpoint, method.as_str(), status, started.elapsed().as_secs_f64());
     response
 }
