@@ -178,15 +178,22 @@ impl Control {
         Arc::clone(&self.local_commit)
     }
 
-    /// Commits one mutation with its record; every command ends here.
-    async fn commit(&self, mutation: Mutation, audit: NewAuditEvent) -> Result<portcullis_store::Committed> {
-        let committed = self.store.commit(&mutation, &audit).await?;
+    /// Tells this node's caches and change feed, at once, of a change the store made and
+    /// recorded itself (the protocol's own transitions: a replayed code or a reused refresh
+    /// token revokes a grant), as [`Self::commit`] does for commands.
+    pub fn announce_local(&self, kind: AuditKind, client_id: Option<&str>) {
         if let Ok(observers) = self.observers.read() {
             for observe in observers.iter() {
-                observe(audit.kind, audit.client_id.as_deref());
+                observe(kind, client_id);
             }
         }
         self.local_commit.notify_one();
+    }
+
+    /// Commits one mutation with its record; every command ends here.
+    async fn commit(&self, mutation: Mutation, audit: NewAuditEvent) -> Result<portcullis_store::Committed> {
+        let committed = self.store.commit(&mutation, &audit).await?;
+        self.announce_local(audit.kind, audit.client_id.as_deref());
         tracing::info!(
             kind = %audit.kind,
             actor = audit.actor.as_deref().unwrap_or("-"),

@@ -6,6 +6,7 @@
 //! every call, so a revoked grant, a suspended client or a disabled user stops working at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -325,6 +326,54 @@ struct CachedVerification {
 const VERIFIED_CACHE_ENTRIES: usize = 10_000;
 const VERIFIED_CACHE_SECS: i64 = 60;
 
+/// The live state of our own tokens (token, grant, client, user), remembered so that a call
+/// does not read the database. Exact, not eventually right: every change this node commits
+/// empties it before the command returns (a `Control` observer, and `announce_local` for the
+/// protocol's own revocations), every change another node commits empties it when the change
+/// feed delivers it, and an entry is trusted for `TOKEN_STATE_MAX_AGE` at most whatever
+/// happens. A state read while a change lands is not kept (`generation`). A node that stops
+/// following the feed refuses our tokens anyway (`own_state`).
+#[derive(Default)]
+pub(crate) struct TokenStates {
+    entries: Mutex<HashMap<String, (portcullis_store::AccessTokenStatus, Instant)>>,
+    /// Bumped by every invalidation.
+    generation: AtomicU64,
+}
+
+const TOKEN_STATES: usize = 10_000;
+const TOKEN_STATE_MAX_AGE: Duration = Duration::from_secs(1);
+
+impl TokenStates {
+    fn get(&self, jti: &str) -> Option<portcullis_store::AccessTokenStatus> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(jti).filter(|(_, read_at)| read_at.elapsed() < TOKEN_STATE_MAX_AGE).map(|(s, _)| s.clone())
+    }
+
+    /// Keeps a state read when the generation was `read_at_generation`, unless a change
+    /// landed since.
+    fn put(&self, status: portcullis_store::AccessTokenStatus, read_at: Instant, read_at_generation: u64) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        // Checked under the lock that invalidation also takes.
+        if self.generation.load(Ordering::Acquire) != read_at_generation {
+            return;
+        }
+        if entries.len() >= TOKEN_STATES {
+            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_STATE_MAX_AGE);
+            if entries.len() >= TOKEN_STATES {
+                entries.clear();
+            }
+        }
+        entries.insert(status.jti.clone(), (status, read_at));
+    }
+
+    pub(crate) fn forget_all(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            entries.clear();
+        }
+    }
+}
+
 /// Validates bearer tokens for gateway routes.
 pub struct TokenValidator {
     pub(crate) authorization: AuthorizationServer,
@@ -332,11 +381,20 @@ pub struct TokenValidator {
     /// (fail closed) rather than checked against a database that may not answer.
     pub(crate) feed: Option<portcullis_control::ChangeFeed>,
     verified: Mutex<HashMap<[u8; 32], CachedVerification>>,
+    pub(crate) states: Arc<TokenStates>,
 }
 
 impl TokenValidator {
     pub fn new(authorization: AuthorizationServer) -> Self {
-        Self { authorization, feed: None, verified: Mutex::new(HashMap::new()) }
+        let states: Arc<TokenStates> = Arc::default();
+        // This node's own changes reach the cache before the command that made them returns.
+        let weak = Arc::downgrade(&states);
+        authorization.control().observe(Arc::new(move |_, _| {
+            if let Some(states) = weak.upgrade() {
+                states.forget_all();
+            }
+        }));
+        Self { authorization, feed: None, verified: Mutex::new(HashMap::new()), states }
     }
 
     /// Remembers a validation until `until`, which the caller bounds by the token's expiry and
@@ -362,7 +420,7 @@ impl TokenValidator {
             }
             None => None,
         };
-        portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::ForeignTokens, found.is_some());
+        portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::VerifiedTokens, found.is_some());
         found
     }
 
@@ -469,13 +527,30 @@ impl TokenValidator {
         if self.feed.as_ref().is_some_and(|f| !f.is_current()) {
             return Err(TokenError::IssuerUnavailable(UNREACHABLE_DATABASE.into()));
         }
-        let active = match self.authorization.access_token_state(claims).await {
-            Ok(Some(active)) => active,
-            Ok(None) => return Err(TokenError::Inactive { client_id, subject }),
-            Err(e) => {
-                tracing::error!(error = %e, "token check failed");
-                return Err(TokenError::IssuerUnavailable(UNREACHABLE_DATABASE.into()));
+        let status = match self.states.get(&claims.jti) {
+            Some(status) => {
+                portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::TokenStates, true);
+                Some(status)
             }
+            None => {
+                portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::TokenStates, false);
+                let generation = self.states.generation.load(Ordering::Acquire);
+                let read_at = Instant::now();
+                match self.authorization.store().access_token_status(&claims.jti).await {
+                    Ok(Some(status)) => {
+                        self.states.put(status.clone(), read_at, generation);
+                        Some(status)
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "token check failed");
+                        return Err(TokenError::IssuerUnavailable(UNREACHABLE_DATABASE.into()));
+                    }
+                }
+            }
+        };
+        let Some(active) = status.and_then(|status| self.authorization.judge_access_token(claims, status)) else {
+            return Err(TokenError::Inactive { client_id, subject });
         };
         if active.claims.aud != resource {
             return Err(TokenError::WrongAudience);

@@ -147,7 +147,12 @@ impl Inner {
 pub(crate) async fn follow(gateway: Weak<Inner>, feed: ChangeFeed) {
     let mut changes = feed.subscribe();
     loop {
-        let relevant = match changes.recv().await {
+        let received = changes.recv().await;
+        // Any change may be one the remembered token states depend on.
+        if let Some(inner) = gateway.upgrade() {
+            inner.validator.states.forget_all();
+        }
+        let relevant = match received {
             Ok(change) => can_revoke(change.kind),
             // Too far behind to know what changed: check everything.
             Err(broadcast::error::RecvError::Lagged(_)) => true,

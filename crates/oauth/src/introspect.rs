@@ -47,16 +47,24 @@ impl AuthorizationServer {
 
     /// The live state behind verified claims: the token, its grant, client and user.
     pub async fn access_token_state(&self, claims: AccessTokenClaims) -> Result<Option<ActiveAccessToken>, OAuthError> {
-        let now = self.clock.now();
-        if claims.exp <= now {
+        if claims.exp <= self.clock.now() {
             return Ok(None);
         }
         let Some(status) = self.store.access_token_status(&claims.jti).await? else { return Ok(None) };
+        Ok(self.judge_access_token(claims, status))
+    }
+
+    /// Whether verified claims and the live state read for them (now, or remembered by a
+    /// cache the change feed keeps exact) make an active token: the one copy of that rule.
+    pub fn judge_access_token(
+        &self,
+        claims: AccessTokenClaims,
+        status: AccessTokenStatus,
+    ) -> Option<ActiveAccessToken> {
+        let now = self.clock.now();
         // A delegated token (token exchange) is held by its delegate, not the grant's client.
-        if !status.is_active(now) || status.holder() != claims.client_id {
-            return Ok(None);
-        }
-        Ok(Some(ActiveAccessToken { claims, status }))
+        (claims.exp > now && claims.jti == status.jti && status.is_active(now) && status.holder() == claims.client_id)
+            .then_some(ActiveAccessToken { claims, status })
     }
 
     pub async fn introspect(

@@ -4,8 +4,8 @@
 
 use portcullis_crypto::{digest, pkce_s256_matches, random_token, sign_jwt};
 use portcullis_store::{
-    ClientRecord, ClientType, CodeRedemption, GrantKind, GrantRecord, GrantType, NewAccessToken, NewRefreshToken,
-    RefreshRotation,
+    AuditKind, ClientRecord, ClientType, CodeRedemption, GrantKind, GrantRecord, GrantType, NewAccessToken,
+    NewRefreshToken, RefreshRotation,
 };
 use portcullis_types::wire::{AccessTokenClaims, ActClaim, IdTokenClaims, TokenResponse};
 use portcullis_types::{OAuthErrorCode, ScopeSet};
@@ -210,6 +210,7 @@ impl AuthorizationServer {
         let code = match self.store.redeem_authorization_code(&code_digest, now, grant_expires_at).await? {
             CodeRedemption::Redeemed(code) => code,
             CodeRedemption::Replayed { grant_id } => {
+                self.control.announce_local(AuditKind::GrantsRevoked, Some(&client.client_id));
                 tracing::warn!(client_id = %client.client_id, grant_id = %grant_id, "authorization code replayed; grant revoked");
                 return Err(OAuthError::invalid_grant(
                     "the authorization code was already used; tokens issued for it are revoked",
@@ -338,6 +339,7 @@ impl AuthorizationServer {
                 issued_token_type: None,
             }),
             RefreshRotation::Reused { grant_id } => {
+                self.control.announce_local(AuditKind::GrantsRevoked, Some(&client.client_id));
                 tracing::warn!(client_id = %client.client_id, grant_id = %grant_id, "refresh token reused; token family revoked");
                 Err(OAuthError::invalid_grant(
                     "the refresh token was already used; every token of this grant is now revoked",

@@ -360,8 +360,10 @@ pub enum Cache {
     Clients,
     /// Client ID Metadata Documents fetched from clients' URLs.
     ClientMetadataDocuments,
-    /// Other issuers' tokens, verified or introspected.
-    ForeignTokens,
+    /// Bearer tokens whose signature (ours or another issuer's) or introspection was checked.
+    VerifiedTokens,
+    /// The live state of our own tokens on the gateway (token, grant, client, user).
+    TokenStates,
 }
 
 pub fn cache_lookup(cache: Cache, hit: bool) {
@@ -371,7 +373,8 @@ pub fn cache_lookup(cache: Cache, hit: bool) {
     let cache = match cache {
         Cache::Clients => "clients",
         Cache::ClientMetadataDocuments => "client_metadata_documents",
-        Cache::ForeignTokens => "foreign_tokens",
+        Cache::VerifiedTokens => "verified_tokens",
+        Cache::TokenStates => "token_states",
     };
     counter!(CACHE_LOOKUPS, "cache" => cache, "result" => if hit { "hit" } else { "miss" }).increment(1);
 }

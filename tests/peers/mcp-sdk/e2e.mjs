@@ -539,6 +539,10 @@ async function userScenario() {
         check(Date.now() < until, `${done} did not appear within 30 s`);
         await sleep(100);
       }
+      // The suspension was committed by another process (the CLI): the contract is that every
+      // node refuses within a second (its change feed delivers it, and a node trusts a token's
+      // remembered state for a second at most).
+      await sleep(1100);
       provider.interactive = false;
       provider.frozen = true;
       const mark = trace.length;

@@ -922,3 +922,105 @@ async fn disabling_a_user_ends_their_open_sessions_and_streams() -> TestResult {
     assert_eq!(after.status, 401, "{}", after.text);
     Ok(())
 }
+
+/// Alice's code flow for the crm route: the code, the verifier and the token answer.
+async fn alice_code_tokens(s: &TestServer) -> AnyResult<(String, String, Value)> {
+    let mut browser = Browser::default();
+    let (verifier, challenge) = pkce()?;
+    let resource = s.route("crm");
+    let url = authorize_url(
+        s,
+        PUBLIC_CLIENT,
+        PUBLIC_REDIRECT,
+        &challenge,
+        &[("resource", &resource), ("scope", "crm.contacts.read")],
+    );
+    let location = authorize_as(s, &mut browser, &url, &["crm.contacts.read"], "alice").await?;
+    let code = query(&location)?.get("code").ok_or("no code")?.clone();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("client_id", PUBLIC_CLIENT),
+        ("code", code.as_str()),
+        ("redirect_uri", PUBLIC_REDIRECT),
+        ("code_verifier", verifier.as_str()),
+        ("resource", resource.as_str()),
+    ];
+    let (status, body) = s.token(&redeem).await?;
+    assert_eq!(status, 200, "{body}");
+    Ok((code, verifier, body))
+}
+
+/// The gateway remembers our tokens' live state (no database read per call), and never past a
+/// revocation: the protocol's own revocations (a replayed code, a reused refresh token) are
+/// refused on the very next call, and a change made behind the server's back (straight in the
+/// database, announced to no one) within a second.
+#[tokio::test]
+async fn remembered_token_states_never_outlive_a_revocation() -> TestResult {
+    let gw = start().await?;
+    let s = &gw.server;
+    let resource = s.route("crm");
+
+    // A replayed code revokes the grant its first redemption made.
+    let (code, verifier, body) = alice_code_tokens(s).await?;
+    let token = body["access_token"].as_str().ok_or("no access token")?.to_owned();
+    let session = gw.session("crm", Some(&token)).await?;
+    for id in 1..=3 {
+        let answer = gw.rpc("crm", Some(&token), Some(&session), call(id, "list_contacts")).await?;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    let (status, replay) = s
+        .token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", PUBLIC_CLIENT),
+            ("code", &code),
+            ("redirect_uri", PUBLIC_REDIRECT),
+            ("code_verifier", &verifier),
+            ("resource", &resource),
+        ])
+        .await?;
+    assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")), "{replay}");
+    let refused = gw.rpc("crm", Some(&token), Some(&session), call(4, "list_contacts")).await?;
+    assert_eq!(refused.status, 401, "a replayed code's grant: {}", refused.text);
+
+    // A reused refresh token revokes its family, the access token just issued with it too.
+    let (_, _, body) = alice_code_tokens(s).await?;
+    let first_refresh = body["refresh_token"].as_str().ok_or("no refresh token")?.to_owned();
+    let refresh = |refresh_token: String| async move {
+        s.token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", PUBLIC_CLIENT),
+            ("refresh_token", &refresh_token),
+            ("resource", &s.route("crm")),
+        ])
+        .await
+    };
+    let (status, rotated) = refresh(first_refresh.clone()).await?;
+    assert_eq!(status, 200, "{rotated}");
+    let token = rotated["access_token"].as_str().ok_or("no access token")?.to_owned();
+    let session = gw.session("crm", Some(&token)).await?;
+    for id in 1..=3 {
+        assert_eq!(gw.rpc("crm", Some(&token), Some(&session), call(id, "list_contacts")).await?.status, 200);
+    }
+    let (status, reused) = refresh(first_refresh).await?;
+    assert_eq!((status, reused["error"].as_str()), (400, Some("invalid_grant")), "{reused}");
+    let refused = gw.rpc("crm", Some(&token), Some(&session), call(4, "list_contacts")).await?;
+    assert_eq!(refused.status, 401, "a reused refresh token's family: {}", refused.text);
+
+    // Revoked straight in the database: no command, no change record, no one told.
+    let (_, _, body) = alice_code_tokens(s).await?;
+    let token = body["access_token"].as_str().ok_or("no access token")?.to_owned();
+    let session = gw.session("crm", Some(&token)).await?;
+    assert_eq!(gw.rpc("crm", Some(&token), Some(&session), call(1, "list_contacts")).await?.status, 200);
+    s.store()?.execute_admin_sql("UPDATE grants SET revoked_at = 1, revoked_reason = 'by hand'").await?;
+    let revoked = std::time::Instant::now();
+    loop {
+        let answer = gw.rpc("crm", Some(&token), Some(&session), call(2, "list_contacts")).await?;
+        if answer.status == 401 {
+            break;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert!(revoked.elapsed() < Duration::from_millis(1500), "still allowed {:?} after", revoked.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -262,6 +262,12 @@ async fn prometheus_scrapes_the_gateway_and_token_series() -> TestResult {
     let head = prometheus.value(http, "portcullis_audit_checkpoint_seq").await?.ok_or("no checkpoint")?;
     assert!(head >= 10.0, "{head}");
     expect("portcullis_audit_queue_depth", 0.0).await?;
+    // The calls after the first read their token's live state from memory, not the database.
+    let hits = prometheus
+        .value(http, r#"portcullis_cache_lookups_total{cache="token_states",result="hit"}"#)
+        .await?
+        .ok_or("no token state cache hits")?;
+    assert!(hits >= 1.0, "{hits}");
     // A latency quantile is computable from the histogram.
     let p99 = prometheus
         .value(http, r#"histogram_quantile(0.99, sum by (le) (portcullis_gateway_request_duration_seconds_bucket{route="crm"}))"#)
