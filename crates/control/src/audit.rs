@@ -38,16 +38,19 @@ pub async fn trusted_audit_keys(store: &Store, master: &MasterKey) -> Result<Tru
     let mut keys = Vec::new();
     let mut untrusted = Vec::new();
     for record in store.audit_signing_keys().await? {
-        match master
-            .open(&record.private_key_sealed, &seal_context(&record.kid))
-            .and_then(|der| SigningKey::from_pkcs8(&der))
-        {
-            // The id must be the key's own thumbprint, or a row could claim another key's id.
-            Ok(key) if key.kid() == record.kid => keys.push(public_of(&key)?),
-            _ => untrusted.push(record.kid),
+        match open_audit_key(master, &record) {
+            Some(key) => keys.push(public_of(&key)?),
+            None => untrusted.push(record.kid),
         }
     }
     Ok(TrustedAuditKeys { keys: CheckpointKeys::new(keys), untrusted })
+}
+
+/// A stored audit key, if it opens with `master` and its id is its own thumbprint (else a row
+/// could claim another key's id): the one rule for which stored keys count.
+fn open_audit_key(master: &MasterKey, record: &AuditSigningKeyRecord) -> Option<SigningKey> {
+    let der = master.open(&record.private_key_sealed, &seal_context(&record.kid)).ok()?;
+    SigningKey::from_pkcs8(&der).ok().filter(|key| key.kid() == record.kid)
 }
 
 fn public_of(key: &SigningKey) -> Result<PublicKey> {
@@ -58,14 +61,8 @@ fn public_of(key: &SigningKey) -> Result<PublicKey> {
 impl AuditSigner {
     /// The newest audit key that opens with `master`, made (and stored sealed) on first use.
     pub async fn load_or_create(store: &Store, master: &MasterKey, now: i64) -> Result<Self> {
-        for record in store.audit_signing_keys().await? {
-            if let Ok(key) = master
-                .open(&record.private_key_sealed, &seal_context(&record.kid))
-                .and_then(|der| SigningKey::from_pkcs8(&der))
-                && key.kid() == record.kid
-            {
-                return Ok(Self { key });
-            }
+        if let Some(key) = store.audit_signing_keys().await?.iter().find_map(|record| open_audit_key(master, record)) {
+            return Ok(Self { key });
         }
         let key = SigningKey::generate()?;
         let record = AuditSigningKeyRecord {
