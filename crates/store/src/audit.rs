@@ -64,6 +64,14 @@ impl TryFrom<ChainedRecord> for AuditEventRecord {
     }
 }
 
+/// How many of `remaining` records the next INSERT takes: the largest power of two up to 128
+/// (18 columns x 128 rows stays far below both backends' limits on bound parameters), so a
+/// batch of any size is written with at most eight statement shapes, each prepared once.
+pub(crate) fn insert_chunk(remaining: usize) -> usize {
+    const LARGEST: usize = 128;
+    if remaining >= LARGEST { LARGEST } else { 1 << remaining.max(1).ilog2() }
+}
+
 /// A multi-row INSERT of audit records with their places and hashes (from
 /// [`crate::chain::audit_append`]; without them only in the benchmark's baseline): the one
 /// place their columns are listed.
@@ -158,8 +166,11 @@ impl Store {
     pub async fn append_audit_events_unchained(&self, events: &[NewAuditEvent]) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for chunk in events.chunks(200) {
-                audit_insert!(chunk.iter().map(|e| (e, None))).build().execute(&mut *tx).await?;
+            let mut start = 0;
+            while start < events.len() {
+                let end = start + insert_chunk(events.len() - start);
+                audit_insert!(events[start..end].iter().map(|e| (e, None))).build().execute(&mut *tx).await?;
+                start = end;
             }
             tx.commit().await?
         });
@@ -234,5 +245,25 @@ impl Store {
             query.build_query_as::<ChainedRecord>().fetch_all(pool).await?
         });
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inserts_come_in_eight_sizes_that_add_up() {
+        for total in [1, 2, 3, 7, 127, 128, 129, 200, 511, 512, 1000, 2048] {
+            let (mut left, mut sizes) = (total, Vec::new());
+            while left > 0 {
+                let n = insert_chunk(left);
+                assert!(n >= 1 && n <= left, "{total}: {n} of {left}");
+                sizes.push(n);
+                left -= n;
+            }
+            assert!(sizes.iter().all(|n| n.is_power_of_two() && *n <= 128), "{total}: {sizes:?}");
+            assert!(sizes.len() <= total / 128 + 7, "{total}: {} statements", sizes.len());
+        }
     }
 }

@@ -153,12 +153,16 @@ macro_rules! audit_append {
                 hash = $crate::chain::Fields::of(e).link(&hash, seq);
                 links.push((seq, hash));
             }
-            // 17 columns x 200 rows stays far below both backends' limits on bound parameters.
-            for (chunk, chunk_links) in events.chunks(200).zip(links.chunks(200)) {
-                $crate::audit::audit_insert!(chunk.iter().zip(chunk_links.iter().map(Some)))
+            // Statements of a few fixed sizes, so that each backend prepares each once and
+            // reuses it (a statement per batch size would be prepared again and again).
+            let mut start = 0;
+            while start < events.len() {
+                let end = start + $crate::audit::insert_chunk(events.len() - start);
+                $crate::audit::audit_insert!(events[start..end].iter().zip(links[start..end].iter().map(Some)))
                     .build()
                     .execute(&mut *$tx)
                     .await?;
+                start = end;
             }
             $crate::chain::move_chain_head!($tx, seq, hash);
         }
