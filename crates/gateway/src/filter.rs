@@ -1,9 +1,17 @@
 //! Filtering of list results: an item is shown only if the decision function would allow
 //! using it, so what a token is shown and what it may call never disagree.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use portcullis_authz::{Operation, Policy};
 use portcullis_types::ScopeSet;
 use serde_json::Value;
+
+use crate::Route;
+use crate::auth::Principal;
+use crate::jsonrpc::{self, Kind};
+use crate::observed::Observed;
 
 /// Which list a response answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +76,46 @@ pub fn filter_list_response(message: &mut Value, kind: ListKind, policy: &Policy
             .is_some_and(|name| policy.decide(granted, kind.operation(name)).is_allowed())
     });
     before - items.len()
+}
+
+/// What filtering one caller's list answers on a route needs: the route's policy, the
+/// caller's scopes, and where the names the upstream offered are noted.
+#[derive(Clone)]
+pub(crate) struct ListFilter {
+    policy: Arc<Policy>,
+    scopes: ScopeSet,
+    observed: Arc<Observed>,
+}
+
+impl ListFilter {
+    pub(crate) fn new(route: &Route, principal: &Principal) -> Self {
+        Self {
+            policy: Arc::clone(&route.settings.policy),
+            scopes: principal.scopes.clone(),
+            observed: Arc::clone(&route.observed),
+        }
+    }
+
+    /// Removes what the policy would not allow from one message or a batch of them.
+    pub(crate) fn apply(&self, message: &mut Value, lists: &HashMap<String, ListKind>, by_shape: bool) -> bool {
+        if let Value::Array(items) = message {
+            let mut changed = false;
+            for item in items {
+                changed |= self.apply(item, lists, by_shape);
+            }
+            return changed;
+        }
+        let Ok(Kind::Response { id }) = jsonrpc::classify(message) else { return false };
+        let kind = lists
+            .get(&jsonrpc::id_key(&id))
+            .copied()
+            .or_else(|| if by_shape { message.get("result").and_then(ListKind::from_shape) } else { None });
+        let Some(kind) = kind else { return false };
+        if let Some(items) = message.get("result").and_then(|r| r.get(kind.members().0)).and_then(Value::as_array) {
+            self.observed.listed(kind, items);
+        }
+        filter_list_response(message, kind, &self.policy, &self.scopes) > 0
+    }
 }
 
 #[cfg(test)]

@@ -17,13 +17,14 @@
 
 mod audit;
 mod auth;
-mod channel;
 mod filter;
 pub mod jsonrpc;
 pub mod observed;
+mod protocol;
 mod proxy;
 mod revocation;
 mod sessions;
+mod upstream;
 mod vault;
 
 use std::collections::HashMap;
@@ -40,9 +41,10 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 pub use auth::{Principal, TokenError, TrustedIssuerSettings};
-pub use channel::StdioCommand;
-pub use filter::ListKind;
+pub use filter::{ListKind, filter_list_response};
 pub use portcullis_upstream_oauth as upstream_oauth;
+pub use protocol::ProtocolVersion;
+pub use upstream::StdioCommand;
 pub use vault::VaultError;
 
 use portcullis_upstream_oauth::{Challenge, UpstreamClient};
@@ -299,6 +301,23 @@ pub struct Reply {
     pub body: Body,
 }
 
+impl Reply {
+    /// Notifications or responses only: nothing to answer (202).
+    pub(crate) fn accepted() -> Self {
+        Self { status: ReplyStatus::Accepted, content_type: None, session_id: None, body: Body::empty() }
+    }
+
+    /// The gateway's own JSON answer.
+    pub(crate) fn json(status: ReplyStatus, value: &Value, session_id: Option<String>) -> Self {
+        Self {
+            status,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            session_id,
+            body: Body::from(value.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reply").field("status", &self.status).field("session_id", &self.session_id.is_some()).finish()
@@ -325,6 +344,8 @@ pub struct Handled {
 
 pub(crate) struct Route {
     pub settings: RouteSettings,
+    /// How the data path reaches the upstream, compiled from `settings.upstream`.
+    pub endpoint: upstream::Endpoint,
     pub slots: Arc<Semaphore>,
     /// What its upstream offered and how it answered (kept over reloads).
     pub observed: Arc<observed::Observed>,
@@ -356,7 +377,9 @@ impl Routing {
                 .unwrap_or_else(|| Arc::new(Semaphore::new(r.max_sessions.max(1))));
             let observed =
                 previous.and_then(|p| p.routes.get(&r.name)).map(|old| Arc::clone(&old.observed)).unwrap_or_default();
-            let route = Arc::new(Route { settings: r.clone(), slots, headers, observed });
+            let endpoint = upstream::Endpoint::compile(&r.upstream)
+                .map_err(|reason| GatewayConfigError::UpstreamUrl(r.name.clone(), reason))?;
+            let route = Arc::new(Route { settings: r.clone(), endpoint, slots, headers, observed });
             if routes.insert(r.name.clone(), route).is_some() {
                 return Err(GatewayConfigError::DuplicateRoute(r.name.clone()));
             }
@@ -385,7 +408,10 @@ struct Inner {
     streams: Arc<revocation::LiveStreams>,
     audit: audit::AuditLog,
     vault: vault::Vault,
-    upstream_http: reqwest::Client,
+    /// Streamable HTTP upstreams' pooled client (the data path).
+    upstream_http: upstream::HttpClient,
+    /// Legacy HTTP+SSE upstreams' client (a stream and a POST per message, per session).
+    legacy_http: reqwest::Client,
     reaper: tokio::task::AbortHandle,
 }
 
@@ -417,6 +443,8 @@ pub enum GatewayConfigError {
     Issuer(String),
     #[error("cannot build an HTTP client: {0}")]
     Client(String),
+    #[error("route {0:?}: its upstream URL cannot be used: {1}")]
+    UpstreamUrl(String, String),
 }
 
 impl Gateway {
@@ -437,7 +465,8 @@ impl Gateway {
         };
         // Upstream requests never follow redirects: a redirect could carry the gateway's own
         // credentials to another host.
-        let upstream_http = reqwest::Client::builder()
+        let upstream_http = upstream::http_client(Duration::from_secs(10)).map_err(GatewayConfigError::Client)?;
+        let legacy_http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -480,6 +509,7 @@ impl Gateway {
                 audit,
                 vault,
                 upstream_http,
+                legacy_http,
                 reaper,
             }
         });

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::auth::Principal;
-use crate::channel::ChannelSession;
+use crate::upstream::ChannelSession;
 
 pub enum SessionUpstream {
     /// A Streamable HTTP upstream's own session id (if it issued one).

@@ -28,9 +28,21 @@ use tower_http::cors::{Any, CorsLayer};
 
 pub use limits::LoginLimits;
 
-/// What every handler can reach.
+/// What every handler can reach. axum hands each handler and middleware its own copy of the
+/// state, so it is one pointer: cloning it is one atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     pub server: AuthorizationServer,
     pub master: Arc<MasterKey>,
     pub limits: Arc<limits::LoginLimiter>,
@@ -52,7 +64,7 @@ impl AppState {
             Ok(u) => (u.origin().ascii_serialization(), u.path().trim_end_matches('/').to_owned()),
             Err(_) => (issuer.clone(), String::new()),
         };
-        Self {
+        Self(Arc::new(Shared {
             server,
             master,
             registration_limit: Arc::new(limits::RegistrationLimiter::new(limits.registrations_per_address_per_minute)),
@@ -61,18 +73,18 @@ impl AppState {
             origin,
             trusted_proxies: Arc::new(Vec::new()),
             gateway: None,
-        }
+        }))
     }
 
     /// Serves the gateway's routes under `/mcp/`.
     pub fn with_gateway(mut self, gateway: portcullis_gateway::Gateway) -> Self {
-        self.gateway = Some(gateway);
+        Arc::make_mut(&mut self.0).gateway = Some(gateway);
         self
     }
 
     /// Believes `X-Forwarded-For` from these peers.
     pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
-        self.trusted_proxies = Arc::new(proxies);
+        Arc::make_mut(&mut self.0).trusted_proxies = Arc::new(proxies);
         self
     }
 

@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use portcullis_gateway::{Gateway, GatewayError, Principal, ReplyStatus, TokenError};
@@ -240,15 +239,10 @@ fn unread_body(version: http::Version, mut response: Response) -> Response {
     response
 }
 
-pub(crate) async fn post(
-    State(state): State<AppState>,
-    Path(route): Path<String>,
-    version: http::Version,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub(crate) async fn post(State(state): State<AppState>, Path(route): Path<String>, request: Request) -> Response {
     let started = Instant::now();
+    // The request's parts taken whole rather than extracted one by one (which copies them).
+    let (http::request::Parts { version, uri, headers, .. }, body) = request.into_parts();
     let (gateway, principal) = match admit(&state, &route, &Method::POST, &uri, &headers, started).await {
         Ok(admitted) => admitted,
         Err(response) => return unread_body(version, response),
@@ -263,7 +257,9 @@ pub(crate) async fn post(
     // A client without a traceparent header may carry its trace in the message's `_meta`: the
     // message is then a span of that trace (disabled otherwise, and the request's span goes on).
     let message = portcullis_telemetry::message_span(&tracing::Span::current(), &headers, &bytes);
-    let handled = gateway.post(&route, &principal, &headers, bytes).instrument(message.clone()).await;
+    // Boxed: the gateway's future is large, and moving it by value through the handler's own
+    // states showed as a tenth of the call's time in memcpy.
+    let handled = Box::pin(gateway.post(&route, &principal, &headers, bytes)).instrument(message.clone()).await;
     let failure = handled.reply.as_ref().err().map(ToString::to_string);
     let mut refusals: Vec<Refusal> = handled.decisions.iter().filter_map(|d| d.denial).collect();
     if refusals.is_empty()

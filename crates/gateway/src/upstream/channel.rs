@@ -1,41 +1,32 @@
-//! Message-stream upstreams (a stdio child process, or a 2024-11-05 HTTP+SSE server) and the
-//! bridge that serves them to Streamable HTTP clients.
+//! The channel bridge: how message-stream upstreams (a stdio child, a 2024-11-05 HTTP+SSE
+//! connection) are served to Streamable HTTP clients.
 //!
 //! Each MCP session gets its own channel: a stdio child is never shared between users. Answers
 //! are routed back to the POST that asked by JSON-RPC id; messages the server sends on its own
 //! (notifications, sampling or elicitation requests) go to the newest open POST stream, else
 //! to the session's GET stream, else wait in a small backlog for one to open.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use axum::body::Body;
 use futures_util::StreamExt;
+use http::HeaderValue;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use sse_stream::{Sse, SseBody};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio_util::codec::{FramedRead, LinesCodec};
 
+use super::Call;
+use crate::auth::Principal;
+use crate::filter::{ListFilter, ListKind};
 use crate::jsonrpc::{self, Kind};
+use crate::protocol::{Declared, EVENT_STREAM, accepts};
+use crate::sessions::{Session, SessionUpstream};
+use crate::{Gateway, GatewayError, Reply, ReplyStatus, Route, UpstreamSettings};
 
-/// Longest line a stdio server may write (one JSON-RPC message).
-const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 /// Unsolicited messages kept while no stream is open to take them.
 const BACKLOG: usize = 256;
-
-/// How to start a stdio upstream.
-#[derive(Debug, Clone)]
-pub struct StdioCommand {
-    pub program: String,
-    pub args: Vec<String>,
-    /// Only these variables (and `PATH`, `HOME`, `LANG`) reach the child: the gateway's own
-    /// environment may hold its master key.
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<PathBuf>,
-}
 
 /// What a channel delivers.
 #[derive(Debug)]
@@ -54,7 +45,7 @@ pub struct Channel {
 
 /// Stops an upstream's tasks when dropped.
 pub struct ChannelGuard {
-    tasks: Vec<tokio::task::AbortHandle>,
+    pub(super) tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for ChannelGuard {
@@ -73,174 +64,6 @@ pub enum ChannelError {
     Connect(String),
     #[error("{0} did not announce its message endpoint")]
     NoEndpoint(String),
-}
-
-/// Spawns a stdio MCP server: newline-delimited JSON-RPC on stdin and stdout, stderr logged.
-pub fn spawn_stdio(command: &StdioCommand, route: &str) -> Result<Channel, ChannelError> {
-    let mut cmd = tokio::process::Command::new(&command.program);
-    cmd.args(&command.args)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for name in ["PATH", "HOME", "LANG"] {
-        if let Some(value) = std::env::var_os(name) {
-            cmd.env(name, value);
-        }
-    }
-    cmd.envs(command.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    if let Some(dir) = &command.cwd {
-        cmd.current_dir(dir);
-    }
-    let mut child = cmd.spawn().map_err(|source| ChannelError::Spawn { program: command.program.clone(), source })?;
-    let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(ChannelError::Spawn {
-            program: command.program.clone(),
-            source: std::io::Error::other("the child's standard streams were not captured"),
-        });
-    };
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(64);
-    let (in_tx, in_rx) = mpsc::channel::<Incoming>(64);
-    let route = route.to_owned();
-
-    let writer = tokio::spawn(async move {
-        while let Some(line) = out_rx.recv().await {
-            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.write_all(b"\n").await.is_err() {
-                break;
-            }
-            if stdin.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    let log_route = route.clone();
-    let stderr_task = tokio::spawn(async move {
-        let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(64 * 1024));
-        while let Some(line) = lines.next().await {
-            match line {
-                Ok(line) => tracing::info!(target: "portcullis::upstream", route = %log_route, "{line}"),
-                Err(_) => break,
-            }
-        }
-    });
-    let reader_route = route.clone();
-    let reader = tokio::spawn(async move {
-        let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-        let reason = loop {
-            match lines.next().await {
-                Some(Ok(line)) if line.trim().is_empty() => {}
-                Some(Ok(line)) => match serde_json::from_str::<Value>(&line) {
-                    Ok(message) => {
-                        if in_tx.send(Incoming::Message(message)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(route = %reader_route, error = %e, "upstream wrote a line that is not JSON")
-                    }
-                },
-                Some(Err(e)) => break format!("the upstream's output could not be read: {e}"),
-                None => break "the upstream process closed its output".to_owned(),
-            }
-        };
-        let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-            Ok(Ok(status)) => format!("{reason} ({status})"),
-            _ => reason,
-        };
-        tracing::warn!(route = %reader_route, "{status}");
-        let _ = in_tx.send(Incoming::Closed(status)).await;
-    });
-    Ok(Channel {
-        outgoing: out_tx,
-        incoming: in_rx,
-        guard: ChannelGuard { tasks: vec![writer.abort_handle(), stderr_task.abort_handle(), reader.abort_handle()] },
-    })
-}
-
-/// Connects to a 2024-11-05 HTTP+SSE server: a GET stream whose first event names the URL to
-/// POST messages to. That URL must be on the same origin as the stream.
-pub async fn connect_legacy_sse(
-    http: &reqwest::Client,
-    url: &url::Url,
-    headers: &http::HeaderMap,
-    connect_timeout: Duration,
-) -> Result<Channel, ChannelError> {
-    let response = tokio::time::timeout(
-        connect_timeout,
-        http.get(url.clone()).headers(headers.clone()).header(http::header::ACCEPT, "text/event-stream").send(),
-    )
-    .await
-    .map_err(|_| ChannelError::Connect(url.to_string()))?
-    .map_err(|_| ChannelError::Connect(url.to_string()))?;
-    if !response.status().is_success() {
-        return Err(ChannelError::Connect(format!("{url} (it answered {})", response.status())));
-    }
-    let mut events = sse_stream::SseByteStream::new(response.bytes_stream());
-    let endpoint = loop {
-        match tokio::time::timeout(connect_timeout, events.next()).await {
-            Ok(Some(Ok(event))) if event.event.as_deref() == Some("endpoint") => {
-                let target = event.data.unwrap_or_default();
-                match url.join(target.trim()) {
-                    Ok(e) if e.origin() == url.origin() => break e,
-                    _ => return Err(ChannelError::NoEndpoint(url.to_string())),
-                }
-            }
-            Ok(Some(Ok(_))) => {}
-            _ => return Err(ChannelError::NoEndpoint(url.to_string())),
-        }
-    };
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(64);
-    let (in_tx, in_rx) = mpsc::channel::<Incoming>(64);
-    let post_client = http.clone();
-    let post_headers = headers.clone();
-    let closed_tx = in_tx.clone();
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let result = post_client
-                .post(endpoint.clone())
-                .headers(post_headers.clone())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(message)
-                .send()
-                .await;
-            match result {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(status = %r.status(), "legacy SSE upstream refused a message"),
-                Err(e) => {
-                    let _ = closed_tx.send(Incoming::Closed(format!("the upstream could not be reached: {e}"))).await;
-                    break;
-                }
-            }
-        }
-    });
-    let reader = tokio::spawn(async move {
-        let reason = loop {
-            match events.next().await {
-                Some(Ok(event)) if event.event.as_deref().is_none_or(|e| e == "message") => {
-                    let Some(data) = event.data else { continue };
-                    match serde_json::from_str::<Value>(&data) {
-                        Ok(message) => {
-                            if in_tx.send(Incoming::Message(message)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "legacy SSE upstream sent an event that is not JSON"),
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break format!("the upstream's event stream broke: {e}"),
-                None => break "the upstream closed its event stream".to_owned(),
-            }
-        };
-        let _ = in_tx.send(Incoming::Closed(reason)).await;
-    });
-    Ok(Channel {
-        outgoing: out_tx,
-        incoming: in_rx,
-        guard: ChannelGuard { tasks: vec![writer.abort_handle(), reader.abort_handle()] },
-    })
 }
 
 /// What a POST stream receives.
@@ -420,5 +243,235 @@ impl PostStream {
 impl Drop for PostStream {
     fn drop(&mut self) {
         self.session.forget(self.stream_id);
+    }
+}
+
+impl Gateway {
+    /// A decided POST over the session's channel; `initialize` opens one (and the session).
+    /// Answers are collected into one JSON reply, or passed on as an event stream when the
+    /// client takes one (with whatever else the server sends meanwhile).
+    pub(super) async fn post_channel(&self, call: Call<'_>) -> Result<Reply, GatewayError> {
+        if let Declared::Version(version) = call.version
+            && version.is_stateless()
+        {
+            return Err(GatewayError::UnsupportedProtocolVersion(format!(
+                "{version} (route {:?} bridges a session-based upstream; use 2025-11-25 or earlier)",
+                call.route.settings.name
+            )));
+        }
+        let first_id = call.first_id();
+        let Call { route, principal, headers, messages, session, lists, request_ids, initialize, .. } = call;
+        let (session, created) = match session {
+            Some(s) => (s, false),
+            None if initialize => (self.open_channel_session(route, principal, first_id.clone()).await?, true),
+            None => return Err(GatewayError::SessionRequired),
+        };
+        let SessionUpstream::Channel(channel) = &session.upstream else {
+            return Err(GatewayError::Internal("a channel route holds an HTTP session".into()));
+        };
+        let wants_events = accepts(headers, EVENT_STREAM) && !initialize;
+        let lines: Vec<String> = messages.iter().map(Value::to_string).collect();
+        let started = std::time::Instant::now();
+        let mut answers = match channel.send(lines, &request_ids, wants_events).await {
+            Ok(a) => {
+                route.observed.answered();
+                a
+            }
+            Err(reason) => {
+                self.0.sessions.remove(&session.id);
+                return Err(GatewayError::UpstreamUnavailable { message: reason, id: first_id });
+            }
+        };
+        if request_ids.is_empty() {
+            return Ok(Reply::accepted());
+        }
+        let session_id = created.then(|| session.id.clone());
+        let timeout = route.settings.request_timeout;
+        let filter = ListFilter::new(route, principal);
+        let mut remaining: HashSet<String> = request_ids.iter().map(jsonrpc::id_key).collect();
+        if !wants_events {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut collected = Vec::new();
+            while !remaining.is_empty() {
+                match tokio::time::timeout_at(deadline, answers.next()).await {
+                    Ok(Some(Delivery::Message(mut m))) => {
+                        if let Ok(Kind::Response { id }) = jsonrpc::classify(&m)
+                            && remaining.remove(&jsonrpc::id_key(&id))
+                        {
+                            filter.apply(&mut m, &lists, false);
+                            collected.push(m);
+                        }
+                    }
+                    Ok(Some(Delivery::Closed(reason))) => {
+                        self.0.sessions.remove(&session.id);
+                        return Err(GatewayError::UpstreamUnavailable { message: reason, id: first_id });
+                    }
+                    Ok(None) => {
+                        self.0.sessions.remove(&session.id);
+                        return Err(GatewayError::UpstreamUnavailable {
+                            message: "the upstream has stopped".into(),
+                            id: first_id,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(GatewayError::UpstreamTimeout { seconds: timeout.as_secs(), id: first_id });
+                    }
+                }
+            }
+            portcullis_telemetry::gateway_upstream_duration(&route.settings.name, started.elapsed().as_secs_f64());
+            let body = if collected.len() == 1 && request_ids.len() == 1 {
+                collected.remove(0)
+            } else {
+                Value::Array(collected)
+            };
+            return Ok(Reply::json(ReplyStatus::Ok, &body, session_id));
+        }
+
+        // An event stream: server messages and answers as they come, then the end. The
+        // upstream's share counted is what it took to accept the messages.
+        portcullis_telemetry::gateway_upstream_duration(&route.settings.name, started.elapsed().as_secs_f64());
+        struct State {
+            answers: PostStream,
+            remaining: HashSet<String>,
+            deadline: tokio::time::Instant,
+            lists: HashMap<String, ListKind>,
+            filter: ListFilter,
+            seconds: u64,
+            gateway: Gateway,
+            session_id: String,
+            pending_errors: Vec<Value>,
+        }
+        let state = State {
+            answers,
+            remaining,
+            deadline: tokio::time::Instant::now() + timeout,
+            lists,
+            filter,
+            seconds: timeout.as_secs(),
+            gateway: self.clone(),
+            session_id: session.id.clone(),
+            pending_errors: Vec::new(),
+        };
+        let events = futures_util::stream::unfold(state, |mut st| async move {
+            if let Some(e) = st.pending_errors.pop() {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Sse::default().event("message").data(e.to_string())),
+                    st,
+                ));
+            }
+            if st.remaining.is_empty() {
+                return None;
+            }
+            let fail_all = |st: &mut State, code: i64, message: &str| {
+                let ids: Vec<String> = st.remaining.drain().collect();
+                st.pending_errors = ids
+                    .iter()
+                    .filter_map(|k| serde_json::from_str::<Value>(k).ok())
+                    .map(|id| jsonrpc::error_response(Some(&id), code, message))
+                    .collect();
+            };
+            match tokio::time::timeout_at(st.deadline, st.answers.next()).await {
+                Ok(Some(Delivery::Message(mut m))) => {
+                    if let Ok(Kind::Response { id }) = jsonrpc::classify(&m) {
+                        st.remaining.remove(&jsonrpc::id_key(&id));
+                        st.filter.apply(&mut m, &st.lists, false);
+                    }
+                    Some((Ok(Sse::default().event("message").data(m.to_string())), st))
+                }
+                Ok(Some(Delivery::Closed(reason))) => {
+                    st.gateway.0.sessions.remove(&st.session_id);
+                    fail_all(
+                        &mut st,
+                        jsonrpc::UPSTREAM_ERROR,
+                        &format!("the upstream MCP server is unavailable: {reason}"),
+                    );
+                    let first = st.pending_errors.pop()?;
+                    Some((Ok(Sse::default().event("message").data(first.to_string())), st))
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    let message = format!("the upstream MCP server did not answer within {} s", st.seconds);
+                    fail_all(&mut st, jsonrpc::REQUEST_TIMEOUT, &message);
+                    let first = st.pending_errors.pop()?;
+                    Some((Ok(Sse::default().event("message").data(first.to_string())), st))
+                }
+            }
+        });
+        Ok(Reply {
+            status: ReplyStatus::Ok,
+            content_type: Some(HeaderValue::from_static(EVENT_STREAM)),
+            session_id,
+            body: Body::new(SseBody::new(events)),
+        })
+    }
+
+    /// The session's GET stream over its channel: what waited in the backlog, then what the
+    /// server sends as it comes (lists filtered by their shape).
+    pub(super) fn listen_channel(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        session: Arc<Session>,
+    ) -> Result<Reply, GatewayError> {
+        let SessionUpstream::Channel(channel) = &session.upstream else {
+            return Err(GatewayError::Internal("a channel route holds an HTTP session".into()));
+        };
+        let (backlog, receiver) = channel.attach_get_stream().map_err(|message| {
+            self.0.sessions.remove(&session.id);
+            GatewayError::UpstreamUnavailable { message, id: None }
+        })?;
+        let filter = ListFilter::new(route, principal);
+        let lists = HashMap::new();
+        let backlog = futures_util::stream::iter(backlog.into_iter().map(Delivery::Message));
+        let live = futures_util::stream::unfold(receiver, |mut rx| async move {
+            match rx.recv().await {
+                Some(Delivery::Message(m)) => Some((Delivery::Message(m), rx)),
+                Some(Delivery::Closed(_)) | None => None,
+            }
+        });
+        let events = backlog.chain(live).map(move |delivery| {
+            let Delivery::Message(mut m) = delivery else {
+                return Ok::<_, std::convert::Infallible>(Sse::default().event("message").data("{}"));
+            };
+            filter.apply(&mut m, &lists, true);
+            Ok(Sse::default().event("message").data(m.to_string()))
+        });
+        Ok(Reply {
+            status: ReplyStatus::Ok,
+            content_type: Some(HeaderValue::from_static(EVENT_STREAM)),
+            session_id: None,
+            body: Body::new(SseBody::new(events)),
+        })
+    }
+
+    /// Opens the route's channel for a new session (a child, or a connection), within the
+    /// route's session slots.
+    async fn open_channel_session(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        id: Option<Value>,
+    ) -> Result<Arc<Session>, GatewayError> {
+        let permit = route.slots.clone().try_acquire_owned().map_err(|_| GatewayError::TooManySessions)?;
+        let channel = match &route.settings.upstream {
+            UpstreamSettings::Stdio(command) => super::stdio::spawn(command, &route.settings.name),
+            UpstreamSettings::LegacySse { url } => {
+                super::legacy_sse::connect(&self.0.legacy_http, url, &route.headers, route.settings.connect_timeout)
+                    .await
+            }
+            UpstreamSettings::StreamableHttp { .. } => {
+                return Err(GatewayError::Internal("an HTTP route has no channel".into()));
+            }
+        }
+        .map_err(|e| {
+            tracing::warn!(route = %route.settings.name, error = %e, "upstream could not be started");
+            GatewayError::UpstreamUnavailable { message: e.to_string(), id }
+        })?;
+        let channel = ChannelSession::start(channel, Some(permit));
+        let session = Session::new(&route.settings.name, principal, SessionUpstream::Channel(channel))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let session = Arc::new(session);
+        self.0.sessions.insert(session.clone());
+        Ok(session)
     }
 }
