@@ -75,6 +75,16 @@ impl Node {
         Ok(Self { child, base: format!("http://127.0.0.1:{port}") })
     }
 
+    /// Ends the process with SIGKILL: no shutdown, no flush, nothing drained.
+    pub(crate) async fn kill_hard(mut self) -> TestResult {
+        let pid = self.child.id().ok_or("no pid")?.to_string();
+        std::process::Command::new("kill").args(["-KILL", &pid]).status()?;
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .map_err(|_| "no exit after SIGKILL")??;
+        Ok(())
+    }
+
     pub(crate) async fn stop(mut self) -> TestResult {
         let pid = self.child.id().ok_or("no pid")?.to_string();
         std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
@@ -299,6 +309,76 @@ async fn a_suspension_reaches_every_node_within_a_second() -> TestResult {
     assert_eq!(rows.len(), 1, "{audit}");
     assert_eq!((rows[0]["actor"].as_str(), rows[0]["decision"].as_str()), (Some("operator"), Some("succeeded")));
     cluster.stop().await
+}
+
+/// Durability: every grant the token endpoint acknowledged survives the process being killed
+/// with SIGKILL in the middle of issuing them (node B, on the same database, accepts each
+/// token afterwards), while 16 clients keep asking.
+#[tokio::test]
+async fn every_acknowledged_grant_survives_a_kill_9() -> TestResult {
+    let cluster = Cluster::start().await?;
+    let (client_id, secret, _) = cluster.agent("Load").await?;
+    let Cluster { a, b, http, _dir, .. } = cluster;
+    let url = format!("{}/token", a.base);
+    let resource = format!("{}/mcp/crm", a.base);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (http, url, resource, client_id, secret, stop) =
+            (http.clone(), url.clone(), resource.clone(), client_id.clone(), secret.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            // Bounded: at most 2,000 requests each, and the loop ends when the node is gone.
+            for _ in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let sent = http
+                    .post(&url)
+                    .basic_auth(&client_id, Some(&secret))
+                    .form(&[("grant_type", "client_credentials"), ("resource", resource.as_str())])
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != 200 {
+                    break;
+                }
+                // Acknowledged only once the whole answer arrived.
+                let Ok(body) = response.json::<Value>().await else { break };
+                if let Some(token) = body["access_token"].as_str() {
+                    acknowledged.push(token.to_owned());
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill_hard().await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for worker in workers {
+        acknowledged.extend(worker.await?);
+    }
+    assert!(acknowledged.len() >= 50, "only {} grants were issued before the kill", acknowledged.len());
+
+    // Every one of them is active on node B (introspection reads the token's record, its grant
+    // and its client), and node B's gateway takes one.
+    for (i, token) in acknowledged.iter().enumerate() {
+        let response = http
+            .post(format!("{}/introspect", b.base))
+            .basic_auth(&client_id, Some(&secret))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await?;
+        assert_eq!(body["active"], true, "acknowledged token {i} of {} is lost: {body}", acknowledged.len());
+    }
+    let last = acknowledged.last().ok_or("no token")?;
+    let (status, body) = Conversation::open(&http, &b.base, last).await?.send(list_contacts(1)).await?;
+    assert!(status == 200 && body.contains("Ada Lovelace"), "{status}: {body}");
+    b.stop().await
 }
 
 /// A node that loses its LISTEN connection while changes happen applies every one of them
