@@ -11,6 +11,14 @@ if token ~= "" then
 end
 wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_contacts","arguments":{}}}'
 
+-- BENCH_DELAY_MS paces each connection (the soak runs at a set share of full load).
+local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if pause then
+  delay = function()
+    return pause
+  end
+end
+
 -- Every thread counts the answers that are not a 200 with a JSON-RPC result; done() adds them up.
 local threads = {}
 setup = function(thread)
