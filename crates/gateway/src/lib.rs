@@ -41,7 +41,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 pub use auth::{Principal, TokenError, TrustedIssuerSettings};
-pub use filter::{ListKind, filter_list_response};
+pub use filter::{ListKind, filter_list_response, filter_list_text};
 pub use portcullis_upstream_oauth as upstream_oauth;
 pub use protocol::ProtocolVersion;
 pub use upstream::StdioCommand;

@@ -9,8 +9,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
 use crate::filter::ListKind;
 
 /// Names kept per list kind of a route; more are not recorded (and say so).
@@ -66,8 +64,7 @@ pub struct Observed {
 
 impl Observed {
     /// Records the names of a list answer's items (called before the answer is filtered).
-    pub(crate) fn listed(&self, kind: ListKind, items: &[Value]) {
-        let (_, name_member) = kind.members();
+    pub(crate) fn listed<'n>(&self, kind: ListKind, listed: impl IntoIterator<Item = &'n str>) {
         let at = now();
         let Ok(mut offered) = self.offered.lock() else { return };
         let mut truncated = false;
@@ -76,7 +73,7 @@ impl Observed {
             ListKind::Prompts => &mut offered.prompts,
             ListKind::Resources | ListKind::ResourceTemplates => &mut offered.resources,
         };
-        for name in items.iter().filter_map(|item| item.get(name_member).and_then(Value::as_str)) {
+        for name in listed {
             if let Some(seen) = names.get_mut(name) {
                 *seen = at;
             } else if names.len() < MAX_NAMES {
@@ -120,20 +117,19 @@ impl Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn names_are_kept_with_when_they_were_listed_and_bounded() {
         let observed = Observed::default();
-        observed.listed(ListKind::Tools, &[json!({"name": "a"}), json!({"name": "b"}), json!({"nameless": 1})]);
-        observed.listed(ListKind::ResourceTemplates, &[json!({"uriTemplate": "file:///{path}"})]);
+        observed.listed(ListKind::Tools, ["a", "b"]);
+        observed.listed(ListKind::ResourceTemplates, ["file:///{path}"]);
         let (offered, _) = observed.snapshot();
         assert_eq!(offered.tools.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(offered.resources.keys().collect::<Vec<_>>(), ["file:///{path}"]);
         assert!(!offered.truncated);
 
-        let many: Vec<Value> = (0..MAX_NAMES + 5).map(|i| json!({"name": format!("t{i}")})).collect();
-        observed.listed(ListKind::Prompts, &many);
+        let many: Vec<String> = (0..MAX_NAMES + 5).map(|i| format!("t{i}")).collect();
+        observed.listed(ListKind::Prompts, many.iter().map(String::as_str));
         let (offered, _) = observed.snapshot();
         assert_eq!(offered.prompts.len(), MAX_NAMES);
         assert!(offered.truncated);

@@ -458,16 +458,8 @@ fn refusal_reply(batch: bool, kinds: &[Kind], refusals: Vec<(Option<Value>, i64,
 mod tests {
     use super::*;
     use crate::ProtocolVersion;
-    use http::HeaderValue;
+    use crate::protocol::tests::headers;
     use serde_json::json;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
 
     fn check(pairs: &[(&'static str, &'static str)], message: Value, stateless: bool) -> Result<(), String> {
         let kind = jsonrpc::classify(&message).map_err(str::to_owned)?;

@@ -276,9 +276,19 @@ impl Gateway {
                     body: Body::from(bytes),
                 });
             }
+            let filter = ListFilter::new(route, principal);
+            // The answer to one list request is filtered over its text; anything else is parsed.
+            if let Some(text) = filter.apply_text(&bytes, &lists) {
+                return Ok(Reply {
+                    status: ReplyStatus::Upstream(status),
+                    content_type,
+                    session_id,
+                    body: Body::from(text),
+                });
+            }
             let body = match serde_json::from_slice::<Value>(&bytes) {
                 Ok(mut message) => {
-                    ListFilter::new(route, principal).apply(&mut message, &lists, by_shape);
+                    filter.apply(&mut message, &lists, by_shape);
                     Body::from(message.to_string())
                 }
                 // Not JSON after all: a list answer that cannot be filtered is not passed on.
