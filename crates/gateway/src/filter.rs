@@ -487,6 +487,34 @@ mod tests {
     }
 
     #[test]
+    fn whatever_carries_the_id_and_a_result_is_filtered() {
+        let policy = Policy::compile(&PolicySource {
+            tools: vec![("a".into(), vec!["s.a".into()]), ("b".into(), vec!["s.b".into()])],
+            ..PolicySource::default()
+        })
+        .unwrap();
+        let filter = ListFilter {
+            policy: Arc::new(policy),
+            scopes: ScopeSet::parse("s.a").unwrap(),
+            observed: Arc::new(Observed::default()),
+        };
+        let lists = HashMap::from([(jsonrpc::id_key(&json!(1)), ListKind::Tools)]);
+        let tools = json!([{"name":"a"},{"name":"b"}]);
+        for mut message in [
+            json!({"jsonrpc":"2.0","id":1,"result":{"tools":tools}}),
+            json!({"id":1,"result":{"tools":tools}}),
+            json!({"jsonrpc":"2.0","id":1,"result":{"tools":tools},"error":{"code":1,"message":"x"}}),
+            json!({"jsonrpc":"1.0","id":1,"method":"x","result":{"tools":tools}}),
+        ] {
+            assert!(filter.apply(&mut message, &lists, false), "{message}");
+            assert_eq!(message["result"]["tools"], json!([{"name":"a"}]));
+        }
+        let mut other = json!({"jsonrpc":"2.0","id":2,"result":{"tools":tools}});
+        assert!(!filter.apply(&mut other, &lists, false), "not the list request's answer");
+        assert!(filter.apply(&mut other, &lists, true), "unless filtered by its shape");
+    }
+
+    #[test]
     fn an_item_naming_itself_twice_is_not_shown() {
         let policy = Policy::compile(&PolicySource {
             tools: vec![("a".into(), vec!["s.a".into()]), ("b".into(), vec!["s.b".into()])],
