@@ -118,6 +118,13 @@ struct RawItem<'de> {
     name: Option<Cow<'de, str>>,
 }
 
+impl RawItem<'_> {
+    /// Anything but an object: it has no name, and is not shown.
+    fn nameless() -> Self {
+        Self { members: Vec::new(), name: None }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct RawItems {
     name_member: &'static str,
@@ -167,7 +174,7 @@ impl<'de> serde::de::Visitor<'de> for RawItemSeed {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut item = RawItem { members: Vec::new(), name: None };
+        let mut item = RawItem::nameless();
         let mut ambiguous = false;
         while let Some(key) = map.next_key_seed(Key)? {
             let value: &'de RawValue = map.next_value()?;
@@ -186,25 +193,25 @@ impl<'de> serde::de::Visitor<'de> for RawItemSeed {
     // Anything but an object has no name: read past it, and it is not shown.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(RawItem { members: Vec::new(), name: None })
+        Ok(RawItem::nameless())
     }
 }
 
@@ -258,29 +265,16 @@ where
     }
 }
 
-/// Writes an object from members given as raw JSON text, in order.
-struct WriteObject<'a>(Vec<(&'a str, &'a RawValue)>);
+/// Writes an object from members given as raw JSON text, in order (a kept item as it was
+/// read, or an object with one member replaced).
+struct WriteMembers<'a, K>(&'a [(K, &'a RawValue)]);
 
-/// Writes a kept list item as it was read.
-struct WriteItem<'a, 'de>(&'a RawItem<'de>);
-
-impl serde::Serialize for WriteItem<'_, '_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut map = serializer.serialize_map(Some(self.0.members.len()))?;
-        for (key, value) in &self.0.members {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
-    }
-}
-
-impl serde::Serialize for WriteObject<'_> {
+impl<K: AsRef<str>> serde::Serialize for WriteMembers<'_, K> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (key, value) in &self.0 {
-            map.serialize_entry(key, value)?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key.as_ref(), value)?;
         }
         map.end()
     }
@@ -288,9 +282,10 @@ impl serde::Serialize for WriteObject<'_> {
 
 /// Filters a list answer given as JSON text without building a tree of it: the text is read
 /// once (each item's members kept as raw text, its name read on the way), and the kept items
-/// are written again member by member, their values as they were. The same rule as [`filter_list_response`] (an item without a string name is
-/// removed), and stricter where a tree cannot see: an item with a member twice is removed. `None` when the text is not one JSON-RPC response, with
-/// the id whose key is `id_key`, whose `result` holds this list (a batch, an error answer, a
+/// are written again member by member, their values as they were. The same rule as
+/// [`filter_list_response`] (an item without a string name is removed), and stricter where a
+/// tree cannot see: an item with a member twice is removed. `None` when the text is not one
+/// JSON-RPC response, with the id whose key is `id_key`, whose `result` holds this list (a batch, an error answer, a
 /// duplicate member): the caller takes the general path. The names offered (before
 /// filtering) go to `offered`.
 pub fn filter_list_text(
@@ -317,18 +312,18 @@ pub fn filter_list_text(
     let result = top.descended?;
     let items = result.descended?;
     offered(&mut items.iter().filter_map(|item| item.name.as_deref()));
-    let kept: Vec<WriteItem<'_, '_>> = items
+    let kept: Vec<WriteMembers<'_, Cow<'_, str>>> = items
         .iter()
         .filter(|item| item.name.as_deref().is_some_and(|name| shown(kind, name, policy, granted)))
-        .map(WriteItem)
+        .map(|item| WriteMembers(&item.members))
         .collect();
     let kept = serde_json::value::to_raw_value(&kept).ok()?;
     let mut result_members: Vec<(&str, &RawValue)> = result.members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     result_members.push((items_member, &kept));
-    let result = serde_json::value::to_raw_value(&WriteObject(result_members)).ok()?;
+    let result = serde_json::value::to_raw_value(&WriteMembers(&result_members)).ok()?;
     let mut top_members: Vec<(&str, &RawValue)> = top.members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     top_members.push(("result", &result));
-    serde_json::to_string(&WriteObject(top_members)).ok()
+    serde_json::to_string(&WriteMembers(&top_members)).ok()
 }
 
 /// What filtering one caller's list answers on a route needs: the route's policy, the
@@ -486,13 +481,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn whatever_carries_the_id_and_a_result_is_filtered() {
-        let policy = Policy::compile(&PolicySource {
+    /// Tool `a` needs `s.a`, tool `b` needs `s.b`.
+    fn tools_a_and_b() -> Policy {
+        Policy::compile(&PolicySource {
             tools: vec![("a".into(), vec!["s.a".into()]), ("b".into(), vec!["s.b".into()])],
             ..PolicySource::default()
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn whatever_carries_the_id_and_a_result_is_filtered() {
+        let policy = tools_a_and_b();
         let filter = ListFilter {
             policy: Arc::new(policy),
             scopes: ScopeSet::parse("s.a").unwrap(),
@@ -516,11 +516,7 @@ mod tests {
 
     #[test]
     fn an_item_naming_itself_twice_is_not_shown() {
-        let policy = Policy::compile(&PolicySource {
-            tools: vec![("a".into(), vec!["s.a".into()]), ("b".into(), vec!["s.b".into()])],
-            ..PolicySource::default()
-        })
-        .unwrap();
+        let policy = tools_a_and_b();
         let granted = ScopeSet::parse("s.a").unwrap();
         // A client might read either name; the item is not shown at all.
         let text = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","name":"b"},{"name":"b","name":"a"},{"name":"a"}]}}"#;

@@ -76,21 +76,21 @@ impl Node {
     }
 
     /// Ends the process with SIGKILL: no shutdown, no flush, nothing drained.
-    pub(crate) async fn kill_hard(mut self) -> TestResult {
-        let pid = self.child.id().ok_or("no pid")?.to_string();
-        std::process::Command::new("kill").args(["-KILL", &pid]).status()?;
-        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .map_err(|_| "no exit after SIGKILL")??;
-        Ok(())
+    pub(crate) async fn kill_hard(self) -> TestResult {
+        self.end("-KILL").await
     }
 
-    pub(crate) async fn stop(mut self) -> TestResult {
+    pub(crate) async fn stop(self) -> TestResult {
+        self.end("-TERM").await
+    }
+
+    /// Sends `signal` to the process (by its id) and waits for it to exit.
+    async fn end(mut self, signal: &str) -> TestResult {
         let pid = self.child.id().ok_or("no pid")?.to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+        std::process::Command::new("kill").args([signal, &pid]).status()?;
         tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
-            .map_err(|_| "no exit after SIGTERM")??;
+            .map_err(|_| format!("no exit after {signal}"))??;
         Ok(())
     }
 }
