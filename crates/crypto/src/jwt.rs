@@ -45,11 +45,25 @@ pub struct VerifiedJwt<C> {
     pub claims: C,
 }
 
+/// A compact JWS (RFC 7515 §7.1) of `claims`, typed `typ`, signed ES256 with `key`.
+///
+/// jsonwebtoken's `encode` takes the key as PKCS#8 bytes and parses it again for every token,
+/// which costs as much as the signature; the key's parsed pair signs here instead, and the
+/// serialization around it is the three base64url parts joined by dots. The verifying side
+/// stays jsonwebtoken's ([`verify_jwt`]), and the tests check our tokens against it.
 pub fn sign_jwt<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result<String, CryptoError> {
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some(typ.to_owned());
     header.kid = Some(key.kid().to_owned());
-    jsonwebtoken::encode(&header, claims, key.encoding_key()).map_err(|e| CryptoError::Sign(e.to_string()))
+    let header = serde_json::to_vec(&header).map_err(|e| CryptoError::Sign(e.to_string()))?;
+    let claims = serde_json::to_vec(claims).map_err(|e| CryptoError::Sign(e.to_string()))?;
+    let mut token = URL_SAFE_NO_PAD.encode(header);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+    let signature = key.sign_bytes(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+    Ok(token)
 }
 
 /// The raw header of a compact JWS, refused when the token is too long, not three parts, or
@@ -376,6 +390,29 @@ mod tests {
             foreign.split('.').nth(2).unwrap_or_default()
         );
         assert_eq!(verify_jwt::<Claims>(&forged, "at+jwt", [key.public()]).err(), Some(JwtError::Signature));
+        Ok(())
+    }
+
+    /// Our serialization is what jsonwebtoken reads: its own header parser and its decode with
+    /// the public key (not only our `verify_jwt`), and the header names exactly alg, typ, kid.
+    #[test]
+    fn signed_tokens_are_read_by_jsonwebtoken() -> Result<(), Box<dyn std::error::Error>> {
+        let key = SigningKey::generate()?;
+        let claims = Claims { sub: "ünïcødé / \"quoted\"".into() };
+        let token = sign_jwt(&key, "at+jwt", &claims)?;
+        let header = jsonwebtoken::decode_header(&token)?;
+        assert_eq!(
+            (header.alg, header.typ.as_deref(), header.kid.as_deref()),
+            (Algorithm::ES256, Some("at+jwt"), Some(key.kid()))
+        );
+        let raw = checked_header(&token).map_err(|e| e.to_string())?;
+        assert_eq!(raw.keys().map(String::as_str).collect::<Vec<_>>(), ["alg", "kid", "typ"]);
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<Claims>(&token, key.public().decoding_key(), &validation)?;
+        assert_eq!(decoded.claims, claims);
+        // ECDSA signatures are randomized: the same claims never give the same token twice.
+        assert_ne!(sign_jwt(&key, "at+jwt", &claims)?, token);
         Ok(())
     }
 }

@@ -170,7 +170,9 @@ pub struct SigningKey {
     kid: String,
     pkcs8: Vec<u8>,
     public: PublicJwk,
-    encoding: jsonwebtoken::EncodingKey,
+    /// Parsed once: parsing PKCS#8 derives the public point (a scalar multiplication), which
+    /// would double the cost of every signature if done per token.
+    pair: EcdsaKeyPair,
     verifying: PublicKey,
 }
 
@@ -201,9 +203,8 @@ impl SigningKey {
         let x = URL_SAFE_NO_PAD.encode(point.get(1..33).ok_or(CryptoError::MalformedKey("x"))?);
         let y = URL_SAFE_NO_PAD.encode(point.get(33..65).ok_or(CryptoError::MalformedKey("y"))?);
         let kid = thumbprint(&x, &y);
-        let encoding = jsonwebtoken::EncodingKey::from_ec_der(pkcs8);
         let verifying = PublicKey::from_p256_jwk(&x, &y, Some(&kid))?;
-        Ok(Self { kid, pkcs8: pkcs8.to_vec(), public: PublicJwk { x, y }, encoding, verifying })
+        Ok(Self { kid, pkcs8: pkcs8.to_vec(), public: PublicJwk { x, y }, pair, verifying })
     }
 
     pub fn kid(&self) -> &str {
@@ -226,18 +227,14 @@ impl SigningKey {
         }
     }
 
-    /// An ECDSA P-256 SHA-256 signature of `message`, 64 bytes (r || s). For messages that are
-    /// not JWTs (audit checkpoints).
+    /// An ECDSA P-256 SHA-256 signature of `message`, 64 bytes (r || s): the form JWS ES256
+    /// uses (RFC 7518 §3.4), and the audit checkpoints' too.
     pub fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.pkcs8)
-            .map_err(|_| CryptoError::MalformedKey("not a P-256 PKCS#8 key"))?;
-        let signature =
-            pair.sign(&SystemRandom::new(), message).map_err(|_| CryptoError::Sign("ECDSA signing failed".into()))?;
+        let signature = self
+            .pair
+            .sign(&SystemRandom::new(), message)
+            .map_err(|_| CryptoError::Sign("ECDSA signing failed".into()))?;
         Ok(signature.as_ref().to_vec())
-    }
-
-    pub(crate) fn encoding_key(&self) -> &jsonwebtoken::EncodingKey {
-        &self.encoding
     }
 
     /// The public half, for verification.

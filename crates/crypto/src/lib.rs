@@ -21,7 +21,7 @@ pub use keys::{MasterKey, PublicKey, SigningKey};
 pub use password::{PasswordCheckError, PasswordHasher, PasswordParams};
 pub use secret::{
     SecretDigest, ct_eq, digest, is_valid_code_verifier, is_valid_s256_challenge, pkce_s256_matches, random_identifier,
-    random_token,
+    random_token, time_ordered_id,
 };
 pub use vault::{UpstreamTokens, VaultBinding};
 

@@ -659,7 +659,7 @@ impl AuthorizationServer {
         let now = self.clock.now();
         let code = random_token(32).map_err(|e| fatal(e.into()))?;
         let record = AuthorizationCodeRecord {
-            grant_id: random_token(18).map_err(|e| fatal(e.into()))?,
+            grant_id: portcullis_crypto::time_ordered_id(now).map_err(|e| fatal(e.into()))?,
             client_id: client.client_id.clone(),
             user_id: user.id.clone(),
             redirect_uri: request.redirect_uri.clone(),

@@ -62,7 +62,7 @@ impl From<ServerError> for OAuthError {
     fn from(e: ServerError) -> Self {
         let unavailable = matches!(
             &e,
-            ServerError::Store(portcullis_store::StoreError::Timeout(_))
+            ServerError::Store(portcullis_store::StoreError::Timeout(_) | portcullis_store::StoreError::WriterStopped)
                 | ServerError::Control(portcullis_control::ControlError::Store(portcullis_store::StoreError::Timeout(
                     _
                 )))

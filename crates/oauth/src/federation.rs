@@ -379,7 +379,7 @@ impl AuthorizationServer {
             crate::token::Lifetime { now, not_after: None },
         )?;
         let grant = GrantRecord {
-            id: random_token(18).map_err(ServerError::from)?,
+            id: portcullis_crypto::time_ordered_id(now).map_err(ServerError::from)?,
             client_id: client.client_id.clone(),
             user_id: Some(user.id.clone()),
             kind: GrantKind::IdentityAssertion,

@@ -2,7 +2,7 @@
 //! detection, and client credentials (RFC 6749 §4.1.3, §4.4, §6; OAuth 2.1 §4.3; RFC 7636
 //! §4.6; RFC 8707 §2.2; RFC 9068).
 
-use portcullis_crypto::{digest, pkce_s256_matches, random_token, sign_jwt};
+use portcullis_crypto::{digest, pkce_s256_matches, random_token, sign_jwt, time_ordered_id};
 use portcullis_store::{
     AuditKind, ClientRecord, ClientType, CodeRedemption, GrantKind, GrantRecord, GrantType, NewAccessToken,
     NewRefreshToken, RefreshRotation,
@@ -374,7 +374,7 @@ impl AuthorizationServer {
             Lifetime { now, not_after: None },
         )?;
         let grant = GrantRecord {
-            id: random_token(18)?,
+            id: time_ordered_id(now)?,
             client_id: client.client_id.clone(),
             user_id: None,
             kind: GrantKind::ClientCredentials,
@@ -420,7 +420,7 @@ impl AuthorizationServer {
         // Never past the grant it is drawn from (a federated sign-in's bound, say).
         let exp = not_after
             .map_or(now + self.settings().access_token_ttl, |bound| bound.min(now + self.settings().access_token_ttl));
-        let jti = random_token(18)?;
+        let jti = time_ordered_id(now)?;
         let claims = AccessTokenClaims {
             iss: self.settings().issuer.clone(),
             sub: subject.to_owned(),

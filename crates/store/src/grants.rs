@@ -23,13 +23,19 @@ macro_rules! live_grants {
 }
 use crate::{
     AccessTokenStatus, Actor, AuditKind, AuditOutcome, AuthorizationCodeRecord, ClientStatus, CodeRedemption,
-    GrantKind, GrantRecord, NewAccessToken, NewAuditEvent, NewRefreshToken, RefreshRotation, RefreshTokenRecord,
-    Result, Store, StoreError, on_pool, on_reader, stored, stored_scopes,
+    GrantKind, GrantRecord, NewAccessToken, NewAuditEvent, NewRefreshToken, RefreshTokenRecord, Result, Store,
+    StoreError, on_pool, on_reader, stored, stored_scopes,
 };
 
 /// The audit record of a grant revoked because a credential was used twice: the system
 /// detected it, on behalf of nobody.
-fn replay_revocation(grant_id: &str, client_id: &str, user_id: Option<&str>, reason: &str, now: i64) -> NewAuditEvent {
+pub(crate) fn replay_revocation(
+    grant_id: &str,
+    client_id: &str,
+    user_id: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> NewAuditEvent {
     NewAuditEvent {
         client_id: Some(client_id.to_owned()),
         user_id: user_id.map(str::to_owned),
@@ -146,8 +152,77 @@ struct StatusRow {
 
 const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at, revoked_at, revoked_reason) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
-const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)";
-const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+pub(crate) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+pub(crate) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+
+/// Spends a refresh token that is unspent, unexpired and of a live grant. EXISTS, not
+/// `grant_id IN (SELECT id FROM grants WHERE …)`: SQLite runs that IN as a list built by
+/// scanning every grant, so each rotation cost grew with the grants table (12 rotations a
+/// second after 80,000 client-credentials grants).
+pub(crate) const SPEND_REFRESH_TOKEN: &str = "UPDATE refresh_tokens SET rotated_at = $1 \
+     WHERE token_digest = $2 AND rotated_at IS NULL AND expires_at > $1 \
+     AND EXISTS (SELECT 1 FROM grants g WHERE g.id = refresh_tokens.grant_id AND g.revoked_at IS NULL AND g.expires_at > $1) \
+     RETURNING grant_id";
+
+/// One refresh token rotation inside the open transaction `$tx`, evaluating to its
+/// [`RefreshRotation`]: the old token is spent and its successor and access token inserted, or,
+/// when it was spent already, its whole grant is revoked (a replay, RFC 9700 §4.14.2). Shared by
+/// the group commit, which runs several in one transaction, and the write of one alone.
+macro_rules! rotate_in_tx {
+    ($tx:ident, $old_digest:expr, $now:expr, $refresh:expr, $access:expr) => {{
+        let (old_digest, now, refresh, access): (&[u8], i64, &$crate::NewRefreshToken, &$crate::NewAccessToken) =
+            ($old_digest, $now, $refresh, $access);
+        let spent: Option<(String,)> = sqlx::query_as($crate::grants::SPEND_REFRESH_TOKEN)
+            .bind(now)
+            .bind(old_digest)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        if let Some((grant_id,)) = spent {
+            sqlx::query($crate::grants::INSERT_REFRESH_TOKEN)
+                .bind(&refresh.digest)
+                .bind(&grant_id)
+                .bind(refresh.scope.to_string())
+                .bind(refresh.created_at)
+                .bind(refresh.expires_at)
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query($crate::grants::INSERT_ACCESS_TOKEN)
+                .bind(&access.jti)
+                .bind(&grant_id)
+                .bind(access.scope.to_string())
+                .bind(access.issued_at)
+                .bind(access.expires_at)
+                .execute(&mut *$tx)
+                .await?;
+            $crate::RefreshRotation::Rotated
+        } else {
+            let previous: Option<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT r.grant_id, g.client_id, g.user_id, r.rotated_at FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
+                 WHERE r.token_digest = $1")
+                .bind(old_digest)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            match previous {
+                Some((grant_id, client_id, user_id, Some(_))) => {
+                    const REASON: &str = "refresh token reused";
+                    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(REASON)
+                        .bind(&grant_id)
+                        .execute(&mut *$tx)
+                        .await?
+                        .rows_affected();
+                    if n > 0 {
+                        $crate::changes::record_in_tx!($tx, &$crate::grants::replay_revocation(&grant_id, &client_id, user_id.as_deref(), REASON, now), true);
+                    }
+                    $crate::RefreshRotation::Reused { grant_id }
+                }
+                _ => $crate::RefreshRotation::Invalid,
+            }
+        }
+    }};
+}
+pub(crate) use rotate_in_tx;
 
 impl Store {
     pub async fn insert_authorization_code(&self, code_digest: &[u8], c: &AuthorizationCodeRecord) -> Result<()> {
@@ -316,34 +391,6 @@ impl Store {
 
     /// A grant that has one access token and no refresh token (client credentials, an
     /// identity assertion), with that token, in one transaction.
-    pub async fn insert_grant_with_access_token(&self, grant: &GrantRecord, access: &NewAccessToken) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(INSERT_GRANT)
-                .bind(&grant.id)
-                .bind(&grant.client_id)
-                .bind(&grant.user_id)
-                .bind(grant.kind.as_str())
-                .bind(&grant.resource)
-                .bind(grant.scope.to_string())
-                .bind(grant.auth_time)
-                .bind(grant.created_at)
-                .bind(grant.expires_at)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(INSERT_ACCESS_TOKEN)
-                .bind(&access.jti)
-                .bind(&grant.id)
-                .bind(access.scope.to_string())
-                .bind(access.issued_at)
-                .bind(access.expires_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     pub async fn find_refresh_token(&self, token_digest: &[u8]) -> Result<Option<RefreshTokenRecord>> {
         let sql = "SELECT r.scope AS rt_scope, r.created_at AS rt_created_at, r.expires_at AS rt_expires_at, r.rotated_at, \
                    g.id, g.client_id, g.user_id, g.kind, g.resource, g.scope, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.revoked_reason \
@@ -360,73 +407,6 @@ impl Store {
             })
         })
         .transpose()
-    }
-
-    /// Rotates a refresh token: the old one is spent, the new one and an access token are
-    /// recorded, all or nothing. Presenting a spent token revokes the whole family.
-    pub async fn rotate_refresh_token(
-        &self,
-        old_digest: &[u8],
-        now: i64,
-        refresh: &NewRefreshToken,
-        access: &NewAccessToken,
-    ) -> Result<RefreshRotation> {
-        let rotation = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let spent: Option<(String,)> = sqlx::query_as(
-                "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_digest = $2 AND rotated_at IS NULL AND expires_at > $1 \
-                 AND grant_id IN (SELECT id FROM grants WHERE revoked_at IS NULL AND expires_at > $1) RETURNING grant_id")
-                .bind(now)
-                .bind(old_digest)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((grant_id,)) = spent {
-                sqlx::query(INSERT_REFRESH_TOKEN)
-                    .bind(&refresh.digest)
-                    .bind(&grant_id)
-                    .bind(refresh.scope.to_string())
-                    .bind(refresh.created_at)
-                    .bind(refresh.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(INSERT_ACCESS_TOKEN)
-                    .bind(&access.jti)
-                    .bind(&grant_id)
-                    .bind(access.scope.to_string())
-                    .bind(access.issued_at)
-                    .bind(access.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok(RefreshRotation::Rotated);
-            }
-            let previous: Option<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
-                "SELECT r.grant_id, g.client_id, g.user_id, r.rotated_at FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id \
-                 WHERE r.token_digest = $1")
-                .bind(old_digest)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let outcome = match previous {
-                Some((grant_id, client_id, user_id, Some(_))) => {
-                    const REASON: &str = "refresh token reused";
-                    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-                        .bind(now)
-                        .bind(REASON)
-                        .bind(&grant_id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if n > 0 {
-                        record_in_tx!(tx, &replay_revocation(&grant_id, &client_id, user_id.as_deref(), REASON, now), true);
-                    }
-                    RefreshRotation::Reused { grant_id }
-                }
-                _ => RefreshRotation::Invalid,
-            };
-            tx.commit().await?;
-            outcome
-        });
-        Ok(rotation)
     }
 
     /// The state of everything an access token depends on.
@@ -587,4 +567,30 @@ struct LiveGrantRow {
     grant: GrantRow,
     last_token_at: Option<i64>,
     username: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backend, Store};
+
+    /// Every statement on the token endpoint's path finds its rows through an index; a SCAN
+    /// of a table that grows with every token would make each request slower than the last.
+    #[tokio::test]
+    async fn token_path_statements_use_indexes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("plan.db").display()), 1).await?;
+        store.migrate().await?;
+        let Backend::Sqlite { writer, .. } = &store.backend else { return Err("not SQLite".into()) };
+        for sql in [super::SPEND_REFRESH_TOKEN] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(1_i64)
+                    .bind(b"digest".as_slice())
+                    .fetch_all(writer)
+                    .await?;
+            let steps: Vec<&str> = plan.iter().map(|(_, _, _, step)| step.as_str()).collect();
+            assert!(steps.iter().all(|step| !step.starts_with("SCAN")), "{sql}: {steps:?}");
+        }
+        Ok(())
+    }
 }

@@ -261,6 +261,87 @@ async fn refresh_rotation_and_reuse_detection() -> TestResult {
     Ok(())
 }
 
+/// The token endpoint's writes that arrive together share one transaction (the group
+/// commit): many at once are all committed and answered with their own outcome, a replay of a
+/// refresh token in the same batch is still caught, and a write that fails takes nothing else
+/// down with it and leaves nothing half-written.
+#[tokio::test]
+async fn token_writes_arriving_together_commit_together_and_fail_alone() -> TestResult {
+    let (stores, _dir) = stores().await?;
+    for store in &stores {
+        seed(store).await?;
+        let name = store.backend_name();
+        for (code_digest, grant_id, rt) in [(b"code-a", "g-a", b"rt-a"), (b"code-b", "g-b", b"rt-b")] {
+            store.insert_authorization_code(code_digest, &code(grant_id)).await?;
+            store.redeem_authorization_code(code_digest, 110, 5000).await?;
+            store
+                .insert_grant_tokens(grant_id, Some(&refresh(rt, 110)), &access(&format!("first-{grant_id}"), 110))
+                .await?;
+        }
+        let grant = |id: String| GrantRecord {
+            id,
+            client_id: "c1".into(),
+            user_id: None,
+            kind: GrantKind::ClientCredentials,
+            resource: "https://rs.example/mcp".into(),
+            scope: scopes("a"),
+            auth_time: None,
+            created_at: 120,
+            expires_at: 420,
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        let mut grants = Vec::new();
+        for i in 0..200 {
+            let (store, grant) = (store.clone(), grant(format!("cc-{i}")));
+            grants.push(tokio::spawn(async move {
+                store.insert_grant_with_access_token(&grant, &access(&format!("cc-jti-{i}"), 120)).await
+            }));
+        }
+        // The same grant id again: refused as a conflict, alone.
+        let duplicate = {
+            let (store, grant) = (store.clone(), grant("cc-7".into()));
+            tokio::spawn(async move { store.insert_grant_with_access_token(&grant, &access("dup-jti", 120)).await })
+        };
+        let rotate = |old: &'static [u8], new: &'static [u8], jti: &'static str| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.rotate_refresh_token(old, 130, &refresh(new, 130), &access(jti, 130)).await },
+            )
+        };
+        let a1 = rotate(b"rt-a", b"rt-a1", "jti-a1");
+        let a2 = rotate(b"rt-a", b"rt-a2", "jti-a2");
+        let b = rotate(b"rt-b", b"rt-b1", "jti-b1");
+        let unknown = rotate(b"rt-unknown", b"rt-u1", "jti-u1");
+
+        for (i, written) in grants.into_iter().enumerate() {
+            written.await?.map_err(|e| format!("{name}: grant {i}: {e}"))?;
+        }
+        assert!(matches!(duplicate.await?, Err(StoreError::Conflict(_))), "{name}");
+        let mut a = [a1.await??, a2.await??];
+        a.sort_by_key(|r| matches!(r, RefreshRotation::Rotated));
+        assert_eq!(a, [RefreshRotation::Reused { grant_id: "g-a".into() }, RefreshRotation::Rotated], "{name}");
+        assert_eq!(b.await??, RefreshRotation::Rotated, "{name}");
+        assert_eq!(unknown.await??, RefreshRotation::Invalid, "{name}");
+
+        for i in 0..200 {
+            let status = store.access_token_status(&format!("cc-jti-{i}")).await?.ok_or("missing")?;
+            assert!(status.is_active(121), "{name}: cc-jti-{i}");
+            assert_eq!(status.grant_id, format!("cc-{i}"), "{name}");
+        }
+        assert!(store.access_token_status("dup-jti").await?.is_none(), "{name}: the conflicting write left its token");
+        assert!(store.access_token_status("jti-u1").await?.is_none(), "{name}");
+        // The replay revoked g-a, the token its rotation issued included; g-b lives on.
+        for jti in ["first-g-a", "jti-a1", "jti-a2"] {
+            let status = store.access_token_status(jti).await?;
+            assert!(status.is_none_or(|s| !s.is_active(131)), "{name}: {jti}");
+        }
+        assert!(store.access_token_status("jti-b1").await?.ok_or("missing")?.is_active(131), "{name}");
+        assert!(store.find_refresh_token(b"rt-b1").await?.is_some(), "{name}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn suspension_disabling_and_consent_revocation_kill_tokens() -> TestResult {
     let (stores, _dir) = stores().await?;
