@@ -193,7 +193,9 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // After a burst, the WAL file shrinks back to this when it restarts.
+                .pragma("journal_size_limit", "67108864");
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(DEFAULT_QUERY_DEADLINE)
