@@ -195,7 +195,11 @@ impl Store {
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 // After a burst, the WAL file shrinks back to this when it restarts.
-                .pragma("journal_size_limit", "67108864");
+                .pragma("journal_size_limit", "67108864")
+                // A batch's statement journal (a multi-row INSERT in a transaction of several)
+                // outgrows SQLite's 64 KiB in memory and would spill into a temporary file
+                // created and unlinked for that one statement; keep it in memory.
+                .pragma("temp_store", "MEMORY");
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(DEFAULT_QUERY_DEADLINE)

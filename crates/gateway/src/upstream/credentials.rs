@@ -10,6 +10,11 @@ use crate::auth::Principal;
 use crate::vault::Credential;
 use crate::{Gateway, GatewayError, Route, UpstreamAuth, VaultError, upstream_oauth};
 
+// The vault's futures (a token request upstream, the store) are tens of kilobytes; awaited
+// inline they would make every call's future that large, to be written and moved on each
+// call of every route, with `upstream_auth` or without. Boxed, only the routes that use the
+// vault pay for them, and only when they do.
+
 impl Gateway {
     /// The user this principal speaks for, on a route that acts as each user.
     fn user_of<'p>(route: &Route, principal: &'p Principal, id: Option<&Value>) -> Result<&'p str, GatewayError> {
@@ -33,11 +38,11 @@ impl Gateway {
         match &route.settings.upstream_auth {
             UpstreamAuth::Static => Ok(None),
             UpstreamAuth::ClientCredentials(client) => {
-                self.0.vault.service_token(name, client, None).await.map(Some).map_err(unavailable)
+                Box::pin(self.0.vault.service_token(name, client, None)).await.map(Some).map_err(unavailable)
             }
             UpstreamAuth::User(client) => {
                 let user_id = Self::user_of(route, principal, id)?;
-                match self.0.vault.user_token(name, client, user_id).await.map_err(unavailable)? {
+                match Box::pin(self.0.vault.user_token(name, client, user_id)).await.map_err(unavailable)? {
                     Some(credential) => Ok(Some(credential)),
                     None => Err(self.connection_required(route, user_id, None, id, url_elicitation)),
                 }
@@ -68,7 +73,7 @@ impl Gateway {
             UpstreamAuth::Static => Err(refused()),
             UpstreamAuth::ClientCredentials(client) => {
                 let stale = presented.map(|c| c.access_token.as_str());
-                self.0.vault.service_token(name, client, stale).await.map_err(unavailable)
+                Box::pin(self.0.vault.service_token(name, client, stale)).await.map_err(unavailable)
             }
             UpstreamAuth::User(client) => {
                 let user_id = Self::user_of(route, principal, id.as_ref())?;
@@ -82,7 +87,7 @@ impl Gateway {
                     };
                     // Asking the user again for what their account already granted would loop.
                     let scope = c.scope.as_deref().unwrap_or_default();
-                    if self.0.vault.already_granted(name, user_id, scope).await.map_err(unavailable)? {
+                    if Box::pin(self.0.vault.already_granted(name, user_id, scope)).await.map_err(unavailable)? {
                         return Err(GatewayError::UpstreamUnavailable {
                             message: format!(
                                 "it asks for scope {scope:?}, which your account there already granted; not asking again"
@@ -100,7 +105,7 @@ impl Gateway {
                     ));
                 }
                 let stale = presented.map(|c| c.access_token.as_str()).unwrap_or_default();
-                match self.0.vault.refresh(name, client, user_id, stale).await.map_err(unavailable)? {
+                match Box::pin(self.0.vault.refresh(name, client, user_id, stale)).await.map_err(unavailable)? {
                     Some(credential) => Ok(credential),
                     None => Err(self.connection_required(route, user_id, None, id.as_ref(), url_elicitation)),
                 }
