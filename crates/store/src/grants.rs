@@ -150,10 +150,64 @@ struct StatusRow {
     inactive_actors: i64,
 }
 
-const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at, revoked_at, revoked_reason) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
-pub(crate) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)";
-pub(crate) const INSERT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5, NULL)";
+/// The one INSERT of new grants (`&GrantRecord`s, live: not revoked), as many rows as given:
+/// one for a redeemed code, a batch for the group commit.
+macro_rules! insert_grants {
+    ($grants:expr) => {{
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at) ",
+        );
+        insert.push_values($grants, |mut row, grant: &$crate::GrantRecord| {
+            row.push_bind(&grant.id)
+                .push_bind(&grant.client_id)
+                .push_bind(&grant.user_id)
+                .push_bind(grant.kind.as_str())
+                .push_bind(&grant.resource)
+                .push_bind(grant.scope.to_string())
+                .push_bind(grant.auth_time)
+                .push_bind(grant.created_at)
+                .push_bind(grant.expires_at);
+        });
+        insert
+    }};
+}
+pub(crate) use insert_grants;
+
+/// The one INSERT of access-token records, each `(grant id, &NewAccessToken)`, as many rows as
+/// given.
+macro_rules! insert_access_tokens {
+    ($tokens:expr) => {{
+        let mut insert =
+            sqlx::QueryBuilder::new("INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at) ");
+        insert.push_values($tokens, |mut row, (grant_id, access): (&str, &$crate::NewAccessToken)| {
+            row.push_bind(&access.jti)
+                .push_bind(grant_id)
+                .push_bind(access.scope.to_string())
+                .push_bind(access.issued_at)
+                .push_bind(access.expires_at);
+        });
+        insert
+    }};
+}
+pub(crate) use insert_access_tokens;
+
+/// Inserts a refresh token of the grant `$grant_id` inside the open transaction `$tx`.
+macro_rules! insert_refresh_token {
+    ($tx:ident, $grant_id:expr, $refresh:expr) => {{
+        let (grant_id, refresh): (&str, &$crate::NewRefreshToken) = ($grant_id, $refresh);
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_digest, grant_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&refresh.digest)
+        .bind(grant_id)
+        .bind(refresh.scope.to_string())
+        .bind(refresh.created_at)
+        .bind(refresh.expires_at)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+pub(crate) use insert_refresh_token;
 
 /// Spends a refresh token that is unspent, unexpired and of a live grant. EXISTS, not
 /// `grant_id IN (SELECT id FROM grants WHERE …)`: SQLite runs that IN as a list built by
@@ -178,22 +232,8 @@ macro_rules! rotate_in_tx {
             .fetch_optional(&mut *$tx)
             .await?;
         if let Some((grant_id,)) = spent {
-            sqlx::query($crate::grants::INSERT_REFRESH_TOKEN)
-                .bind(&refresh.digest)
-                .bind(&grant_id)
-                .bind(refresh.scope.to_string())
-                .bind(refresh.created_at)
-                .bind(refresh.expires_at)
-                .execute(&mut *$tx)
-                .await?;
-            sqlx::query($crate::grants::INSERT_ACCESS_TOKEN)
-                .bind(&access.jti)
-                .bind(&grant_id)
-                .bind(access.scope.to_string())
-                .bind(access.issued_at)
-                .bind(access.expires_at)
-                .execute(&mut *$tx)
-                .await?;
+            $crate::grants::insert_refresh_token!($tx, &grant_id, refresh);
+            $crate::grants::insert_access_tokens!([(grant_id.as_str(), access)]).build().execute(&mut *$tx).await?;
             $crate::RefreshRotation::Rotated
         } else {
             let previous: Option<(String, String, Option<String>, Option<i64>)> = sqlx::query_as(
@@ -277,18 +317,20 @@ impl Store {
                 .await?;
             if let Some(code) = claimed {
                 let code = AuthorizationCodeRecord::try_from(code)?;
-                sqlx::query(INSERT_GRANT)
-                    .bind(&code.grant_id)
-                    .bind(&code.client_id)
-                    .bind(&code.user_id)
-                    .bind(GrantKind::AuthorizationCode.as_str())
-                    .bind(&code.resource)
-                    .bind(code.scope.to_string())
-                    .bind(code.auth_time)
-                    .bind(now)
-                    .bind(code.grant_expires_at(grant_expires_at))
-                    .execute(&mut *tx)
-                    .await?;
+                let grant = GrantRecord {
+                    id: code.grant_id.clone(),
+                    client_id: code.client_id.clone(),
+                    user_id: Some(code.user_id.clone()),
+                    kind: GrantKind::AuthorizationCode,
+                    resource: code.resource.clone(),
+                    scope: code.scope.clone(),
+                    auth_time: Some(code.auth_time),
+                    created_at: now,
+                    expires_at: code.grant_expires_at(grant_expires_at),
+                    revoked_at: None,
+                    revoked_reason: None,
+                };
+                insert_grants!([&grant]).build().execute(&mut *tx).await?;
                 tx.commit().await?;
                 return Ok(CodeRedemption::Redeemed(Box::new(code)));
             }
@@ -331,24 +373,10 @@ impl Store {
     ) -> Result<()> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            if let Some(rt) = refresh {
-                sqlx::query(INSERT_REFRESH_TOKEN)
-                    .bind(&rt.digest)
-                    .bind(grant_id)
-                    .bind(rt.scope.to_string())
-                    .bind(rt.created_at)
-                    .bind(rt.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some(refresh) = refresh {
+                insert_refresh_token!(tx, grant_id, refresh);
             }
-            sqlx::query(INSERT_ACCESS_TOKEN)
-                .bind(&access.jti)
-                .bind(grant_id)
-                .bind(access.scope.to_string())
-                .bind(access.issued_at)
-                .bind(access.expires_at)
-                .execute(&mut *tx)
-                .await?;
+            insert_access_tokens!([(grant_id, access)]).build().execute(&mut *tx).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -389,8 +417,6 @@ impl Store {
         Ok(())
     }
 
-    /// A grant that has one access token and no refresh token (client credentials, an
-    /// identity assertion), with that token, in one transaction.
     pub async fn find_refresh_token(&self, token_digest: &[u8]) -> Result<Option<RefreshTokenRecord>> {
         let sql = "SELECT r.scope AS rt_scope, r.created_at AS rt_created_at, r.expires_at AS rt_expires_at, r.rotated_at, \
                    g.id, g.client_id, g.user_id, g.kind, g.resource, g.scope, g.auth_time, g.created_at, g.expires_at, g.revoked_at, g.revoked_reason \

@@ -18,45 +18,8 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::insert_chunk;
-use crate::grants::rotate_in_tx;
+use crate::grants::{insert_access_tokens, insert_grants, rotate_in_tx};
 use crate::{GrantRecord, NewAccessToken, NewRefreshToken, RefreshRotation, Result, Store, StoreError, on_pool};
-
-/// A multi-row INSERT of new grants (the first of each pair).
-macro_rules! insert_grants {
-    ($rows:expr) => {{
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO grants (id, client_id, user_id, kind, resource, scope, auth_time, created_at, expires_at) ",
-        );
-        insert.push_values($rows.iter(), |mut row, (grant, _): &(&GrantRecord, &NewAccessToken)| {
-            row.push_bind(&grant.id)
-                .push_bind(&grant.client_id)
-                .push_bind(&grant.user_id)
-                .push_bind(grant.kind.as_str())
-                .push_bind(&grant.resource)
-                .push_bind(grant.scope.to_string())
-                .push_bind(grant.auth_time)
-                .push_bind(grant.created_at)
-                .push_bind(grant.expires_at);
-        });
-        insert
-    }};
-}
-
-/// A multi-row INSERT of each new grant's access token.
-macro_rules! insert_access_tokens {
-    ($rows:expr) => {{
-        let mut insert =
-            sqlx::QueryBuilder::new("INSERT INTO access_tokens (jti, grant_id, scope, issued_at, expires_at) ");
-        insert.push_values($rows.iter(), |mut row, (grant, access): &(&GrantRecord, &NewAccessToken)| {
-            row.push_bind(&access.jti)
-                .push_bind(&grant.id)
-                .push_bind(access.scope.to_string())
-                .push_bind(access.issued_at)
-                .push_bind(access.expires_at);
-        });
-        insert
-    }};
-}
 
 /// At most this many writes share a transaction.
 const MAX_BATCH: usize = 128;
@@ -190,8 +153,12 @@ impl Store {
             let mut start = 0;
             while start < grants.len() {
                 let end = start + insert_chunk(grants.len() - start);
-                insert_grants!(grants.get(start..end).unwrap_or_default()).build().execute(&mut *tx).await?;
-                insert_access_tokens!(grants.get(start..end).unwrap_or_default()).build().execute(&mut *tx).await?;
+                let chunk = grants.get(start..end).unwrap_or_default();
+                insert_grants!(chunk.iter().map(|(grant, _)| *grant)).build().execute(&mut *tx).await?;
+                insert_access_tokens!(chunk.iter().map(|(grant, access)| (grant.id.as_str(), *access)))
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
                 start = end;
             }
             let mut outcomes = Vec::with_capacity(rotations.len());
@@ -208,12 +175,11 @@ impl Store {
     async fn write_alone(&self, pending: Pending) {
         match pending {
             Pending::Grant { grant, access, done } => {
-                let one = [(&grant, &access)];
                 let written = async {
                     on_pool!(self, pool => {
                         let mut tx = pool.begin().await?;
-                        insert_grants!(&one).build().execute(&mut *tx).await?;
-                        insert_access_tokens!(&one).build().execute(&mut *tx).await?;
+                        insert_grants!([&grant]).build().execute(&mut *tx).await?;
+                        insert_access_tokens!([(grant.id.as_str(), &access)]).build().execute(&mut *tx).await?;
                         tx.commit().await?
                     });
                     Ok(())
