@@ -2,8 +2,6 @@
 //! and records of issued access tokens. The transitions here are the ones attackers race, so
 //! each is a single conditional UPDATE inside a transaction.
 
-use crate::changes::record_in_tx;
-
 /// A query over the grants for resource `$1` that are live at `$2`: not revoked, not expired,
 /// held by an active client, for a user who is not disabled (or for the client itself). The
 /// one statement of what "live" means, for every listing of who holds what.
@@ -45,6 +43,32 @@ pub(crate) fn replay_revocation(
         ..NewAuditEvent::action(AuditKind::GrantsRevoked, &Actor::System, now)
     }
 }
+
+/// Revokes, inside the open transaction `$tx`, the grant whose credential was just presented a
+/// second time (a code replayed, a spent refresh token reused), and audits and announces it if
+/// it was live until now.
+macro_rules! revoke_replayed_grant {
+    ($tx:ident, $grant_id:expr, $client_id:expr, $user_id:expr, $reason:expr, $now:expr) => {{
+        let (grant_id, client_id, user_id, reason, now): (&str, &str, Option<&str>, &str, i64) =
+            ($grant_id, $client_id, $user_id, $reason, $now);
+        let revoked =
+            sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(reason)
+                .bind(grant_id)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+        if revoked > 0 {
+            $crate::changes::record_in_tx!(
+                $tx,
+                &$crate::grants::replay_revocation(grant_id, client_id, user_id, reason, now),
+                true
+            );
+        }
+    }};
+}
+pub(crate) use revoke_replayed_grant;
 
 #[derive(sqlx::FromRow)]
 struct CodeRow {
@@ -244,17 +268,7 @@ macro_rules! rotate_in_tx {
                 .await?;
             match previous {
                 Some((grant_id, client_id, user_id, Some(_))) => {
-                    const REASON: &str = "refresh token reused";
-                    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-                        .bind(now)
-                        .bind(REASON)
-                        .bind(&grant_id)
-                        .execute(&mut *$tx)
-                        .await?
-                        .rows_affected();
-                    if n > 0 {
-                        $crate::changes::record_in_tx!($tx, &$crate::grants::replay_revocation(&grant_id, &client_id, user_id.as_deref(), REASON, now), true);
-                    }
+                    $crate::grants::revoke_replayed_grant!($tx, &grant_id, &client_id, user_id.as_deref(), "refresh token reused", now);
                     $crate::RefreshRotation::Reused { grant_id }
                 }
                 _ => $crate::RefreshRotation::Invalid,
@@ -341,17 +355,7 @@ impl Store {
                 .await?;
             match previous {
                 Some((grant_id, client_id, user_id, Some(_))) => {
-                    const REASON: &str = "authorization code replayed";
-                    let n = sqlx::query("UPDATE grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
-                        .bind(now)
-                        .bind(REASON)
-                        .bind(&grant_id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if n > 0 {
-                        record_in_tx!(tx, &replay_revocation(&grant_id, &client_id, Some(&user_id), REASON, now), true);
-                    }
+                    revoke_replayed_grant!(tx, &grant_id, &client_id, Some(&user_id), "authorization code replayed", now);
                     tx.commit().await?;
                     CodeRedemption::Replayed { grant_id }
                 }
