@@ -167,8 +167,21 @@ pub struct PolicySource {
 /// The form in which two names that a person (or a lenient upstream) would take for the same
 /// name become equal: NFKC, case-folded, without invisible formatting characters.
 fn fold(name: &str) -> String {
+    // ASCII is its own NFKC form and holds no invisible character: only case is left to fold.
+    if name.is_ascii() {
+        return name.to_ascii_lowercase();
+    }
+    fold_unicode(name)
+}
+
+fn fold_unicode(name: &str) -> String {
     name.nfkc().filter(|c| !is_invisible(*c)).flat_map(char::to_lowercase).collect()
 }
+
+/// The methods a look-alike method is compared with, folded once.
+static FOLDED_METHODS: std::sync::LazyLock<Vec<(String, &'static str)>> = std::sync::LazyLock::new(|| {
+    PROTOCOL_METHODS.iter().chain(NAMED_METHODS).map(|known| (fold(known), *known)).collect()
+});
 
 fn is_invisible(c: char) -> bool {
     matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
@@ -233,8 +246,8 @@ impl Policy {
                     return Requirement::Protocol;
                 }
                 let folded = fold(method);
-                let lookalike = PROTOCOL_METHODS.iter().chain(NAMED_METHODS).find(|known| fold(known) == folded);
-                (None, lookalike.map(|known| (*known).to_owned()))
+                let lookalike = FOLDED_METHODS.iter().find(|(known, _)| *known == folded);
+                (None, lookalike.map(|(_, known)| (*known).to_owned()))
             }
             Operation::CallTool(name) => Self::lookup(&self.tools, &self.folded_tools, name),
             Operation::GetPrompt(name) => Self::lookup(&self.prompts, &self.folded_prompts, name),
@@ -295,6 +308,9 @@ impl Policy {
     ) -> (Option<&'p ScopeSet>, Option<String>) {
         if let Some(scopes) = map.get(name) {
             return (Some(scopes), None);
+        }
+        if folded.is_empty() {
+            return (None, None);
         }
         match folded.get(&fold(name)) {
             Some(mapped) => (None, Some(mapped.clone())),
@@ -442,6 +458,16 @@ mod tests {
             Operation::CallTool("Export_Contacts"),
             "confusable with export_contacts",
         );
+    }
+
+    #[test]
+    fn ascii_folds_as_the_unicode_rules_fold_it() {
+        for c in (0u8..=0x7f).map(char::from) {
+            let name = format!("a{c}Z");
+            assert_eq!(fold(&name), fold_unicode(&name), "{name:?}");
+        }
+        assert_eq!(fold("Export_Contacts"), "export_contacts");
+        assert_eq!(fold("export\u{200B}_Contacts"), "export_contacts");
     }
 
     #[test]
