@@ -72,35 +72,93 @@ pub(crate) fn insert_chunk(remaining: usize) -> usize {
     if remaining >= LARGEST { LARGEST } else { 1 << remaining.max(1).ilog2() }
 }
 
-/// A multi-row INSERT of audit records with their places and hashes (from
-/// [`crate::chain::audit_append`]; without them only in the benchmark's baseline): the one
-/// place their columns are listed.
+/// The columns of an audit record as stored, in the order every INSERT binds them.
+const AUDIT_COLUMNS: [&str; 18] = [
+    "occurred_at",
+    "kind",
+    "actor",
+    "source_address",
+    "route",
+    "method",
+    "target",
+    "decision",
+    "reason",
+    "user_id",
+    "username",
+    "client_id",
+    "issuer",
+    "subject",
+    "status",
+    "latency_ms",
+    "seq",
+    "hash",
+];
+
+/// The text of an INSERT of `rows` audit records, `rows` a size [`insert_chunk`] gives, for the
+/// backend of `_tx`: built once per size, not once per batch. PostgreSQL numbers its
+/// placeholders (`$n`); SQLite gets plain `?`s, bound in order (sqlx looks every `$n` up by
+/// name on SQLite, which grows with the square of a 2,304-parameter statement).
+pub(crate) fn audit_insert_sql<DB: sqlx::Database>(_tx: &sqlx::Transaction<'_, DB>, rows: usize) -> &'static str {
+    static NUMBERED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| insert_texts(true));
+    static PLAIN: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| insert_texts(false));
+    debug_assert!(rows.is_power_of_two() && rows <= 128, "{rows} is not a size insert_chunk gives");
+    let texts = if DB::NAME == <sqlx::Postgres as sqlx::Database>::NAME { &NUMBERED } else { &PLAIN };
+    &texts[rows.ilog2() as usize]
+}
+
+/// The INSERT's text for each size [`insert_chunk`] gives (1, 2, 4 ... 128 rows).
+fn insert_texts(numbered: bool) -> Vec<String> {
+    (0..8)
+        .map(|k| {
+            let rows = 1usize << k;
+            let mut sql = format!("INSERT INTO audit_events ({}) VALUES ", AUDIT_COLUMNS.join(", "));
+            for row in 0..rows {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for column in 0..AUDIT_COLUMNS.len() {
+                    if column > 0 {
+                        sql.push_str(", ");
+                    }
+                    if numbered {
+                        sql.push_str(&format!("${}", row * AUDIT_COLUMNS.len() + column + 1));
+                    } else {
+                        sql.push('?');
+                    }
+                }
+                sql.push(')');
+            }
+            sql
+        })
+        .collect()
+}
+
+/// A multi-row INSERT of `$rows` audit records, in transaction `$tx`, with their places and hashes (from
+/// [`crate::chain::audit_append`]; without them only in the benchmark's baseline), bound in
+/// [`AUDIT_COLUMNS`]' order: the one place their values are listed.
 macro_rules! audit_insert {
-    ($linked:expr) => {{
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO audit_events (occurred_at, kind, actor, source_address, route, method, target, decision, \
-             reason, user_id, username, client_id, issuer, subject, status, latency_ms, seq, hash) ",
-        );
-        insert.push_values($linked, |mut row, (e, link): (&$crate::NewAuditEvent, Option<&(i64, [u8; 32])>)| {
-            row.push_bind(e.occurred_at)
-                .push_bind(e.kind.as_str())
-                .push_bind(&e.actor)
-                .push_bind(&e.source_address)
-                .push_bind(&e.route)
-                .push_bind(&e.method)
-                .push_bind(&e.target)
-                .push_bind(e.outcome.as_str())
-                .push_bind(&e.reason)
-                .push_bind(&e.user_id)
-                .push_bind(&e.username)
-                .push_bind(&e.client_id)
-                .push_bind(&e.issuer)
-                .push_bind(&e.subject)
-                .push_bind(e.status)
-                .push_bind(e.latency_ms)
-                .push_bind(link.map(|(seq, _)| *seq))
-                .push_bind(link.map(|(_, hash)| hash.to_vec()));
-        });
+    ($tx:ident, $linked:expr, $rows:expr) => {{
+        let mut insert = sqlx::query($crate::audit::audit_insert_sql(&$tx, $rows));
+        for (e, link) in $linked {
+            let (e, link): (&$crate::NewAuditEvent, Option<&(i64, [u8; 32])>) = (e, link);
+            insert = insert
+                .bind(e.occurred_at)
+                .bind(e.kind.as_str())
+                .bind(&e.actor)
+                .bind(&e.source_address)
+                .bind(&e.route)
+                .bind(&e.method)
+                .bind(&e.target)
+                .bind(e.outcome.as_str())
+                .bind(&e.reason)
+                .bind(&e.user_id)
+                .bind(&e.username)
+                .bind(&e.client_id)
+                .bind(&e.issuer)
+                .bind(&e.subject)
+                .bind(e.status)
+                .bind(e.latency_ms)
+                .bind(link.map(|(seq, _)| *seq))
+                .bind(link.map(|(_, hash)| &hash[..]));
+        }
         insert
     }};
 }
@@ -169,7 +227,7 @@ impl Store {
             let mut start = 0;
             while start < events.len() {
                 let end = start + insert_chunk(events.len() - start);
-                audit_insert!(events[start..end].iter().map(|e| (e, None))).build().execute(&mut *tx).await?;
+                audit_insert!(tx, events[start..end].iter().map(|e| (e, None)), end - start).execute(&mut *tx).await?;
                 start = end;
             }
             tx.commit().await?
@@ -264,6 +322,32 @@ mod tests {
             }
             assert!(sizes.iter().all(|n| n.is_power_of_two() && *n <= 128), "{total}: {sizes:?}");
             assert!(sizes.len() <= total / 128 + 7, "{total}: {} statements", sizes.len());
+        }
+    }
+
+    #[test]
+    fn each_insert_size_binds_every_column_of_every_row_once() {
+        let columns = AUDIT_COLUMNS.join(", ");
+        let (numbered, plain) = (insert_texts(true), insert_texts(false));
+        assert_eq!(
+            numbered[0],
+            format!(
+                "INSERT INTO audit_events ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 $14, $15, $16, $17, $18)"
+            )
+        );
+        assert_eq!(plain[0], format!("INSERT INTO audit_events ({columns}) VALUES ({})", ["?"; 18].join(", ")));
+        for (k, (numbered, plain)) in numbered.iter().zip(&plain).enumerate() {
+            let rows = 1usize << k;
+            let placeholders: Vec<usize> = numbered
+                .split('$')
+                .skip(1)
+                .map(|p| p.trim_end_matches([',', ' ', ')', '(']).parse().unwrap_or(0))
+                .collect();
+            assert_eq!(placeholders, (1..=rows * AUDIT_COLUMNS.len()).collect::<Vec<_>>(), "{rows} rows");
+            assert_eq!(plain.matches('?').count(), rows * AUDIT_COLUMNS.len(), "{rows} rows");
+            assert_eq!(numbered.matches('(').count(), rows + 1, "{rows} rows");
+            assert_eq!(plain.matches('(').count(), rows + 1, "{rows} rows");
         }
     }
 }

@@ -158,10 +158,13 @@ macro_rules! audit_append {
             let mut start = 0;
             while start < events.len() {
                 let end = start + $crate::audit::insert_chunk(events.len() - start);
-                $crate::audit::audit_insert!(events[start..end].iter().zip(links[start..end].iter().map(Some)))
-                    .build()
-                    .execute(&mut *$tx)
-                    .await?;
+                $crate::audit::audit_insert!(
+                    $tx,
+                    events[start..end].iter().zip(links[start..end].iter().map(Some)),
+                    end - start
+                )
+                .execute(&mut *$tx)
+                .await?;
                 start = end;
             }
             $crate::chain::move_chain_head!($tx, seq, hash);
