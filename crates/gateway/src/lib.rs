@@ -349,6 +349,8 @@ pub(crate) struct Route {
     pub slots: Arc<Semaphore>,
     /// What its upstream offered and how it answered (kept over reloads).
     pub observed: Arc<observed::Observed>,
+    /// Headers every request upstream carries: the configured ones, and for Streamable HTTP
+    /// the upstream's `Host` (computed once here rather than by the client on every call).
     pub headers: HeaderMap,
 }
 
@@ -379,6 +381,12 @@ impl Routing {
                 previous.and_then(|p| p.routes.get(&r.name)).map(|old| Arc::clone(&old.observed)).unwrap_or_default();
             let endpoint = upstream::Endpoint::compile(&r.upstream)
                 .map_err(|reason| GatewayConfigError::UpstreamUrl(r.name.clone(), reason))?;
+            if let upstream::Endpoint::Http(uri) = &endpoint
+                && !headers.contains_key(http::header::HOST)
+                && let Some(host) = upstream::host_header(uri)
+            {
+                headers.insert(http::header::HOST, host);
+            }
             let route = Arc::new(Route { settings: r.clone(), endpoint, slots, headers, observed });
             if routes.insert(r.name.clone(), route).is_some() {
                 return Err(GatewayConfigError::DuplicateRoute(r.name.clone()));

@@ -4,16 +4,19 @@
 
 use std::fmt;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::GatewayError;
 
-pub(crate) const SESSION_HEADER: &str = "mcp-session-id";
-pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";
+// Names, not strings: a lookup by name skips parsing the name on every request.
+pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+pub(crate) const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub(crate) const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+pub(crate) const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
 /// A header's value, when it is text.
-pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -41,7 +44,7 @@ pub(crate) fn accepts(headers: &HeaderMap, media: &str) -> bool {
 
 /// Whether the body is declared as JSON.
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
-    header(headers, "content-type")
+    header(headers, http::header::CONTENT_TYPE)
         .and_then(|ct| ct.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }

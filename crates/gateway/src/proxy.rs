@@ -18,7 +18,9 @@ use tracing::Instrument as _;
 use crate::auth::Principal;
 use crate::filter::ListKind;
 use crate::jsonrpc::{self, Kind};
-use crate::protocol::{self, Declared, EVENT_STREAM, SESSION_HEADER, accepts, header, is_json};
+use crate::protocol::{
+    self, Declared, EVENT_STREAM, METHOD_HEADER, NAME_HEADER, SESSION_HEADER, accepts, header, is_json,
+};
 use crate::sessions::Session;
 use crate::upstream::Call;
 use crate::{Decided, Gateway, GatewayError, Handled, Reply, ReplyStatus, Route};
@@ -89,8 +91,8 @@ fn check_mirrored_headers(
     message: Option<(&Value, &Kind)>,
     version: Declared,
 ) -> Result<(), GatewayError> {
-    let method_header = header(headers, "mcp-method");
-    let name_header = header(headers, "mcp-name").map(decode_mirrored);
+    let method_header = header(headers, METHOD_HEADER);
+    let name_header = header(headers, NAME_HEADER).map(decode_mirrored);
     let Some((message, kind)) = message else {
         if method_header.is_some() || name_header.is_some() {
             return Err(GatewayError::HeaderMismatch("Mcp-Method and Mcp-Name cannot describe a batch".into()));

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 pub(crate) use channel::ChannelSession;
 pub use stdio::StdioCommand;
-pub(crate) use streamable_http::{HttpClient, http_client};
+pub(crate) use streamable_http::{HttpClient, host_header, http_client};
 
 use crate::auth::Principal;
 use crate::filter::ListKind;

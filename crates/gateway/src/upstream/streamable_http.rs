@@ -31,7 +31,7 @@ use crate::{Gateway, GatewayError, Reply, ReplyStatus, Route, upstream_oauth};
 /// session id (the upstream's own is substituted).
 pub(crate) fn forwardable(name: &http::HeaderName) -> bool {
     let n = name.as_str();
-    (n.starts_with("mcp-") && n != SESSION_HEADER) || matches!(n, "accept" | "content-type" | "last-event-id")
+    (n.starts_with("mcp-") && *name != SESSION_HEADER) || matches!(n, "accept" | "content-type" | "last-event-id")
 }
 
 /// The gateway's client for Streamable HTTP upstreams: hyper's pooled client, keep-alive
@@ -60,6 +60,20 @@ pub(crate) fn http_client(connect_timeout: Duration) -> Result<HttpClient, Strin
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(connector))
+}
+
+/// The `Host` header of requests to `uri`: its host, and its port unless the scheme's default
+/// (what the client would otherwise format on every request).
+pub(crate) fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match uri.port_u16().filter(|p| *p != default_port) {
+        Some(port) => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        None => HeaderValue::from_str(host).ok(),
+    }
 }
 
 /// A request to the upstream's endpoint.
@@ -353,6 +367,21 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_header_names_a_port_only_when_it_is_not_the_default() {
+        for (url, host) in [
+            ("http://127.0.0.1:8080/mcp", "127.0.0.1:8080"),
+            ("http://crm.internal/mcp", "crm.internal"),
+            ("http://crm.internal:80/mcp", "crm.internal"),
+            ("https://crm.example:443/mcp", "crm.example"),
+            ("https://crm.example:8443/mcp", "crm.example:8443"),
+            ("http://[::1]:9000/mcp", "[::1]:9000"),
+        ] {
+            let uri: http::Uri = url.parse().expect("a valid URL");
+            assert_eq!(host_header(&uri).as_ref().and_then(|h| h.to_str().ok()), Some(host), "{url}");
+        }
+    }
 
     #[test]
     fn only_mcp_and_content_headers_are_forwarded() {
