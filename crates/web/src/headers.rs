@@ -1,9 +1,8 @@
 //! Security headers on every response (RFC 9700 §4.16, §4.2), and the refusal of requests that
-//! repeat a header that must appear once.
+//! repeat a header that must appear once (both applied by the edge middleware in `lib.rs`).
 
 use axum::Json;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -19,9 +18,9 @@ pub(crate) const DASHBOARD_CSP: &str = "default-src 'none'; style-src 'self'; im
                                         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
-/// `secure` is whether the issuer is https, which turns on HSTS.
-pub(crate) async fn security_headers(State(secure): State<bool>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+/// Sets the security headers on a response. `secure` is whether the issuer is https, which
+/// turns on HSTS.
+pub(crate) fn secure(response: &mut Response, secure: bool) {
     let is_html =
         response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
     let h = response.headers_mut();
@@ -39,7 +38,6 @@ pub(crate) async fn security_headers(State(secure): State<bool>, request: Reques
     if !h.contains_key(CACHE_CONTROL) {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    response
 }
 
 /// Headers a request may carry at most once. A proxy in front may read the first copy and we
@@ -66,20 +64,17 @@ pub(crate) fn repeated_singleton(headers: &http::HeaderMap) -> Option<&'static s
     SINGLETON_HEADERS.iter().find(|name| headers.get_all(*name).iter().nth(1).is_some()).map(HeaderName::as_str)
 }
 
-/// 400 for a repeated singleton header: a JSON-RPC error on gateway routes (whose clients read
-/// JSON-RPC), an OAuth `invalid_request` everywhere else. `gateway_prefix` is `<base>/mcp/`.
-pub(crate) async fn refuse_repeated_headers(
-    State(gateway_prefix): State<std::sync::Arc<str>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(name) = repeated_singleton(request.headers()) else { return next.run(request).await };
+/// 400 for a request that repeats a singleton header, `None` for any other: a JSON-RPC error
+/// on gateway routes (whose clients read JSON-RPC), an OAuth `invalid_request` everywhere
+/// else. `gateway_prefix` is `<base>/mcp/`.
+pub(crate) fn refuse_repeated(request: &Request, gateway_prefix: &str) -> Option<Response> {
+    let name = repeated_singleton(request.headers())?;
     let message = format!("the {name} header was sent more than once; send it once");
-    if request.uri().path().starts_with(&*gateway_prefix) {
+    if request.uri().path().starts_with(gateway_prefix) {
         let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": message}});
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        return Some((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
-    crate::error::WebError::from(portcullis_oauth::OAuthError::invalid_request(message)).into_response()
+    Some(crate::error::WebError::from(portcullis_oauth::OAuthError::invalid_request(message)).into_response())
 }
 
 #[cfg(test)]
