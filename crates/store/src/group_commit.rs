@@ -8,8 +8,9 @@
 //! after the other), commits once, and only then answers each request: a token is never
 //! acknowledged before the commit that makes it durable.
 //!
-//! Nothing waits for company: when the writer is idle the first write starts at once, and
-//! those that arrive while it commits form the next batch. If a batch fails, each of its writes
+//! Nothing waits for company longer than one turn of the runtime: when the writer is idle,
+//! the first write starts as soon as the requests the runtime already holds have had their
+//! turn (so that theirs join it), and those that arrive while it commits form the next batch. If a batch fails, each of its writes
 //! is retried in a transaction of its own, so one bad write fails alone; only a database that
 //! does not answer within the deadline fails the whole batch at once.
 
@@ -100,6 +101,15 @@ impl Store {
     async fn write_batches(self, mut receiver: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            // Let every request the runtime already holds (ready tasks, and sockets that became
+            // readable) reach its write before this batch is closed.
+            tokio::task::yield_now().await;
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
             match self.write_batch(&batch).await {
                 Ok(rotations) => {
                     let mut rotations = rotations.into_iter();
