@@ -38,17 +38,22 @@ pub fn random_identifier(bytes: usize) -> Result<String, CryptoError> {
 }
 
 /// A fresh identifier for a record written at `now` (Unix seconds): grants and access tokens.
-/// It begins with the time as ten hex digits, then this process's count of such ids as eight,
-/// so the ids a node writes sort in the order it wrote them and each insert lands at the end
-/// of every index on it, on the page the last one dirtied. (Random ids put every token on a
-/// page of its own in each index, and under load that was most of what a commit wrote; the
-/// time alone still scattered the tokens of one second over that second's pages.) The 18
-/// random bytes after it (base64url, as in [`random_token`]) keep it unguessable; the time it
-/// shows is the record's creation time, which its record and token (`iat`) state anyway.
+/// It begins with the time as ten hex digits, then the wall clock's nanoseconds within its
+/// second as eight, so the ids a node writes sort in the order it wrote them and each insert
+/// lands at the end of every index, on the page the last one dirtied. (Random ids put every
+/// token on a page of its own in each index, and under load that was most of what a commit
+/// wrote; the second alone still scattered a second's tokens over that second's pages.) A
+/// running count would order them as well, but would tell every holder of two tokens how
+/// many were issued between them. The 18 random bytes after it (base64url, as in
+/// [`random_token`]) keep it unguessable; the time it shows is the record's creation time,
+/// which its record and token (`iat`) state anyway.
 pub fn time_ordered_id(now: i64) -> Result<String, CryptoError> {
-    static WRITTEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let count = WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut id = format!("{:010x}{count:08x}", now.max(0));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    time_ordered_id_at(now, nanos)
+}
+
+fn time_ordered_id_at(seconds: i64, nanos: u32) -> Result<String, CryptoError> {
+    let mut id = format!("{:010x}{nanos:08x}", seconds.max(0));
     URL_SAFE_NO_PAD.encode_string(random_bytes::<18>()?, &mut id);
     Ok(id)
 }
@@ -127,14 +132,15 @@ mod tests {
 
     #[test]
     fn time_ordered_ids_sort_by_time_and_stay_random() -> Result<(), CryptoError> {
-        let earlier = time_ordered_id(1_765_000_000)?;
-        let later = time_ordered_id(1_765_000_001)?;
-        let same_second = time_ordered_id(1_765_000_001)?;
-        assert!(earlier < later && earlier < same_second, "{earlier} {later}");
-        assert_ne!(later, same_second);
-        assert!(later.starts_with("006933c341") && same_second.starts_with("006933c341"), "{later}");
-        assert!(later < same_second, "ids of one second sort in the order they were made");
+        let earlier = time_ordered_id_at(1_765_000_000, 999_999_999)?;
+        let later = time_ordered_id_at(1_765_000_001, 5)?;
+        let same_second = time_ordered_id_at(1_765_000_001, 6)?;
+        let same_nanosecond = time_ordered_id_at(1_765_000_001, 6)?;
+        assert!(earlier < later && later < same_second, "{earlier} {later} {same_second}");
+        assert_ne!(same_second, same_nanosecond);
+        assert!(later.starts_with("006933c34100000005") && same_second.starts_with("006933c34100000006"), "{later}");
         assert_eq!(later.len(), 42);
+        assert_eq!(time_ordered_id(1_765_000_001)?.len(), 42);
         // A clock before 1970 cannot make an id that sorts first or breaks the format.
         assert!(time_ordered_id(-5)?.starts_with("0000000000"));
         Ok(())
