@@ -308,11 +308,20 @@ fn audiences(claims: &Map<String, Value>) -> Vec<String> {
 /// ES256 on a small machine) or introspection is done once, not per call.
 #[derive(Clone)]
 enum Verified {
-    /// Ours: the live state is still read from the database on every call.
-    Own(portcullis_types::wire::AccessTokenClaims),
+    /// Ours: the signature is checked; the live state comes from `TokenStates` (shared, not
+    /// copied, on every call).
+    Own(Arc<portcullis_types::wire::AccessTokenClaims>),
     /// An external token (a JWT, or an introspection answer): valid until the entry expires,
     /// and while its issuer is still trusted (the configuration may have been reloaded).
-    Foreign { issuer: String, principal: Principal, audiences: Vec<String>, exp: i64 },
+    Foreign(Arc<ForeignToken>),
+}
+
+/// What an external token was found to say.
+struct ForeignToken {
+    issuer: String,
+    principal: Principal,
+    audiences: Vec<String>,
+    exp: i64,
 }
 
 struct CachedVerification {
@@ -335,7 +344,7 @@ const VERIFIED_CACHE_SECS: i64 = 60;
 /// following the feed refuses our tokens anyway (`own_state`).
 #[derive(Default)]
 pub(crate) struct TokenStates {
-    entries: Mutex<HashMap<String, (portcullis_store::AccessTokenStatus, Instant)>>,
+    entries: Mutex<HashMap<String, (Arc<portcullis_store::AccessTokenStatus>, Instant)>>,
     /// Bumped by every invalidation.
     generation: AtomicU64,
 }
@@ -344,14 +353,14 @@ const TOKEN_STATES: usize = 10_000;
 const TOKEN_STATE_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl TokenStates {
-    fn get(&self, jti: &str) -> Option<portcullis_store::AccessTokenStatus> {
+    fn get(&self, jti: &str) -> Option<Arc<portcullis_store::AccessTokenStatus>> {
         let entries = self.entries.lock().ok()?;
-        entries.get(jti).filter(|(_, read_at)| read_at.elapsed() < TOKEN_STATE_MAX_AGE).map(|(s, _)| s.clone())
+        entries.get(jti).filter(|(_, read_at)| read_at.elapsed() < TOKEN_STATE_MAX_AGE).map(|(s, _)| Arc::clone(s))
     }
 
     /// Keeps a state read when the generation was `read_at_generation`, unless a change
     /// landed since.
-    fn put(&self, status: portcullis_store::AccessTokenStatus, read_at: Instant, read_at_generation: u64) {
+    fn put(&self, status: Arc<portcullis_store::AccessTokenStatus>, read_at: Instant, read_at_generation: u64) {
         let Ok(mut entries) = self.entries.lock() else { return };
         // Checked under the lock that invalidation also takes.
         if self.generation.load(Ordering::Acquire) != read_at_generation {
@@ -449,20 +458,20 @@ impl TokenValidator {
         let key = digest(token);
         match self.recall(&key, now) {
             Some(Verified::Own(claims)) => return self.own_state(claims, resource).await,
-            Some(Verified::Foreign { issuer, principal, audiences, exp }) => {
-                let Some(foreign) = foreign.iter().find(|f| f.settings.issuer == issuer) else {
-                    return Err(TokenError::UntrustedIssuer(issuer));
+            Some(Verified::Foreign(token)) => {
+                let Some(foreign) = foreign.iter().find(|f| f.settings.issuer == token.issuer) else {
+                    return Err(TokenError::UntrustedIssuer(token.issuer.clone()));
                 };
                 if !foreign.serves(route) {
                     return Err(TokenError::UntrustedIssuer(foreign.settings.issuer.clone()));
                 }
-                if exp + foreign.settings.leeway_secs <= now {
+                if token.exp + foreign.settings.leeway_secs <= now {
                     return Err(TokenError::Invalid);
                 }
-                if !audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
+                if !token.audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
                     return Err(TokenError::WrongAudience);
                 }
-                return Ok(principal);
+                return Ok(token.principal.clone());
             }
             None => {}
         }
@@ -470,8 +479,8 @@ impl TokenValidator {
         if is_jwt {
             let issuer = unverified_string_claim(token, "iss").ok_or(TokenError::Invalid)?;
             if issuer == self.authorization.settings().issuer {
-                let claims = self.authorization.verify_access_token(token).ok_or(TokenError::Invalid)?;
-                self.remember(key, Verified::Own(claims.clone()), claims.exp.min(now + VERIFIED_CACHE_SECS), now);
+                let claims = Arc::new(self.authorization.verify_access_token(token).ok_or(TokenError::Invalid)?);
+                self.remember(key, Verified::Own(Arc::clone(&claims)), claims.exp.min(now + VERIFIED_CACHE_SECS), now);
                 return self.own_state(claims, resource).await;
             }
             let Some(foreign) = foreign.iter().find(|f| f.settings.issuer == issuer) else {
@@ -483,12 +492,12 @@ impl TokenValidator {
             let (principal, audiences, exp) = foreign.verify_jwt(token, now).await?;
             self.remember(
                 key,
-                Verified::Foreign {
+                Verified::Foreign(Arc::new(ForeignToken {
                     issuer: foreign.settings.issuer.clone(),
                     principal: principal.clone(),
                     audiences: audiences.clone(),
                     exp,
-                },
+                })),
                 exp.min(now + VERIFIED_CACHE_SECS),
                 now,
             );
@@ -502,12 +511,12 @@ impl TokenValidator {
                 // Cached no longer than the token lives, nor than the issuer's configured bound.
                 let bound = i64::try_from(foreign.settings.introspection_cache_max.as_secs()).unwrap_or(i64::MAX);
                 let until = exp.min(now.saturating_add(bound));
-                let verified = Verified::Foreign {
+                let verified = Verified::Foreign(Arc::new(ForeignToken {
                     issuer: foreign.settings.issuer.clone(),
                     principal: principal.clone(),
                     audiences: audiences.clone(),
                     exp,
-                };
+                }));
                 self.remember(key, verified, until, now);
                 if !audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
                     return Err(TokenError::WrongAudience);
@@ -520,10 +529,9 @@ impl TokenValidator {
 
     async fn own_state(
         &self,
-        claims: portcullis_types::wire::AccessTokenClaims,
+        claims: Arc<portcullis_types::wire::AccessTokenClaims>,
         resource: &str,
     ) -> Result<Principal, TokenError> {
-        let (client_id, subject) = (claims.client_id.clone(), claims.sub.clone());
         if self.feed.as_ref().is_some_and(|f| !f.is_current()) {
             return Err(TokenError::IssuerUnavailable(UNREACHABLE_DATABASE.into()));
         }
@@ -538,7 +546,8 @@ impl TokenValidator {
                 let read_at = Instant::now();
                 match self.authorization.store().access_token_status(&claims.jti).await {
                     Ok(Some(status)) => {
-                        self.states.put(status.clone(), read_at, generation);
+                        let status = Arc::new(status);
+                        self.states.put(Arc::clone(&status), read_at, generation);
                         Some(status)
                     }
                     Ok(None) => None,
@@ -549,21 +558,21 @@ impl TokenValidator {
                 }
             }
         };
-        let Some(active) = status.and_then(|status| self.authorization.judge_access_token(claims, status)) else {
-            return Err(TokenError::Inactive { client_id, subject });
+        let Some(status) = status.filter(|status| self.authorization.is_active_access_token(&claims, status)) else {
+            return Err(TokenError::Inactive { client_id: claims.client_id.clone(), subject: claims.sub.clone() });
         };
-        if active.claims.aud != resource {
+        if claims.aud != resource {
             return Err(TokenError::WrongAudience);
         }
         let delegation =
-            active.claims.act.as_ref().map(|a| a.chain().into_iter().map(str::to_owned).collect()).unwrap_or_default();
+            claims.act.as_ref().map(|a| a.chain().into_iter().map(str::to_owned).collect()).unwrap_or_default();
         Ok(Principal {
-            issuer: active.claims.iss,
-            subject: active.status.user_id,
-            username: active.status.username,
-            client_id: Some(active.claims.client_id),
-            scopes: active.status.scope,
-            grant_id: Some(active.status.grant_id),
+            issuer: claims.iss.clone(),
+            subject: status.user_id.clone(),
+            username: status.username.clone(),
+            client_id: Some(claims.client_id.clone()),
+            scopes: status.scope.clone(),
+            grant_id: Some(status.grant_id.clone()),
             delegation,
         })
     }

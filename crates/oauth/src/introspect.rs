@@ -61,10 +61,15 @@ impl AuthorizationServer {
         claims: AccessTokenClaims,
         status: AccessTokenStatus,
     ) -> Option<ActiveAccessToken> {
+        self.is_active_access_token(&claims, &status).then_some(ActiveAccessToken { claims, status })
+    }
+
+    /// [`Self::judge_access_token`] for a caller that keeps claims and state shared (the
+    /// gateway's caches): the rule, without taking them.
+    pub fn is_active_access_token(&self, claims: &AccessTokenClaims, status: &AccessTokenStatus) -> bool {
         let now = self.clock.now();
         // A delegated token (token exchange) is held by its delegate, not the grant's client.
-        (claims.exp > now && claims.jti == status.jti && status.is_active(now) && status.holder() == claims.client_id)
-            .then_some(ActiveAccessToken { claims, status })
+        claims.exp > now && claims.jti == status.jti && status.is_active(now) && status.holder() == claims.client_id
     }
 
     pub async fn introspect(
