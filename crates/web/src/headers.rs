@@ -20,7 +20,7 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// Sets the security headers on a response. `secure` is whether the issuer is https, which
 /// turns on HSTS.
-pub(crate) fn secure(response: &mut Response, secure: bool) {
+pub(crate) fn add_security_headers(response: &mut Response, secure: bool) {
     let is_html =
         response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
     let h = response.headers_mut();

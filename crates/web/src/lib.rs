@@ -242,7 +242,7 @@ struct Edge {
 
 /// Every request passes here once, in this order: it is measured (below); a request that
 /// repeats a singleton header is refused (`headers::refuse_repeated`); the response, whoever
-/// wrote it, gets the security headers (`headers::secure`).
+/// wrote it, gets the security headers (`headers::add_security_headers`).
 ///
 /// Measured: counted by endpoint (the route template, never the path itself: paths carry
 /// ids), method and status, with how long it took to answer (to the response's head). When
@@ -273,7 +273,7 @@ async fn edge(
         Some(refusal) => refusal,
         None => next.run(request).instrument(span.clone()).await,
     };
-    headers::secure(&mut response, edge.secure);
+    headers::add_security_headers(&mut response, edge.secure);
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     // The trace id is a field of the line itself too: a log filter that leaves the request's
