@@ -10,9 +10,10 @@
 //!
 //! Nothing waits for company longer than one turn of the runtime: when the writer is idle,
 //! the first write starts as soon as the requests the runtime already holds have had their
-//! turn (so that theirs join it), and those that arrive while it commits form the next batch. If a batch fails, each of its writes
-//! is retried in a transaction of its own, so one bad write fails alone; only a database that
-//! does not answer within the deadline fails the whole batch at once.
+//! turn (so that theirs join it), and those that arrive while it commits form the next batch.
+//! If a batch fails, each of its writes is retried in a transaction of its own, so one bad
+//! write fails alone; only a database that does not answer within the deadline fails the
+//! whole batch at once.
 
 use std::sync::{Arc, OnceLock};
 
@@ -104,11 +105,10 @@ impl Store {
             // Let every request the runtime already holds (ready tasks, and sockets that became
             // readable) reach its write before this batch is closed.
             tokio::task::yield_now().await;
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
+            while batch.len() < MAX_BATCH
+                && let Ok(pending) = receiver.try_recv()
+            {
+                batch.push(pending);
             }
             match self.write_batch(&batch).await {
                 Ok(rotations) => {
