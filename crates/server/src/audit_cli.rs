@@ -312,13 +312,15 @@ async fn tail(config: &Config, lines: i64, follow: bool, json: bool, filter: &Au
             );
         }
     };
+    // Listening before the first line is printed: a reader may stop us as soon as it sees one.
+    let signals = if follow { Some(crate::StopSignals::listen()?) } else { None };
     let mut last = None;
     for e in store.audit_events(None, lines.max(1), filter).await? {
         print(&e);
         last = Some(e.id);
     }
-    if follow {
-        let mut stop = Box::pin(crate::shutdown_signal());
+    if let Some(signals) = signals {
+        let mut stop = Box::pin(signals.received());
         loop {
             tokio::select! {
                 _ = &mut stop => break,

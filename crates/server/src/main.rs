@@ -276,9 +276,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DemoCrm { listen: Some(addr) } => {
             let listener =
                 tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let signals = StopSignals::listen()?;
             println!("demo CRM on http://{}/mcp", listener.local_addr()?);
             axum::serve(listener, portcullis::demo_crm::http_router())
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(signals.received())
                 .await?;
             return Ok(());
         }
@@ -329,11 +330,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, clock: Arc<dyn Clock>, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let signals = StopSignals::listen()?;
     let running = app::start(config, clock).await?;
     running.reloader.set_path(path);
     println!("Portcullis is serving {} on http://{}", running.issuer, running.addr);
     reload_on_hangup(running.reloader.clone());
-    run_until_signal(running).await
+    run_until_signal(running, signals).await
 }
 
 /// SIGHUP re-reads the configuration file (a file that does not validate is refused, and the
@@ -355,10 +357,10 @@ fn reload_on_hangup(reloader: app::Reloader) {
 }
 
 /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
-async fn run_until_signal(running: app::RunningServer) -> anyhow::Result<()> {
+async fn run_until_signal(running: app::RunningServer, signals: StopSignals) -> anyhow::Result<()> {
     let stop = running.shutdown_handle();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.received().await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
@@ -414,6 +416,7 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
         control.store().close().await;
     }
     let issuer = config.issuer();
+    let signals = StopSignals::listen()?;
     let running = app::start_on(listener, config, Arc::new(SystemClock)).await?;
     println!();
     println!("  Portcullis demo is running.");
@@ -434,28 +437,42 @@ async fn demo(listen: std::net::SocketAddr, data_dir: PathBuf) -> anyhow::Result
     println!("  Tools: list_contacts (crm.contacts.read), update_deal (crm.deals.write),");
     println!("         export_contacts (crm.contacts.export). Ctrl-C stops.");
     println!();
-    run_until_signal(running).await
+    run_until_signal(running, signals).await
 }
 
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened for from the moment this is made. Made before a command says it
+/// is ready, so a signal sent on seeing that line finds its handler installed (a handler
+/// installed later, by a spawned task, lost such a signal to the default action).
+pub(crate) struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub(crate) fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Resolves at the first SIGINT or SIGTERM.
+    pub(crate) async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
