@@ -489,7 +489,9 @@ impl TokenValidator {
             if !foreign.serves(route) {
                 return Err(TokenError::UntrustedIssuer(issuer));
             }
-            let (principal, audiences, exp) = foreign.verify_jwt(token, now).await?;
+            // Boxed, as every path that may go to the network or the database: their futures
+            // are large, and inline they would make every call's future (and its moves) large.
+            let (principal, audiences, exp) = Box::pin(foreign.verify_jwt(token, now)).await?;
             self.remember(
                 key,
                 Verified::Foreign(Arc::new(ForeignToken {
@@ -507,7 +509,7 @@ impl TokenValidator {
             return Ok(principal);
         }
         for foreign in foreign.iter().filter(|f| f.serves(route)) {
-            if let Some((principal, audiences, exp)) = foreign.introspect(token, now).await? {
+            if let Some((principal, audiences, exp)) = Box::pin(foreign.introspect(token, now)).await? {
                 // Cached no longer than the token lives, nor than the issuer's configured bound.
                 let bound = i64::try_from(foreign.settings.introspection_cache_max.as_secs()).unwrap_or(i64::MAX);
                 let until = exp.min(now.saturating_add(bound));
@@ -544,7 +546,7 @@ impl TokenValidator {
                 portcullis_telemetry::cache_lookup(portcullis_telemetry::Cache::TokenStates, false);
                 let generation = self.states.generation.load(Ordering::Acquire);
                 let read_at = Instant::now();
-                match self.authorization.store().access_token_status(&claims.jti).await {
+                match Box::pin(self.authorization.store().access_token_status(&claims.jti)).await {
                     Ok(Some(status)) => {
                         let status = Arc::new(status);
                         self.states.put(Arc::clone(&status), read_at, generation);

@@ -818,6 +818,25 @@ async fn tokens_of_a_trusted_external_issuer_work_and_others_do_not() -> TestRes
 
 /// Requests a proxy in front could read differently from us, and malformed JSON-RPC: each gets
 /// its exact error, and nothing reaches the upstream.
+/// Every call builds these futures and moves them (into boxes, into their callers' states): a
+/// path that goes to the network or the database only sometimes (external tokens, a token
+/// state not yet cached, a refused upstream credential) is boxed, so that its large future does
+/// not enlarge every call's. The bounds are for the test profile (release futures are smaller);
+/// unboxing any of those paths breaks them.
+#[tokio::test]
+async fn the_futures_of_every_call_stay_small() -> TestResult {
+    let s = TestServer::start_with(Options { upstreams: vec![demo_upstream()], ..Options::default() }).await?;
+    let gateway = s.gateway()?;
+    let principal = portcullis_gateway::Principal::anonymous();
+    let headers = http::HeaderMap::new();
+    let authenticate = gateway.authenticate("crm", None);
+    let post = gateway.post("crm", &principal, &headers, axum::body::Bytes::new());
+    let sizes = (std::mem::size_of_val(&authenticate), std::mem::size_of_val(&post));
+    assert!(sizes.0 <= 512, "authenticate's future is {} bytes", sizes.0);
+    assert!(sizes.1 <= 1024, "post's future is {} bytes", sizes.1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn ambiguous_and_malformed_requests_get_exact_errors() -> TestResult {
     let gw = start().await?;
