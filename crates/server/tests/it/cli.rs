@@ -236,38 +236,11 @@ async fn stop_with_sigterm(child: &mut tokio::process::Child) -> AnyResult<std::
         .map_err(|_| "no exit after SIGTERM")??)
 }
 
-#[tokio::test]
-async fn serve_answers_then_stops_cleanly_on_sigterm() -> TestResult {
-    let cli = Cli::new().await?;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("--config")
-        .arg(&cli.config)
-        .arg("serve")
-        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("stdout")?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .map_err(|_| "serve printed nothing in 30 s")??
-        .ok_or("serve exited early")?;
-    let addr = line.rsplit("http://").next().ok_or("no address printed")?.trim().to_owned();
-    let metadata: serde_json::Value =
-        reqwest::get(format!("http://{addr}/.well-known/oauth-authorization-server")).await?.json().await?;
-    assert_eq!(metadata["issuer"], "http://127.0.0.1:18080");
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
 
-    let status = stop_with_sigterm(&mut child).await?;
-    assert!(status.success(), "serve should exit 0 on SIGTERM, got {status}");
-    Ok(())
-}
-
-/// Starts `portcullis` with `args`, waits for the line containing `ready`, and sends SIGTERM at
-/// once: the handler must already be listening when the command says it is ready.
-async fn stop_the_moment_it_is_ready(args: &[&std::ffi::OsStr], ready: &str) -> AnyResult<std::process::ExitStatus> {
+/// Starts `portcullis` with `args` (listening on a free loopback port), its output read line by
+/// line.
+fn spawn_portcullis(args: &[&std::ffi::OsStr]) -> AnyResult<(tokio::process::Child, Lines)> {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
         .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
@@ -278,17 +251,35 @@ async fn stop_the_moment_it_is_ready(args: &[&std::ffi::OsStr], ready: &str) -> 
         .kill_on_drop(true)
         .spawn()?;
     let stdout = child.stdout.take().ok_or("stdout")?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    Ok((child, tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout))))
+}
+
+/// The first line that contains `wanted` (each line awaited for 30 s at most).
+async fn line_containing(lines: &mut Lines, wanted: &str) -> AnyResult<String> {
     loop {
         let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
             .await
-            .map_err(|_| format!("{args:?} printed no {ready:?} in 30 s"))??
-            .ok_or_else(|| format!("{args:?} exited before printing {ready:?}"))?;
-        if line.contains(ready) {
-            break;
+            .map_err(|_| format!("no line with {wanted:?} in 30 s"))??
+            .ok_or_else(|| format!("exited before printing {wanted:?}"))?;
+        if line.contains(wanted) {
+            return Ok(line);
         }
     }
-    stop_with_sigterm(&mut child).await
+}
+
+#[tokio::test]
+async fn serve_answers_then_stops_cleanly_on_sigterm() -> TestResult {
+    let cli = Cli::new().await?;
+    let (mut child, mut lines) = spawn_portcullis(&["--config".as_ref(), cli.config.as_os_str(), "serve".as_ref()])?;
+    let line = line_containing(&mut lines, "is serving").await?;
+    let addr = line.rsplit("http://").next().ok_or("no address printed")?.trim().to_owned();
+    let metadata: serde_json::Value =
+        reqwest::get(format!("http://{addr}/.well-known/oauth-authorization-server")).await?.json().await?;
+    assert_eq!(metadata["issuer"], "http://127.0.0.1:18080");
+
+    let status = stop_with_sigterm(&mut child).await?;
+    assert!(status.success(), "serve should exit 0 on SIGTERM, got {status}");
+    Ok(())
 }
 
 #[tokio::test]
@@ -305,10 +296,12 @@ async fn a_sigterm_sent_as_soon_as_a_server_is_ready_stops_it_cleanly() -> TestR
             "Ctrl-C stops",
         ),
     ];
-    // A few rounds each (bounded): the race this guards against is lost only sometimes.
+    // A few rounds each (bounded): the race this guards against depends on timing.
     for (args, ready) in commands {
         for round in 0..3 {
-            let status = stop_the_moment_it_is_ready(args, ready).await?;
+            let (mut child, mut lines) = spawn_portcullis(args)?;
+            line_containing(&mut lines, ready).await.map_err(|e| format!("{args:?}: {e}"))?;
+            let status = stop_with_sigterm(&mut child).await?;
             assert!(status.success(), "{args:?} round {round}: exit on SIGTERM was {status}");
         }
     }
