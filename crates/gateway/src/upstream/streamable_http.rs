@@ -85,17 +85,23 @@ fn upstream_request(method: Method, uri: &http::Uri, headers: HeaderMap, body: B
     request
 }
 
-/// An SSE body whose events are passed on one by one as they arrive, list results filtered.
+/// An SSE body whose events are passed on one by one as they arrive, list results filtered:
+/// the answer to the one list request over its text, like a JSON answer (`ListFilter::apply_text`),
+/// anything else that may hold a list parsed. When nothing may (no list was asked for, and this
+/// is not a stream filtered by shape), no event is parsed at all.
 fn filtered_event_stream(
     upstream: Incoming,
     lists: HashMap<String, ListKind>,
     by_shape: bool,
     filter: ListFilter,
 ) -> Body {
+    let nothing_to_filter = lists.is_empty() && !by_shape;
     let events = SseByteStream::new(BodyDataStream::new(upstream)).map(move |event| {
         event.map(|mut event| {
-            if let Some(data) = event.data.as_deref()
-                && let Ok(mut message) = serde_json::from_str::<Value>(data)
+            let Some(data) = event.data.as_deref().filter(|_| !nothing_to_filter) else { return event };
+            if let Some(text) = filter.apply_text(data.as_bytes(), &lists) {
+                event.data = Some(text);
+            } else if let Ok(mut message) = serde_json::from_str::<Value>(data)
                 && filter.apply(&mut message, &lists, by_shape)
                 && let Ok(text) = serde_json::to_string(&message)
             {
