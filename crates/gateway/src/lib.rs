@@ -43,7 +43,7 @@ use tokio::sync::Semaphore;
 pub use auth::{Principal, TokenError, TrustedIssuerSettings};
 pub use filter::{ListKind, filter_list_response, filter_list_text};
 pub use portcullis_upstream_oauth as upstream_oauth;
-pub use protocol::ProtocolVersion;
+pub use protocol::{METHOD_HEADER, NAME_HEADER, ProtocolVersion, SESSION_HEADER, VERSION_HEADER};
 pub use upstream::StdioCommand;
 pub use vault::VaultError;
 

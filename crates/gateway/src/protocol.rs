@@ -8,11 +8,12 @@ use http::{HeaderMap, HeaderName};
 
 use crate::GatewayError;
 
-// Names, not strings: a lookup by name skips parsing the name on every request.
-pub(crate) const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
-pub(crate) const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
-pub(crate) const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
-pub(crate) const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+// The MCP headers, named once for the gateway and the web layer. Names, not strings: a lookup
+// by name skips parsing the name on every request.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+pub const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+pub const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 
 /// A header's value, when it is text.

@@ -48,10 +48,10 @@ static SINGLETON_HEADERS: [HeaderName; 9] = [
     CONTENT_TYPE,
     http::header::HOST,
     http::header::ORIGIN,
-    HeaderName::from_static("mcp-session-id"),
-    HeaderName::from_static("mcp-protocol-version"),
-    HeaderName::from_static("mcp-method"),
-    HeaderName::from_static("mcp-name"),
+    portcullis_gateway::SESSION_HEADER,
+    portcullis_gateway::VERSION_HEADER,
+    portcullis_gateway::METHOD_HEADER,
+    portcullis_gateway::NAME_HEADER,
     HeaderName::from_static("last-event-id"),
 ];
 

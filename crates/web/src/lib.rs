@@ -116,12 +116,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     // Browser-based MCP clients call these cross-origin; the authorization endpoint and the
     // pages must not be readable cross-origin (RFC 9700 §2.6).
-    let cors =
-        CorsLayer::new().allow_origin(Any).allow_methods([http::Method::GET, http::Method::POST]).allow_headers([
-            http::header::AUTHORIZATION,
-            http::header::CONTENT_TYPE,
-            http::HeaderName::from_static("mcp-protocol-version"),
-        ]);
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([http::Method::GET, http::Method::POST])
+        .allow_headers([http::header::AUTHORIZATION, http::header::CONTENT_TYPE, portcullis_gateway::VERSION_HEADER]);
     let api = Router::new()
         .route("/token", post(oauth_endpoints::token))
         .route("/introspect", post(oauth_endpoints::introspect))

@@ -171,7 +171,11 @@ async fn admit(
     };
     let refused = |e: GatewayError| {
         let response = error_response(&gateway, route, &e);
-        let label = headers.get("mcp-method").and_then(|v| v.to_str().ok()).unwrap_or(method.as_str()).to_owned();
+        let label = headers
+            .get(portcullis_gateway::METHOD_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(method.as_str())
+            .to_owned();
         // A genuine token of ours that is no longer active still says whose it was.
         let claimed = match &e {
             GatewayError::Unauthenticated(TokenError::Inactive { client_id, subject }) => Some(Principal {
@@ -223,7 +227,7 @@ fn render(gateway: &Gateway, route: &str, reply: Result<portcullis_gateway::Repl
         headers.insert(header::CONTENT_TYPE, ct);
     }
     if let Some(id) = reply.session_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        headers.insert("mcp-session-id", id);
+        headers.insert(portcullis_gateway::SESSION_HEADER, id);
     }
     response
 }
