@@ -144,8 +144,11 @@ impl ForeignIssuer {
         self.settings.routes.is_empty() || self.settings.routes.iter().any(|r| r == route)
     }
 
-    fn expected_audience<'a>(&'a self, resource: &'a str) -> &'a str {
-        self.settings.audience.as_deref().unwrap_or(resource)
+    /// Whether a token for `audiences` is meant for `resource`: its audience is the issuer's
+    /// configured one, else the route's resource URL.
+    fn is_for(&self, audiences: &[String], resource: &str) -> bool {
+        let expected = self.settings.audience.as_deref().unwrap_or(resource);
+        audiences.iter().any(|a| a == expected)
     }
 
     /// RFC 8414 metadata, then OpenID discovery; the document's `issuer` must be this issuer.
@@ -419,6 +422,27 @@ impl TokenValidator {
         cache.insert(key, CachedVerification { verified, until });
     }
 
+    /// Remembers what an external token was found to say (until `until`), then answers for
+    /// `resource` as a remembered one would be answered.
+    fn remember_foreign(
+        &self,
+        key: [u8; 32],
+        foreign: &ForeignIssuer,
+        (principal, audiences, exp): (Principal, Vec<String>, i64),
+        until: i64,
+        now: i64,
+        resource: &str,
+    ) -> Result<Principal, TokenError> {
+        let meant_here = foreign.is_for(&audiences, resource);
+        let found =
+            ForeignToken { issuer: foreign.settings.issuer.clone(), principal: principal.clone(), audiences, exp };
+        self.remember(key, Verified::Foreign(Arc::new(found)), until, now);
+        if !meant_here {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(principal)
+    }
+
     fn recall(&self, key: &[u8; 32], now: i64) -> Option<Verified> {
         let mut cache = self.verified.lock().ok()?;
         let found = match cache.get(key) {
@@ -468,7 +492,7 @@ impl TokenValidator {
                 if token.exp + foreign.settings.leeway_secs <= now {
                     return Err(TokenError::Invalid);
                 }
-                if !token.audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
+                if !foreign.is_for(&token.audiences, resource) {
                     return Err(TokenError::WrongAudience);
                 }
                 return Ok(token.principal.clone());
@@ -491,39 +515,16 @@ impl TokenValidator {
             }
             // Boxed, as every path that may go to the network or the database: their futures
             // are large, and inline they would make every call's future (and its moves) large.
-            let (principal, audiences, exp) = Box::pin(foreign.verify_jwt(token, now)).await?;
-            self.remember(
-                key,
-                Verified::Foreign(Arc::new(ForeignToken {
-                    issuer: foreign.settings.issuer.clone(),
-                    principal: principal.clone(),
-                    audiences: audiences.clone(),
-                    exp,
-                })),
-                exp.min(now + VERIFIED_CACHE_SECS),
-                now,
-            );
-            if !audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
-                return Err(TokenError::WrongAudience);
-            }
-            return Ok(principal);
+            let found = Box::pin(foreign.verify_jwt(token, now)).await?;
+            let until = found.2.min(now + VERIFIED_CACHE_SECS);
+            return self.remember_foreign(key, foreign, found, until, now, resource);
         }
         for foreign in foreign.iter().filter(|f| f.serves(route)) {
-            if let Some((principal, audiences, exp)) = Box::pin(foreign.introspect(token, now)).await? {
+            if let Some(found) = Box::pin(foreign.introspect(token, now)).await? {
                 // Cached no longer than the token lives, nor than the issuer's configured bound.
                 let bound = i64::try_from(foreign.settings.introspection_cache_max.as_secs()).unwrap_or(i64::MAX);
-                let until = exp.min(now.saturating_add(bound));
-                let verified = Verified::Foreign(Arc::new(ForeignToken {
-                    issuer: foreign.settings.issuer.clone(),
-                    principal: principal.clone(),
-                    audiences: audiences.clone(),
-                    exp,
-                }));
-                self.remember(key, verified, until, now);
-                if !audiences.iter().any(|a| a == foreign.expected_audience(resource)) {
-                    return Err(TokenError::WrongAudience);
-                }
-                return Ok(principal);
+                let until = found.2.min(now.saturating_add(bound));
+                return self.remember_foreign(key, foreign, found, until, now, resource);
             }
         }
         Err(TokenError::Invalid)
