@@ -344,14 +344,17 @@ impl ListFilter {
         }
     }
 
-    /// Removes what the policy would not allow from one message or a batch of them.
+    /// Removes what the policy would not allow from one message or a batch of them. True when
+    /// one was a list answer: the message must then be written again from this tree, filtered
+    /// or not, since its text may hold what the tree does not (a member twice, of which a
+    /// client might read the copy the filter never saw).
     pub(crate) fn apply(&self, message: &mut Value, lists: &HashMap<String, ListKind>, by_shape: bool) -> bool {
         if let Value::Array(items) = message {
-            let mut changed = false;
+            let mut answered_a_list = false;
             for item in items {
-                changed |= self.apply(item, lists, by_shape);
+                answered_a_list |= self.apply(item, lists, by_shape);
             }
-            return changed;
+            return answered_a_list;
         }
         // Anything that carries an id and a result is filtered, well-formed or not: a client
         // may read the result of a message that is not quite JSON-RPC.
@@ -365,7 +368,8 @@ impl ListFilter {
         if let Some(items) = result.get(items_member).and_then(Value::as_array) {
             self.observed.listed(kind, items.iter().filter_map(|item| item.get(name_member).and_then(Value::as_str)));
         }
-        filter_list_response(message, kind, &self.policy, &self.scopes) > 0
+        filter_list_response(message, kind, &self.policy, &self.scopes);
+        true
     }
 
     /// The answer to one list request as JSON text, filtered without building a tree of it
@@ -512,6 +516,8 @@ mod tests {
         let mut other = json!({"jsonrpc":"2.0","id":2,"result":{"tools":tools}});
         assert!(!filter.apply(&mut other, &lists, false), "not the list request's answer");
         assert!(filter.apply(&mut other, &lists, true), "unless filtered by its shape");
+        let mut nothing_removed = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}});
+        assert!(filter.apply(&mut nothing_removed, &lists, false), "a list answer is written again all the same");
     }
 
     #[test]

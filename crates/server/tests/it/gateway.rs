@@ -13,8 +13,9 @@ use crate::harness::*;
 const VERSION: &str = "2025-11-25";
 
 /// An HTTP MCP upstream for tests: the demo CRM at `/json` (JSON answers) and `/sse` (SSE
-/// answers with a priming event), `/slow` never answering in time. It records the headers of
-/// every request it gets.
+/// answers with a priming event), `/slow` never answering in time, and at `/doubled-json` and
+/// `/doubled-sse` a list answer that holds `result` twice. It records the headers of every
+/// request it gets.
 struct TestUpstream {
     base: String,
     seen: Arc<Mutex<Vec<http::HeaderMap>>>,
@@ -62,7 +63,26 @@ impl TestUpstream {
                 }
             }
         };
+        // `result` twice: a lenient reader takes the last (only update_deal), a client may take
+        // the first (export_contacts too).
+        let doubled = |sse: bool| {
+            move |body: axum::body::Bytes| async move {
+                let id = serde_json::from_slice::<Value>(&body).ok().and_then(|m| m.get("id").cloned());
+                let Some(id) = id else { return http::StatusCode::ACCEPTED.into_response() };
+                let text = format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{"tools":[{{"name":"export_contacts"}},{{"name":"update_deal"}}]}},"result":{{"tools":[{{"name":"update_deal"}}]}}}}"#
+                );
+                if sse {
+                    let events = format!("event: message\ndata: {text}\n\n");
+                    ([(http::header::CONTENT_TYPE, "text/event-stream")], events).into_response()
+                } else {
+                    ([(http::header::CONTENT_TYPE, "application/json")], text).into_response()
+                }
+            }
+        };
         let router = axum::Router::new()
+            .route("/doubled-json", axum::routing::post(doubled(false)))
+            .route("/doubled-sse", axum::routing::post(doubled(true)))
             .route("/json", axum::routing::post(answer(crm.clone(), seen.clone(), false)))
             .route("/sse", axum::routing::post(answer(crm.clone(), seen.clone(), true)))
             .route(
@@ -149,6 +169,8 @@ async fn start() -> AnyResult<Gw> {
             demo_upstream(),
             with_key,
             http_upstream("crm-sse", &format!("{}/sse", upstream.base)),
+            http_upstream("doubled-json", &format!("{}/doubled-json", upstream.base)),
+            http_upstream("doubled-sse", &format!("{}/doubled-sse", upstream.base)),
             http_upstream("drip", &format!("{}/drip", upstream.base)),
             slow,
             http_upstream("down", "http://127.0.0.1:9/mcp"),
@@ -480,6 +502,24 @@ async fn sse_answers_are_filtered_event_by_event() -> TestResult {
     assert_eq!(answer.headers.get("x-accel-buffering").and_then(|v| v.to_str().ok()), Some("no"));
     assert_eq!(names(&answer, "tools", "name"), ["update_deal"], "{}", answer.text);
     assert!(answer.text.contains("id: prime-1"), "the priming event passes through: {}", answer.text);
+    Ok(())
+}
+
+/// A list answer that holds a member twice is filtered as the gateway read it and written from
+/// that reading: the copy it did not read (here the first `result`, holding a tool the caller
+/// may not use) never reaches the client, in JSON or in an SSE event.
+#[tokio::test]
+async fn a_list_answer_with_a_member_twice_reaches_the_client_as_filtered() -> TestResult {
+    let gw = start().await?;
+    let s = &gw.server;
+    for route in ["doubled-json", "doubled-sse"] {
+        let token = alice_token_for(s, &s.route(route), &["crm.deals.write"]).await?;
+        let answer = gw.post_raw(route, Some(&token), &[], list(1, "tools/list").to_string()).await?;
+        assert_eq!(answer.status, 200, "{route}: {}", answer.text);
+        assert_eq!(names(&answer, "tools", "name"), ["update_deal"], "{route}: {}", answer.text);
+        assert!(!answer.text.contains("export_contacts"), "{route}: {}", answer.text);
+        assert_eq!(answer.text.matches("\"result\"").count(), 1, "{route}: {}", answer.text);
+    }
     Ok(())
 }
 
